@@ -1,0 +1,35 @@
+# ipipd in a container. The image runs the daemon by default and carries the test suite:
+#
+#   docker build -t ipipd .
+#   docker run --privileged --rm -v /etc/ipipd:/etc/ipipd:ro --network host ipipd      # the daemon
+#   docker run --privileged --rm ipipd npm test                                      # the tests
+#
+# --privileged (or --cap-add NET_ADMIN --cap-add NET_RAW --device /dev/net/tun, plus permission to
+# create network namespaces for the tests) is needed: ipipd creates a TUN device and a raw socket.
+
+# ---- build stage: the native addon (node-gyp, g++) and the TypeScript ----------------------------
+FROM node:20-bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/ipipd
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY . .
+# node-gyp needs Node's headers. The official image ships them under /usr/local; where they are
+# missing, Debian's libnode-dev gives Node-API headers (the addon uses only Node-API, whose ABI is
+# stable across Node versions), so the build never downloads anything.
+RUN if [ -f /usr/local/include/node/node_api.h ]; then nodedir=/usr/local; \
+    else apt-get update && apt-get install -y --no-install-recommends libnode-dev && nodedir=/usr; fi \
+ && npx node-gyp rebuild --nodedir="$nodedir" \
+ && npm run build
+
+# ---- runtime: node, iproute2 for the netns scripts and tests, tcpdump for the capture test -------
+FROM node:20-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iproute2 tcpdump iputils-ping procps \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/ipipd
+COPY --from=build /opt/ipipd /opt/ipipd
+RUN ln -s /opt/ipipd/bin/ipipd.js /usr/local/bin/ipipd && mkdir -p /etc/ipipd
+CMD ["ipipd", "run", "--config", "/etc/ipipd/ipipd.yaml"]

@@ -1,0 +1,265 @@
+/**
+ * Configuration: read once, validated once, then frozen (after fastify's
+ * initial-config-validation.js). Flow, in the order of this file:
+ *   1. the schema (zod), with defaults and no unknown keys at any level;
+ *   2. cross-field rules the schema cannot express (unique peers, prefixes that would loop);
+ *   3. `loadConfig` / `parseConfig`: YAML text -> a deep-frozen `Config`, or one IpipdError
+ *      listing every problem with its path (`peers[1].prefixes[0]: host bits set ...`).
+ * Nothing downstream reads raw config: addresses arrive here as text and leave as
+ * `{ text, value }` with `value` the signed 32-bit int the data path uses.
+ */
+import { readFileSync } from 'node:fs';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
+import { IpipdError, errnoName } from './errors.js';
+
+export interface Address {
+  readonly text: string;
+  /** Signed 32-bit int, network byte order as `readInt32BE` gives it. */
+  readonly value: number;
+}
+
+export interface Prefix {
+  readonly text: string;
+  readonly addr: number;
+  readonly len: number;
+}
+
+const address = z.string().transform((s, ctx): Address => {
+  const v = parseIPv4(s);
+  if (v === undefined) {
+    ctx.addIssue({ code: 'custom', message: `not an IPv4 address: ${JSON.stringify(s)}` });
+    return z.NEVER;
+  }
+  return { text: formatIPv4(v), value: v };
+});
+
+const prefix = z.string().transform((s, ctx): Prefix => {
+  const p = parsePrefix(s);
+  if (typeof p === 'string') {
+    ctx.addIssue({ code: 'custom', message: p });
+    return z.NEVER;
+  }
+  return { text: formatPrefix(p.addr, p.len), addr: p.addr, len: p.len };
+});
+
+/** An interface address: host bits may be set (198.51.100.1/25 is a fine address). */
+const interfaceAddress = z.string().transform((s, ctx): Prefix => {
+  const m = /^([^/]+)\/(\d{1,2})$/.exec(s);
+  const a = m ? parseIPv4(m[1]!) : undefined;
+  const len = m ? Number(m[2]) : NaN;
+  if (a === undefined || !(len >= 0 && len <= 32)) {
+    ctx.addIssue({ code: 'custom', message: `expected ADDRESS/LENGTH such as 198.51.100.0/32, got ${JSON.stringify(s)}` });
+    return z.NEVER;
+  }
+  return { text: `${formatIPv4(a)}/${len}`, addr: a, len };
+});
+
+const deviceName = z
+  .string()
+  .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'a Linux interface name: 1-15 characters of A-Z a-z 0-9 _ . -')
+  .refine((s) => s !== '.' && s !== '..', 'not a valid interface name');
+
+const schema = z.strictObject({
+  tun: z
+    .strictObject({
+      /** Name of the TUN device ipipd creates. */
+      name: deviceName.default('ipip0'),
+      /** Address put on the TUN (like Calico's tunl0 address); optional. */
+      address: interfaceAddress.optional(),
+      /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1). */
+      mtu: z.number().int().min(576).max(65515).optional(),
+      /** TUN transmit queue length (packets); a full queue drops silently (FINDINGS.md). */
+      txqueuelen: z.number().int().min(1).max(1_000_000).default(1000),
+    })
+    .prefault({}),
+  underlay: z.strictObject({
+    /** This host's underlay address: the outer source, and what the raw socket is bound to. */
+    address,
+    /** The device holding that address; default: found from the address. */
+    device: deviceName.optional(),
+  }),
+  encap: z
+    .strictObject({
+      /** Outer TTL: a number, or `inherit` to copy the inner TTL. */
+      ttl: z.union([z.number().int().min(1).max(255), z.literal('inherit')]).default(64),
+      /** Outer TOS: `inherit` copies the inner TOS byte (DSCP and ECN), or a fixed 0-255. */
+      tos: z.union([z.number().int().min(0).max(255), z.literal('inherit')]).default('inherit'),
+      /** Outer DF: `inherit` copies the inner DF bit (RFC 2003 §3.1 MUST), `always` sets it. */
+      df: z.enum(['inherit', 'always']).default('inherit'),
+    })
+    .prefault({}),
+  peers: z
+    .array(
+      z.strictObject({
+        name: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'letters, digits, _ . : - (1-64)'),
+        /** The peer's underlay address: outer destination, and the only accepted outer source. */
+        endpoint: address,
+        /** Inner prefixes the peer owns: routed to it, and the only inner sources accepted from it. */
+        prefixes: z.array(prefix).min(1),
+      }),
+    )
+    .min(1),
+  routes: z
+    .strictObject({
+      /** Install a kernel route into the TUN for every peer prefix (and remove it on exit). */
+      install: z.boolean().default(true),
+      /** Routing table id (254 = main). */
+      table: z.number().int().min(1).max(0xfffffffe).default(254),
+      /** Route metric; default none (0). */
+      metric: z.number().int().min(0).max(0xffffffff).optional(),
+    })
+    .prefault({}),
+  io: z
+    .strictObject({
+      /** Packets moved per system call at most (batch size), fixed for the device's life. */
+      batch: z.number().int().min(1).max(1024).default(64),
+      /** Raw socket receive and send buffer, bytes. */
+      socket_buffer: z.number().int().min(65536).max(1 << 30).default(4 << 20),
+    })
+    .prefault({}),
+  control: z
+    .strictObject({
+      /** Unix socket `ipipd status` reads; `false` disables it. Default /run/ipipd/<tun.name>.sock. */
+      socket: z.union([z.string().min(1), z.literal(false)]).optional(),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      /** Seconds between counter summaries in the log when traffic changed; 0 = never. */
+      stats_interval: z.number().min(0).max(86400).default(60),
+    })
+    .prefault({}),
+});
+
+type Parsed = z.output<typeof schema>;
+
+export type Config = DeepReadonly<
+  Omit<Parsed, 'control'> & {
+    control: { socket: string | false };
+  }
+>;
+export type PeerConfig = Config['peers'][number];
+
+type DeepReadonly<T> = T extends (infer U)[]
+  ? readonly DeepReadonly<U>[]
+  : T extends object
+    ? { readonly [K in keyof T]: DeepReadonly<T[K]> }
+    : T;
+
+/** `peers[1].prefixes[0]` from zod's path array. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out === '' ? String(p) : `.${String(p)}`;
+  return out || '(top level)';
+}
+
+interface Problem {
+  path: string;
+  message: string;
+}
+
+/** Rules across fields: each returns problems with the path of the offending value. */
+function crossCheck(c: Parsed): Problem[] {
+  const problems: Problem[] = [];
+  const names = new Map<string, number>();
+  const endpoints = new Map<number, number>();
+  const seenPrefix = new Map<string, string>();
+  c.peers.forEach((p, i) => {
+    const at = `peers[${i}]`;
+    const dupName = names.get(p.name);
+    if (dupName !== undefined) problems.push({ path: `${at}.name`, message: `duplicate peer name ${JSON.stringify(p.name)} (also peers[${dupName}])` });
+    else names.set(p.name, i);
+    const dupEp = endpoints.get(p.endpoint.value);
+    if (dupEp !== undefined) problems.push({ path: `${at}.endpoint`, message: `endpoint ${p.endpoint.text} is also peers[${dupEp}]'s` });
+    else endpoints.set(p.endpoint.value, i);
+    if (p.endpoint.value === c.underlay.address.value)
+      problems.push({ path: `${at}.endpoint`, message: `endpoint ${p.endpoint.text} is this host's own underlay.address` });
+    p.prefixes.forEach((x, j) => {
+      const pat = `${at}.prefixes[${j}]`;
+      const prev = seenPrefix.get(x.text);
+      if (prev !== undefined) problems.push({ path: pat, message: `prefix ${x.text} is already given at ${prev}` });
+      else seenPrefix.set(x.text, pat);
+      // RFC 2003 §3.2: routing an underlay address into the tunnel makes the tunnel recurse.
+      if (prefixContains(x.addr, x.len, c.underlay.address.value))
+        problems.push({ path: pat, message: `prefix ${x.text} contains this host's underlay address ${c.underlay.address.text}: the tunnel would loop` });
+      for (const q of c.peers)
+        if (prefixContains(x.addr, x.len, q.endpoint.value))
+          problems.push({ path: pat, message: `prefix ${x.text} contains peer ${q.name}'s endpoint ${q.endpoint.text}: the tunnel would loop` });
+      if (c.tun.address && prefixesOverlap(x.addr, x.len, c.tun.address.addr, 32))
+        problems.push({ path: pat, message: `prefix ${x.text} contains the TUN's own address ${c.tun.address.text}` });
+    });
+  });
+  if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
+    problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
+  return problems;
+}
+
+function invalid(source: string, problems: Problem[]): IpipdError {
+  const lines = problems.map((p) => `  ${p.path}: ${p.message}`);
+  return new IpipdError(
+    'ERR_CONFIG_INVALID',
+    `${source}: ${problems.length} problem${problems.length === 1 ? '' : 's'}:\n${lines.join('\n')}`,
+  );
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** Validate an already-parsed object (what the YAML document holds). */
+export function validateConfig(raw: unknown, source = 'config'): Config {
+  const r = schema.safeParse(raw);
+  if (!r.success) {
+    throw invalid(
+      source,
+      r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message })),
+    );
+  }
+  const problems = crossCheck(r.data);
+  if (problems.length > 0) throw invalid(source, problems);
+  const socket = r.data.control.socket ?? `/run/ipipd/${r.data.tun.name}.sock`;
+  return deepFreeze({ ...r.data, control: { socket } }) as Config;
+}
+
+/** YAML text -> frozen Config. `source` names the file in every message. */
+export function parseConfig(text: string, source = 'config'): Config {
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0]!;
+    throw new IpipdError('ERR_CONFIG_PARSE', `${source}: ${e.message}`);
+  }
+  return validateConfig(doc.toJS() ?? {}, source);
+}
+
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new IpipdError('ERR_CONFIG_READ', `${file}: cannot read (${errnoName(err) ?? String(err)})`, { cause: err });
+  }
+  return parseConfig(text, file);
+}
+
+/** A short human description of a config, for `ipipd check` and the start-up log. */
+export function describeConfig(c: Config): string[] {
+  const lines = [
+    `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? 'auto (underlay MTU - 20)'} txqueuelen ${c.tun.txqueuelen}`,
+    `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}`,
+    `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,
+  ];
+  for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}`);
+  lines.push(
+    `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
+    `io batch ${c.io.batch} socket_buffer ${c.io.socket_buffer}`,
+    `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
+  );
+  return lines;
+}

@@ -1,0 +1,70 @@
+/**
+ * The one registry of ipipd's errors (after fastify's lib/errors.js): every error the control
+ * path raises is an `IpipdError` with a stable `code` from this table, a message for humans and
+ * the process exit status the CLI uses for it. The README's error table is checked against this
+ * registry by test/unit/errors.test.ts, so the two cannot drift apart.
+ *
+ * The data path never throws: bad packets become drop counters (src/ipip/verdict.ts).
+ */
+
+export interface ErrorSpec {
+  /** Exit status of `ipipd` when this error ends it. */
+  readonly exit: number;
+  /** One line for the README table: when it happens and what to do. */
+  readonly doc: string;
+}
+
+/** Exit statuses: 1 = runtime failure, 2 = bad invocation or configuration (nothing was touched). */
+export const ERRORS = Object.freeze({
+  ERR_USAGE: { exit: 2, doc: 'Bad command line (unknown command or option, missing `--config`).' },
+  ERR_CONFIG_READ: { exit: 2, doc: 'The config file cannot be read (missing, permissions).' },
+  ERR_CONFIG_PARSE: { exit: 2, doc: 'The config file is not valid YAML; the message gives line and column.' },
+  ERR_CONFIG_INVALID: {
+    exit: 2,
+    doc: 'The config breaks the schema; every problem is listed with its path (e.g. `peers[1].prefixes[0]`).',
+  },
+  ERR_NATIVE_LOAD: { exit: 1, doc: 'The native addon is not built or does not load: run `npm ci` (needs g++, make, python3).' },
+  ERR_UNDERLAY_ADDRESS: {
+    exit: 1,
+    doc: '`underlay.address` is not configured on any interface of this host (or not on `underlay.device`).',
+  },
+  ERR_TUN_EXISTS: { exit: 1, doc: 'A network device named `tun.name` already exists; ipipd only uses a device it creates.' },
+  ERR_TUN_OPEN: { exit: 1, doc: 'Opening `/dev/net/tun` or creating the device failed (needs root or CAP_NET_ADMIN).' },
+  ERR_TUN_SETUP: { exit: 1, doc: 'Setting the TUN device up (MTU, queue length, IPv6 off, address) failed.' },
+  ERR_RAW_SOCKET: {
+    exit: 1,
+    doc: 'Opening the raw IPv4 protocol-4 socket failed (needs root or CAP_NET_RAW), or binding it to the underlay address.',
+  },
+  ERR_ROUTE_ADD: {
+    exit: 1,
+    doc: 'Installing a kernel route for a peer prefix failed, e.g. `EEXIST`: the same route is already there.',
+  },
+  ERR_CONTROL_SOCKET: {
+    exit: 1,
+    doc: 'The control socket cannot be created; `EADDRINUSE` means another ipipd answers on that path.',
+  },
+  ERR_STATUS_UNREACHABLE: { exit: 1, doc: '`ipipd status` found no daemon answering on the control socket.' },
+} as const satisfies Record<string, ErrorSpec>);
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class IpipdError extends Error {
+  readonly code: ErrorCode;
+  readonly exitCode: number;
+  /** The system error name behind it, when there is one (EPERM, EEXIST, ...). */
+  override readonly cause?: unknown;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message);
+    this.name = 'IpipdError';
+    this.code = code;
+    this.exitCode = ERRORS[code].exit;
+    if (options?.cause !== undefined) this.cause = options.cause;
+  }
+}
+
+/** The errno name carried by a system error (`err.code`), if any. */
+export function errnoName(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
+}

@@ -1,0 +1,253 @@
+/**
+ * rtnetlink, wrapped: the only module that talks to the `netlink` package.
+ *
+ * The daemon needs a handful of operations on links, addresses and routes; this file gives them
+ * names and hides the package's gotchas (FINDINGS.md, measured on netlink 0.3.0, pinned):
+ *   - a link's index is `data.index` (the package README's `link.index` is wrong);
+ *   - adds need NLM_F_CREATE|NLM_F_EXCL (without CREATE the kernel answers ENOENT);
+ *   - route deletes need `scope: NOWHERE` (otherwise ESRCH);
+ *   - an `onlink` next hop is rtm_flags bit RTNH_F_ONLINK (4), which the typings don't name;
+ *   - an exception thrown inside the package's low-level socket listener aborts the process
+ *     (SIGABRT, bypassing `uncaughtException`): we never register listeners that can throw.
+ * Errors come back as `NetlinkError` with the errno name in `code` and the operation in `op`.
+ *
+ * Addresses are IPv4 as signed 32-bit ints, like everywhere else in ipipd.
+ */
+import { createRequire } from 'node:module';
+import type * as NL from 'netlink';
+
+const require = createRequire(import.meta.url);
+// The package is CommonJS; load it once, typed by its own declarations.
+const netlink: typeof NL = require('netlink');
+
+const AF_INET = 2;
+const NLM_F_CREATE = 0x400;
+const NLM_F_EXCL = 0x200;
+const NLM_F_REQUEST = 0x1;
+const NLM_F_ACK = 0x4;
+const RTNH_F_ONLINK = 4;
+const RT_TABLE_MAIN = 254;
+const RTPROT_STATIC = 4;
+const RT_SCOPE_UNIVERSE = 0;
+const RT_SCOPE_LINK = 253;
+const RT_SCOPE_NOWHERE = 255;
+const RTN_UNICAST = 1;
+/** Requests that get no answer in this time fail with ETIMEDOUT rather than hang start-up. */
+const REQUEST_TIMEOUT_MS = 5000;
+
+export class NetlinkError extends Error {
+  readonly code: string;
+  readonly op: string;
+  constructor(op: string, cause: unknown) {
+    const c = cause as { code?: unknown; message?: unknown };
+    const message = typeof c?.message === 'string' ? c.message : String(cause);
+    // The package reports kernel rejections only as text ("Request rejected: EEXIST").
+    const code = typeof c?.code === 'string' ? c.code : (/\b(E[A-Z0-9]{2,})\b/.exec(message)?.[1] ?? 'EUNKNOWN');
+    super(`${op}: ${code === 'EUNKNOWN' ? message : code}`);
+    this.name = 'NetlinkError';
+    this.code = code;
+    this.op = op;
+  }
+}
+
+export interface LinkInfo {
+  index: number;
+  name: string;
+  mtu: number;
+  up: boolean;
+  txqlen: number;
+}
+
+export interface AddressInfo {
+  index: number;
+  address: number;
+  prefixLength: number;
+}
+
+export interface RouteSpec {
+  /** Destination network (int32) and prefix length. */
+  dst: number;
+  dstLen: number;
+  /** Output interface index. */
+  oif: number;
+  /** Optional next hop (int32). */
+  gateway?: number;
+  /** Mark the next hop as on-link (RTNH_F_ONLINK), as Calico's `via X dev tunl0 onlink`. */
+  onlink?: boolean;
+  /** Routing table id; default main (254). */
+  table?: number;
+  /** Route metric. */
+  metric?: number;
+}
+
+export interface RouteInfo {
+  dst: number;
+  dstLen: number;
+  oif: number | undefined;
+  gateway: number | undefined;
+  table: number;
+}
+
+function ipBuf(a: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeInt32BE(a | 0, 0);
+  return b;
+}
+
+function bufIp(b: Buffer | undefined): number | undefined {
+  return b && b.length === 4 ? b.readInt32BE(0) : undefined;
+}
+
+/** One rtnetlink socket. Not kept alive by itself (the package's sockets are unref'd). */
+export class Rtnl {
+  private readonly sock: NL.RtNetlinkSocket;
+  private closed = false;
+
+  constructor() {
+    this.sock = netlink.createRtNetlink();
+    // Never let an 'error' event become an uncaught exception; requests report their own errors.
+    this.sock.socket.on('error', () => {});
+    this.sock.on('invalid', () => {});
+  }
+
+  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new NetlinkError(op, err);
+    }
+  }
+
+  async links(): Promise<LinkInfo[]> {
+    const msgs = await this.run('list links', () => this.sock.getLinks(undefined, undefined, { timeout: REQUEST_TIMEOUT_MS }));
+    return msgs.map((m) => ({
+      index: m.data.index ?? 0,
+      name: m.attrs.ifname ?? '',
+      mtu: m.attrs.mtu ?? 0,
+      up: !!m.data.flags?.up,
+      txqlen: m.attrs.txqlen ?? 0,
+    }));
+  }
+
+  async link(name: string): Promise<LinkInfo | undefined> {
+    return (await this.links()).find((l) => l.name === name);
+  }
+
+  /** Set any of: administrative up/down, MTU, transmit queue length. */
+  async setLink(index: number, change: { up?: boolean; mtu?: number; txqlen?: number }): Promise<void> {
+    const data: NL.rt.Link = { index };
+    if (change.up !== undefined) {
+      data.change = { up: true };
+      data.flags = change.up ? { up: true } : {};
+    }
+    const attrs: NL.ifla.LinkAttrs = {};
+    if (change.mtu !== undefined) attrs.mtu = change.mtu;
+    if (change.txqlen !== undefined) attrs.txqlen = change.txqlen;
+    await this.run(`set link ${index} ${JSON.stringify(change)}`, () =>
+      this.sock.setLink(data, attrs, { timeout: REQUEST_TIMEOUT_MS }),
+    );
+  }
+
+  async addresses(): Promise<AddressInfo[]> {
+    const msgs = await this.run('list addresses', () =>
+      this.sock.getAddresses({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }),
+    );
+    const out: AddressInfo[] = [];
+    for (const m of msgs) {
+      if (m.data.family !== AF_INET) continue;
+      const a = bufIp(m.attrs.local) ?? bufIp(m.attrs.address);
+      if (a === undefined) continue;
+      out.push({ index: m.data.index ?? 0, address: a, prefixLength: m.data.prefixlen ?? 32 });
+    }
+    return out;
+  }
+
+  /** Add an IPv4 address; fails with EEXIST if the link already has it. */
+  async addAddress(index: number, address: number, prefixLength: number): Promise<void> {
+    await this.run(`add address to link ${index}`, () =>
+      this.sock.newAddress(
+        { family: AF_INET, prefixlen: prefixLength, index, scope: RT_SCOPE_UNIVERSE },
+        { local: ipBuf(address), address: ipBuf(address) },
+        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, timeout: REQUEST_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  async delAddress(index: number, address: number, prefixLength: number): Promise<void> {
+    await this.run(`delete address from link ${index}`, () =>
+      this.sock.delAddress(
+        { family: AF_INET, prefixlen: prefixLength, index },
+        { local: ipBuf(address), address: ipBuf(address) },
+        { timeout: REQUEST_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  /** Add a unicast route; fails with EEXIST if an identical one is there. */
+  async addRoute(r: RouteSpec): Promise<void> {
+    const attrs: NL.rt.RouteAttrs = { dst: ipBuf(r.dst), oif: r.oif };
+    if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
+    if (r.metric !== undefined) attrs.priority = r.metric;
+    await this.run(`add route ${fmt(r.dst)}/${r.dstLen}`, () =>
+      this.sock.newRoute(
+        {
+          family: AF_INET,
+          dstLen: r.dstLen,
+          table: r.table ?? RT_TABLE_MAIN,
+          protocol: RTPROT_STATIC,
+          scope: r.gateway === undefined ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
+          type: RTN_UNICAST,
+          flags: r.onlink ? { __unknown: RTNH_F_ONLINK } : {},
+        },
+        attrs,
+        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, timeout: REQUEST_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  async delRoute(r: RouteSpec): Promise<void> {
+    const attrs: NL.rt.RouteAttrs = { dst: ipBuf(r.dst), oif: r.oif };
+    if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
+    if (r.metric !== undefined) attrs.priority = r.metric;
+    await this.run(`delete route ${fmt(r.dst)}/${r.dstLen}`, () =>
+      this.sock.delRoute(
+        { family: AF_INET, dstLen: r.dstLen, table: r.table ?? RT_TABLE_MAIN, scope: RT_SCOPE_NOWHERE },
+        attrs,
+        { timeout: REQUEST_TIMEOUT_MS },
+      ),
+    );
+  }
+
+  async routes(table = RT_TABLE_MAIN): Promise<RouteInfo[]> {
+    const msgs = await this.run('list routes', () =>
+      this.sock.getRoutes({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }),
+    );
+    const out: RouteInfo[] = [];
+    for (const m of msgs) {
+      const t = m.attrs.table ?? m.data.table ?? 0;
+      if (m.data.family !== AF_INET || t !== table) continue;
+      out.push({
+        dst: bufIp(m.attrs.dst) ?? 0,
+        dstLen: m.data.dstLen ?? 0,
+        oif: m.attrs.oif,
+        gateway: bufIp(m.attrs.gateway),
+        table: t,
+      });
+    }
+    return out;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.sock.socket.close();
+    } catch {
+      // already closed by the package: nothing left to release
+    }
+  }
+}
+
+function fmt(a: number): string {
+  return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
+}

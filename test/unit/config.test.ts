@@ -1,0 +1,182 @@
+import { describe, expect, test } from 'vitest';
+import { parseConfig, validateConfig, formatPath, type Config } from '../../src/daemon/config.js';
+import { IpipdError } from '../../src/daemon/errors.js';
+
+const GOOD = `
+tun:
+  name: ipip0
+  address: 198.51.100.0/32
+underlay:
+  address: 192.0.2.1
+peers:
+  - name: h2
+    endpoint: 192.0.2.2
+    prefixes: [203.0.113.0/25]
+`;
+
+/** The error a config gives, with its problems one per line. */
+function problems(text: string): string[] {
+  try {
+    parseConfig(text, 'test.yaml');
+  } catch (err) {
+    expect(err).toBeInstanceOf(IpipdError);
+    const e = err as IpipdError;
+    expect(e.message.startsWith('test.yaml: ')).toBe(true);
+    return e.message.split('\n').slice(1).map((l) => l.trim());
+  }
+  throw new Error('expected the config to be rejected');
+}
+
+function code(text: string): string {
+  try {
+    parseConfig(text, 'test.yaml');
+  } catch (err) {
+    return (err as IpipdError).code;
+  }
+  return 'none';
+}
+
+describe('config: valid input', () => {
+  test('defaults are filled in and addresses become int32 values', () => {
+    const c = parseConfig(GOOD);
+    expect(c.tun).toEqual({ name: 'ipip0', address: { text: '198.51.100.0/32', addr: (198 << 24) | (51 << 16) | (100 << 8), len: 32 }, txqueuelen: 1000 });
+    expect(c.tun.mtu).toBeUndefined();
+    expect(c.underlay.address).toEqual({ text: '192.0.2.1', value: (192 << 24) | (2 << 8) | 1 });
+    expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
+    expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
+    expect(c.routes).toEqual({ install: true, table: 254 });
+    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20 });
+    expect(c.control.socket).toBe('/run/ipipd/ipip0.sock');
+    expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
+    expect(c.peers[0]!.prefixes[0]).toEqual({ text: '203.0.113.0/25', addr: (203 << 24) | (113 << 8), len: 25 });
+  });
+
+  test('the result is deeply frozen', () => {
+    const c = parseConfig(GOOD) as unknown as { peers: { prefixes: unknown[] }[]; tun: { name: string } };
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.peers[0]!.prefixes)).toBe(true);
+    expect(() => {
+      c.tun.name = 'x';
+    }).toThrow(TypeError);
+  });
+
+  test('every option can be set', () => {
+    const c: Config = parseConfig(`
+tun: { name: t1, address: 198.51.100.1/25, mtu: 1400, txqueuelen: 5000 }
+underlay: { address: 192.0.2.1, device: ul0 }
+encap: { ttl: inherit, tos: 184, df: always }
+peers:
+  - { name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25, 203.0.113.128/26] }
+  - { name: b, endpoint: 192.0.2.3, prefixes: [198.51.100.128/25] }
+routes: { install: false, table: 100, metric: 20 }
+io: { batch: 8, socket_buffer: 65536 }
+control: { socket: false }
+log: { level: debug, stats_interval: 0 }
+`);
+    expect(c.tun.mtu).toBe(1400);
+    expect(c.encap).toEqual({ ttl: 'inherit', tos: 184, df: 'always' });
+    expect(c.control.socket).toBe(false);
+    expect(c.routes.metric).toBe(20);
+    expect(c.peers.map((p) => p.name)).toEqual(['a', 'b']);
+  });
+});
+
+describe('config: every bad field names its path', () => {
+  const cases: [string, string, RegExp][] = [
+    ['tun.name too long', GOOD.replace('name: ipip0', 'name: abcdefghijklmnop'), /^tun\.name: /],
+    ['tun.address not a prefix', GOOD.replace('198.51.100.0/32', '198.51.100.0'), /^tun\.address: expected ADDRESS\/LENGTH/],
+    ['tun.mtu too small', GOOD.replace('  name: ipip0', '  name: ipip0\n  mtu: 100'), /^tun\.mtu: /],
+    ['tun.txqueuelen not an int', GOOD.replace('  name: ipip0', '  name: ipip0\n  txqueuelen: 1.5'), /^tun\.txqueuelen: /],
+    ['underlay.address bad', GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.300'), /^underlay\.address: not an IPv4 address/],
+    ['underlay.address leading zero', GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.01'), /^underlay\.address: /],
+    ['underlay missing', GOOD.replace('underlay:\n  address: 192.0.2.1\n', ''), /^underlay: /],
+    ['encap.ttl 0', GOOD + 'encap: { ttl: 0 }\n', /^encap\.ttl: /],
+    ['encap.tos 256', GOOD + 'encap: { tos: 256 }\n', /^encap\.tos: /],
+    ['encap.df bad', GOOD + 'encap: { df: sometimes }\n', /^encap\.df: /],
+    ['peers empty', GOOD.replace(/peers:[\s\S]*$/, 'peers: []\n'), /^peers: /],
+    ['peer endpoint bad', GOOD.replace('endpoint: 192.0.2.2', 'endpoint: nowhere'), /^peers\[0\]\.endpoint: not an IPv4 address/],
+    ['peer prefix host bits', GOOD.replace('203.0.113.0/25', '203.0.113.1/25'), /^peers\[0\]\.prefixes\[0\]: host bits set/],
+    ['peer prefix length', GOOD.replace('203.0.113.0/25', '203.0.113.0/33'), /^peers\[0\]\.prefixes\[0\]: /],
+    ['peer prefixes empty', GOOD.replace('[203.0.113.0/25]', '[]'), /^peers\[0\]\.prefixes: /],
+    ['peer name bad', GOOD.replace('name: h2', 'name: "h 2"'), /^peers\[0\]\.name: /],
+    ['io.batch 0', GOOD + 'io: { batch: 0 }\n', /^io\.batch: /],
+    ['io.batch too large', GOOD + 'io: { batch: 4096 }\n', /^io\.batch: /],
+    ['log.level bad', GOOD + 'log: { level: loud }\n', /^log\.level: /],
+    ['routes.table 0', GOOD + 'routes: { table: 0 }\n', /^routes\.table: /],
+    ['control.socket empty', GOOD + 'control: { socket: "" }\n', /^control\.socket: /],
+  ];
+  test.each(cases)('%s', (_name, text, re) => {
+    const p = problems(text);
+    expect(p.some((l) => re.test(l)), p.join('\n')).toBe(true);
+  });
+
+  test('unknown keys are rejected at every level, with their path', () => {
+    expect(problems(GOOD + 'extra: 1\n').some((l) => /^\(top level\): .*extra/.test(l))).toBe(true);
+    expect(problems(GOOD.replace('  name: ipip0', '  name: ipip0\n  mtuu: 1400')).some((l) => /^tun: .*mtuu/.test(l))).toBe(true);
+    expect(problems(GOOD.replace('    endpoint:', '    via: x\n    endpoint:')).some((l) => /^peers\[0\]: .*via/.test(l))).toBe(true);
+  });
+
+  test('all problems are reported in one error', () => {
+    const p = problems(`
+tun: { name: "bad name!", mtu: 10 }
+underlay: { address: 1.2.3 }
+peers: [{ name: a, endpoint: x, prefixes: [1.2.3.4/8] }]
+`);
+    expect(p.length).toBeGreaterThanOrEqual(5);
+    for (const path of ['tun.name', 'tun.mtu', 'underlay.address', 'peers[0].endpoint', 'peers[0].prefixes[0]']) {
+      expect(p.some((l) => l.startsWith(`${path}: `)), `${path} in:\n${p.join('\n')}`).toBe(true);
+    }
+  });
+});
+
+describe('config: rules across fields', () => {
+  const two = (a: string, b: string): string => `
+underlay: { address: 192.0.2.1 }
+peers:
+  - ${a}
+  - ${b}
+`;
+  test('duplicate peer name, endpoint and prefix', () => {
+    const p = problems(two('{ name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }', '{ name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }'));
+    expect(p.some((l) => l.startsWith('peers[1].name: duplicate peer name'))).toBe(true);
+    expect(p.some((l) => l.startsWith("peers[1].endpoint: endpoint 192.0.2.2 is also peers[0]'s"))).toBe(true);
+    expect(p.some((l) => l.startsWith('peers[1].prefixes[0]: prefix 203.0.113.0/25 is already given at peers[0].prefixes[0]'))).toBe(true);
+  });
+  test('a peer endpoint equal to our own address', () => {
+    const p = problems(two('{ name: a, endpoint: 192.0.2.1, prefixes: [203.0.113.0/25] }', '{ name: b, endpoint: 192.0.2.3, prefixes: [198.51.100.0/25] }'));
+    expect(p.some((l) => l.startsWith("peers[0].endpoint: endpoint 192.0.2.1 is this host's own underlay.address"))).toBe(true);
+  });
+  test('prefixes that would route underlay addresses into the tunnel (RFC 2003 §3.2)', () => {
+    const p = problems(two('{ name: a, endpoint: 192.0.2.2, prefixes: [192.0.2.0/24] }', '{ name: b, endpoint: 192.0.2.3, prefixes: [0.0.0.0/0] }'));
+    expect(p.some((l) => /^peers\[0\]\.prefixes\[0\]: .*underlay address 192\.0\.2\.1: the tunnel would loop/.test(l))).toBe(true);
+    expect(p.some((l) => /^peers\[1\]\.prefixes\[0\]: .*endpoint 192\.0\.2\.2: the tunnel would loop/.test(l))).toBe(true);
+  });
+  test('the TUN address inside a peer prefix', () => {
+    const p = problems(`
+tun: { address: 203.0.113.5/32 }
+underlay: { address: 192.0.2.1 }
+peers: [{ name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }]
+`);
+    expect(p.some((l) => /^peers\[0\]\.prefixes\[0\]: .*TUN's own address/.test(l))).toBe(true);
+  });
+});
+
+describe('config: file-level errors', () => {
+  test('YAML syntax error gives ERR_CONFIG_PARSE with a position', () => {
+    expect(code('tun: [unclosed\n')).toBe('ERR_CONFIG_PARSE');
+    try {
+      parseConfig('tun:\n  name: a\n  name: b\n', 'dup.yaml');
+    } catch (err) {
+      expect((err as IpipdError).code).toBe('ERR_CONFIG_PARSE');
+      expect((err as IpipdError).message).toMatch(/^dup\.yaml: .*(unique|Map keys)/i);
+    }
+  });
+  test('an empty document is invalid, not a crash', () => {
+    expect(code('')).toBe('ERR_CONFIG_INVALID');
+  });
+  test('validateConfig takes parsed objects too; formatPath renders zod paths', () => {
+    expect(() => validateConfig(42)).toThrow(IpipdError);
+    expect(formatPath(['peers', 1, 'prefixes', 0])).toBe('peers[1].prefixes[0]');
+    expect(formatPath([])).toBe('(top level)');
+  });
+});
