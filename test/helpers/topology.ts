@@ -1,0 +1,405 @@
+// Topology: integration-test wrapper around scripts/netns-setup.sh.
+//
+//   const topo = await Topology.up({ hosts: 2 });        // namespaces t<5 hex>-h1, -h1p1, ...
+//   const echo = await topo.serve(h2.ns, ['udp-echo', '--bind', h2.underlay, '--port', '7000']);
+//   const r = await topo.traffic(h1.ns, ['udp-ping', '--to', h2.underlay, '--port', '7000', '--count', '3']);
+//   await topo.down();                                   // kills what it spawned, deletes namespaces
+//
+// Flow of this file: the topology.json types; the safety net that tears down, synchronously, any
+// topology still up when the process exits or is signalled; Topology.requirements() (why these
+// tests cannot run here, or null); Topology.up(); running processes inside a namespace (exec,
+// spawn, and the traffic fixture: traffic/serve); down().
+
+import { type ChildProcess, type SpawnOptions, spawn as spawnChild, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+// ---------------------------------------------------------------------------------------------
+// topology.json, as written by scripts/netns-setup.sh
+
+export type Underlay = 'direct' | 'switch' | 'router';
+
+export interface PodInfo {
+  /** "h1p1" */
+  name: string;
+  /** Namespace, "<prefix>-h1p1". */
+  ns: string;
+  /** eth0's /32 address, block base + 9 + j. */
+  address: string;
+  /** The host-side gateway, block base + 1. */
+  gateway: string;
+  /** The host-side veth, "p<j>". */
+  hostDev: string;
+}
+
+export interface HostInfo {
+  /** "h1" */
+  name: string;
+  ns: string;
+  /** ul0's address (no prefix length). */
+  underlay: string;
+  underlayDev: 'ul0';
+  underlayPrefixLen: number;
+  /** The node's pod block, e.g. "198.51.100.0/25". */
+  block: string;
+  /** Block base: the address ipipd puts on its TUN (/32). */
+  tunAddress: string;
+  /** Block base + 1, on every host-side pod veth. */
+  gateway: string;
+  /** Absolute path of the generated ipipd config. */
+  config: string;
+  /** Absolute path of the control socket named in that config. */
+  socket: string;
+  pods: PodInfo[];
+}
+
+export interface TopologyInfo {
+  prefix: string;
+  underlay: Underlay;
+  underlayMtu: number;
+  podMtu: number;
+  outDir: string;
+  hosts: HostInfo[];
+  switch?: { ns: string; bridge: string };
+  router?: { ns: string; a0: string; b0: string };
+}
+
+export interface TopologyOptions {
+  hosts?: number;
+  pods?: number;
+  underlay?: Underlay;
+  underlayMtu?: number;
+  podMtu?: number;
+}
+
+export interface ExecOptions {
+  /** Kill (SIGKILL) after this long; default 30 s. */
+  timeoutMs?: number;
+  /** Written to stdin, which is then closed. */
+  input?: string;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface ExecResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
+
+/** The outcome of a traffic.js run: its exit code and its one JSON line (null if none). */
+export interface TrafficResult {
+  code: number | null;
+  json: Record<string, any> | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A traffic.js server (tcp-sink, udp-echo) that announced it listens. */
+export interface TrafficServer {
+  child: ChildProcess;
+  /** The port it listens on (useful with --port 0). */
+  port: number;
+  /** Settles when the process ends. */
+  result: Promise<TrafficResult>;
+  /** SIGTERM, then the result (udp-echo reports its counts and exits 0). */
+  stop(): Promise<TrafficResult>;
+}
+
+export const SETUP_SCRIPT = join(ROOT, 'scripts', 'netns-setup.sh');
+export const TRAFFIC_JS = join(ROOT, 'dist', 'test', 'fixtures', 'traffic.js');
+
+// ---------------------------------------------------------------------------------------------
+// Safety net: whatever is still up when the process goes away is torn down synchronously.
+
+const live = new Set<Topology>();
+let netInstalled = false;
+
+function installSafetyNet(): void {
+  if (netInstalled) return;
+  netInstalled = true;
+  process.on('exit', () => {
+    for (const t of live) t.downSync();
+  });
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const handler = (): void => {
+      for (const t of live) t.downSync();
+      process.removeListener(sig, handler);
+      // With no other listener the default action (death by the signal) follows.
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+    };
+    process.on(sig, handler);
+  }
+}
+
+function listNamespaces(): string[] {
+  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+  return (r.stdout ?? '')
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/)[0])
+    .filter((n): n is string => !!n);
+}
+
+function randomPrefix(): string {
+  return `t${randomBytes(3).toString('hex').slice(0, 5)}`;
+}
+
+let cachedRequirements: string | null | undefined;
+
+// ---------------------------------------------------------------------------------------------
+
+export class Topology {
+  readonly prefix: string;
+  readonly info: TopologyInfo;
+  private readonly children = new Set<ChildProcess>();
+  private isDown = false;
+  private serial = 0;
+
+  private constructor(prefix: string, info: TopologyInfo) {
+    this.prefix = prefix;
+    this.info = info;
+  }
+
+  /**
+   * Why integration tests cannot run on this machine (not root, no /dev/net/tun, no iproute2,
+   * `ip netns add` refused), or null when they can. Cached after the first call.
+   */
+  static requirements(): string | null {
+    if (cachedRequirements !== undefined) return cachedRequirements;
+    cachedRequirements = (() => {
+      if (process.platform !== 'linux') return `not Linux (${process.platform})`;
+      if (process.getuid?.() !== 0) return 'not root (network namespaces need CAP_SYS_ADMIN)';
+      try {
+        accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
+      } catch {
+        return 'no usable /dev/net/tun';
+      }
+      if (spawnSync('ip', ['-V']).error) return "iproute2 ('ip') not installed";
+      if (spawnSync('bash', ['--version']).error) return 'bash not installed';
+      const probe = `tq${randomBytes(3).toString('hex')}`;
+      const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
+      if (add.status !== 0) return `'ip netns add' fails: ${(add.stderr || String(add.error)).trim()}`;
+      spawnSync('ip', ['netns', 'del', probe]);
+      return null;
+    })();
+    return cachedRequirements;
+  }
+
+  /**
+   * Builds a topology with a fresh prefix ("t" + 5 hex) and its files in a new temporary
+   * directory. Rejects (leaving nothing behind) if the script fails.
+   */
+  static async up(opts: TopologyOptions = {}): Promise<Topology> {
+    let prefix = randomPrefix();
+    const existing = listNamespaces();
+    while (existing.some((n) => n.startsWith(`${prefix}-`))) prefix = randomPrefix();
+    const outDir = mkdtempSync(join(tmpdir(), `ipipd-${prefix}-`));
+    const args = ['up', '--prefix', prefix, '--out', outDir];
+    if (opts.hosts !== undefined) args.push('--hosts', String(opts.hosts));
+    if (opts.pods !== undefined) args.push('--pods', String(opts.pods));
+    if (opts.underlay !== undefined) args.push('--underlay', opts.underlay);
+    if (opts.underlayMtu !== undefined) args.push('--underlay-mtu', String(opts.underlayMtu));
+    if (opts.podMtu !== undefined) args.push('--pod-mtu', String(opts.podMtu));
+
+    // Registered before the script runs, so that a signal during "up" still cleans up.
+    const placeholder = new Topology(prefix, {
+      prefix,
+      underlay: opts.underlay ?? 'direct',
+      underlayMtu: 0,
+      podMtu: 0,
+      outDir,
+      hosts: [],
+    });
+    live.add(placeholder);
+    installSafetyNet();
+    const r = await run('bash', [SETUP_SCRIPT, ...args], { timeoutMs: 60_000 });
+    live.delete(placeholder);
+    if (r.code !== 0) {
+      placeholder.downSync();
+      throw new Error(`netns-setup.sh ${args.join(' ')} failed (${r.code ?? r.signal}):\n${r.stderr.trim()}`);
+    }
+    const info = JSON.parse(readFileSync(join(outDir, 'topology.json'), 'utf8')) as TopologyInfo;
+    const topo = new Topology(prefix, info);
+    live.add(topo);
+    return topo;
+  }
+
+  /** Host `i` (1-based) or by name ("h2"). */
+  host(which: number | string): HostInfo {
+    const h = typeof which === 'number' ? this.info.hosts[which - 1] : this.info.hosts.find((x) => x.name === which);
+    if (!h) throw new Error(`no host ${which} in ${this.prefix}`);
+    return h;
+  }
+
+  /** Runs argv inside namespace `ns` and collects its output; never rejects for a non-zero exit. */
+  async exec(ns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    this.assertUp();
+    return run('ip', ['netns', 'exec', ns, ...argv], opts, this.children);
+  }
+
+  /**
+   * Starts argv inside namespace `ns` (stdio piped unless `opts.stdio` says otherwise). The
+   * process is tracked: down() kills it if it is still running.
+   */
+  spawn(ns: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
+    this.assertUp();
+    // `ip netns exec` execs argv, so the child's pid is argv's own.
+    const child = spawnChild('ip', ['netns', 'exec', ns, ...argv], { stdio: 'pipe', ...opts });
+    this.track(child);
+    return child;
+  }
+
+  /** Runs traffic.js (a client: tcp-send, udp-ping) in `ns` and parses its JSON line. */
+  async traffic(ns: string, args: string[], opts: ExecOptions = {}): Promise<TrafficResult> {
+    checkBuilt();
+    const r = await this.exec(ns, [process.execPath, TRAFFIC_JS, ...args], opts);
+    return { code: r.code, json: lastJson(r.stdout), stdout: r.stdout, stderr: r.stderr };
+  }
+
+  /**
+   * Starts a traffic.js server (tcp-sink, udp-echo) in `ns` with a ready file in the output
+   * directory, and resolves once it listens. Rejects if it exits or is not ready in time.
+   */
+  async serve(ns: string, args: string[], readyTimeoutMs = 10_000): Promise<TrafficServer> {
+    checkBuilt();
+    const readyFile = join(this.info.outDir, `ready-${process.pid}-${++this.serial}.json`);
+    const child = this.spawn(ns, [process.execPath, TRAFFIC_JS, ...args, '--ready-file', readyFile]);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const result: Promise<TrafficResult> = new Promise((resolveResult) => {
+      child.on('close', (code) => resolveResult({ code, json: lastJson(stdout), stdout, stderr }));
+    });
+    const deadline = Date.now() + readyTimeoutMs;
+    let exited = false;
+    void result.then(() => (exited = true));
+    while (!existsSync(readyFile)) {
+      if (exited || Date.now() > deadline) {
+        child.kill('SIGKILL');
+        const r = await result;
+        throw new Error(
+          `traffic.js ${args.join(' ')} in ${ns} did not get ready (${exited ? `exit ${r.code}` : 'timeout'}): ${r.stdout}${r.stderr}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const port = (JSON.parse(readFileSync(readyFile, 'utf8')) as { port: number }).port;
+    rmSync(readyFile, { force: true });
+    return {
+      child,
+      port,
+      result,
+      stop: async () => {
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+        return result;
+      },
+    };
+  }
+
+  /**
+   * Kills every tracked process, runs the script's `down`, checks that no namespace with the
+   * prefix is left and removes the output directory. Idempotent.
+   */
+  async down(): Promise<void> {
+    if (this.isDown) return;
+    this.isDown = true;
+    await killAll(this.children);
+    const r = await run('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { timeoutMs: 60_000 });
+    live.delete(this);
+    rmSync(this.info.outDir, { recursive: true, force: true });
+    const left = listNamespaces().filter((n) => n.startsWith(`${this.prefix}-`));
+    if (r.code !== 0 || left.length > 0) {
+      throw new Error(`down ${this.prefix} failed (${r.code}): ${r.stderr.trim()} left: ${left.join(' ')}`);
+    }
+  }
+
+  /** Synchronous last-resort teardown for exit/signal handlers. */
+  downSync(): void {
+    live.delete(this);
+    this.isDown = true;
+    for (const c of this.children) c.kill('SIGKILL');
+    spawnSync('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { stdio: 'ignore', timeout: 30_000 });
+    rmSync(this.info.outDir, { recursive: true, force: true });
+  }
+
+  private track(child: ChildProcess): void {
+    this.children.add(child);
+    child.on('exit', () => this.children.delete(child));
+    // An 'error' (e.g. spawn failure) must not crash the test process; exec() reports it.
+    child.on('error', () => this.children.delete(child));
+  }
+
+  private assertUp(): void {
+    if (this.isDown) throw new Error(`topology ${this.prefix} is down`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function checkBuilt(): void {
+  if (!existsSync(TRAFFIC_JS)) throw new Error(`${TRAFFIC_JS} is missing: run 'npm run build' first`);
+}
+
+/** The last line of `out` that parses as a JSON object, or null. */
+function lastJson(out: string): Record<string, any> | null {
+  const lines = out.trim().split('\n').reverse();
+  for (const line of lines) {
+    try {
+      const v: unknown = JSON.parse(line);
+      if (v !== null && typeof v === 'object') return v as Record<string, any>;
+    } catch {
+      // not JSON
+    }
+  }
+  return null;
+}
+
+/** Runs a command to completion with a hard timeout (SIGKILL). */
+function run(cmd: string, argv: string[], opts: ExecOptions, track?: Set<ChildProcess>): Promise<ExecResult> {
+  return new Promise((resolveRun) => {
+    const child = spawnChild(cmd, argv, { stdio: 'pipe', env: opts.env ?? process.env });
+    track?.add(child);
+    let stdout = '';
+    let stderr = '';
+    let timedOut = false;
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs ?? 30_000);
+    child.on('error', (e) => {
+      stderr += `${e.message}\n`;
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      track?.delete(child);
+      resolveRun({ code, signal, stdout, stderr, timedOut });
+    });
+    child.stdin.on('error', () => {}); // EPIPE if it exits before reading
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** SIGTERM, up to 2 s grace, then SIGKILL; resolves when all have exited. */
+async function killAll(children: Set<ChildProcess>): Promise<void> {
+  const running = [...children].filter((c) => c.exitCode === null && c.signalCode === null);
+  await Promise.all(
+    running.map(async (c) => {
+      const exited = once(c, 'exit').catch(() => undefined);
+      c.kill('SIGTERM');
+      const timer = setTimeout(() => c.kill('SIGKILL'), 2000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
+  children.clear();
+}
