@@ -1,0 +1,10 @@
+/**
+ * Public surface of src/ipip: RFC 2003 encapsulation/decapsulation (`Tunnel`), per-peer soft
+ * state (`Peer`), the verdict enum shared with counters and the README, and the IPv4 header and
+ * checksum helpers the daemon's ICMP code may reuse. Pure: no I/O.
+ */
+export * from './checksum.js';
+export * from './ipv4.js';
+export * from './peer.js';
+export * from './tunnel.js';
+export * from './verdict.js';

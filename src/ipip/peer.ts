@@ -1,0 +1,135 @@
+/**
+ * One remote tunnel endpoint and its soft state (RFC 2003 §5).
+ *
+ * Flow, in the order the members appear: identity (`index`, `name`, `endpoint`); soft state the
+ * data path reads and updates (`mtu`, `nextId`, the four counters); the outer-header template
+ * (written by `Tunnel`'s constructor through `bindOuter`, read by `Tunnel.encapsulate`); and
+ * `inheritSoftState`, which carries soft state across a config reload.
+ *
+ * Who writes what:
+ * - The I/O layer (src/daemon) increments `txPackets`/`txBytes` and `rxPackets`/`rxBytes` after
+ *   the write of a packet that `Tunnel` returned as `forward` succeeded, so a failed write is
+ *   counted only under `tun_write_error` / `socket_write_error`. src/ipip never touches them.
+ * - `Tunnel.encapsulate` takes `nextId` for the outer Identification and advances it.
+ * - The daemon may lower `mtu` when the underlay reports Fragmentation Needed for our outer
+ *   packets (RFC 2003 §5.1: tunnel MTU = path MTU - 20).
+ * - `bindOuter` is for `Tunnel` only.
+ *
+ * No I/O; the template is a handful of numbers, not a Buffer, so encapsulation writes fields
+ * directly without a copy call.
+ */
+import { int32Sum } from './checksum.js';
+import { IPPROTO_IPIP, IPV4_MAX_TOTAL_LENGTH, IPV4_MIN_HEADER, IPV4_VERSION_IHL_NO_OPTIONS } from './ipv4.js';
+
+/** Largest possible tunnel MTU (inner packet size): 65535 - the 20-byte outer header. */
+export const MAX_TUNNEL_MTU = IPV4_MAX_TOTAL_LENGTH - IPV4_MIN_HEADER;
+/** Smallest IPv4 MTU: RFC 791 §3.2, every module must forward a datagram of 68 octets unfragmented. */
+export const MIN_TUNNEL_MTU = 68;
+
+export interface PeerOptions {
+  /** Position of this peer in the `peers` array given to `Tunnel` (checked there). */
+  readonly index: number;
+  /** Config name, for logs and per-peer counter labels. */
+  readonly name: string;
+  /** Underlay address of the peer (the outer destination / expected outer source), int32. */
+  readonly endpoint: number;
+  /** Tunnel MTU toward this peer in bytes (largest inner packet); default MAX_TUNNEL_MTU (no per-peer limit). */
+  readonly mtu?: number;
+  /** First outer Identification value, 0..0xffff; default 0. The daemon may pass a random one. */
+  readonly initialId?: number;
+}
+
+function isInt32(v: number): boolean {
+  return (v | 0) === v;
+}
+
+export class Peer {
+  /** Position in the owning Tunnel's `peers` array. */
+  readonly index: number;
+  readonly name: string;
+  /** Underlay address of the peer, int32 (RFC 2003 "tunnel exit point" when we encapsulate). */
+  readonly endpoint: number;
+
+  /**
+   * Tunnel MTU toward this peer, in bytes of inner packet (soft state, RFC 2003 §5.1). The
+   * effective limit is `min(tunnel policy mtu, this)`, see `Tunnel.mtuFor`.
+   */
+  mtu: number;
+  /** Next outer Identification (16 bits, wraps), one counter per (local, endpoint, 4) as RFC 6864 §4.1 asks. */
+  nextId: number;
+  /** Encapsulated packets sent to this peer (incremented by the I/O layer after the send). */
+  txPackets = 0;
+  /** Bytes of those packets, as the I/O layer counts them (its send length: outer header included). */
+  txBytes = 0;
+  /** Decapsulated packets from this peer written to the TUN (incremented by the I/O layer). */
+  rxPackets = 0;
+  /** Bytes of those packets, as the I/O layer counts them (its write length: the inner packet). */
+  rxBytes = 0;
+
+  // Outer-header template (STYLE rule 7). Written only by bindOuter(); read by Tunnel.encapsulate.
+  /** Outer Source Address: our underlay address, int32. */
+  outerSrc = 0;
+  /** Fixed outer TOS, or 0 when the tunnel inherits it from the inner header. */
+  outerTos = 0;
+  /** Fixed outer TTL, or 0 when the tunnel inherits it from the inner header. */
+  outerTtl = 0;
+  /** Fixed outer Flags word: FLAG_DF when the tunnel always sets DF, else 0. */
+  outerFlags = 0;
+  /**
+   * Folded one's complement sum (RFC 1071) of the outer header's fixed words: version/IHL and
+   * fixed TOS, fixed flags, fixed TTL and protocol 4, source, destination. Per packet the
+   * encapsulator adds Total Length, Identification and any inherited TOS/TTL/DF.
+   */
+  outerSum = 0;
+
+  constructor(options: PeerOptions) {
+    const { index, name, endpoint, mtu = MAX_TUNNEL_MTU, initialId = 0 } = options;
+    if (!Number.isInteger(index) || index < 0) throw new RangeError(`ipip: peer index must be an integer >= 0, got ${index}`);
+    if (!isInt32(endpoint)) throw new RangeError(`ipip: peer ${name}: endpoint must be an int32 address, got ${endpoint}`);
+    if (!Number.isInteger(mtu) || mtu < MIN_TUNNEL_MTU || mtu > MAX_TUNNEL_MTU) {
+      throw new RangeError(`ipip: peer ${name}: mtu must be an integer ${MIN_TUNNEL_MTU}..${MAX_TUNNEL_MTU}, got ${mtu}`);
+    }
+    if (!Number.isInteger(initialId) || initialId < 0 || initialId > 0xffff) {
+      throw new RangeError(`ipip: peer ${name}: initialId must be an integer 0..65535, got ${initialId}`);
+    }
+    this.index = index;
+    this.name = name;
+    this.endpoint = endpoint;
+    this.mtu = mtu;
+    this.nextId = initialId;
+  }
+
+  /**
+   * Precomputes the outer header template for tunnel source `local` (int32) and the fixed
+   * parts of the tunnel's policy: `tos` and `ttl` are the fixed values, or 0 for "inherit"
+   * (0 contributes nothing to the sum, and the inherited value is OR-ed in per packet);
+   * `flags` is FLAG_DF or 0. Called by `Tunnel`'s constructor; a Peer serves one live Tunnel.
+   */
+  bindOuter(local: number, tos: number, ttl: number, flags: number): void {
+    this.outerSrc = local | 0;
+    this.outerTos = tos;
+    this.outerTtl = ttl;
+    this.outerFlags = flags;
+    const sum =
+      ((IPV4_VERSION_IHL_NO_OPTIONS << 8) | tos) +
+      flags +
+      ((ttl << 8) | IPPROTO_IPIP) +
+      int32Sum(local) +
+      int32Sum(this.endpoint);
+    this.outerSum = (sum & 0xffff) + (sum >>> 16);
+  }
+
+  /**
+   * Copies soft state from the Peer with the same identity in the previous configuration, so a
+   * reload keeps counters and the ID sequence (RFC 6864: no early reuse of an ID toward the
+   * same endpoint). `mtu` is not carried: it restarts from this peer's configured value, as a
+   * learned path MTU is soft state that ages anyway (RFC 1191 §6.3). Control path.
+   */
+  inheritSoftState(previous: Peer): void {
+    this.nextId = previous.nextId;
+    this.txPackets = previous.txPackets;
+    this.txBytes = previous.txBytes;
+    this.rxPackets = previous.rxPackets;
+    this.rxBytes = previous.rxBytes;
+  }
+}

@@ -1,0 +1,741 @@
+/**
+ * RFC 2003 encapsulation/decapsulation. The topology, in underlay addresses:
+ *
+ *   inside 10.0.1.0/24                                              inside 10.0.2.0/24
+ *     [ host A  192.0.2.1 ] ------------ underlay ------------ [ host B  198.51.100.2 ]
+ *        peers: B 198.51.100.2  10.0.2.0/24                       peers: A 192.0.2.1  10.0.1.0/24
+ *               C 203.0.113.3   10.0.3.0/24, and (deliberately bad, for the loop rules)
+ *                               198.51.100.0/24, 192.0.2.0/24
+ *               D 100.64.0.4    100.64.0.0/16 (covers its own endpoint)
+ *
+ * A encapsulates what its TUN gives it; B decapsulates what A sent.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  IPV4_ERR_TOTAL_LENGTH,
+  IPV4_OK,
+  VERDICT_COUNT,
+  VERDICT_DESCRIPTIONS,
+  VERDICT_NAMES,
+  PacketResult,
+  Peer,
+  Tunnel,
+  Verdict,
+  checkIPv4,
+  computeHeaderChecksum,
+  getChecksum,
+  getDst,
+  getFlagsFragment,
+  getHeaderLength,
+  getId,
+  getIhl,
+  getProtocol,
+  getSrc,
+  getTos,
+  getTotalLength,
+  getTtl,
+  getVersion,
+  internetChecksum,
+  isDontFragment,
+  type RouteLookup,
+  type TunnelPolicy,
+  type VerdictName,
+} from '../../src/ipip/index.js';
+
+// ---------------------------------------------------------------- helpers
+
+/** Seeded PRNG (mulberry32). */
+function rng(seed: number): () => number {
+  let a = seed | 0;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+}
+
+/** "a.b.c.d" -> int32. */
+function ip(s: string): number {
+  const p = s.split('.').map(Number);
+  return (p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
+}
+
+function hex(s: string): Buffer {
+  return Buffer.from(s.replace(/\s+/g, ''), 'hex');
+}
+
+/** A linear-scan longest-prefix match: the reference the real PrefixTable is tested against. */
+class LinearLpm<T> implements RouteLookup<T> {
+  private readonly entries: { addr: number; mask: number; len: number; value: T }[] = [];
+  add(prefix: string, value: T): this {
+    const [a, l] = prefix.split('/');
+    const len = Number(l);
+    const mask = len === 0 ? 0 : -1 << (32 - len);
+    this.entries.push({ addr: ip(a) & mask, mask, len, value });
+    return this;
+  }
+  lookup(addr: number): T | undefined {
+    let best: { len: number; value: T } | undefined;
+    for (const e of this.entries) {
+      if ((addr & e.mask) === e.addr && (best === undefined || e.len > best.len)) best = e;
+    }
+    return best?.value;
+  }
+}
+
+const A_LOCAL = ip('192.0.2.1');
+const B_LOCAL = ip('198.51.100.2');
+const C_ENDPOINT = ip('203.0.113.3');
+const D_ENDPOINT = ip('100.64.0.4');
+
+interface Sides {
+  a: Tunnel;
+  b: Tunnel;
+  peerB: Peer; // A's view of B
+  peerC: Peer;
+  peerD: Peer;
+  peerA: Peer; // B's view of A
+}
+
+function sides(policy: Partial<Pick<TunnelPolicy, 'ttl' | 'tos' | 'df' | 'mtu'>> = {}, initialId = 0): Sides {
+  const peerB = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, initialId });
+  const peerC = new Peer({ index: 1, name: 'c', endpoint: C_ENDPOINT });
+  const peerD = new Peer({ index: 2, name: 'd', endpoint: D_ENDPOINT });
+  const routesA = new LinearLpm<Peer>()
+    .add('10.0.2.0/24', peerB)
+    .add('10.0.3.0/24', peerC)
+    .add('198.51.100.0/24', peerC)
+    .add('192.0.2.0/24', peerC)
+    .add('100.64.0.0/16', peerD);
+  const p = { ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1480, ...policy } as const;
+  const a = new Tunnel({ local: A_LOCAL, routes: routesA, peers: [peerB, peerC, peerD], ...p });
+  const peerA = new Peer({ index: 0, name: 'a', endpoint: A_LOCAL });
+  const b = new Tunnel({ local: B_LOCAL, routes: new LinearLpm<Peer>().add('10.0.1.0/24', peerA), peers: [peerA], ...p });
+  return { a, b, peerB, peerC, peerD, peerA };
+}
+
+interface InnerSpec {
+  src?: string;
+  dst?: string;
+  ttl?: number;
+  tos?: number;
+  flags?: number;
+  id?: number;
+  protocol?: number;
+  ihl?: number;
+  payload?: number;
+}
+
+/** A valid inner IPv4 packet (options and payload filled with a pattern). */
+function inner(spec: InnerSpec = {}): Buffer {
+  const ihl = spec.ihl ?? 5;
+  const hlen = ihl * 4;
+  const total = hlen + (spec.payload ?? 8);
+  const b = Buffer.alloc(total);
+  for (let i = hlen; i < total; i++) b[i] = (i * 7 + 3) & 0xff;
+  for (let i = 20; i < hlen; i++) b[i] = 0x01; // NOP options
+  b[0] = 0x40 | ihl;
+  b[1] = spec.tos ?? 0;
+  b.writeUInt16BE(total, 2);
+  b.writeUInt16BE(spec.id ?? 0x1234, 4);
+  b.writeUInt16BE(spec.flags ?? 0x4000, 6);
+  b[8] = spec.ttl ?? 63;
+  b[9] = spec.protocol ?? 1;
+  b.writeInt32BE(ip(spec.src ?? '10.0.1.1'), 12);
+  b.writeInt32BE(ip(spec.dst ?? '10.0.2.1'), 16);
+  b.writeUInt16BE(computeHeaderChecksum(b, 0), 10);
+  return b;
+}
+
+/** Places `packet` at `off` in a buffer poisoned with 0xA5 (plus `tail` poisoned bytes). */
+function place(packet: Buffer, off: number, tail = 5): Buffer {
+  const b = Buffer.alloc(off + packet.length + tail, 0xa5);
+  packet.copy(b, off);
+  return b;
+}
+
+interface OuterSpec {
+  src?: number;
+  dst?: number;
+  protocol?: number;
+  ttl?: number;
+  ihl?: number;
+  totalDelta?: number;
+}
+
+/** An outer datagram around `payload`, built independently of Tunnel (valid checksum). */
+function outer(payload: Buffer, spec: OuterSpec = {}): Buffer {
+  const ihl = spec.ihl ?? 5;
+  const hlen = ihl * 4;
+  const b = Buffer.alloc(hlen + payload.length);
+  b[0] = 0x40 | ihl;
+  b.writeUInt16BE(b.length + (spec.totalDelta ?? 0), 2);
+  b.writeUInt16BE(0x4000, 6);
+  b[8] = spec.ttl ?? 64;
+  b[9] = spec.protocol ?? 4;
+  b.writeInt32BE(spec.src ?? A_LOCAL, 12);
+  b.writeInt32BE(spec.dst ?? B_LOCAL, 16);
+  for (let i = 20; i < hlen; i++) b[i] = 0x01;
+  payload.copy(b, hlen);
+  b.writeUInt16BE(computeHeaderChecksum(b, 0), 10);
+  return b;
+}
+
+/** Recompute the header checksum of the header at `off` after a deliberate corruption. */
+function refix(b: Buffer, off = 0): Buffer {
+  b.writeUInt16BE(computeHeaderChecksum(b, off), off + 10);
+  return b;
+}
+
+// ---------------------------------------------------------------- verdicts
+
+describe('verdict enum', () => {
+  it('has exactly the agreed names, in order, dense from 0', () => {
+    expect(VERDICT_NAMES).toEqual([
+      'forward',
+      'malformed',
+      'bad_checksum',
+      'not_ipip',
+      'not_for_us',
+      'unknown_peer',
+      'inner_malformed',
+      'inner_bad_checksum',
+      'spoofed_source',
+      'bad_destination',
+      'ttl_expired',
+      'not_ipv4',
+      'no_route',
+      'too_big',
+      'loop',
+      'truncated',
+      'tun_write_error',
+      'socket_write_error',
+    ]);
+    expect(VERDICT_COUNT).toBe(18);
+    VERDICT_NAMES.forEach((name, i) => expect(Verdict[name]).toBe(i));
+    expect(Object.keys(Verdict)).toEqual(VERDICT_NAMES);
+    expect(Object.keys(VERDICT_DESCRIPTIONS)).toEqual(VERDICT_NAMES);
+    for (const name of VERDICT_NAMES) {
+      expect(VERDICT_DESCRIPTIONS[name]).toMatch(/^\S.*\.$/);
+      expect(VERDICT_DESCRIPTIONS[name]).not.toContain('\n');
+    }
+  });
+
+  it('is frozen', () => {
+    expect(Object.isFrozen(Verdict)).toBe(true);
+    expect(Object.isFrozen(VERDICT_NAMES)).toBe(true);
+    expect(Object.isFrozen(VERDICT_DESCRIPTIONS)).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------- byte vectors
+
+// Derived by hand (see the sums in the comments), not by running the code under test.
+// Inner: ICMP echo request 10.0.1.1 -> 10.0.2.1, ID 0x1234, DF, TTL 63, total 28.
+//   header sum 4500+001c+1234+4000+3f01+0a00+0101+0a00+0201 = ed53, checksum ~ed53 = 12ac
+//   ICMP: 0800+0001+0001 = 0802, checksum f7fd
+const INNER_1 = hex('45 00 00 1c 12 34 40 00 3f 01 12 ac 0a 00 01 01 0a 00 02 01  08 00 f7 fd 00 01 00 01');
+// Outer, policy ttl 64 / tos inherit / df inherit, first ID 0: 192.0.2.1 -> 198.51.100.2.
+//   sum 4500+0030+0000+4000+4004+c000+0201+c633+6402 = 2b16a -> b16c, checksum 4e93
+const OUTER_1 = hex('45 00 00 30 00 00 40 00 40 04 4e 93 c0 00 02 01 c6 33 64 02');
+
+// Inner: UDP 10.0.1.7:12345 -> 10.0.2.9:53, TOS b9 (DSCP 46, ECN 01), no DF, TTL 17, ID 7.
+//   sum 45b9+001c+0007+0000+1111+0a00+0107+0a00+0209 = 6dfd, checksum 9202
+const INNER_2 = hex('45 b9 00 1c 00 07 00 00 11 11 92 02 0a 00 01 07 0a 00 02 09  30 39 00 35 00 08 00 00');
+// Outer, policy ttl inherit / tos 0x28 / df always, ID 0xfffe:
+//   sum 4528+0030+fffe+4000+1104+c000+0201+c633+6402 = 38290 -> 8293, checksum 7d6c
+const OUTER_2 = hex('45 28 00 30 ff fe 40 00 11 04 7d 6c c0 00 02 01 c6 33 64 02');
+
+describe('encapsulate: byte vectors', () => {
+  it('the hand-derived inner packet is valid', () => {
+    expect(checkIPv4(INNER_1, 0, INNER_1.length, true)).toBe(IPV4_OK);
+    expect(checkIPv4(INNER_2, 0, INNER_2.length, true)).toBe(IPV4_OK);
+    expect(internetChecksum(INNER_1, 20, 8)).toBe(0);
+    expect(checkIPv4(OUTER_1, 0, 20, true)).toBe(IPV4_ERR_TOTAL_LENGTH); // claims 48 bytes, 20 present
+    expect(checkIPv4(OUTER_1, 0, 20, false)).toBe(IPV4_ERR_TOTAL_LENGTH);
+  });
+
+  it('writes the outer header in front, byte for byte, into a poisoned buffer', () => {
+    const { a, peerB } = sides();
+    const off = 20 + 7;
+    const buf = place(INNER_1, off);
+    const out = new PacketResult();
+    expect(a.encapsulate(buf, off, INNER_1.length, out)).toBe(Verdict.forward);
+    const expected = Buffer.concat([Buffer.alloc(7, 0xa5), OUTER_1, INNER_1, Buffer.alloc(5, 0xa5)]);
+    expect(buf.toString('hex')).toBe(expected.toString('hex'));
+    expect(out.offset).toBe(7);
+    expect(out.length).toBe(48);
+    expect(out.peer).toBe(peerB);
+    expect(peerB.nextId).toBe(1);
+  });
+
+  it('parses every field of the encapsulated packet', () => {
+    const { a } = sides();
+    const buf = place(INNER_1, 20, 0);
+    const out = new PacketResult();
+    a.encapsulate(buf, 20, INNER_1.length, out);
+    const o = out.offset;
+    expect(checkIPv4(buf, o, out.length, true)).toBe(IPV4_OK);
+    expect(getVersion(buf, o)).toBe(4);
+    expect(getIhl(buf, o)).toBe(5);
+    expect(getHeaderLength(buf, o)).toBe(20);
+    expect(getTos(buf, o)).toBe(0);
+    expect(getTotalLength(buf, o)).toBe(48);
+    expect(getId(buf, o)).toBe(0);
+    expect(getFlagsFragment(buf, o)).toBe(0x4000);
+    expect(getTtl(buf, o)).toBe(64);
+    expect(getProtocol(buf, o)).toBe(4);
+    expect(getChecksum(buf, o)).toBe(0x4e93);
+    expect(getSrc(buf, o)).toBe(A_LOCAL);
+    expect(getDst(buf, o)).toBe(B_LOCAL);
+    expect(buf.subarray(o + 20).equals(INNER_1)).toBe(true);
+  });
+
+  it('fixed TOS, inherited TTL, DF always; the ID wraps at 16 bits', () => {
+    const { a, peerB } = sides({ ttl: 'inherit', tos: 0x28, df: 'always' }, 0xfffe);
+    const off = 20;
+    const buf = place(INNER_2, off, 0);
+    const out = new PacketResult();
+    expect(a.encapsulate(buf, off, INNER_2.length, out)).toBe(Verdict.forward);
+    expect(buf.subarray(0, 20).toString('hex')).toBe(OUTER_2.toString('hex'));
+    expect(buf.subarray(20).equals(INNER_2)).toBe(true);
+    expect(peerB.nextId).toBe(0xffff);
+    a.encapsulate(buf, off, INNER_2.length, out);
+    expect(getId(buf, 0)).toBe(0xffff);
+    a.encapsulate(buf, off, INNER_2.length, out);
+    expect(getId(buf, 0)).toBe(0);
+    expect(peerB.nextId).toBe(1);
+    expect(computeHeaderChecksum(buf, 0)).toBe(getChecksum(buf, 0));
+  });
+
+  it('copies TOS (ECN included) and leaves DF clear when the inner has none', () => {
+    const { a } = sides();
+    const buf = place(INNER_2, 20, 0);
+    const out = new PacketResult();
+    expect(a.encapsulate(buf, 20, INNER_2.length, out)).toBe(Verdict.forward);
+    expect(getTos(buf, 0)).toBe(0xb9);
+    expect(isDontFragment(buf, 0)).toBe(false);
+    expect(getFlagsFragment(buf, 0)).toBe(0);
+    expect(getTtl(buf, 0)).toBe(64);
+    expect(checkIPv4(buf, 0, 48, true)).toBe(IPV4_OK);
+  });
+
+  it('an inner fragment is encapsulated as is (MF/offset stay inside; outer has neither)', () => {
+    const { a } = sides();
+    const frag = inner({ flags: 0x2000 | 0x00b9, payload: 16 });
+    const buf = place(frag, 20, 0);
+    const out = new PacketResult();
+    expect(a.encapsulate(buf, 20, frag.length, out)).toBe(Verdict.forward);
+    expect(getFlagsFragment(buf, 0)).toBe(0);
+    expect(buf.subarray(20).equals(frag)).toBe(true);
+  });
+});
+
+// ---------------------------------------------------------------- round trips
+
+describe('round trips', () => {
+  it('A encapsulates, B decapsulates: identical inner bytes at the same offset', () => {
+    const { a, b, peerA, peerB } = sides();
+    const out = new PacketResult();
+    for (const off of [20, 21, 64, 2048 - 1500]) {
+      for (const pkt of [INNER_1, INNER_2, inner({ ihl: 15, payload: 1000 }), inner({ payload: 0 })]) {
+        const buf = place(pkt, off, 3);
+        expect(a.encapsulate(buf, off, pkt.length, out)).toBe(Verdict.forward);
+        expect(out.peer).toBe(peerB);
+        const outerOff = out.offset;
+        const outerLen = out.length;
+        const snapshot = Buffer.from(buf);
+        expect(b.decapsulate(buf, outerOff, outerLen, out)).toBe(Verdict.forward);
+        expect(out.offset).toBe(off);
+        expect(out.length).toBe(pkt.length);
+        expect(out.peer).toBe(peerA);
+        expect(buf.subarray(out.offset, out.offset + out.length).equals(pkt)).toBe(true);
+        expect(buf.equals(snapshot)).toBe(true); // decapsulate writes nothing
+      }
+    }
+  });
+
+  it('decapsulates at an offset unrelated to where it was encapsulated', () => {
+    const { a, b } = sides();
+    const out = new PacketResult();
+    const buf = place(INNER_1, 20);
+    a.encapsulate(buf, 20, INNER_1.length, out);
+    const wire = Buffer.from(buf.subarray(out.offset, out.offset + out.length));
+    const rx = place(wire, 333);
+    expect(b.decapsulate(rx, 333, wire.length, out)).toBe(Verdict.forward);
+    expect(out.offset).toBe(353);
+    expect(rx.subarray(353, 353 + out.length).equals(INNER_1)).toBe(true);
+  });
+
+  it('accepts an outer IHL > 5 (options) and ignores bytes past the outer total length', () => {
+    const { b, peerA } = sides();
+    const out = new PacketResult();
+    const wire = outer(INNER_1, { ihl: 7 });
+    expect(b.decapsulate(place(wire, 0), 0, wire.length, out)).toBe(Verdict.forward);
+    expect([out.offset, out.length, out.peer]).toEqual([28, 28, peerA]);
+    const padded = Buffer.concat([wire, Buffer.alloc(6, 0x00)]); // link-layer padding
+    expect(b.decapsulate(place(padded, 4), 4, padded.length, out)).toBe(Verdict.forward);
+    expect([out.offset, out.length]).toEqual([32, 28]);
+  });
+
+  it('checksum equals full recomputation for every one of the 65536 outer IDs (all carry cases)', () => {
+    // The ID sweeps every 16-bit value, so the per-packet sum hits every residue, including
+    // the rare ones where the first fold carries again.
+    for (const policy of [{}, { ttl: 'inherit', tos: 0xff, df: 'always' }] as const) {
+      const { a, peerB } = sides(policy);
+      const out = new PacketResult();
+      const pkt = inner({ tos: 0xfc, ttl: 0xff, payload: 1400 });
+      const buf = place(pkt, 20, 0);
+      let bad = 0;
+      for (let id = 0; id < 0x10000; id++) {
+        a.encapsulate(buf, 20, pkt.length, out);
+        if (getChecksum(buf, 0) !== computeHeaderChecksum(buf, 0)) bad++;
+      }
+      expect(bad).toBe(0);
+      expect(peerB.nextId).toBe(0);
+    }
+  });
+
+  it('seeded random headers and policies: checksum equals full recomputation, fields as the policy says', () => {
+    const r = rng(2003);
+    const out = new PacketResult();
+    for (let round = 0; round < 60; round++) {
+      const policy = {
+        ttl: r() % 3 === 0 ? ('inherit' as const) : 1 + (r() % 255),
+        tos: r() % 3 === 0 ? ('inherit' as const) : r() & 0xff,
+        df: r() % 2 === 0 ? ('inherit' as const) : ('always' as const),
+        mtu: 1480,
+      };
+      const startId = r() & 0xffff;
+      const { a, b, peerB } = sides(policy, startId);
+      for (let n = 0; n < 100; n++) {
+        const flags = r() % 2 === 0 ? 0x4000 : r() % 2 === 0 ? 0 : 0x2000 | (r() & 0x1fff);
+        const spec: InnerSpec = {
+          src: `10.0.1.${r() & 0xff}`,
+          dst: `10.0.2.${r() & 0xff}`,
+          ttl: 1 + (r() % 255),
+          tos: r() & 0xff,
+          flags,
+          id: r() & 0xffff,
+          protocol: r() & 0xff,
+          ihl: 5 + (r() % 11),
+          payload: r() % 1400,
+        };
+        const pkt = inner(spec);
+        if (pkt.length > 1480) continue;
+        const off = 20 + (r() % 40);
+        const buf = place(pkt, off, r() % 4);
+        const expectedId = peerB.nextId;
+        expect(a.encapsulate(buf, off, pkt.length, out)).toBe(Verdict.forward);
+        const o = out.offset;
+        expect(o).toBe(off - 20);
+        expect(getChecksum(buf, o)).toBe(computeHeaderChecksum(buf, o));
+        expect(internetChecksum(buf, o, 20)).toBe(0);
+        expect(checkIPv4(buf, o, out.length, true)).toBe(IPV4_OK);
+        expect(buf[o]).toBe(0x45);
+        expect(getTos(buf, o)).toBe(policy.tos === 'inherit' ? spec.tos : policy.tos);
+        expect(getTtl(buf, o)).toBe(policy.ttl === 'inherit' ? spec.ttl : policy.ttl);
+        expect(getFlagsFragment(buf, o)).toBe(policy.df === 'always' || (flags & 0x4000) !== 0 ? 0x4000 : 0);
+        expect(getId(buf, o)).toBe(expectedId);
+        expect(getTotalLength(buf, o)).toBe(pkt.length + 20);
+        expect(getProtocol(buf, o)).toBe(4);
+        expect(getSrc(buf, o)).toBe(A_LOCAL);
+        expect(getDst(buf, o)).toBe(B_LOCAL);
+        expect(buf.subarray(off, off + pkt.length).equals(pkt)).toBe(true);
+        expect(b.decapsulate(buf, o, out.length, out)).toBe(Verdict.forward);
+        expect([out.offset, out.length]).toEqual([off, pkt.length]);
+      }
+    }
+  });
+});
+
+// ---------------------------------------------------------------- every verdict
+
+interface Case {
+  name: string;
+  verdict: VerdictName;
+  dir: 'encap' | 'decap';
+  /** Returns buffer, offset and length; may adjust the tunnels (e.g. a peer's MTU). */
+  make: (s: Sides) => [Buffer, number, number];
+}
+
+/** An encap case: the inner packet at offset 20. */
+function enc(name: string, verdict: VerdictName, pkt: () => Buffer, setup?: (s: Sides) => void): Case {
+  return {
+    name,
+    verdict,
+    dir: 'encap',
+    make: (s) => {
+      setup?.(s);
+      const p = pkt();
+      return [place(p, 20), 20, p.length];
+    },
+  };
+}
+
+/** A decap case: the datagram at offset 9. */
+function dec(name: string, verdict: VerdictName, wire: () => Buffer): Case {
+  return {
+    name,
+    verdict,
+    dir: 'decap',
+    make: () => {
+      const w = wire();
+      return [place(w, 9), 9, w.length];
+    },
+  };
+}
+
+const CASES: Case[] = [
+  // ---- encapsulate (host A) ----
+  enc('encap: a valid packet', 'forward', () => INNER_1),
+  { name: 'encap: length -1 from the I/O layer', verdict: 'truncated', dir: 'encap', make: () => [place(INNER_1, 20), 20, -1] },
+  { name: 'encap: less than 20 bytes of headroom', verdict: 'malformed', dir: 'encap', make: () => [place(INNER_1, 19), 19, 28] },
+  { name: 'encap: length past the end of the buffer', verdict: 'malformed', dir: 'encap', make: () => [place(INNER_1, 20, 0), 20, 29] },
+  { name: 'encap: negative length other than -1', verdict: 'malformed', dir: 'encap', make: () => [place(INNER_1, 20), 20, -2] },
+  enc('encap: empty read', 'inner_malformed', () => Buffer.alloc(0)),
+  enc('encap: IPv6 packet', 'not_ipv4', () => hex('60 00 00 00 00 08 3a 40' + '20010db8'.padEnd(32, '0') + 'fe80'.padEnd(32, '0') + '8000000000000000')),
+  enc('encap: version 0', 'not_ipv4', () => Buffer.from([0x05, 0, 0, 20])),
+  enc('encap: IPv4 shorter than 20 bytes', 'inner_malformed', () => INNER_1.subarray(0, 19)),
+  enc('encap: IHL 4', 'inner_malformed', () => {
+    const p = Buffer.from(INNER_1);
+    p[0] = 0x44;
+    return p;
+  }),
+  enc('encap: total length < len', 'inner_malformed', () => Buffer.concat([INNER_1, Buffer.from([0])])),
+  enc('encap: total length > len', 'inner_malformed', () => INNER_1.subarray(0, 27)),
+  enc('encap: IHL 15 but total 28', 'inner_malformed', () => {
+    const p = Buffer.from(INNER_1);
+    p[0] = 0x4f;
+    return p;
+  }),
+  enc('encap: TTL 0', 'ttl_expired', () => inner({ ttl: 0 })),
+  enc('encap: no peer owns 8.8.8.8', 'no_route', () => inner({ dst: '8.8.8.8' })),
+  enc('encap: 10.0.1.0/24 is not routed into the tunnel on A', 'no_route', () => inner({ dst: '10.0.1.9' })),
+  {
+    name: 'encap: stale route table returns a peer not in this tunnel',
+    verdict: 'no_route',
+    dir: 'encap',
+    make: (s) => {
+      const stranger = new Peer({ index: 0, name: 'stale', endpoint: ip('203.0.113.200') });
+      s.a = new Tunnel({ ...policyOf(s.a), routes: new LinearLpm<Peer>().add('0.0.0.0/0', stranger) });
+      return [place(INNER_1, 20), 20, 28];
+    },
+  },
+  enc('encap: inner source is our underlay address', 'loop', () => inner({ src: '192.0.2.1' })),
+  enc("encap: inner source is the chosen peer's endpoint", 'loop', () => inner({ src: '198.51.100.2' })),
+  enc("encap: inner destination is the peer's own endpoint (D covers it)", 'loop', () => inner({ dst: '100.64.0.4' })),
+  enc("encap: inner destination is another peer's endpoint", 'loop', () => inner({ dst: '198.51.100.2' })),
+  enc('encap: inner destination is our underlay address', 'loop', () => inner({ dst: '192.0.2.1' })),
+  enc('encap: 1481 bytes, tunnel MTU 1480', 'too_big', () => inner({ payload: 1461 })),
+  enc('encap: 1480 bytes fits exactly', 'forward', () => inner({ payload: 1460 })),
+  enc('encap: larger than the learned per-peer MTU', 'too_big', () => inner({ payload: 1381 }), (s) => (s.peerB.mtu = 1400)),
+  enc('encap: the learned per-peer MTU exactly', 'forward', () => inner({ payload: 1380 }), (s) => (s.peerB.mtu = 1400)),
+  enc('encap: too big without DF too (the raw socket never fragments)', 'too_big', () => inner({ flags: 0, payload: 1461 })),
+  // First failing check wins:
+  enc('encap: 4 bytes of IPv6: the version is checked before any length', 'not_ipv4', () => hex('60000000')),
+  enc('encap: TTL 0 and no route', 'ttl_expired', () => inner({ ttl: 0, dst: '8.8.8.8' })),
+  enc('encap: loop and too big', 'loop', () => inner({ src: '192.0.2.1', payload: 2000 })),
+
+  // ---- decapsulate (host B) ----
+  dec('decap: a valid IPIP packet from A', 'forward', () => outer(INNER_1)),
+  { name: 'decap: length -1 from the I/O layer', verdict: 'truncated', dir: 'decap', make: () => [place(outer(INNER_1), 9), 9, -1] },
+  { name: 'decap: length past the end of the buffer', verdict: 'malformed', dir: 'decap', make: () => [place(outer(INNER_1), 9, 0), 9, 49] },
+  dec('decap: shorter than 20 bytes', 'malformed', () => outer(INNER_1).subarray(0, 19)),
+  dec('decap: outer version 6', 'malformed', () => {
+    const w = outer(INNER_1);
+    w[0] = 0x65;
+    return refix(w);
+  }),
+  dec('decap: outer IHL 4', 'malformed', () => {
+    const w = outer(INNER_1);
+    w[0] = 0x44;
+    return w;
+  }),
+  dec('decap: outer total length > received', 'malformed', () => outer(INNER_1, { totalDelta: 1 })),
+  dec('decap: outer total length < header length', 'malformed', () => {
+    const w = outer(INNER_1);
+    w.writeUInt16BE(16, 2);
+    return refix(w);
+  }),
+  dec('decap: outer checksum wrong', 'bad_checksum', () => {
+    const w = outer(INNER_1);
+    w[11] ^= 0x40;
+    return w;
+  }),
+  dec('decap: outer TTL changed without checksum update', 'bad_checksum', () => {
+    const w = outer(INNER_1);
+    w[8]--;
+    return w;
+  }),
+  dec('decap: outer protocol 41 (6in4)', 'not_ipip', () => outer(INNER_1, { protocol: 41 })),
+  dec('decap: outer protocol 1 (ICMP)', 'not_ipip', () => outer(INNER_1, { protocol: 1 })),
+  dec('decap: outer destination is another host', 'not_for_us', () => outer(INNER_1, { dst: ip('198.51.100.3') })),
+  dec('decap: outer source is not a peer (CVE-2020-10136)', 'unknown_peer', () => outer(INNER_1, { src: ip('203.0.113.66') })),
+  dec('decap: outer payload shorter than 20 bytes', 'inner_malformed', () => outer(INNER_1.subarray(0, 19))),
+  dec('decap: inner version 6', 'inner_malformed', () => {
+    const p = Buffer.from(INNER_1);
+    p[0] = 0x65;
+    return outer(refix(p));
+  }),
+  dec('decap: inner IHL 4', 'inner_malformed', () => {
+    const p = Buffer.from(INNER_1);
+    p[0] = 0x44;
+    return outer(p);
+  }),
+  dec('decap: inner total length > outer payload', 'inner_malformed', () => outer(INNER_1.subarray(0, 27))),
+  dec('decap: trailing bytes after the inner datagram', 'inner_malformed', () => outer(Buffer.concat([INNER_1, Buffer.from([0, 0])]))),
+  dec('decap: inner checksum wrong', 'inner_bad_checksum', () => {
+    const p = Buffer.from(INNER_1);
+    p[15] ^= 1;
+    return outer(p);
+  }),
+  dec('decap: inner TTL 0', 'ttl_expired', () => outer(inner({ ttl: 0 }))),
+  dec("decap: inner source outside A's prefixes", 'spoofed_source', () => outer(inner({ src: '10.0.9.1' }))),
+  dec("decap: inner source in B's own inside network", 'spoofed_source', () => outer(inner({ src: '10.0.2.7' }))),
+  dec("decap: inner destination is in A's prefix (back into the tunnel)", 'bad_destination', () => outer(inner({ dst: '10.0.1.5' }))),
+  dec('decap: inner destination is our own underlay address', 'loop', () => outer(inner({ dst: '198.51.100.2' }))),
+  dec("decap: inner destination is A's endpoint", 'loop', () => outer(inner({ dst: '192.0.2.1' }))),
+  // First failing check wins:
+  dec('decap: bad checksum and unknown peer', 'bad_checksum', () => {
+    const w = outer(INNER_1, { src: ip('203.0.113.66') });
+    w[10] ^= 1;
+    return w;
+  }),
+  dec('decap: not for us and unknown peer', 'not_for_us', () => outer(INNER_1, { src: ip('203.0.113.66'), dst: ip('10.9.9.9') })),
+  dec('decap: unknown peer with a broken inner packet', 'unknown_peer', () => outer(INNER_1.subarray(0, 5), { src: ip('203.0.113.66') })),
+  dec('decap: TTL 0 and spoofed', 'ttl_expired', () => outer(inner({ ttl: 0, src: '10.0.9.1' }))),
+  dec('decap: spoofed and bad destination', 'spoofed_source', () => outer(inner({ src: '10.0.9.1', dst: '10.0.1.5' }))),
+];
+
+function policyOf(t: Tunnel): TunnelPolicy {
+  return { local: t.local, routes: t.routes, peers: t.peers, ttl: t.ttl, tos: t.tos, df: t.df, mtu: t.mtu };
+}
+
+describe('every verdict', () => {
+  it.each(CASES.map((c) => [c.name, c] as const))('%s', (_name, c) => {
+    const s = sides();
+    const [buf, off, len] = c.make(s);
+    const before = Buffer.from(buf);
+    const out = new PacketResult();
+    out.peer = s.peerC; // stale contents must be overwritten
+    out.offset = 12345;
+    const v = c.dir === 'encap' ? s.a.encapsulate(buf, off, len, out) : s.b.decapsulate(buf, off, len, out);
+    expect(VERDICT_NAMES[v]).toBe(c.verdict);
+    if (v !== Verdict.forward) {
+      expect(buf.equals(before)).toBe(true); // a drop writes nothing
+      expect(out.offset).toBe(off);
+      expect(out.length).toBe(len);
+    } else if (c.dir === 'encap') {
+      // Only the 20 bytes of headroom changed.
+      expect(buf.subarray(off).equals(before.subarray(off))).toBe(true);
+      expect(buf.subarray(0, off - 20).equals(before.subarray(0, off - 20))).toBe(true);
+    } else {
+      expect(buf.equals(before)).toBe(true);
+    }
+  });
+
+  it('covers every verdict the core can return', () => {
+    const covered = new Set(CASES.map((c) => c.verdict));
+    const ioOnly: VerdictName[] = ['tun_write_error', 'socket_write_error'];
+    expect([...covered].sort()).toEqual(VERDICT_NAMES.filter((n) => !ioOnly.includes(n)).sort());
+    // Both directions reach forward, truncated, malformed, ttl_expired, loop.
+    for (const v of ['forward', 'truncated', 'malformed', 'ttl_expired', 'loop', 'inner_malformed'] as VerdictName[]) {
+      expect(CASES.some((c) => c.dir === 'encap' && c.verdict === v)).toBe(true);
+      expect(CASES.some((c) => c.dir === 'decap' && c.verdict === v)).toBe(true);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- result object and peers
+
+describe('PacketResult', () => {
+  it('is the caller\'s object, overwritten by every call', () => {
+    const { a, b, peerB, peerA } = sides();
+    const out = new PacketResult();
+    const buf = place(INNER_1, 20);
+    expect(a.encapsulate(buf, 20, 28, out)).toBe(Verdict.forward);
+    expect([out.offset, out.length, out.peer]).toEqual([0, 48, peerB]);
+    const keep = out;
+    // A drop before the peer is known clears it.
+    expect(a.encapsulate(buf, 20, -1, out)).toBe(Verdict.truncated);
+    expect(out).toBe(keep);
+    expect([out.offset, out.length, out.peer]).toEqual([20, -1, null]);
+    // A drop after the peer is known names it (for per-peer drop counters / ICMP).
+    const big = inner({ payload: 1461 });
+    expect(a.encapsulate(place(big, 20), 20, big.length, out)).toBe(Verdict.too_big);
+    expect(out.peer).toBe(peerB);
+    expect(a.mtuFor(out.peer!)).toBe(1480);
+    const spoof = outer(inner({ src: '10.0.9.1' }));
+    expect(b.decapsulate(place(spoof, 0), 0, spoof.length, out)).toBe(Verdict.spoofed_source);
+    expect([out.offset, out.length, out.peer]).toEqual([0, spoof.length, peerA]);
+    expect(b.decapsulate(place(spoof, 0), 0, 5, out)).toBe(Verdict.malformed);
+    expect(out.peer).toBe(null);
+  });
+
+  it('core does not touch per-peer counters (the I/O layer does)', () => {
+    const { a, b, peerB, peerA } = sides();
+    const out = new PacketResult();
+    const buf = place(INNER_1, 20);
+    a.encapsulate(buf, 20, 28, out);
+    b.decapsulate(buf, out.offset, out.length, out);
+    expect([peerB.txPackets, peerB.txBytes, peerB.rxPackets, peerB.rxBytes]).toEqual([0, 0, 0, 0]);
+    expect([peerA.txPackets, peerA.txBytes, peerA.rxPackets, peerA.rxBytes]).toEqual([0, 0, 0, 0]);
+  });
+});
+
+describe('Peer and Tunnel construction', () => {
+  it('precomputes the outer partial sum of the fixed fields', () => {
+    const { peerB } = sides({ ttl: 64, tos: 0x28, df: 'always' });
+    // 4528 + 4000 + 4004 + c000 + 0201 + c633 + 6402, folded
+    let sum = 0x4528 + 0x4000 + 0x4004 + 0xc000 + 0x0201 + 0xc633 + 0x6402;
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    expect(peerB.outerSum).toBe(sum);
+    expect([peerB.outerSrc, peerB.outerTos, peerB.outerTtl, peerB.outerFlags]).toEqual([A_LOCAL, 0x28, 64, 0x4000]);
+  });
+
+  it('finds peers by endpoint (negative and positive int32)', () => {
+    const { a, peerB, peerC, peerD } = sides();
+    expect(a.peerByEndpoint(B_LOCAL)).toBe(peerB);
+    expect(a.peerByEndpoint(C_ENDPOINT)).toBe(peerC);
+    expect(a.peerByEndpoint(D_ENDPOINT)).toBe(peerD);
+    expect(a.peerByEndpoint(ip('100.64.0.5'))).toBe(null);
+    expect(a.peerByEndpoint(A_LOCAL)).toBe(null);
+    expect(a.isTunnelAddress(A_LOCAL)).toBe(true);
+    expect(a.isTunnelAddress(D_ENDPOINT)).toBe(true);
+    expect(a.isTunnelAddress(ip('10.0.2.1'))).toBe(false);
+    expect(Object.isFrozen(a)).toBe(true);
+  });
+
+  it('rejects inconsistent policies', () => {
+    const { a } = sides();
+    const base = policyOf(a);
+    const bad: [string, Partial<TunnelPolicy>][] = [
+      ['ttl 0', { ttl: 0 }],
+      ['ttl 256', { ttl: 256 }],
+      ['tos 256', { tos: 256 }],
+      ['mtu 67', { mtu: 67 }],
+      ['mtu 65516', { mtu: 65516 }],
+      ['local not int32', { local: 0xc0000201 }],
+      ['index out of place', { peers: [a.peers[1], a.peers[0]] }],
+      ['endpoint is local', { local: B_LOCAL }],
+      ['shared endpoint', { peers: [a.peers[0], new Peer({ index: 1, name: 'dup', endpoint: B_LOCAL })] }],
+    ];
+    for (const [name, change] of bad) expect(() => new Tunnel({ ...base, ...change }), name).toThrow(RangeError);
+    expect(() => new Peer({ index: 0, name: 'x', endpoint: 2 ** 31 })).toThrow(RangeError);
+    expect(() => new Peer({ index: 0, name: 'x', endpoint: 1, mtu: 65516 })).toThrow(RangeError);
+    expect(() => new Peer({ index: 0, name: 'x', endpoint: 1, initialId: 0x10000 })).toThrow(RangeError);
+  });
+
+  it('inheritSoftState carries counters and the ID sequence across a reload, not the MTU', () => {
+    const old = new Peer({ index: 3, name: 'b', endpoint: B_LOCAL, mtu: 1400, initialId: 77 });
+    old.txPackets = 1;
+    old.txBytes = 2;
+    old.rxPackets = 3;
+    old.rxBytes = 4;
+    const fresh = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, mtu: 1480 });
+    fresh.inheritSoftState(old);
+    expect([fresh.nextId, fresh.txPackets, fresh.txBytes, fresh.rxPackets, fresh.rxBytes, fresh.mtu]).toEqual([77, 1, 2, 3, 4, 1480]);
+  });
+});
