@@ -1,0 +1,756 @@
+// ipipd native addon: the only place ipipd makes syscalls.
+//
+// C makes syscalls; JavaScript owns memory and logic (STYLE rule 3). Every buffer used here
+// (packet slab, offsets, lengths, destinations, results) is a JS typed array; this file only
+// holds raw pointers into arrays it keeps strong references to.
+//
+// Flow, in the order the functions appear:
+//   - errno names and Error construction (`code` = errno symbol, `errno` > 0, `syscall`);
+//   - argument checks (TypeError for a wrong type, RangeError for a wrong value);
+//   - openTun: open /dev/net/tun, TUNSETIFF with IFF_TUN | IFF_NO_PI;
+//   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
+//     sizes, bind to the local underlay address;
+//   - closeFd;
+//   - writeTun: one write(2) per packet;
+//   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail;
+//   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
+//     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
+//     and calls onBatch(n) synchronously through MakeCallback;
+//   - module registration.
+//
+// Reader lifecycle (STYLE rule 13):
+//
+//   created --start()--> started --stop()--> created        (start/stop may repeat)
+//      |                    |
+//      |                    +--uv_poll error status--> created   (libuv already stopped it)
+//      +----close() / GC / environment teardown----> closed    (uv_close; references dropped)
+//
+// While started, the Reader pins its JS object (and through it slab, lens and callbacks) and the
+// active uv handle keeps the loop alive; in every other state nothing keeps the loop alive.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+struct ErrnoEntry {
+  int err;
+  const char* name;
+};
+
+// The errno values the daemon may see, named without depending on libc extensions. Anything
+// else falls back to strerrorname_np (glibc >= 2.32) and then to "E<number>".
+const ErrnoEntry kErrnoNames[] = {
+    {EPERM, "EPERM"},
+    {ENOENT, "ENOENT"},
+    {ESRCH, "ESRCH"},
+    {EINTR, "EINTR"},
+    {EIO, "EIO"},
+    {ENXIO, "ENXIO"},
+    {E2BIG, "E2BIG"},
+    {EBADF, "EBADF"},
+    {EAGAIN, "EAGAIN"},
+    {ENOMEM, "ENOMEM"},
+    {EACCES, "EACCES"},
+    {EFAULT, "EFAULT"},
+    {EBUSY, "EBUSY"},
+    {EEXIST, "EEXIST"},
+    {ENODEV, "ENODEV"},
+    {ENOTDIR, "ENOTDIR"},
+    {EINVAL, "EINVAL"},
+    {ENFILE, "ENFILE"},
+    {EMFILE, "EMFILE"},
+    {ENOTTY, "ENOTTY"},
+    {ENOSPC, "ENOSPC"},
+    {EPIPE, "EPIPE"},
+    {ERANGE, "ERANGE"},
+    {ENAMETOOLONG, "ENAMETOOLONG"},
+    {ENOSYS, "ENOSYS"},
+    {EBADFD, "EBADFD"},
+    {ENOTSOCK, "ENOTSOCK"},
+    {EDESTADDRREQ, "EDESTADDRREQ"},
+    {EMSGSIZE, "EMSGSIZE"},
+    {EPROTOTYPE, "EPROTOTYPE"},
+    {ENOPROTOOPT, "ENOPROTOOPT"},
+    {EPROTONOSUPPORT, "EPROTONOSUPPORT"},
+    {EOPNOTSUPP, "EOPNOTSUPP"},
+    {EAFNOSUPPORT, "EAFNOSUPPORT"},
+    {EADDRINUSE, "EADDRINUSE"},
+    {EADDRNOTAVAIL, "EADDRNOTAVAIL"},
+    {ENETDOWN, "ENETDOWN"},
+    {ENETUNREACH, "ENETUNREACH"},
+    {ENOBUFS, "ENOBUFS"},
+    {ENOTCONN, "ENOTCONN"},
+    {ETIMEDOUT, "ETIMEDOUT"},
+    {ECONNREFUSED, "ECONNREFUSED"},
+    {EHOSTDOWN, "EHOSTDOWN"},
+    {EHOSTUNREACH, "EHOSTUNREACH"},
+    {ENOTSUP, "ENOTSUP"},
+};
+
+std::string ErrnoName(int err) {
+  for (const ErrnoEntry& e : kErrnoNames) {
+    if (e.err == err) return e.name;
+  }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  const char* name = strerrorname_np(err);
+  if (name != nullptr) return name;
+#endif
+  return "E" + std::to_string(err);
+}
+
+std::string ErrnoText(int err) {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 32))
+  // Thread-safe, unlike strerror(3): the addon may be loaded by several worker threads.
+  const char* text = strerrordesc_np(err);
+  if (text != nullptr) return text;
+  return "Unknown error " + std::to_string(err);
+#else
+  char buf[128];
+  return strerror_r(err, buf, sizeof buf);
+#endif
+}
+
+// An Error shaped like Node's system errors: message "<what>: <CODE> (<description>)", plus
+// `code` (errno symbol), `errno` (positive errno value) and `syscall`.
+Napi::Error MakeSysError(Napi::Env env, int err, const char* syscall, const std::string& what,
+                         const std::string& code, const std::string& text) {
+  Napi::Error e = Napi::Error::New(env, what + ": " + code + " (" + text + ")");
+  e.Set("code", Napi::String::New(env, code));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  return e;
+}
+
+Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& what) {
+  return MakeSysError(env, err, syscall, what, ErrnoName(err), ErrnoText(err));
+}
+
+// libuv reports errors as negative errno values with its own names (same symbols on Linux).
+Napi::Error UvError(Napi::Env env, int status, const char* syscall, const std::string& what) {
+  return MakeSysError(env, -status, syscall, what, uv_err_name(status), uv_strerror(status));
+}
+
+std::string Ipv4Text(int32_t addr) {
+  struct in_addr in;
+  in.s_addr = htonl(static_cast<uint32_t>(addr));
+  char buf[INET_ADDRSTRLEN];
+  inet_ntop(AF_INET, &in, buf, sizeof buf);
+  return buf;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks
+
+// An integer in [lo, hi]; TypeError if not a number, RangeError if out of range or fractional.
+int32_t ArgInt(const Napi::CallbackInfo& info, size_t i, const char* name, double lo, double hi) {
+  Napi::Env env = info.Env();
+  if (!info[i].IsNumber()) {
+    throw Napi::TypeError::New(env, std::string(name) + " must be a number");
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= lo && d <= hi) || std::floor(d) != d) {
+    throw Napi::RangeError::New(env, std::string(name) + " must be an integer in [" +
+                                         std::to_string(static_cast<int64_t>(lo)) + ", " +
+                                         std::to_string(static_cast<int64_t>(hi)) + "]");
+  }
+  return static_cast<int32_t>(d);
+}
+
+// An IPv4 address as a 32-bit integer in network byte order: accepts both the signed form
+// (buf.readInt32BE) and the unsigned one (>>> 0), returns the signed form.
+int32_t ArgAddr(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  Napi::Env env = info.Env();
+  if (!info[i].IsNumber()) {
+    throw Napi::TypeError::New(env, std::string(name) + " must be a number");
+  }
+  double d = info[i].As<Napi::Number>().DoubleValue();
+  if (!(d >= -2147483648.0 && d <= 4294967295.0) || std::floor(d) != d) {
+    throw Napi::RangeError::New(env, std::string(name) + " must be a 32-bit integer");
+  }
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<int64_t>(d)));
+}
+
+Napi::Uint8Array ArgBytes(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a Buffer");
+  }
+  return info[i].As<Napi::Uint8Array>();
+}
+
+Napi::Int32Array ArgI32(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsTypedArray() ||
+      info[i].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be an Int32Array");
+  }
+  return info[i].As<Napi::Int32Array>();
+}
+
+Napi::Function ArgFn(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsFunction()) {
+    throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a function");
+  }
+  return info[i].As<Napi::Function>();
+}
+
+// Both a batch count and the arrays it indexes are checked once per call, so the loops below
+// can index without further checks.
+void CheckCount(Napi::Env env, int32_t n, const Napi::Int32Array& a, const char* name) {
+  if (static_cast<size_t>(n) > a.ElementLength()) {
+    throw Napi::RangeError::New(env, std::string("n exceeds the length of ") + name);
+  }
+}
+
+void CheckResult(Napi::Env env, const Napi::Int32Array& res) {
+  if (res.ElementLength() < 2) {
+    throw Napi::RangeError::New(env, "res must have at least 2 elements");
+  }
+}
+
+// Packet i lies inside the slab. A packet that does not is a per-packet failure (EINVAL), not
+// an exception: the data path never throws.
+inline bool InSlab(int32_t off, int32_t len, size_t size) {
+  return off >= 0 && len >= 0 && static_cast<size_t>(off) + static_cast<size_t>(len) <= size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// openTun(name): { fd, name }
+
+Napi::Value OpenTun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  std::string what = "openTun(" + name + ")";
+  // The kernel would silently truncate a longer name; refuse it the way dev_valid_name() would.
+  if (name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
+    throw MakeSysError(env, EINVAL, "ioctl", what + ": ioctl TUNSETIFF", "EINVAL",
+                       "interface name is " + std::to_string(name.size()) +
+                           " bytes, the limit is " + std::to_string(IFNAMSIZ - 1));
+  }
+
+  int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) throw ErrnoError(env, errno, "open", what + ": open /dev/net/tun");
+
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name.data(), name.size());
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, err, "ioctl", what + ": ioctl TUNSETIFF");
+  }
+
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("name", Napi::String::New(env, ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ)));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// openRaw(localAddr, rcvbuf, sndbuf): fd
+
+// Set a socket buffer size, forcing past net.core.[rw]mem_max when we may (CAP_NET_ADMIN).
+// A size of 0 leaves the kernel default.
+int SetBufSize(int fd, int force_opt, int opt, int size) {
+  if (size <= 0) return 0;
+  if (setsockopt(fd, SOL_SOCKET, force_opt, &size, sizeof size) == 0) return 0;
+  if (errno != EPERM) return -1;
+  return setsockopt(fd, SOL_SOCKET, opt, &size, sizeof size);
+}
+
+Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t local = ArgAddr(info, 0, "localAddr");
+  int32_t rcvbuf = ArgInt(info, 1, "rcvbuf", 0, INT32_MAX);
+  int32_t sndbuf = ArgInt(info, 2, "sndbuf", 0, INT32_MAX);
+  std::string what = "openRaw(" + Ipv4Text(local) + ")";
+
+  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_IPIP);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
+
+  auto fail = [&](const char* syscall, const std::string& step) {
+    int err = errno;
+    close(fd);
+    return ErrnoError(env, err, syscall, what + ": " + step);
+  };
+  int one = 1;
+  if (setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) {
+    throw fail("setsockopt", "setsockopt IP_HDRINCL");
+  }
+  if (SetBufSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf) < 0) {
+    throw fail("setsockopt", "setsockopt SO_RCVBUF");
+  }
+  if (SetBufSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf) < 0) {
+    throw fail("setsockopt", "setsockopt SO_SNDBUF");
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(local));
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) {
+    throw fail("bind", "bind");
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// close(fd)
+
+Napi::Value CloseFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
+  // On Linux the descriptor is released even when close(2) reports EINTR: not an error.
+  if (close(fd) < 0 && errno != EINTR) {
+    throw ErrnoError(env, errno, "close", "close(" + std::to_string(fd) + ")");
+  }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// writeTun(fd, slab, offs, lens, n, res): written
+
+Napi::Value WriteTun(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
+  Napi::Uint8Array slab = ArgBytes(info, 1, "slab");
+  Napi::Int32Array offs = ArgI32(info, 2, "offs");
+  Napi::Int32Array lens = ArgI32(info, 3, "lens");
+  int32_t n = ArgInt(info, 4, "n", 0, INT32_MAX);
+  Napi::Int32Array res = ArgI32(info, 5, "res");
+  CheckCount(env, n, offs, "offs");
+  CheckCount(env, n, lens, "lens");
+  CheckResult(env, res);
+
+  uint8_t* base = slab.Data();
+  size_t size = slab.ByteLength();
+  const int32_t* off = offs.Data();
+  int32_t* len = lens.Data();
+  int32_t written = 0, failed = 0, last = 0;
+  for (int32_t i = 0; i < n; i++) {
+    if (!InSlab(off[i], len[i], size)) {
+      failed++;
+      last = EINVAL;
+      len[i] = -EINVAL;
+      continue;
+    }
+    ssize_t r;
+    do {
+      r = write(fd, base + off[i], static_cast<size_t>(len[i]));
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      failed++;
+      last = errno;
+      len[i] = -errno;
+    } else {
+      written++;
+    }
+  }
+  res[0] = failed;
+  res[1] = last;
+  return Napi::Number::New(env, written);
+}
+
+// ---------------------------------------------------------------------------------------------
+// sendRaw(fd, slab, offs, lens, dsts, n, res): sent
+
+// Messages per sendmmsg(2) call; the vectors live on the stack (64 * ~100 bytes).
+constexpr int kSendChunk = 64;
+
+Napi::Value SendRaw(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
+  Napi::Uint8Array slab = ArgBytes(info, 1, "slab");
+  Napi::Int32Array offs = ArgI32(info, 2, "offs");
+  Napi::Int32Array lens = ArgI32(info, 3, "lens");
+  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
+  int32_t n = ArgInt(info, 5, "n", 0, INT32_MAX);
+  Napi::Int32Array res = ArgI32(info, 6, "res");
+  CheckCount(env, n, offs, "offs");
+  CheckCount(env, n, lens, "lens");
+  CheckCount(env, n, dsts, "dsts");
+  CheckResult(env, res);
+
+  uint8_t* base = slab.Data();
+  size_t size = slab.ByteLength();
+  const int32_t* off = offs.Data();
+  int32_t* len = lens.Data();
+  const int32_t* dst = dsts.Data();
+  int32_t sent = 0, failed = 0, last = 0;
+
+  struct mmsghdr msgs[kSendChunk];
+  struct iovec iov[kSendChunk];
+  struct sockaddr_in to[kSendChunk];
+  int32_t index[kSendChunk];  // message -> packet, to mark the packet a failure belongs to
+  int32_t i = 0;
+  while (i < n) {
+    int count = 0;
+    for (; i < n && count < kSendChunk; i++) {
+      if (!InSlab(off[i], len[i], size)) {
+        failed++;
+        last = EINVAL;
+        len[i] = -EINVAL;
+        continue;
+      }
+      index[count] = i;
+      iov[count].iov_base = base + off[i];
+      iov[count].iov_len = static_cast<size_t>(len[i]);
+      memset(&to[count], 0, sizeof to[count]);
+      to[count].sin_family = AF_INET;
+      to[count].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
+      memset(&msgs[count], 0, sizeof msgs[count]);
+      msgs[count].msg_hdr.msg_name = &to[count];
+      msgs[count].msg_hdr.msg_namelen = sizeof to[count];
+      msgs[count].msg_hdr.msg_iov = &iov[count];
+      msgs[count].msg_hdr.msg_iovlen = 1;
+      count++;
+    }
+    // sendmmsg(2) stops at the first message that fails: it returns the count sent before it,
+    // or -1 if that message was the first. Skip the failing one and go on.
+    int k = 0;
+    while (k < count) {
+      int r = sendmmsg(fd, &msgs[k], static_cast<unsigned>(count - k), MSG_DONTWAIT);
+      if (r > 0) {
+        sent += r;
+        k += r;
+      } else if (r < 0 && errno == EINTR) {
+        continue;
+      } else {
+        failed++;
+        last = r < 0 ? errno : EAGAIN;
+        len[index[k]] = -last;
+        k++;
+      }
+    }
+  }
+  res[0] = failed;
+  res[1] = last;
+  return Napi::Number::New(env, sent);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reader
+
+constexpr int kKindTun = 0;
+constexpr int kKindRaw = 1;
+constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
+constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
+
+class Reader : public Napi::ObjectWrap<Reader> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "Reader",
+                       {
+                           InstanceMethod("start", &Reader::Start),
+                           InstanceMethod("stop", &Reader::Stop),
+                           InstanceMethod("close", &Reader::Close),
+                       });
+  }
+
+  explicit Reader(const Napi::CallbackInfo& info);
+  ~Reader() override;
+
+ private:
+  Napi::Value Start(const Napi::CallbackInfo& info);
+  Napi::Value Stop(const Napi::CallbackInfo& info);
+  Napi::Value Close(const Napi::CallbackInfo& info);
+
+  static void OnPoll(uv_poll_t* handle, int status, int events);
+  static void OnHandleClosed(uv_handle_t* handle);
+  static void OnEnvCleanup(void* arg);
+
+  void Wake(int status);
+  void Drain();
+  int ReadTun(int* err);
+  int ReadRaw(int* err);
+  void Unpin();
+  void ReleaseHandle();
+  std::string What() const;
+
+  int fd_;
+  int kind_;
+  int slot_;
+  int headroom_;
+  int batch_;
+  uint8_t* slab_;
+  int32_t* lens_;
+  Napi::ObjectReference slabRef_;
+  Napi::ObjectReference lensRef_;
+  Napi::FunctionReference onBatch_;
+  Napi::FunctionReference onError_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+  // recvmmsg(2) vectors, built once: entry i always points at slot i.
+  std::vector<struct mmsghdr> msgs_;
+  std::vector<struct iovec> iov_;
+  uv_poll_t* handle_ = nullptr;  // heap-allocated: it must outlive us until its close callback
+  bool started_ = false;
+  bool closed_ = false;
+  bool cleanupHook_ = false;
+  bool inWake_ = false;
+};
+
+Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
+  Napi::Env env = info.Env();
+  fd_ = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindRaw);
+  Napi::Uint8Array slab = ArgBytes(info, 2, "slab");
+  Napi::Int32Array lens = ArgI32(info, 3, "lens");
+  slot_ = ArgInt(info, 4, "slotSize", 1, INT32_MAX);
+  headroom_ = ArgInt(info, 5, "headroom", 0, INT32_MAX);
+  batch_ = ArgInt(info, 6, "batch", 1, kMaxBatch);
+  Napi::Function onBatch = ArgFn(info, 7, "onBatch");
+  Napi::Function onError = ArgFn(info, 8, "onError");
+  if (headroom_ >= slot_) {
+    throw Napi::RangeError::New(env, "headroom must be smaller than slotSize");
+  }
+  if (slab.ByteLength() < static_cast<size_t>(batch_) * static_cast<size_t>(slot_)) {
+    throw Napi::RangeError::New(env, "slab must hold batch * slotSize bytes");
+  }
+  if (lens.ElementLength() < static_cast<size_t>(batch_)) {
+    throw Napi::RangeError::New(env, "lens must have at least batch elements");
+  }
+
+  slab_ = slab.Data();
+  lens_ = lens.Data();
+  slabRef_ = Napi::Persistent(static_cast<Napi::Object>(slab));
+  lensRef_ = Napi::Persistent(static_cast<Napi::Object>(lens));
+  onBatch_ = Napi::Persistent(onBatch);
+  onError_ = Napi::Persistent(onError);
+  context_ = std::make_unique<Napi::AsyncContext>(env, "ipipd.Reader");
+
+  if (kind_ == kKindRaw) {
+    msgs_.resize(batch_);
+    iov_.resize(batch_);
+    size_t cap = static_cast<size_t>(slot_ - headroom_);
+    for (int i = 0; i < batch_; i++) {
+      iov_[i].iov_base = slab_ + static_cast<size_t>(i) * slot_ + headroom_;
+      iov_[i].iov_len = cap;
+      memset(&msgs_[i], 0, sizeof msgs_[i]);
+      msgs_[i].msg_hdr.msg_iov = &iov_[i];
+      msgs_[i].msg_hdr.msg_iovlen = 1;
+    }
+  }
+
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+    throw Napi::Error::New(env, "ipipd.Reader: no libuv loop");
+  }
+  uv_poll_t* handle = new uv_poll_t;
+  int r = uv_poll_init(loop, handle, fd_);
+  if (r < 0) {
+    delete handle;  // uv_poll_init registers the handle only on success
+    throw UvError(env, r, "uv_poll_init", What() + ": uv_poll_init");
+  }
+  handle->data = this;
+  handle_ = handle;
+  // A worker's loop must have no open handles when it is torn down.
+  if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) cleanupHook_ = true;
+}
+
+Reader::~Reader() {
+  // Reached from the GC finalizer (never while started: started pins us) or at teardown.
+  if (!closed_) {
+    closed_ = true;
+    ReleaseHandle();
+  }
+}
+
+std::string Reader::What() const {
+  return std::string(kind_ == kKindTun ? "Reader(tun fd " : "Reader(raw fd ") +
+         std::to_string(fd_) + ")";
+}
+
+Napi::Value Reader::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (closed_) {
+    throw MakeSysError(env, EBADF, "uv_poll_start", What() + ": start", "EBADF",
+                       "the reader is closed");
+  }
+  if (started_) return env.Undefined();
+  int r = uv_poll_start(handle_, UV_READABLE, OnPoll);
+  if (r < 0) throw UvError(env, r, "uv_poll_start", What() + ": uv_poll_start");
+  started_ = true;
+  Ref();
+  return env.Undefined();
+}
+
+Napi::Value Reader::Stop(const Napi::CallbackInfo& info) {
+  if (started_ && !closed_) {
+    uv_poll_stop(handle_);
+    Unpin();
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value Reader::Close(const Napi::CallbackInfo& info) {
+  if (!closed_) {
+    if (started_) Unpin();
+    closed_ = true;
+    ReleaseHandle();  // uv_close also stops the poll
+    onBatch_.Reset();
+    onError_.Reset();
+    slabRef_.Reset();
+    lensRef_.Reset();
+    // napi_make_callback may still be using the async context if we are closed from inside a
+    // callback: Wake() destroys it on the way out instead.
+    if (!inWake_) context_.reset();
+    slab_ = nullptr;
+    lens_ = nullptr;
+  }
+  return info.Env().Undefined();
+}
+
+void Reader::Unpin() {
+  started_ = false;
+  Unref();
+}
+
+void Reader::ReleaseHandle() {
+  if (handle_ != nullptr) {
+    handle_->data = nullptr;  // a callback already queued in this loop turn must not reach us
+    uv_close(reinterpret_cast<uv_handle_t*>(handle_), OnHandleClosed);
+    handle_ = nullptr;
+  }
+  if (cleanupHook_) {
+    cleanupHook_ = false;
+    napi_remove_env_cleanup_hook(Env(), OnEnvCleanup, this);
+  }
+}
+
+void Reader::OnHandleClosed(uv_handle_t* handle) {
+  delete reinterpret_cast<uv_poll_t*>(handle);
+}
+
+void Reader::OnEnvCleanup(void* arg) {
+  Reader* self = static_cast<Reader*>(arg);
+  self->cleanupHook_ = false;  // being run: it must not be removed
+  if (!self->closed_) {
+    self->closed_ = true;
+    self->started_ = false;
+    self->ReleaseHandle();
+  }
+}
+
+void Reader::OnPoll(uv_poll_t* handle, int status, int events) {
+  Reader* self = static_cast<Reader*>(handle->data);
+  if (self != nullptr) self->Wake(status);
+}
+
+void Reader::Wake(int status) {
+  Napi::Env env = Env();
+  Napi::HandleScope scope(env);
+  // Hold ourselves for the whole wake-up: a callback may close() us and drop the last pin.
+  Ref();
+  inWake_ = true;
+  try {
+    if (status < 0) {
+      // libuv has already stopped the handle (it does so on POLLERR, e.g. a TUN whose device
+      // was deleted): mirror that, then report like a read error. JS may start() again.
+      if (started_) Unpin();
+      Napi::Error err = UvError(env, status, "uv_poll", What() + ": uv_poll");
+      onError_.MakeCallback(Value(), {err.Value()}, *context_);
+    } else {
+      Drain();
+    }
+  } catch (const Napi::Error& e) {
+    // A JS callback threw (or an N-API call failed): surface it as an uncaught exception, as
+    // if it had been thrown from any other event-loop callback. The rest of this wake-up is
+    // abandoned; the fd is level-triggered, so what is left is read on the next one.
+    napi_fatal_exception(env, e.Value());
+  }
+  inWake_ = false;
+  if (closed_) context_.reset();
+  Unref();
+}
+
+void Reader::Drain() {
+  Napi::Env env = Env();
+  for (int round = 0; round < kMaxRounds; round++) {
+    int err = 0;
+    int n = kind_ == kKindTun ? ReadTun(&err) : ReadRaw(&err);
+    if (n > 0) {
+      onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
+      if (closed_ || !started_) return;  // stopped or closed from inside the callback
+    }
+    if (err != 0) {
+      Napi::Error e = ErrnoError(env, err, kind_ == kKindTun ? "read" : "recvmmsg",
+                                 What() + (kind_ == kKindTun ? ": read" : ": recvmmsg"));
+      onError_.MakeCallback(Value(), {e.Value()}, *context_);
+      return;
+    }
+    if (n < batch_) return;
+  }
+}
+
+// read(2) per packet until EAGAIN or a full batch. A TUN read truncates silently, so a read
+// that fills the whole slot is reported as truncated (-1): usable capacity is one byte less.
+int Reader::ReadTun(int* err) {
+  const size_t cap = static_cast<size_t>(slot_ - headroom_);
+  int n = 0;
+  while (n < batch_) {
+    uint8_t* p = slab_ + static_cast<size_t>(n) * slot_ + headroom_;
+    ssize_t r = read(fd_, p, cap);
+    if (r < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
+      break;
+    }
+    lens_[n++] = static_cast<size_t>(r) >= cap ? -1 : static_cast<int32_t>(r);
+  }
+  return n;
+}
+
+// One recvmmsg(2) for up to a batch. The kernel flags a datagram larger than its slot with
+// MSG_TRUNC (the copied length would be the slot size): reported as -1.
+int Reader::ReadRaw(int* err) {
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+  if (r < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < r; i++) {
+    lens_[i] = (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0
+                   ? -1
+                   : static_cast<int32_t>(msgs_[i].msg_len);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
+  exports.Set("openRaw", Napi::Function::New(env, OpenRaw, "openRaw"));
+  exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
+  exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
+  exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
+  exports.Set("Reader", Reader::Define(env));
+  exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
+  exports.Set("IPPROTO_IPIP", Napi::Number::New(env, IPPROTO_IPIP));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(ipipd_native, Init)

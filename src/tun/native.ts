@@ -1,0 +1,127 @@
+/**
+ * Typed face of the native addon (`native/ipipd.cc`), the only place ipipd makes syscalls.
+ *
+ * The addon is thin: it opens the TUN device and the raw IP-in-IP (RFC 2003, protocol 4)
+ * socket, moves batches of packets between them and buffers that JavaScript owns, and reports
+ * errors as `Error`s whose `code` is the errno symbol. All logic stays in JavaScript.
+ *
+ * This module finds the built addon by walking up from its own directory to the package root
+ * (the first folder holding `package.json`), so the same code works from `src/tun/native.ts`
+ * under vitest and from `dist/src/tun/native.js` after `tsc`.
+ *
+ * Conventions shared by every method:
+ * - An IPv4 address is a signed 32-bit integer in network byte order, as `buf.readInt32BE`
+ *   returns it (0 = INADDR_ANY); unsigned values (`>>> 0`) are accepted too.
+ * - Packet batches are described by `Int32Array`s of offsets and lengths into one slab.
+ * - Data-path calls (`writeTun`, `sendRaw`, the Reader) never throw for a per-packet error;
+ *   wrong argument types throw `TypeError`, impossible sizes `RangeError`.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** A system error from the addon: `code` is the errno symbol ('EPERM', 'EBUSY', ... or 'E<n>'). */
+export interface NativeError extends Error {
+  /** errno symbol, e.g. 'EBADF'. */
+  code: string;
+  /** errno value (positive, as in C). */
+  errno: number;
+  /** the system call that failed, e.g. 'ioctl', 'bind', 'read', 'uv_poll'. */
+  syscall: string;
+}
+
+/** Reader kind: 0 = TUN (read(2) per packet until EAGAIN), 1 = raw socket (recvmmsg(2)). */
+export type ReaderKind = 0 | 1;
+
+/** Reader kind for a TUN file descriptor. */
+export const READER_TUN = 0;
+/** Reader kind for a raw socket. */
+export const READER_RAW = 1;
+
+export interface NativeBinding {
+  /** Open /dev/net/tun (O_RDWR|O_NONBLOCK|O_CLOEXEC), TUNSETIFF IFF_TUN|IFF_NO_PI with the given name (<= 15 bytes, '' lets the kernel choose), returning the fd and the kernel's name; throws a NativeError (code, errno, syscall, message naming the device), e.g. 'EINVAL' for a name too long, 'EBUSY' for a name in use. */
+  openTun(name: string): { fd: number; name: string };
+  /** Open a non-blocking raw AF_INET socket of protocol IPPROTO_IPIP with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
+  openRaw(localAddr: number, rcvbuf: number, sndbuf: number): number;
+  /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
+  close(fd: number): void;
+  /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */
+  writeTun(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, n: number, res: Int32Array): number;
+  /** Send packets i = 0..n-1 (complete IPv4 datagrams with their own header, IP_HDRINCL) to dsts[i] with sendmmsg(2), skipping and counting each packet that fails (EAGAIN, ENOBUFS, EMSGSIZE, ...) until all are attempted; never throws per packet: returns the number sent, with res[0] = failures and res[1] = last errno (0 if none); each failed packet's lens[i] is replaced by -errno. */
+  sendRaw(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, res: Int32Array): number;
+  /**
+   * Polls `fd` with libuv (uv_poll on the Node loop: no threads, no busy loop) and on each
+   * readable wake-up drains it into the slab and calls `onBatch(n)` synchronously for packets in
+   * slots 0..n-1, at most 16 batches per wake-up.
+   *
+   * Buffer ownership: the slab is a pool, not a slab of kept slices. Packet i is
+   * `slab[i * slotSize + headroom, i * slotSize + headroom + lens[i])`; it is overwritten as
+   * soon as `onBatch` returns, so copy anything you keep. `lens[i] === -1` means the packet did
+   * not fit its slot (slotSize - headroom bytes; for a TUN, a packet that exactly fills the
+   * slot counts as truncated too) and its bytes must be ignored.
+   *
+   * Constructor checks: slab.length >= batch * slotSize, lens.length >= batch,
+   * 0 <= headroom < slotSize, 1 <= batch <= 1024 (TypeError/RangeError otherwise). One Reader
+   * per fd. A read error other than EAGAIN/EINTR ends the wake-up after the packets read so far
+   * were delivered and calls `onError` once; the Reader stays started. If libuv itself reports
+   * a poll error (e.g. 'EBADF' with syscall 'uv_poll' when a TUN's device is deleted), libuv
+   * has already stopped the handle: the Reader is stopped and `onError` is called. An exception
+   * thrown by `onBatch`/`onError` becomes an ordinary uncaught exception.
+   */
+  Reader: new (
+    fd: number,
+    kind: ReaderKind,
+    slab: Buffer,
+    lens: Int32Array,
+    slotSize: number,
+    headroom: number,
+    batch: number,
+    onBatch: (n: number) => void,
+    onError: (err: NativeError) => void,
+  ) => NativeReader;
+  /** Size of an interface name buffer including its NUL (16): names have at most IFNAMSIZ - 1 bytes. */
+  readonly IFNAMSIZ: number;
+  /** IP protocol number of IP-in-IP (4, RFC 2003). */
+  readonly IPPROTO_IPIP: number;
+}
+
+/** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */
+export interface NativeReader {
+  /** Begin polling; while started it holds a strong reference to itself, slab, lens and callbacks and keeps the loop alive, so a GC never closes it; idempotent; throws 'EBADF' after close(). */
+  start(): void;
+  /** Stop polling (idempotent); releases the loop reference. */
+  stop(): void;
+  /** Stop and release the uv handle (uv_close) and all references; the fd is NOT closed (close it after). Idempotent. */
+  close(): void;
+}
+
+/** Absolute path of the built addon: `<package root>/build/Release/ipipd_native.node`. */
+export function nativeAddonPath(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) {
+      return join(dir, 'build', 'Release', 'ipipd_native.node');
+    }
+    const up = dirname(dir);
+    if (up === dir) {
+      throw new Error(`ipipd: no package.json above ${fileURLToPath(import.meta.url)}`);
+    }
+    dir = up;
+  }
+}
+
+function load(): NativeBinding {
+  const path = nativeAddonPath();
+  try {
+    return createRequire(import.meta.url)(path) as NativeBinding;
+  } catch (cause) {
+    throw new Error(
+      `ipipd: cannot load the native addon ${path}; build it with \`npx node-gyp rebuild\``,
+      { cause },
+    );
+  }
+}
+
+/** The loaded addon (loaded once, when this module is first imported). */
+export const native: NativeBinding = load();

@@ -1,0 +1,231 @@
+/**
+ * The native addon (native/ipipd.cc via src/tun/native.ts) against the real kernel, inside a
+ * network namespace this test creates and always deletes. The child fixture
+ * (test/fixtures/native-child.ts, run from dist/ after `npm run build`) does the I/O and
+ * reports what it saw as JSON; every assertion is here.
+ *
+ *   root namespace: nothing but `ip netns add/del ntv-<pid>-<random>`
+ *
+ *   ntv-<pid>-<random>
+ *   +------------------------------------------------------------------+
+ *   |  dgram 198.51.100.1  <-- 198.51.100.0/24 -->  tnt0 (TUN)          |
+ *   |     (step 1: dgram -> TUN -> Reader;  step 2: writeTun -> dgram)  |
+ *   |  lo: 192.0.2.1/32  192.0.2.2/32  192.0.2.3/32                     |
+ *   |  raw@192.0.2.1 --sendRaw IPIP--> raw@192.0.2.2 (slot 2048, 256)   |
+ *   |                                  raw@0.0.0.0 (sees everything)    |
+ *   |  tnt1 (TUN deleted under its Reader: poll error)                  |
+ *   +------------------------------------------------------------------+
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { payloadFor, payloadLen, writeIpv4Udp } from '../fixtures/native-packets.js';
+import { createNetns, deleteNetns, netnsSkipReason, runInNetns, type ChildResult } from '../helpers/netns-mini.js';
+
+const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/native-child.js', import.meta.url));
+const ADDON = fileURLToPath(new URL('../../build/Release/ipipd_native.node', import.meta.url));
+
+interface ErrShape { threw?: boolean; name?: string; code?: string; errno?: number; syscall?: string; message?: string }
+interface TunPacket {
+  slot: number; len: number; headroomPoisoned: boolean; version: number; ihl: number; totalLength: number;
+  ttl: number; protocol: number; headerChecksumOk: boolean; src: string; dst: string; sport: number;
+  dport: number; udpLength: number; payload: string;
+}
+interface RawSeen { len: number; outerSrc?: string; outerDst?: string; protocol?: number; totalLength?: number; id?: number; inner?: string }
+interface Report {
+  fatal?: string;
+  failures: Record<string, string>;
+  openTun: { name: string; fdIsInt: boolean };
+  tunRead: { batches: number[]; packets: TunPacket[]; errors: unknown[] };
+  tunRounds: {
+    batches: Array<{ n: number; turn: number }>; received: number; afterThrowReceived: number;
+    uncaught: string[]; microtaskLate: number; errors: unknown[];
+  };
+  tunTrunc: { seen: Array<{ len: number; nextHeadroomPoisoned: boolean }> };
+  tunWrite: { written: number; failed: number; lastErrno: number; got: Array<{ from: string; port: number; payload: string }>; lensAfter: number[] };
+  raw: { sent: number; failed: number; lastErrno: number; sentK: number[]; rx: RawSeen[]; small: RawSeen[]; any: RawSeen[]; errors: unknown[]; failedMarked: number[] };
+  errors: Record<string, ErrShape> & {
+    constants: { IFNAMSIZ: number; IPPROTO_IPIP: number };
+    badFdWrite: { returned: number; failed: number; lastErrno: number };
+    badFdSend: { returned: number; failed: number; lastErrno: number };
+  };
+  pollError: { errors: Array<ErrShape & { isError: boolean }>; batches: number[] };
+}
+
+const EINVAL = 22;
+
+/** The inner IPv4/UDP packet the fixture wrapped in IPIP packet k, as hex. */
+function expectedInner(k: number): string {
+  const payload = k === 25 ? payloadFor('rawbig', k, 1000) : payloadFor('raw', k, payloadLen(k));
+  const b = Buffer.alloc(2048);
+  const len = writeIpv4Udp(b, 0, { src: '203.0.113.1', dst: '203.0.113.2', sport: 1000 + k, dport: 2000, id: k, payload });
+  return b.toString('hex', 0, len);
+}
+
+const outerDstOf = (k: number): string => (k < 20 || k === 25 ? '192.0.2.2' : '192.0.2.3');
+
+const skipReason = netnsSkipReason();
+if (skipReason !== undefined) console.warn(`native.test.ts skipped: ${skipReason}`);
+
+describe.skipIf(skipReason !== undefined)('native addon (in a private network namespace)', () => {
+  let ns: string | undefined;
+  let child: ChildResult;
+  let r: Report;
+
+  beforeAll(async () => {
+    if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npx node-gyp rebuild\``);
+    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\``);
+    try {
+      ns = createNetns('ntv');
+      child = await runInNetns(ns, [process.execPath, FIXTURE, ns], 30_000);
+    } finally {
+      deleteNetns(ns);
+      ns = undefined;
+    }
+    const line = child.stdout.trim().split('\n').pop() ?? '';
+    try {
+      r = JSON.parse(line) as Report;
+    } catch {
+      throw new Error(`fixture printed no report (code ${child.code}, signal ${child.signal}):\n${child.stdout}\n${child.stderr}`);
+    }
+  });
+
+  afterAll(() => deleteNetns(ns));
+
+  it('the child ran every step inside the namespace and exited by itself after close()', () => {
+    expect(r.fatal).toBeUndefined();
+    expect(r.failures).toEqual({});
+    expect(child.timedOut).toBe(false);
+    expect(child.signal).toBeNull();
+    expect(child.code).toBe(0);
+  });
+
+  it('openTun returns the fd and the kernel name', () => {
+    expect(r.openTun).toEqual({ name: 'tnt0', fdIsInt: true });
+  });
+
+  it('Reader(TUN) delivers datagrams routed into the TUN, in slots with headroom, batched', () => {
+    const { batches, packets, errors } = r.tunRead;
+    expect(errors).toEqual([]);
+    // 3 singles then a burst of 50: nothing else (IPv6 is off on the TUN).
+    expect(packets).toHaveLength(53);
+    expect(batches.reduce((a, b) => a + b, 0)).toBe(53);
+    expect(batches.slice(0, 3)).toEqual([1, 1, 1]);
+    expect(Math.max(...batches)).toBeGreaterThan(1);
+    // Packet j of a batch sits in slot j.
+    const slots = batches.flatMap((n) => Array.from({ length: n }, (_, i) => i));
+    expect(packets.map((p) => p.slot)).toEqual(slots);
+    const sport = packets[0].sport;
+    packets.forEach((p, j) => {
+      const payload = j < 3 ? payloadFor('single', j, payloadLen(j)) : payloadFor('burst', j - 3, payloadLen(j - 3));
+      expect(p).toEqual({
+        slot: p.slot,
+        len: 28 + payload.length,
+        headroomPoisoned: true, // the 20 bytes in front of each packet are untouched
+        version: 4,
+        ihl: 5,
+        totalLength: 28 + payload.length,
+        ttl: 64,
+        protocol: 17,
+        headerChecksumOk: true,
+        src: '198.51.100.1',
+        dst: '198.51.100.2',
+        sport,
+        dport: 9,
+        udpLength: 8 + payload.length,
+        payload: payload.toString('hex'),
+      });
+    });
+  });
+
+  it('Reader(TUN) caps a wake-up at 16 batches, runs microtasks between batches, and survives a throwing onBatch', () => {
+    const t = r.tunRounds;
+    expect(t.errors).toEqual([]);
+    expect(t.received).toBe(100);
+    expect(t.batches.map((b) => b.n)).toEqual(Array(25).fill(4));
+    const perTurn = new Map<number, number>();
+    for (const b of t.batches) perTurn.set(b.turn, (perTurn.get(b.turn) ?? 0) + 1);
+    // 25 full batches of 4, all queued before the first wake-up: 16 in it, 9 in the next.
+    expect([...perTurn.values()]).toEqual([16, 9]);
+    expect(t.microtaskLate).toBe(0);
+    expect(t.uncaught).toEqual(['thrown from onBatch']);
+    expect(t.afterThrowReceived).toBe(10);
+  });
+
+  it('Reader(TUN) reports a packet that does not fit its slot (or fills it exactly) as -1', () => {
+    // Slot 256, headroom 20: 236 usable bytes. Packets of 1028, 236, 235 and 78 bytes.
+    expect(r.tunTrunc.seen).toEqual([-1, -1, 235, 78].map((len) => ({ len, nextHeadroomPoisoned: true })));
+  });
+
+  it('writeTun writes each packet, skips and counts bad ones', () => {
+    const w = r.tunWrite;
+    expect(w.written).toBe(2);
+    expect(w.failed).toBe(2); // one outside the slab, one the TUN refuses
+    expect(w.lastErrno).toBe(EINVAL);
+    // The failed packets' lengths are replaced by -errno; the written ones keep theirs.
+    expect(w.lensAfter[1]).toBe(-EINVAL);
+    expect(w.lensAfter[2]).toBe(-EINVAL);
+    expect(w.lensAfter[0]).toBeGreaterThan(0);
+    expect(w.lensAfter[3]).toBeGreaterThan(0);
+    expect(w.got).toEqual([0, 1].map((k) => ({
+      from: '198.51.100.2',
+      port: 4000,
+      payload: payloadFor('write', k, payloadLen(k)).toString('hex'),
+    })));
+  });
+
+  it('sendRaw + Reader(raw): IPIP packets arrive intact, only on sockets bound to their destination', () => {
+    const w = r.raw;
+    expect(w.errors).toEqual([]);
+    expect(w.sent).toBe(26);
+    expect(w.failed).toBe(1); // the 12-byte runt
+    expect(w.lastErrno).toBe(EINVAL);
+    expect(w.failedMarked).toEqual([-EINVAL]); // exactly that packet is marked
+    expect(w.sentK).toEqual(Array.from({ length: 26 }, (_, k) => k));
+
+    const full = (k: number): RawSeen => {
+      const inner = expectedInner(k);
+      const len = 20 + inner.length / 2;
+      return { len, outerSrc: '192.0.2.1', outerDst: outerDstOf(k), protocol: 4, totalLength: len, id: 1000 + k, inner };
+    };
+    const toTwo = w.sentK.filter((k) => outerDstOf(k) === '192.0.2.2');
+    expect(toTwo).toHaveLength(21);
+    // Bound to 192.0.2.2: exactly the packets to .2 (never the five to .3), in order.
+    expect(w.rx).toEqual(toTwo.map(full));
+    // Bound to INADDR_ANY: everything, which proves the .3 packets were delivered at all.
+    expect(w.any).toEqual(w.sentK.map(full));
+    expect(w.any.filter((p) => p.outerDst === '192.0.2.3')).toHaveLength(5);
+    // 256-byte slots: the 1048-byte packet is reported as truncated (-1), the rest intact.
+    expect(w.small).toEqual(toTwo.map((k) => (k === 25 ? { len: -1 } : full(k))));
+  });
+
+  it('errors carry the errno name as code, errno and syscall; argument checks throw TypeError/RangeError', () => {
+    const e = r.errors;
+    expect(e.constants).toEqual({ IFNAMSIZ: 16, IPPROTO_IPIP: 4 });
+    expect(e.longName).toMatchObject({ threw: true, name: 'Error', code: 'EINVAL', errno: 22, syscall: 'ioctl' });
+    expect(e.longName.message).toContain('x'.repeat(20));
+    expect(e.busyName).toMatchObject({ threw: true, code: 'EBUSY', errno: 16, syscall: 'ioctl' });
+    expect(e.busyName.message).toContain('tnt0');
+    expect(e.closeMinus1).toMatchObject({ threw: true, code: 'EBADF', errno: 9, syscall: 'close' });
+    expect(e.close99999).toMatchObject({ threw: true, code: 'EBADF', errno: 9, syscall: 'close' });
+    expect(e.bindNotLocal).toMatchObject({ threw: true, code: 'EADDRNOTAVAIL', syscall: 'bind' });
+    expect(e.bindNotLocal.message).toContain('198.51.100.77');
+    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind2', 'writeTunCountTooBig']) {
+      expect(e[k], k).toMatchObject({ threw: true, name: 'RangeError' });
+    }
+    for (const k of ['slabNotBuffer', 'lensNotInt32']) {
+      expect(e[k], k).toMatchObject({ threw: true, name: 'TypeError' });
+    }
+    expect(e.startAfterClose).toMatchObject({ threw: true, code: 'EBADF' });
+    // The data path never throws for a per-packet error, not even EBADF.
+    expect(e.badFdWrite).toEqual({ returned: 0, failed: 1, lastErrno: 9 });
+    expect(e.badFdSend).toEqual({ returned: 0, failed: 1, lastErrno: 9 });
+  });
+
+  it('a TUN deleted under a started Reader is reported once through onError', () => {
+    expect(r.pollError.batches).toEqual([]);
+    expect(r.pollError.errors).toHaveLength(1);
+    expect(r.pollError.errors[0]).toMatchObject({ isError: true, code: 'EBADF', errno: 9, syscall: 'uv_poll' });
+  });
+});
