@@ -59,11 +59,11 @@ export class Peer {
   nextId: number;
   /** Encapsulated packets sent to this peer (incremented by the I/O layer after the send). */
   txPackets = 0;
-  /** Bytes of those packets, as the I/O layer counts them (its send length: outer header included). */
+  /** Inner bytes of those packets (the outer header is not counted, so tx and rx compare). */
   txBytes = 0;
   /** Decapsulated packets from this peer written to the TUN (incremented by the I/O layer). */
   rxPackets = 0;
-  /** Bytes of those packets, as the I/O layer counts them (its write length: the inner packet). */
+  /** Inner bytes of those packets (what was written to the TUN). */
   rxBytes = 0;
 
   // Outer-header template (STYLE rule 7). Written only by bindOuter(); read by Tunnel.encapsulate.

@@ -1,0 +1,170 @@
+/**
+ * `ipipd`, the command line: `run` (the daemon), `check` (validate a config, touch nothing),
+ * `status` (ask a running daemon for its counters). Errors end the process with the exit status
+ * of their code in the registry (src/daemon/errors.ts): 2 for usage and config, 1 at run time.
+ *
+ * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
+ * sockets are removed, final counters logged); a second one exits at once (status 130/143);
+ * SIGUSR1 logs the counters.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { describeConfig, loadConfig } from './config.js';
+import { queryControl } from './control.js';
+import { IpipdError, errnoName } from './errors.js';
+import { createLogger } from './logger.js';
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+function packageVersion(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    try {
+      return (JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { version: string }).version;
+    } catch {
+      dir = dirname(dir);
+    }
+  }
+  return 'unknown';
+}
+
+function fail(err: unknown): never {
+  if (err instanceof IpipdError) {
+    process.stderr.write(`ipipd: ${err.code}: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
+  process.stderr.write(`ipipd: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exit(1);
+}
+
+async function cmdCheck(file: string, json: boolean): Promise<void> {
+  const c = loadConfig(file);
+  if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
+  else process.stdout.write(`${file}: ok\n${describeConfig(c).map((l) => `  ${l}`).join('\n')}\n`);
+}
+
+async function cmdStatus(socket: string, json: boolean): Promise<void> {
+  let text: string;
+  try {
+    text = await queryControl(socket);
+  } catch (err) {
+    throw new IpipdError('ERR_STATUS_UNREACHABLE', `no ipipd answers on ${socket} (${errnoName(err) ?? err})`, { cause: err });
+  }
+  if (json) {
+    process.stdout.write(text);
+    return;
+  }
+  const s = JSON.parse(text) as import('./daemon.js').StatusReport;
+  const out: string[] = [];
+  out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
+  out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}); batch ${s.batch}`);
+  for (const p of s.peers) {
+    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}] mtu ${p.mtu}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B`);
+  }
+  out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  const drops = Object.entries(s.drops).filter(([, v]) => v !== 0);
+  out.push(`  drops: ${drops.length ? drops.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
+  const errs = Object.entries(s.lastErrors);
+  if (errs.length) out.push(`  last errors: ${errs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+async function cmdRun(file: string, levelOverride: string | undefined): Promise<void> {
+  // Validate before anything else: a bad config exits 2 without touching the system.
+  const config = loadConfig(file);
+  const log = createLogger((levelOverride ?? config.log.level) as (typeof LEVELS)[number]);
+  let DaemonCtor: typeof import('./daemon.js').Daemon;
+  try {
+    ({ Daemon: DaemonCtor } = await import('./daemon.js'));
+  } catch (err) {
+    throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}`, { cause: err });
+  }
+  const daemon = new DaemonCtor(config, log);
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1) {
+      log.warn({ signal: sig }, 'second signal: exiting now without cleanup');
+      process.exit(sig === 'SIGINT' ? 130 : 143);
+    }
+    log.info({ signal: sig }, 'signal: shutting down');
+    void daemon.close(sig).then(() => process.exit(0), (err) => fail(err));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('SIGUSR1', () => {
+    const s = daemon.status();
+    log.info({ subsystem: 'stats', counters: s.counters, drops: s.drops, peers: s.peers }, 'counters (SIGUSR1)');
+  });
+  try {
+    await daemon.start();
+  } catch (err) {
+    fail(err);
+  }
+  // From here the pollers keep the process alive until a signal arrives.
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const parser = yargs(argv)
+    .scriptName('ipipd')
+    .usage('ipipd: userspace IP-in-IP (RFC 2003) tunnel daemon\n\nUsage: $0 <command> [options]')
+    .command(
+      'run',
+      'Run the tunnel daemon (as root): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('log-level', { type: 'string', choices: LEVELS, describe: 'Override log.level from the config' })
+          .example('$0 run --config /etc/ipipd/ipipd.yaml', 'run with a config file'),
+      async (a) => cmdRun(a.config, a['log-level']),
+    )
+    .command(
+      'check',
+      'Validate a config file and print what it would do; touches nothing. Exit 0 if valid, 2 if not.',
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' }),
+      async (a) => cmdCheck(a.config, a.json),
+    )
+    .command(
+      'status',
+      "Print a running daemon's state, peers and counters (read from its control socket).",
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
+          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON report' })
+          .check((a) => {
+            if (!a.config && !a.socket) throw new Error('status needs --socket or --config');
+            return true;
+          }),
+      async (a) => {
+        let socket = a.socket;
+        if (!socket) {
+          const c = loadConfig(a.config!);
+          if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${a.config}: control.socket is disabled`);
+          socket = c.control.socket;
+        }
+        await cmdStatus(socket, a.json);
+      },
+    )
+    .demandCommand(1, 'Name a command: run, check or status.')
+    .strict()
+    .version(packageVersion())
+    .help()
+    .alias('h', 'help')
+    .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
+    .fail((msg, err) => {
+      if (err) fail(err);
+      process.stderr.write(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
+      process.exit(2);
+    })
+    .wrap(Math.min(100, process.stdout.columns || 100));
+  await parser.parseAsync();
+}
+
+main(hideBin(process.argv)).catch(fail);

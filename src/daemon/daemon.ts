@@ -1,0 +1,323 @@
+/**
+ * The daemon's lifecycle: acquire the system resources in order, run the dataplane, release
+ * exactly what was acquired in reverse order (STYLE rule 13, after wireguard-go device.go).
+ *
+ *     created --start()--> starting --ok--> up --close()--> closing --> closed
+ *                             |                                ^
+ *                             +--failure: undo what was done --+  (start() rethrows)
+ *
+ * start(), in order (each step that changes the system pushes its undo on a stack):
+ *   1. look up the underlay address on this host (nothing touched yet: a wrong address fails here)
+ *   2. refuse a TUN name that already exists; open the TUN           undo: close fd (device goes)
+ *   3. IPv6 off, MTU (default underlay MTU - 20), txqueuelen, up      (gone with the device)
+ *   4. the TUN's address                                             undo: delete the address
+ *   5. the raw protocol-4 socket bound to the underlay address        undo: close
+ *   6. the dataplane pollers                                          undo: stop, close
+ *   7. one kernel route per peer prefix into the TUN                  undo: delete each route
+ *   8. the control socket                                            undo: close, unlink
+ * close(): state `closing`, stop reading (dataplane.stop), then pop the stack. Nothing is queued
+ * inside ipipd (each batch is processed synchronously), so stopping the pollers is the drain.
+ * A failing undo step is logged and the rest still run: close() never throws.
+ */
+import { randomInt } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { PrefixTable } from '../routing/table.js';
+import { formatIPv4 } from '../routing/prefix.js';
+import { Peer, Tunnel } from '../ipip/index.js';
+import { native } from '../tun/native.js';
+import { Rtnl, type RouteSpec } from '../tun/netlink.js';
+import type { Config } from './config.js';
+import { ControlServer } from './control.js';
+import { Dataplane } from './dataplane.js';
+import { IpipdError, errnoName } from './errors.js';
+import type { Logger } from './logger.js';
+
+export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
+
+/** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
+const OUTER_MAX = 60;
+
+interface Undo {
+  what: string;
+  run: () => void | Promise<void>;
+}
+
+export interface StatusReport {
+  state: DaemonState;
+  pid: number;
+  uptimeSeconds: number;
+  tun: { name: string; mtu: number; address: string | null; ifindex: number };
+  underlay: { address: string; device: string; mtu: number };
+  batch: number;
+  routesInstalled: string[];
+  peers: {
+    name: string;
+    endpoint: string;
+    prefixes: string[];
+    mtu: number;
+    txPackets: number;
+    txBytes: number;
+    rxPackets: number;
+    rxBytes: number;
+  }[];
+  counters: Record<string, number>;
+  drops: Record<string, number>;
+  lastErrors: Record<string, string>;
+}
+
+/** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
+export function buildTunnel(config: Config, tunMtu: number): { tunnel: Tunnel; peers: Peer[] } {
+  const local = config.underlay.address.value;
+  const peers = config.peers.map(
+    (p, index) =>
+      new Peer({
+        index,
+        name: p.name,
+        endpoint: p.endpoint.value,
+        mtu: tunMtu,
+        // RFC 6864 §4.1: a random start keeps IDs from repeating across daemon restarts.
+        initialId: randomInt(0x10000),
+      }),
+  );
+  const routes = PrefixTable.build(
+    config.peers.flatMap((p, i) => p.prefixes.map((x) => ({ addr: x.addr, len: x.len, value: peers[i]! }))),
+  );
+  const tunnel = new Tunnel({
+    local,
+    routes,
+    peers,
+    ttl: config.encap.ttl,
+    tos: config.encap.tos,
+    df: config.encap.df,
+    mtu: tunMtu,
+  });
+  return { tunnel, peers };
+}
+
+export class Daemon {
+  state: DaemonState = 'created';
+  private readonly undo: Undo[] = [];
+  private readonly rtnl = new Rtnl();
+  private dataplane: Dataplane | undefined;
+  private peers: Peer[] = [];
+  private startedAt = 0;
+  private tunMtu = 0;
+  private tunIndex = 0;
+  private underlayDev = '';
+  private underlayMtu = 0;
+  private readonly routes: string[] = [];
+  private statsTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly config: Config,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    if (this.state !== 'created') throw new Error(`start() in state ${this.state}`);
+    this.state = 'starting';
+    try {
+      await this.acquire();
+    } catch (err) {
+      this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'start failed; undoing what was set up');
+      await this.release();
+      this.state = 'closed';
+      throw err;
+    }
+    this.startedAt = Date.now();
+    this.state = 'up';
+    this.startStatsLog();
+    this.log.info(
+      { tun: this.config.tun.name, mtu: this.tunMtu, underlay: this.config.underlay.address.text, peers: this.peers.length, routes: this.routes.length },
+      'up',
+    );
+  }
+
+  private async acquire(): Promise<void> {
+    const c = this.config;
+    const tunLog = this.log.child({ subsystem: 'tun' });
+
+    // 1. The underlay address must be ours, before anything is touched.
+    const addrs = await this.rtnl.addresses();
+    const links = await this.rtnl.links();
+    const owner = addrs.find((a) => a.address === c.underlay.address.value);
+    const ownerLink = owner && links.find((l) => l.index === owner.index);
+    if (!owner || !ownerLink) {
+      throw new IpipdError('ERR_UNDERLAY_ADDRESS', `underlay.address ${c.underlay.address.text} is not configured on any interface of this host`);
+    }
+    if (c.underlay.device !== undefined && ownerLink.name !== c.underlay.device) {
+      throw new IpipdError('ERR_UNDERLAY_ADDRESS', `underlay.address ${c.underlay.address.text} is on ${ownerLink.name}, not on underlay.device ${c.underlay.device}`);
+    }
+    this.underlayDev = ownerLink.name;
+    this.underlayMtu = ownerLink.mtu;
+    // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
+    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - 20;
+    if (links.some((l) => l.name === c.tun.name)) {
+      throw new IpipdError('ERR_TUN_EXISTS', `a device named ${c.tun.name} already exists; choose another tun.name or remove it`);
+    }
+
+    // 2. The TUN device: it exists as long as this fd is open.
+    let tun: { fd: number; name: string };
+    try {
+      tun = native.openTun(c.tun.name);
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_OPEN', `cannot create TUN ${c.tun.name}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
+    }
+    this.undo.push({ what: `close TUN ${tun.name}`, run: () => native.close(tun.fd) });
+    const link = await this.rtnl.link(tun.name);
+    if (!link) throw new IpipdError('ERR_TUN_SETUP', `TUN ${tun.name} was opened but is not listed by rtnetlink`);
+    this.tunIndex = link.index;
+
+    // 3. IPv6 off first (autoconfiguration would send packets into a fresh TUN), then MTU, up.
+    try {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${tun.name}/disable_ipv6`, '1');
+    } catch (err) {
+      // No IPv6 in this kernel or namespace: nothing to turn off. Non-IPv4 would be counted anyway.
+      if (errnoName(err) !== 'ENOENT') tunLog.warn({ code: errnoName(err) }, 'could not disable IPv6 on the TUN; IPv6 packets will be dropped as not_ipv4');
+    }
+    try {
+      await this.rtnl.setLink(link.index, { mtu: this.tunMtu, txqlen: c.tun.txqueuelen, up: true });
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_SETUP', `cannot set ${tun.name} up with mtu ${this.tunMtu}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+
+    // 4. The TUN's own address.
+    const ta = c.tun.address;
+    if (ta) {
+      try {
+        await this.rtnl.addAddress(link.index, ta.addr, ta.len);
+      } catch (err) {
+        throw new IpipdError('ERR_TUN_SETUP', `cannot add address ${ta.text} to ${tun.name}: ${errnoName(err) ?? err}`, { cause: err });
+      }
+      this.undo.push({ what: `delete address ${ta.text}`, run: () => this.rtnl.delAddress(link.index, ta.addr, ta.len) });
+    }
+
+    // 5. The underlay socket.
+    let rawFd: number;
+    try {
+      rawFd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer);
+    } catch (err) {
+      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+    this.undo.push({ what: 'close raw socket', run: () => native.close(rawFd) });
+
+    // 6. The data path.
+    const { tunnel, peers } = buildTunnel(c, this.tunMtu);
+    this.peers = peers;
+    const dp = new Dataplane({
+      tunFd: tun.fd,
+      rawFd,
+      tunnel,
+      batch: c.io.batch,
+      tunMtu: this.tunMtu,
+      underlayMax: Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX),
+      log: this.log.child({ subsystem: 'dataplane' }),
+    });
+    this.dataplane = dp;
+    this.undo.push({ what: 'close dataplane', run: () => dp.close() });
+    dp.start();
+
+    // 7. Kernel routes: every peer prefix into the TUN.
+    if (c.routes.install) {
+      for (const p of c.peers) {
+        for (const x of p.prefixes) {
+          const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: link.index, table: c.routes.table };
+          if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
+          try {
+            await this.rtnl.addRoute(spec);
+          } catch (err) {
+            throw new IpipdError('ERR_ROUTE_ADD', `cannot add route ${x.text} dev ${tun.name} (peer ${p.name}): ${errnoName(err) ?? err}`, { cause: err });
+          }
+          this.routes.push(`${x.text} dev ${tun.name}`);
+          this.undo.push({ what: `delete route ${x.text}`, run: () => this.rtnl.delRoute(spec) });
+        }
+      }
+    }
+
+    // 8. The control socket.
+    if (c.control.socket !== false) {
+      const ctl = await ControlServer.listen(c.control.socket, () => this.status());
+      this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
+    }
+  }
+
+  /** Pop the undo stack; every step runs even if an earlier one fails. */
+  private async release(): Promise<void> {
+    this.dataplane?.stop();
+    while (this.undo.length > 0) {
+      const u = this.undo.pop()!;
+      try {
+        await u.run();
+        this.log.debug({ step: u.what }, 'released');
+      } catch (err) {
+        this.log.error({ step: u.what, code: errnoName(err), err: err instanceof Error ? err.message : String(err) }, 'cleanup step failed');
+      }
+    }
+    this.rtnl.close();
+  }
+
+  /** Shut down: stop reading, release in reverse order, log the final counters. Idempotent. */
+  async close(reason = 'shutdown'): Promise<StatusReport | undefined> {
+    if (this.state === 'closing' || this.state === 'closed') return undefined;
+    const wasUp = this.state === 'up';
+    this.state = 'closing';
+    if (this.statsTimer) clearInterval(this.statsTimer);
+    this.log.info({ reason }, 'closing');
+    this.dataplane?.stop();
+    const final = wasUp ? this.status() : undefined;
+    await this.release();
+    this.state = 'closed';
+    if (final) {
+      final.state = 'closed';
+      this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers }, 'closed: final counters');
+    }
+    return final;
+  }
+
+  status(): StatusReport {
+    const c = this.config;
+    const snap = this.dataplane?.snapshot();
+    return {
+      state: this.state,
+      pid: process.pid,
+      uptimeSeconds: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,
+      tun: { name: c.tun.name, mtu: this.tunMtu, address: c.tun.address?.text ?? null, ifindex: this.tunIndex },
+      underlay: { address: c.underlay.address.text, device: this.underlayDev, mtu: this.underlayMtu },
+      batch: c.io.batch,
+      routesInstalled: [...this.routes],
+      peers: this.peers.map((p, i) => ({
+        name: p.name,
+        endpoint: formatIPv4(p.endpoint),
+        prefixes: c.peers[i]!.prefixes.map((x) => x.text),
+        mtu: p.mtu,
+        txPackets: p.txPackets,
+        txBytes: p.txBytes,
+        rxPackets: p.rxPackets,
+        rxBytes: p.rxBytes,
+      })),
+      counters: snap?.counters ?? {},
+      drops: snap?.drops ?? {},
+      lastErrors: { ...(this.dataplane?.lastErrors ?? {}) } as Record<string, string>,
+    };
+  }
+
+  /** Log a counter summary at most every `log.stats_interval` seconds, and only if it changed. */
+  private startStatsLog(): void {
+    const every = this.config.log.stats_interval;
+    if (!every || !this.dataplane) return;
+    const dp = this.dataplane;
+    let last = '';
+    this.statsTimer = setInterval(() => {
+      const snap = dp.snapshot();
+      const key = JSON.stringify(snap);
+      if (key === last) return;
+      last = key;
+      this.log.info({ subsystem: 'stats', counters: snap.counters, drops: nonZero(snap.drops) }, 'counters');
+    }, every * 1000);
+    this.statsTimer.unref();
+  }
+}
+
+function nonZero(o: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
+}

@@ -1,0 +1,60 @@
+/**
+ * Start and stop real `ipipd run` processes inside a Topology's host namespaces, and read their
+ * status over the control socket. Used by the integration tests.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { queryControl } from '../../src/daemon/control.js';
+import type { StatusReport } from '../../src/daemon/daemon.js';
+import type { HostInfo, Topology } from './topology.js';
+
+export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export const IPIPD = resolve(ROOT, 'bin', 'ipipd.js');
+
+export interface RunningDaemon {
+  host: HostInfo;
+  child: ChildProcess;
+  /** Everything the daemon wrote to stderr (its JSON log). */
+  log(): string;
+  /** Settles with the exit code when the process ends. */
+  exited: Promise<number | null>;
+}
+
+export async function status(host: HostInfo): Promise<StatusReport> {
+  return JSON.parse(await queryControl(host.socket)) as StatusReport;
+}
+
+/** Start ipipd on a host and wait until its control socket answers (or it dies). */
+export async function startDaemon(topo: Topology, host: HostInfo, config = host.config): Promise<RunningDaemon> {
+  const child = topo.spawn(host.ns, ['node', IPIPD, 'run', '--config', config]);
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  child.stdout?.on('data', (d: Buffer) => (log += d.toString()));
+  let code: number | null | undefined;
+  const exited = new Promise<number | null>((res) => child.on('exit', (c) => res((code = c))));
+  for (let i = 0; i < 150; i++) {
+    if (code !== undefined) throw new Error(`ipipd on ${host.name} exited with ${code} during start-up:\n${log}`);
+    try {
+      const s = await status(host);
+      if (s.state === 'up') return { host, child, log: () => log, exited };
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  child.kill('SIGKILL');
+  throw new Error(`ipipd on ${host.name} did not come up:\n${log}`);
+}
+
+/** SIGTERM and wait for a clean exit; returns the exit code. */
+export async function stopDaemon(d: RunningDaemon): Promise<number | null> {
+  d.child.kill('SIGTERM');
+  const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 15_000).unref());
+  const r = await Promise.race([d.exited, timeout]);
+  if (r === 'timeout') {
+    d.child.kill('SIGKILL');
+    throw new Error(`ipipd on ${d.host.name} did not exit within 15 s of SIGTERM:\n${d.log()}`);
+  }
+  return r;
+}

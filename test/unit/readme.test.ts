@@ -1,0 +1,46 @@
+/**
+ * The README's tables are part of the interface: they must say what the code does
+ * (after fastify's errors test). Each table sits between HTML comment markers.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { ERRORS } from '../../src/daemon/errors.js';
+import { COUNTER_NAMES } from '../../src/daemon/dataplane-counters.js';
+import { VERDICT_NAMES } from '../../src/ipip/verdict.js';
+
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+
+function table(marker: string): string[][] {
+  const m = new RegExp(`<!-- ${marker}:start -->\\n([\\s\\S]*?)<!-- ${marker}:end -->`).exec(readme);
+  if (!m) throw new Error(`README has no ${marker} table`);
+  return m[1]!
+    .trim()
+    .split('\n')
+    .slice(2) // header and separator
+    .map((row) => row.split('|').slice(1, -1).map((c) => c.trim()));
+}
+
+describe('README agrees with the code', () => {
+  test('error table: every registered code, its exit status and its text, in order', () => {
+    const rows = table('errors');
+    expect(rows.map((r) => r[0])).toEqual(Object.keys(ERRORS).map((c) => `\`${c}\``));
+    for (const [code, exit, doc] of rows) {
+      const spec = ERRORS[code!.replace(/`/g, '') as keyof typeof ERRORS];
+      expect(Number(exit), code).toBe(spec.exit);
+      expect(doc, code).toBe(spec.doc);
+    }
+  });
+
+  test('drop-reason table: exactly the verdicts other than forward, in enum order', () => {
+    expect(table('drop-reasons').map((r) => r[0])).toEqual(VERDICT_NAMES.filter((n) => n !== 'forward').map((n) => `\`${n}\``));
+  });
+
+  test('counter table names every global counter', () => {
+    for (const name of COUNTER_NAMES) expect(readme).toContain(`\`${name}\``);
+  });
+
+  test('the quick start is the two commands CI and users run', () => {
+    expect(readme).toContain('npm ci && npm run demo');
+    expect(readme).toMatch(/\n\s+npm test\s/);
+  });
+});
