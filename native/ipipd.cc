@@ -285,9 +285,12 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   int32_t local = ArgAddr(info, 0, "localAddr");
   int32_t rcvbuf = ArgInt(info, 1, "rcvbuf", 0, INT32_MAX);
   int32_t sndbuf = ArgInt(info, 2, "sndbuf", 0, INT32_MAX);
-  std::string what = "openRaw(" + Ipv4Text(local) + ")";
+  // Optional 4th argument: the IP protocol (default 4, IPIP). ipipd also reads ICMP (1) from the
+  // underlay with a second socket, to learn path MTUs and relay errors (RFC 2003 §4, §5).
+  int32_t protocol = info.Length() > 3 && !info[3].IsUndefined() ? ArgInt(info, 3, "protocol", 1, 255) : IPPROTO_IPIP;
+  std::string what = "openRaw(" + Ipv4Text(local) + ", protocol " + std::to_string(protocol) + ")";
 
-  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_IPIP);
+  int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
 
   auto fail = [&](const char* syscall, const std::string& step) {

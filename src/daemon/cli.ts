@@ -62,7 +62,10 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}); batch ${s.batch}`);
   for (const p of s.peers) {
-    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}] mtu ${p.mtu}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B`);
+    const mtu = p.mtu === p.baseMtu ? `mtu ${p.mtu}` : `mtu ${p.mtu} (learned ${p.pmtuLearnedSecondsAgo}s ago; configured ${p.baseMtu})`;
+    const reach = p.reachable ? '' : ` UNREACHABLE (${p.unreachableReason})`;
+    const last = p.lastRxSecondsAgo === null ? 'nothing received yet' : `last rx ${p.lastRxSecondsAgo}s ago`;
+    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}] ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
   }
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   const drops = Object.entries(s.drops).filter(([, v]) => v !== 0);

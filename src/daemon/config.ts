@@ -79,6 +79,8 @@ const schema = z.strictObject({
     address,
     /** The device holding that address; default: found from the address. */
     device: deviceName.optional(),
+    /** Seconds a path MTU learned from ICMP is kept before trying the configured one again (RFC 1191 §6.3); 0 = forever. */
+    pmtu_expires: z.number().int().min(0).max(86400).default(600),
   }),
   encap: z
     .strictObject({
@@ -98,6 +100,8 @@ const schema = z.strictObject({
         endpoint: address,
         /** Inner prefixes the peer owns: routed to it, and the only inner sources accepted from it. */
         prefixes: z.array(prefix).min(1),
+        /** Tunnel MTU toward this peer when its path is known to be smaller than ours; default: the TUN MTU. */
+        mtu: z.number().int().min(68).max(65515).optional(),
       }),
     )
     .min(1),
@@ -109,6 +113,14 @@ const schema = z.strictObject({
       table: z.number().int().min(1).max(0xfffffffe).default(254),
       /** Route metric; default none (0). */
       metric: z.number().int().min(0).max(0xffffffff).optional(),
+    })
+    .prefault({}),
+  icmp: z
+    .strictObject({
+      /** ICMP errors ipipd sends into the TUN per second at most (token bucket, like Linux's icmp_ratelimit). */
+      rate: z.number().int().min(1).max(1_000_000).default(1000),
+      /** How many may go out at once before the rate applies. */
+      burst: z.number().int().min(1).max(10_000).default(50),
     })
     .prefault({}),
   io: z
@@ -252,10 +264,11 @@ export function loadConfig(file: string): Config {
 export function describeConfig(c: Config): string[] {
   const lines = [
     `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? 'auto (underlay MTU - 20)'} txqueuelen ${c.tun.txqueuelen}`,
-    `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}`,
+    `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}`,
+    `icmp errors at most ${c.icmp.rate}/s, burst ${c.icmp.burst}`,
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,
   ];
-  for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}`);
+  for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
     `io batch ${c.io.batch} socket_buffer ${c.io.socket_buffer}`,

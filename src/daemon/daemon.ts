@@ -12,6 +12,7 @@
  *   3. IPv6 off, MTU (default underlay MTU - 20), txqueuelen, up      (gone with the device)
  *   4. the TUN's address                                             undo: delete the address
  *   5. the raw protocol-4 socket bound to the underlay address        undo: close
+ *      and a raw ICMP socket there (path MTU, RFC 2003 §4 relaying)   undo: close
  *   6. the dataplane pollers                                          undo: stop, close
  *   7. one kernel route per peer prefix into the TUN                  undo: delete each route
  *   8. the control socket                                            undo: close, unlink
@@ -23,7 +24,7 @@ import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { PrefixTable } from '../routing/table.js';
 import { formatIPv4 } from '../routing/prefix.js';
-import { Peer, Tunnel } from '../ipip/index.js';
+import { IPPROTO_ICMP, Peer, Tunnel } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import type { Config } from './config.js';
@@ -55,6 +56,11 @@ export interface StatusReport {
     endpoint: string;
     prefixes: string[];
     mtu: number;
+    baseMtu: number;
+    pmtuLearnedSecondsAgo: number | null;
+    reachable: boolean;
+    unreachableReason: string | null;
+    lastRxSecondsAgo: number | null;
     txPackets: number;
     txBytes: number;
     rxPackets: number;
@@ -74,7 +80,7 @@ export function buildTunnel(config: Config, tunMtu: number): { tunnel: Tunnel; p
         index,
         name: p.name,
         endpoint: p.endpoint.value,
-        mtu: tunMtu,
+        mtu: Math.min(p.mtu ?? tunMtu, tunMtu),
         // RFC 6864 §4.1: a random start keeps IDs from repeating across daemon restarts.
         initialId: randomInt(0x10000),
       }),
@@ -107,6 +113,7 @@ export class Daemon {
   private underlayMtu = 0;
   private readonly routes: string[] = [];
   private statsTimer: NodeJS.Timeout | undefined;
+  private pmtuTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly config: Config,
@@ -127,6 +134,7 @@ export class Daemon {
     this.startedAt = Date.now();
     this.state = 'up';
     this.startStatsLog();
+    this.startPmtuAging();
     this.log.info(
       { tun: this.config.tun.name, mtu: this.tunMtu, underlay: this.config.underlay.address.text, peers: this.peers.length, routes: this.routes.length },
       'up',
@@ -175,6 +183,13 @@ export class Daemon {
       // No IPv6 in this kernel or namespace: nothing to turn off. Non-IPv4 would be counted anyway.
       if (errnoName(err) !== 'ENOENT') tunLog.warn({ code: errnoName(err) }, 'could not disable IPv6 on the TUN; IPv6 packets will be dropped as not_ipv4');
     }
+    // The ICMP errors ipipd writes into the TUN come from the TUN's own address; the kernel
+    // drops packets arriving with a local source unless accept_local is on for that device.
+    try {
+      writeFileSync(`/proc/sys/net/ipv4/conf/${tun.name}/accept_local`, '1');
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_SETUP', `cannot set net.ipv4.conf.${tun.name}.accept_local=1: ${errnoName(err) ?? err}`, { cause: err });
+    }
     try {
       await this.rtnl.setLink(link.index, { mtu: this.tunMtu, txqlen: c.tun.txqueuelen, up: true });
     } catch (err) {
@@ -200,6 +215,13 @@ export class Daemon {
       throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
     }
     this.undo.push({ what: 'close raw socket', run: () => native.close(rawFd) });
+    let icmpFd: number;
+    try {
+      icmpFd = native.openRaw(c.underlay.address.value, 1 << 18, 0, IPPROTO_ICMP);
+    } catch (err) {
+      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw ICMP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+    this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
 
     // 6. The data path.
     const { tunnel, peers } = buildTunnel(c, this.tunMtu);
@@ -207,7 +229,11 @@ export class Daemon {
     const dp = new Dataplane({
       tunFd: tun.fd,
       rawFd,
+      icmpFd,
       tunnel,
+      icmpSource: ta ? ta.addr : c.underlay.address.value,
+      icmpRate: c.icmp.rate,
+      icmpBurst: c.icmp.burst,
       batch: c.io.batch,
       tunMtu: this.tunMtu,
       underlayMax: Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX),
@@ -262,6 +288,7 @@ export class Daemon {
     const wasUp = this.state === 'up';
     this.state = 'closing';
     if (this.statsTimer) clearInterval(this.statsTimer);
+    if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
     this.dataplane?.stop();
     const final = wasUp ? this.status() : undefined;
@@ -290,6 +317,11 @@ export class Daemon {
         endpoint: formatIPv4(p.endpoint),
         prefixes: c.peers[i]!.prefixes.map((x) => x.text),
         mtu: p.mtu,
+        baseMtu: p.baseMtu,
+        pmtuLearnedSecondsAgo: p.pmtuLearnedAt ? Math.round((Date.now() - p.pmtuLearnedAt) / 1000) : null,
+        reachable: p.unreachableAt === 0,
+        unreachableReason: p.unreachableReason,
+        lastRxSecondsAgo: p.lastRxAt ? Math.round((Date.now() - p.lastRxAt) / 1000) : null,
         txPackets: p.txPackets,
         txBytes: p.txBytes,
         rxPackets: p.rxPackets,
@@ -299,6 +331,26 @@ export class Daemon {
       drops: snap?.drops ?? {},
       lastErrors: { ...(this.dataplane?.lastErrors ?? {}) } as Record<string, string>,
     };
+  }
+
+  /**
+   * RFC 1191 §6.3: a learned path MTU is soft state; after `underlay.pmtu_expires` seconds the
+   * peer goes back to its configured MTU, and a smaller path shows itself again by ICMP.
+   */
+  private startPmtuAging(): void {
+    const expires = this.config.underlay.pmtu_expires * 1000;
+    if (!expires) return;
+    this.pmtuTimer = setInterval(() => {
+      const now = Date.now();
+      for (const p of this.peers) {
+        if (p.pmtuLearnedAt !== 0 && now - p.pmtuLearnedAt >= expires) {
+          this.log.info({ peer: p.name, from: p.mtu, to: p.baseMtu }, 'learned path MTU expired');
+          p.mtu = p.baseMtu;
+          p.pmtuLearnedAt = 0;
+        }
+      }
+    }, Math.min(expires, 30_000));
+    this.pmtuTimer.unref();
   }
 
   /** Log a counter summary at most every `log.stats_interval` seconds, and only if it changed. */

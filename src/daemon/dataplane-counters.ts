@@ -12,5 +12,16 @@ export const COUNTER_NAMES = [
   'underlay_read_errors',
   'rx_packets',
   'rx_bytes',
+  'fragmented_packets',
+  'fragments_sent',
+  'icmp_sent',
+  'icmp_rate_limited',
+  'icmp_not_sent',
+  'underlay_icmp_rx',
+  'icmp_relayed',
+  'icmp_not_relayed',
+  'icmp_unrelayable',
+  'icmp_not_ours',
+  'pmtu_updates',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -4,6 +4,8 @@
  * checksum helpers the daemon's ICMP code may reuse. Pure: no I/O.
  */
 export * from './checksum.js';
+export * from './fragment.js';
+export * from './icmp.js';
 export * from './ipv4.js';
 export * from './peer.js';
 export * from './tunnel.js';

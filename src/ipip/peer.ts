@@ -66,6 +66,19 @@ export class Peer {
   /** Inner bytes of those packets (what was written to the TUN). */
   rxBytes = 0;
 
+  // Soft state kept by the daemon (RFC 2003 §5): times are milliseconds since the epoch, 0 for
+  // "never". src/ipip only stores them.
+  /** The configured tunnel MTU toward this peer; `mtu` returns to it when a learned one ages out. */
+  readonly baseMtu: number;
+  /** When `mtu` was last lowered by an ICMP Fragmentation Needed from the underlay. */
+  pmtuLearnedAt = 0;
+  /** When the last packet from this peer was accepted. */
+  lastRxAt = 0;
+  /** When an ICMP unreachable about our packets to this peer arrived (0: none since the last packet from it). */
+  unreachableAt = 0;
+  /** What that ICMP said, e.g. "host unreachable from 192.0.2.126". */
+  unreachableReason: string | null = null;
+
   // Outer-header template (STYLE rule 7). Written only by bindOuter(); read by Tunnel.encapsulate.
   /** Outer Source Address: our underlay address, int32. */
   outerSrc = 0;
@@ -96,6 +109,7 @@ export class Peer {
     this.name = name;
     this.endpoint = endpoint;
     this.mtu = mtu;
+    this.baseMtu = mtu;
     this.nextId = initialId;
   }
 

@@ -48,6 +48,7 @@ import {
   getSrc,
   getTotalLength,
 } from './ipv4.js';
+import { checksumUpdate16 } from './checksum.js';
 import { MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
 import { Verdict } from './verdict.js';
 
@@ -91,6 +92,12 @@ export interface TunnelPolicy {
   readonly mtu: number;
 }
 
+/** The ECN field, the low two bits of the TOS byte (RFC 3168 §5). */
+const ECN_MASK = 0x03;
+const ECN_NOT_ECT = 0x00;
+const ECN_ECT0 = 0x02;
+const ECN_CE = 0x03;
+
 function isInt32(v: number): boolean {
   return (v | 0) === v;
 }
@@ -105,8 +112,9 @@ export class Tunnel {
   readonly mtu: number;
 
   // Masks selecting the inherited part of a per-packet field (0 when the policy fixes it; the
-  // fixed value then lives in the peer's template). Branch-free per packet.
-  private readonly tosMask: number;
+  // fixed value then lives in the peer's template). Branch-free per packet. The ECN bits of the
+  // TOS byte are never fixed: they always follow the inner packet (RFC 6040).
+  private readonly dscpMask: number;
   private readonly ttlMask: number;
   private readonly dfMask: number;
   /** Peer endpoints sorted ascending (signed), for binary search. */
@@ -144,11 +152,11 @@ export class Tunnel {
     this.tos = tos;
     this.df = df;
     this.mtu = mtu;
-    this.tosMask = tos === 'inherit' ? 0xff : 0;
+    this.dscpMask = tos === 'inherit' ? 0xfc : 0;
     this.ttlMask = ttl === 'inherit' ? 0xff : 0;
     this.dfMask = df === 'inherit' ? FLAG_DF : 0;
 
-    const fixedTos = tos === 'inherit' ? 0 : tos;
+    const fixedTos = tos === 'inherit' ? 0 : tos & 0xfc;
     const fixedTtl = ttl === 'inherit' ? 0 : ttl;
     const fixedFlags = df === 'always' ? FLAG_DF : 0;
     for (const p of this.peers) p.bindOuter(local, fixedTos, fixedTtl, fixedFlags);
@@ -197,14 +205,18 @@ export class Tunnel {
    *     length, or total length != len (the inner checksum is not
    *     verified: the kernel just wrote it)                         -> inner_malformed
    *  6. inner TTL 0 (RFC 2003 §3.1)                                 -> ttl_expired
-   *  7. no peer owns the inner destination (LPM), or the table
+   *  7. RFC 2003 §3.2: inner destination is `local` or any peer
+   *     endpoint (checked before the route: a hand-made kernel
+   *     route may send an endpoint into the TUN)                    -> loop
+   *  8. no peer owns the inner destination (LPM), or the table
    *     returned a peer not in this Tunnel's `peers` (stale table)  -> no_route
-   *  8. RFC 2003 §3.2: inner source is `local` or the chosen peer's
-   *     endpoint, or inner destination is `local` or any endpoint   -> loop
-   *  9. len > mtuFor(peer), whatever DF says (with IP_HDRINCL the
+   *  9. RFC 2003 §3.2: inner source is `local` or the chosen peer's
+   *     endpoint                                                    -> loop
+   * 10. len > mtuFor(peer), whatever DF says (with IP_HDRINCL the
    *     kernel never fragments; fragmenting is the caller's choice) -> too_big
-   * Then writes the outer header at `off - 20` (the inner header is not touched): 0x45; TOS
-   * fixed or copied; Total Length len + 20; ID = peer.nextId (then advanced, mod 2^16); DF fixed
+   * Then writes the outer header at `off - 20` (the inner header is not touched): 0x45; TOS:
+   * DSCP fixed or copied, ECN copied from the inner except that CE becomes ECT(0) (RFC 6040
+   * §4.1, as Linux's INET_ECN_encapsulate); Total Length len + 20; ID = peer.nextId (then advanced, mod 2^16); DF fixed
    * or copied from the inner, no MF, offset 0; TTL fixed or copied; protocol 4; checksum; source
    * `local`; destination `peer.endpoint`. Sets `out` to `[off - 20, len + 20)` and the peer,
    * returns `forward`.
@@ -225,17 +237,18 @@ export class Tunnel {
     if (ttl === 0) return Verdict.ttl_expired;
 
     const dst = getDst(buf, off);
+    if (dst === this.local || this.peerByEndpoint(dst) !== null) return Verdict.loop;
     const peer = this.routes.lookup(dst);
     if (peer === undefined || this.peers[peer.index] !== peer) return Verdict.no_route;
     out.peer = peer;
     const src = getSrc(buf, off);
-    if (src === this.local || src === peer.endpoint || dst === this.local || this.peerByEndpoint(dst) !== null) {
-      return Verdict.loop;
-    }
+    if (src === this.local || src === peer.endpoint) return Verdict.loop;
     if (len > this.mtuFor(peer)) return Verdict.too_big;
 
     // Per-packet words; the inherited parts are masked to 0 when the policy fixes the field.
-    const tos = buf[off + OFF_TOS] & this.tosMask;
+    const innerTos = buf[off + OFF_TOS];
+    const ecn = innerTos & ECN_MASK;
+    const tos = (innerTos & this.dscpMask) | (ecn === ECN_CE ? ECN_ECT0 : ecn);
     const ttlIn = ttl & this.ttlMask;
     const df = (buf[off + OFF_FLAGS_FRAG] << 8) & this.dfMask;
     const id = peer.nextId;
@@ -299,8 +312,12 @@ export class Tunnel {
    * 10. LPM(inner destination) is some peer: it would re-enter the
    *     tunnel                                                      -> bad_destination
    * 11. inner source or destination is `local` or any endpoint      -> loop
+   * 12. outer ECN is CE and the inner is not ECN-capable (RFC 6040
+   *     §4.2: the congestion mark cannot be passed on)              -> ecn_drop
    * Then sets `out` to the inner datagram and the sending peer, returns `forward`.
-   * Nothing is written: the inner packet goes to the TUN unchanged (RFC 2003 §3.1).
+   * The inner packet goes to the TUN unchanged (RFC 2003 §3.1), with one exception: an outer CE
+   * over an ECT inner sets the inner ECN field to CE (RFC 6040 §4.2, as Linux's
+   * INET_ECN_decapsulate), with the inner checksum updated incrementally (RFC 1624).
    */
   decapsulate(buf: Buffer, off: number, len: number, out: PacketResult): Verdict {
     out.offset = off;
@@ -329,6 +346,18 @@ export class Tunnel {
     if (this.routes.lookup(src) !== peer) return Verdict.spoofed_source;
     if (this.routes.lookup(dst) !== undefined) return Verdict.bad_destination;
     if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
+    if ((buf[off + OFF_TOS] & ECN_MASK) === ECN_CE) {
+      const innerTos = buf[inner + OFF_TOS];
+      const ecn = innerTos & ECN_MASK;
+      if (ecn === ECN_NOT_ECT) return Verdict.ecn_drop;
+      if (ecn !== ECN_CE) {
+        const word0 = buf[inner + OFF_VERSION_IHL] << 8;
+        const sum = checksumUpdate16((buf[inner + OFF_CHECKSUM] << 8) | buf[inner + OFF_CHECKSUM + 1], word0 | innerTos, word0 | innerTos | ECN_CE);
+        buf[inner + OFF_TOS] = innerTos | ECN_CE;
+        buf[inner + OFF_CHECKSUM] = sum >> 8;
+        buf[inner + OFF_CHECKSUM + 1] = sum & 0xff;
+      }
+    }
 
     out.offset = inner;
     out.length = innerLen;

@@ -49,6 +49,8 @@ export const Verdict = Object.freeze({
   tun_write_error: 16,
   /** Sending an encapsulated packet on the raw socket failed (I/O layer). */
   socket_write_error: 17,
+  /** Decapsulation: outer ECN is CE but the inner packet is not ECN-capable (RFC 6040 §4.2). */
+  ecn_drop: 18,
 } as const);
 
 /** A verdict name: the counter key and README spelling. */
@@ -76,6 +78,7 @@ export const VERDICT_NAMES: readonly VerdictName[] = Object.freeze([
   'truncated',
   'tun_write_error',
   'socket_write_error',
+  'ecn_drop',
 ] as const);
 
 /** Number of verdicts; the size of a counter array indexed by verdict. */
@@ -93,12 +96,13 @@ export const VERDICT_DESCRIPTIONS: Readonly<Record<VerdictName, string>> = Objec
   inner_bad_checksum: 'Inner IPv4 header checksum wrong (received packets only).',
   spoofed_source: "Inner source is outside the sending peer's prefixes.",
   bad_destination: 'Inner destination of a received packet matches a peer prefix: it would go back into the tunnel.',
-  ttl_expired: 'Inner TTL is 0.',
+  ttl_expired: 'Inner TTL is 0 (from the TUN device: answered with ICMP Time Exceeded).',
   not_ipv4: 'The TUN device gave a packet that is not IPv4 (e.g. IPv6).',
   no_route: 'No peer owns the inner destination of a packet from the TUN device.',
-  too_big: 'Packet from the TUN device is larger than the tunnel MTU toward its peer.',
+  too_big: 'Packet from the TUN device with DF set is larger than the tunnel MTU toward its peer (answered with ICMP Fragmentation Needed); without DF it is fragmented instead.',
   loop: 'Inner source or destination is a tunnel endpoint: it would loop (RFC 2003 section 3.2).',
   truncated: 'The packet did not fit the receive slot.',
   tun_write_error: 'Writing a decapsulated packet to the TUN device failed.',
   socket_write_error: 'Sending an encapsulated packet on the raw socket failed.',
+  ecn_drop: 'Outer ECN is CE but the inner packet is not ECN-capable, so the congestion mark cannot be passed on (RFC 6040).',
 });

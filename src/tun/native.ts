@@ -42,8 +42,8 @@ export const READER_RAW = 1;
 export interface NativeBinding {
   /** Open /dev/net/tun (O_RDWR|O_NONBLOCK|O_CLOEXEC), TUNSETIFF IFF_TUN|IFF_NO_PI with the given name (<= 15 bytes, '' lets the kernel choose), returning the fd and the kernel's name; throws a NativeError (code, errno, syscall, message naming the device), e.g. 'EINVAL' for a name too long, 'EBUSY' for a name in use. */
   openTun(name: string): { fd: number; name: string };
-  /** Open a non-blocking raw AF_INET socket of protocol IPPROTO_IPIP with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
-  openRaw(localAddr: number, rcvbuf: number, sndbuf: number): number;
+  /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
+  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number): number;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
   close(fd: number): void;
   /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */

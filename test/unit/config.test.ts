@@ -48,6 +48,9 @@ describe('config: valid input', () => {
     expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20 });
     expect(c.control.socket).toBe('/run/ipipd/ipip0.sock');
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
+    expect(c.icmp).toEqual({ rate: 1000, burst: 50 });
+    expect(c.underlay.pmtu_expires).toBe(600);
+    expect(c.peers[0]!.mtu).toBeUndefined();
     expect(c.peers[0]!.prefixes[0]).toEqual({ text: '203.0.113.0/25', addr: (203 << 24) | (113 << 8), len: 25 });
   });
 
@@ -100,6 +103,9 @@ describe('config: every bad field names its path', () => {
     ['peer prefixes empty', GOOD.replace('[203.0.113.0/25]', '[]'), /^peers\[0\]\.prefixes: /],
     ['peer name bad', GOOD.replace('name: h2', 'name: "h 2"'), /^peers\[0\]\.name: /],
     ['io.batch 0', GOOD + 'io: { batch: 0 }\n', /^io\.batch: /],
+    ['peer mtu too small', GOOD.replace('    prefixes:', '    mtu: 60\n    prefixes:'), /^peers\[0\]\.mtu: /],
+    ['icmp.rate 0', GOOD + 'icmp: { rate: 0 }\n', /^icmp\.rate: /],
+    ['underlay.pmtu_expires negative', GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  pmtu_expires: -1'), /^underlay\.pmtu_expires: /],
     ['io.batch too large', GOOD + 'io: { batch: 4096 }\n', /^io\.batch: /],
     ['log.level bad', GOOD + 'log: { level: loud }\n', /^log\.level: /],
     ['routes.table 0', GOOD + 'routes: { table: 0 }\n', /^routes\.table: /],

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { ERRORS } from '../../src/daemon/errors.js';
 import { COUNTER_NAMES } from '../../src/daemon/dataplane-counters.js';
-import { VERDICT_NAMES } from '../../src/ipip/verdict.js';
+import { VERDICT_DESCRIPTIONS, VERDICT_NAMES, type VerdictName } from '../../src/ipip/verdict.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
@@ -31,8 +31,10 @@ describe('README agrees with the code', () => {
     }
   });
 
-  test('drop-reason table: exactly the verdicts other than forward, in enum order', () => {
-    expect(table('drop-reasons').map((r) => r[0])).toEqual(VERDICT_NAMES.filter((n) => n !== 'forward').map((n) => `\`${n}\``));
+  test('drop-reason table: exactly the verdicts other than forward, in enum order, with their descriptions', () => {
+    const rows = table('drop-reasons');
+    expect(rows.map((r) => r[0])).toEqual(VERDICT_NAMES.filter((n) => n !== 'forward').map((n) => `\`${n}\``));
+    for (const [name, text] of rows) expect(text, name).toBe(VERDICT_DESCRIPTIONS[name!.replace(/`/g, '') as VerdictName]);
   });
 
   test('counter table names every global counter', () => {
