@@ -86,7 +86,7 @@ const schema = z.strictObject({
     .strictObject({
       /** Outer TTL: a number, or `inherit` to copy the inner TTL. */
       ttl: z.union([z.number().int().min(1).max(255), z.literal('inherit')]).default(64),
-      /** Outer TOS: `inherit` copies the inner TOS byte (DSCP and ECN), or a fixed 0-255. */
+      /** Outer TOS: `inherit` copies the inner DSCP, or a fixed DSCP byte (a multiple of 4); ECN always follows RFC 6040. */
       tos: z.union([z.number().int().min(0).max(255), z.literal('inherit')]).default('inherit'),
       /** Outer DF: `inherit` copies the inner DF bit (RFC 2003 §3.1 MUST), `always` sets it. */
       df: z.enum(['inherit', 'always']).default('inherit'),
@@ -204,6 +204,8 @@ function crossCheck(c: Parsed): Problem[] {
         problems.push({ path: pat, message: `prefix ${x.text} contains the TUN's own address ${c.tun.address.text}` });
     });
   });
+  if (typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
+    problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
   if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
   return problems;

@@ -90,10 +90,12 @@ export function fragmentInner(
     const o = count * slotSize + headroom;
     const fhl = count === 0 ? hl : copyFragmentHeader(buf, off, hl, slab, o);
     if (count === 0) buf.copy(slab, o, off, off + hl);
-    // Data per fragment: a multiple of 8 bytes, except in the last one (RFC 791 §3.2).
+    // Data per fragment: a multiple of 8 bytes, except in the last one, which takes whatever
+    // is left when that fits the MTU (RFC 791 §3.2; Linux ip_do_fragment does the same).
     const room = (mtu - fhl) & ~7;
     if (room <= 0) return 0;
-    const chunk = Math.min(room, dataEnd - data);
+    const remaining = dataEnd - data;
+    const chunk = remaining <= mtu - fhl ? remaining : room;
     if (headroom + fhl + chunk > slotSize) return 0;
     const last = data + chunk >= dataEnd;
     buf.copy(slab, o + fhl, data, data + chunk);

@@ -157,6 +157,10 @@ peers:
     expect(p.some((l) => /^peers\[0\]\.prefixes\[0\]: .*underlay address 192\.0\.2\.1: the tunnel would loop/.test(l))).toBe(true);
     expect(p.some((l) => /^peers\[1\]\.prefixes\[0\]: .*endpoint 192\.0\.2\.2: the tunnel would loop/.test(l))).toBe(true);
   });
+  test('a fixed TOS with ECN bits set', () => {
+    const p = problems(GOOD + 'encap: { tos: 185 }\n');
+    expect(p).toContain('encap.tos: the low 2 bits of 185 are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. 184)');
+  });
   test('the TUN address inside a peer prefix', () => {
     const p = problems(`
 tun: { address: 203.0.113.5/32 }

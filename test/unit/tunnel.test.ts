@@ -65,6 +65,16 @@ function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s+/g, ''), 'hex');
 }
 
+/**
+ * The reference for the outer ECN field (RFC 6040 §4.1 normal mode, as Linux's
+ * INET_ECN_encapsulate): the inner ECN (low 2 bits of the TOS byte) copied, except that CE (11)
+ * is sent as ECT(0) (10), so a congestion mark from before the tunnel is not counted twice.
+ */
+function encapEcn(innerTos: number): number {
+  const ecn = innerTos & 0x03;
+  return ecn === 0x03 ? 0x02 : ecn;
+}
+
 /** A linear-scan longest-prefix match: the reference the real PrefixTable is tested against. */
 class LinearLpm<T> implements RouteLookup<T> {
   private readonly entries: { addr: number; mask: number; len: number; value: T }[] = [];
@@ -156,6 +166,8 @@ function place(packet: Buffer, off: number, tail = 5): Buffer {
 }
 
 interface OuterSpec {
+  /** Outer TOS byte (default 0: DSCP 0, not-ECT). */
+  tos?: number;
   src?: number;
   dst?: number;
   protocol?: number;
@@ -170,6 +182,7 @@ function outer(payload: Buffer, spec: OuterSpec = {}): Buffer {
   const hlen = ihl * 4;
   const b = Buffer.alloc(hlen + payload.length);
   b[0] = 0x40 | ihl;
+  b[1] = spec.tos ?? 0;
   b.writeUInt16BE(b.length + (spec.totalDelta ?? 0), 2);
   b.writeUInt16BE(0x4000, 6);
   b[8] = spec.ttl ?? 64;
@@ -211,8 +224,12 @@ describe('verdict enum', () => {
       'truncated',
       'tun_write_error',
       'socket_write_error',
+      // Appended (never inserted: values are counter indexes and README rows) for RFC 6040
+      // decapsulation: outer CE over a not-ECT inner packet.
+      'ecn_drop',
     ]);
-    expect(VERDICT_COUNT).toBe(18);
+    expect(VERDICT_COUNT).toBe(19);
+    expect(Verdict.ecn_drop).toBe(18);
     VERDICT_NAMES.forEach((name, i) => expect(Verdict[name]).toBe(i));
     expect(Object.keys(Verdict)).toEqual(VERDICT_NAMES);
     expect(Object.keys(VERDICT_DESCRIPTIONS)).toEqual(VERDICT_NAMES);
@@ -243,9 +260,13 @@ const OUTER_1 = hex('45 00 00 30 00 00 40 00 40 04 4e 93 c0 00 02 01 c6 33 64 02
 // Inner: UDP 10.0.1.7:12345 -> 10.0.2.9:53, TOS b9 (DSCP 46, ECN 01), no DF, TTL 17, ID 7.
 //   sum 45b9+001c+0007+0000+1111+0a00+0107+0a00+0209 = 6dfd, checksum 9202
 const INNER_2 = hex('45 b9 00 1c 00 07 00 00 11 11 92 02 0a 00 01 07 0a 00 02 09  30 39 00 35 00 08 00 00');
-// Outer, policy ttl inherit / tos 0x28 / df always, ID 0xfffe:
-//   sum 4528+0030+fffe+4000+1104+c000+0201+c633+6402 = 38290 -> 8293, checksum 7d6c
-const OUTER_2 = hex('45 28 00 30 ff fe 40 00 11 04 7d 6c c0 00 02 01 c6 33 64 02');
+// Outer, policy ttl inherit / tos 0x28 / df always, ID 0xfffe. A fixed tos fixes only the DSCP
+// (upper 6 bits); the ECN field still comes from the inner (RFC 6040 §4.1, Linux
+// INET_ECN_encapsulate): DSCP 0x28 | inner ECN 01 (ECT(1), not CE so copied as is) = 0x29.
+//   sum 4529+0030+fffe+4000+1104+c000+0201+c633+6402 = 38291 -> 8294, checksum 7d6b
+// (before RFC 6040 the whole byte was fixed: TOS 0x28, checksum 7d6c; the +1 in the TOS word is
+// the -1 in the checksum).
+const OUTER_2 = hex('45 29 00 30 ff fe 40 00 11 04 7d 6b c0 00 02 01 c6 33 64 02');
 
 describe('encapsulate: byte vectors', () => {
   it('the hand-derived inner packet is valid', () => {
@@ -292,7 +313,7 @@ describe('encapsulate: byte vectors', () => {
     expect(buf.subarray(o + 20).equals(INNER_1)).toBe(true);
   });
 
-  it('fixed TOS, inherited TTL, DF always; the ID wraps at 16 bits', () => {
+  it('fixed DSCP (ECN from the inner), inherited TTL, DF always; the ID wraps at 16 bits', () => {
     const { a, peerB } = sides({ ttl: 'inherit', tos: 0x28, df: 'always' }, 0xfffe);
     const off = 20;
     const buf = place(INNER_2, off, 0);
@@ -385,15 +406,19 @@ describe('round trips', () => {
     for (const policy of [{}, { ttl: 'inherit', tos: 0xff, df: 'always' }] as const) {
       const { a, peerB } = sides(policy);
       const out = new PacketResult();
-      const pkt = inner({ tos: 0xfc, ttl: 0xff, payload: 1400 });
-      const buf = place(pkt, 20, 0);
-      let bad = 0;
-      for (let id = 0; id < 0x10000; id++) {
-        a.encapsulate(buf, 20, pkt.length, out);
-        if (getChecksum(buf, 0) !== computeHeaderChecksum(buf, 0)) bad++;
+      // tos 0xfc: not-ECT; 0xff: CE, sent as ECT(0), so the ECN rewrite is in the swept sum too.
+      for (const tos of [0xfc, 0xff]) {
+        const pkt = inner({ tos, ttl: 0xff, payload: 1400 });
+        const buf = place(pkt, 20, 0);
+        let bad = 0;
+        for (let id = 0; id < 0x10000; id++) {
+          a.encapsulate(buf, 20, pkt.length, out);
+          if (getChecksum(buf, 0) !== computeHeaderChecksum(buf, 0)) bad++;
+        }
+        expect(bad).toBe(0);
+        expect(getTos(buf, 0)).toBe(0xfc | encapEcn(tos));
+        expect(peerB.nextId).toBe(0);
       }
-      expect(bad).toBe(0);
-      expect(peerB.nextId).toBe(0);
     }
   });
 
@@ -434,7 +459,9 @@ describe('round trips', () => {
         expect(internetChecksum(buf, o, 20)).toBe(0);
         expect(checkIPv4(buf, o, out.length, true)).toBe(IPV4_OK);
         expect(buf[o]).toBe(0x45);
-        expect(getTos(buf, o)).toBe(policy.tos === 'inherit' ? spec.tos : policy.tos);
+        // DSCP: the inner's or the fixed value's upper 6 bits; ECN: always the inner's, CE -> ECT(0).
+        const dscp = (policy.tos === 'inherit' ? spec.tos! : policy.tos) & 0xfc;
+        expect(getTos(buf, o)).toBe(dscp | encapEcn(spec.tos!));
         expect(getTtl(buf, o)).toBe(policy.ttl === 'inherit' ? spec.ttl : policy.ttl);
         expect(getFlagsFragment(buf, o)).toBe(policy.df === 'always' || (flags & 0x4000) !== 0 ? 0x4000 : 0);
         expect(getId(buf, o)).toBe(expectedId);
@@ -528,6 +555,13 @@ const CASES: Case[] = [
   enc("encap: inner destination is the peer's own endpoint (D covers it)", 'loop', () => inner({ dst: '100.64.0.4' })),
   enc("encap: inner destination is another peer's endpoint", 'loop', () => inner({ dst: '198.51.100.2' })),
   enc('encap: inner destination is our underlay address', 'loop', () => inner({ dst: '192.0.2.1' })),
+  // The destination loop check runs before the route look-up: C's endpoint 203.0.113.3 is in no
+  // prefix of A's table (a hand-made kernel route could still send it into the TUN).
+  enc("encap: inner destination is C's endpoint, which no prefix covers", 'loop', () => inner({ dst: '203.0.113.3' })),
+  enc('encap: destination loop with an unroutable source', 'loop', () => inner({ src: '8.8.8.8', dst: '203.0.113.3' })),
+  // ... while the source loop check needs the chosen peer, so it comes after the route.
+  enc('encap: inner source is our underlay address but no route', 'no_route', () => inner({ src: '192.0.2.1', dst: '8.8.8.8' })),
+  enc("encap: inner source is C's endpoint on the way to B (only the chosen peer's counts)", 'forward', () => inner({ src: '203.0.113.3' })),
   enc('encap: 1481 bytes, tunnel MTU 1480', 'too_big', () => inner({ payload: 1461 })),
   enc('encap: 1480 bytes fits exactly', 'forward', () => inner({ payload: 1460 })),
   enc('encap: larger than the learned per-peer MTU', 'too_big', () => inner({ payload: 1381 }), (s) => (s.peerB.mtu = 1400)),
@@ -597,6 +631,10 @@ const CASES: Case[] = [
   dec("decap: inner destination is in A's prefix (back into the tunnel)", 'bad_destination', () => outer(inner({ dst: '10.0.1.5' }))),
   dec('decap: inner destination is our own underlay address', 'loop', () => outer(inner({ dst: '198.51.100.2' }))),
   dec("decap: inner destination is A's endpoint", 'loop', () => outer(inner({ dst: '192.0.2.1' }))),
+  // RFC 6040 §4.2: outer CE (11) cannot be passed on to a not-ECT inner packet.
+  dec('decap: outer CE over a not-ECT inner packet', 'ecn_drop', () => outer(inner({ tos: 0xb8 }), { tos: 0x03 })),
+  dec('decap: outer ECT(0) over a not-ECT inner packet', 'forward', () => outer(inner({ tos: 0xb8 }), { tos: 0x02 })),
+  dec('decap: outer CE over an inner CE packet (nothing to write)', 'forward', () => outer(inner({ tos: 0xbb }), { tos: 0x03 })),
   // First failing check wins:
   dec('decap: bad checksum and unknown peer', 'bad_checksum', () => {
     const w = outer(INNER_1, { src: ip('203.0.113.66') });
@@ -607,6 +645,9 @@ const CASES: Case[] = [
   dec('decap: unknown peer with a broken inner packet', 'unknown_peer', () => outer(INNER_1.subarray(0, 5), { src: ip('203.0.113.66') })),
   dec('decap: TTL 0 and spoofed', 'ttl_expired', () => outer(inner({ ttl: 0, src: '10.0.9.1' }))),
   dec('decap: spoofed and bad destination', 'spoofed_source', () => outer(inner({ src: '10.0.9.1', dst: '10.0.1.5' }))),
+  dec('decap: spoofed and CE over not-ECT', 'spoofed_source', () => outer(inner({ src: '10.0.9.1' }), { tos: 0x03 })),
+  dec('decap: loop and CE over not-ECT', 'loop', () => outer(inner({ dst: '198.51.100.2' }), { tos: 0x03 })),
+  dec('decap: inner TTL 0 and CE over not-ECT', 'ttl_expired', () => outer(inner({ ttl: 0 }), { tos: 0x03 })),
 ];
 
 function policyOf(t: Tunnel): TunnelPolicy {
@@ -737,5 +778,195 @@ describe('Peer and Tunnel construction', () => {
     const fresh = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, mtu: 1480 });
     fresh.inheritSoftState(old);
     expect([fresh.nextId, fresh.txPackets, fresh.txBytes, fresh.rxPackets, fresh.rxBytes, fresh.mtu]).toEqual([77, 1, 2, 3, 4, 1480]);
+  });
+});
+
+// ---------------------------------------------------------------- ECN (RFC 6040, as Linux)
+
+// Byte vectors, by hand. INNER_1 with TOS bb (DSCP 46 EF, ECN 11 = CE):
+//   header sum ed53 + 00bb = ee0e, checksum ~ee0e = 11f1
+const INNER_CE = hex('45 bb 00 1c 12 34 40 00 3f 01 11 f1 0a 00 01 01 0a 00 02 01  08 00 f7 fd 00 01 00 01');
+// Outer under the default policy (tos inherit): DSCP copied (b8), CE sent as ECT(0) (10) -> ba.
+//   OUTER_1's sum b16c + 00ba = b226, checksum ~b226 = 4dd9
+const OUTER_CE = hex('45 ba 00 30 00 00 40 00 40 04 4d d9 c0 00 02 01 c6 33 64 02');
+
+describe('ECN on encapsulation (RFC 6040 §4.1)', () => {
+  it('byte vector: an inner CE packet gets an ECT(0) outer header; the inner keeps CE', () => {
+    const { a } = sides();
+    const buf = place(INNER_CE, 20 + 3);
+    const out = new PacketResult();
+    expect(a.encapsulate(buf, 23, INNER_CE.length, out)).toBe(Verdict.forward);
+    const expected = Buffer.concat([Buffer.alloc(3, 0xa5), OUTER_CE, INNER_CE, Buffer.alloc(5, 0xa5)]);
+    expect(buf.toString('hex')).toBe(expected.toString('hex'));
+  });
+
+  // Inner TOS = DSCP 18 (0x48) | ECN; expected outer TOS worked out by hand per row:
+  // the DSCP is the inner's (inherit) or the policy's upper 6 bits; the ECN is the inner's with
+  // CE (11) -> ECT(0) (10). A fixed tos with ECN bits set (0x2b) contributes only 0x28.
+  const rows: [string, number | 'inherit', number, number][] = [
+    // policy  , fixed tos , inner TOS, outer TOS
+    ['inherit', 'inherit', 0x48, 0x48], // not-ECT -> not-ECT
+    ['inherit', 'inherit', 0x49, 0x49], // ECT(1)  -> ECT(1)
+    ['inherit', 'inherit', 0x4a, 0x4a], // ECT(0)  -> ECT(0)
+    ['inherit', 'inherit', 0x4b, 0x4a], // CE      -> ECT(0)
+    ['fixed b8', 0xb8, 0x48, 0xb8],
+    ['fixed b8', 0xb8, 0x49, 0xb9],
+    ['fixed b8', 0xb8, 0x4a, 0xba],
+    ['fixed b8', 0xb8, 0x4b, 0xba],
+    ['fixed 2b', 0x2b, 0x48, 0x28], // the configured ECN bits 11 are not sent
+    ['fixed 2b', 0x2b, 0x49, 0x29],
+    ['fixed 2b', 0x2b, 0x4a, 0x2a],
+    ['fixed 2b', 0x2b, 0x4b, 0x2a],
+    ['fixed 00', 0, 0xff, 0x02], // DSCP 63 replaced by 0, CE -> ECT(0)
+    ['inherit', 'inherit', 0xff, 0xfe],
+  ];
+  it.each(rows)('policy %s (%s): inner TOS %i -> outer TOS %i', (_n, tos, innerTos, outerTos) => {
+    for (const ttl of [64, 'inherit'] as const) {
+      const { a, b } = sides({ tos, ttl });
+      const pkt = inner({ tos: innerTos, payload: 33 });
+      const buf = place(pkt, 41);
+      const out = new PacketResult();
+      expect(a.encapsulate(buf, 41, pkt.length, out)).toBe(Verdict.forward);
+      expect(getTos(buf, out.offset)).toBe(outerTos);
+      expect(internetChecksum(buf, out.offset, 20)).toBe(0); // full recomputation over the header
+      expect(getChecksum(buf, out.offset)).toBe(computeHeaderChecksum(buf, out.offset));
+      expect(buf.subarray(41, 41 + pkt.length).equals(pkt)).toBe(true); // inner TOS untouched
+      // The outer is never CE, so the exit point hands back the inner unchanged.
+      const snapshot = Buffer.from(buf);
+      expect(b.decapsulate(buf, out.offset, out.length, out)).toBe(Verdict.forward);
+      expect(buf.equals(snapshot)).toBe(true);
+    }
+  });
+
+  it('a fixed tos is bound as its DSCP only (template and partial sum)', () => {
+    const { peerB } = sides({ tos: 0x2b, ttl: 64, df: 'always' });
+    let sum = 0x4528 + 0x4000 + 0x4004 + 0xc000 + 0x0201 + 0xc633 + 0x6402;
+    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    expect(peerB.outerTos).toBe(0x28);
+    expect(peerB.outerSum).toBe(sum);
+  });
+});
+
+/** Independent header checksum: 16-bit words with the checksum field skipped, folded, complemented. */
+function refHeaderChecksum(b: Buffer, off: number): number {
+  const hl = (b[off] & 0x0f) * 4;
+  let sum = 0;
+  for (let i = 0; i < hl; i += 2) if (i !== 10) sum += b.readUInt16BE(off + i);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+describe('ECN on decapsulation (RFC 6040 §4.2, as Linux INET_ECN_decapsulate)', () => {
+  // By hand: INNER_1 with TOS 02 (ECT(0)): sum ed53 + 0002 = ed55, checksum 12aa. Under an outer
+  // CE it leaves as TOS 03 (CE): sum ed56, checksum 12a9.
+  const INNER_ECT0 = hex('45 02 00 1c 12 34 40 00 3f 01 12 aa 0a 00 01 01 0a 00 02 01  08 00 f7 fd 00 01 00 01');
+  const INNER_ECT0_CE = hex('45 03 00 1c 12 34 40 00 3f 01 12 a9 0a 00 01 01 0a 00 02 01  08 00 f7 fd 00 01 00 01');
+
+  it('byte vector: outer CE marks an ECT(0) inner CE, checksum patched; nothing else written', () => {
+    const { b, peerA } = sides();
+    const wire = outer(INNER_ECT0, { tos: 0x03 });
+    const buf = place(wire, 11);
+    const out = new PacketResult();
+    expect(b.decapsulate(buf, 11, wire.length, out)).toBe(Verdict.forward);
+    expect([out.offset, out.length, out.peer]).toEqual([31, 28, peerA]);
+    const expected = Buffer.concat([Buffer.alloc(11, 0xa5), wire.subarray(0, 20), INNER_ECT0_CE, Buffer.alloc(5, 0xa5)]);
+    expect(buf.toString('hex')).toBe(expected.toString('hex'));
+  });
+
+  // Inner TOS = DSCP 46 (0xb8) | inner ECN; outer TOS = DSCP 8 (0x20) | outer ECN. The outer
+  // DSCP is never copied in. Expected per the brief (Linux): only an outer CE changes anything;
+  // over not-ECT it is a drop, over ECT(0)/ECT(1) the inner becomes CE, over CE nothing to do.
+  const NOT = 0, ECT1 = 1, ECT0 = 2, CE = 3;
+  const rows: [string, number, string, number, VerdictName, number][] = [];
+  const ecnName = ['not-ECT', 'ECT(1)', 'ECT(0)', 'CE'];
+  const table: Record<number, Record<number, [VerdictName, number]>> = {
+    [NOT]: { [NOT]: ['forward', 0xb8], [ECT1]: ['forward', 0xb9], [ECT0]: ['forward', 0xba], [CE]: ['forward', 0xbb] },
+    [ECT0]: { [NOT]: ['forward', 0xb8], [ECT1]: ['forward', 0xb9], [ECT0]: ['forward', 0xba], [CE]: ['forward', 0xbb] },
+    [ECT1]: { [NOT]: ['forward', 0xb8], [ECT1]: ['forward', 0xb9], [ECT0]: ['forward', 0xba], [CE]: ['forward', 0xbb] },
+    [CE]: { [NOT]: ['ecn_drop', 0xb8], [ECT1]: ['forward', 0xbb], [ECT0]: ['forward', 0xbb], [CE]: ['forward', 0xbb] },
+  };
+  for (const o of [NOT, ECT0, ECT1, CE]) {
+    for (const i of [NOT, ECT1, ECT0, CE]) rows.push([ecnName[o], o, ecnName[i], i, ...table[o][i]]);
+  }
+  it.each(rows)('outer %s (%i) over inner %s (%i) -> %s, inner TOS %i', (_o, oEcn, _i, iEcn, verdict, innerTos) => {
+    const { b } = sides();
+    const pkt = inner({ tos: 0xb8 | iEcn, id: 0x5a5a, payload: 21 });
+    const wire = outer(pkt, { tos: 0x20 | oEcn });
+    const buf = place(wire, 7);
+    const before = Buffer.from(buf);
+    const out = new PacketResult();
+    expect(VERDICT_NAMES[b.decapsulate(buf, 7, wire.length, out)]).toBe(verdict);
+    const io = 7 + 20;
+    expect(getTos(buf, io)).toBe(innerTos);
+    // Checksum by full independent recomputation, and the header verifies.
+    expect(getChecksum(buf, io)).toBe(refHeaderChecksum(buf, io));
+    expect(checkIPv4(buf, io, pkt.length, true)).toBe(IPV4_OK);
+    // Only the inner TOS byte and checksum may change, and only when the TOS did.
+    const changed: number[] = [];
+    for (let k = 0; k < buf.length; k++) if (buf[k] !== before[k]) changed.push(k - io);
+    if (innerTos === (0xb8 | iEcn)) expect(changed).toEqual([]);
+    else expect(changed.filter((k) => k !== 10 && k !== 11)).toEqual([1]);
+    if (verdict === 'forward') expect([out.offset, out.length]).toEqual([io, pkt.length]);
+    else expect([out.offset, out.length]).toEqual([7, wire.length]);
+  });
+
+  it('the incremental checksum equals full recomputation for every inner checksum value', () => {
+    // Sweeping the inner ID through all 65536 values sweeps the inner header sum through every
+    // residue: the resulting checksum takes every value but 0xffff (an IPv4 header sum is never
+    // 0, since the version nibble is 4), 0x0000 included (RFC 1624 §3's -0 corner).
+    const { b } = sides();
+    const out = new PacketResult();
+    for (const ecn of [ECT0, ECT1]) {
+      const pkt = inner({ tos: 0x10 | ecn, payload: 4 });
+      const wire = outer(pkt, { tos: 0x03 });
+      const buf = place(wire, 0, 0);
+      let bad = 0;
+      const seen = new Set<number>();
+      for (let id = 0; id < 0x10000; id++) {
+        buf[21] = 0x10 | ecn; // reset the TOS the previous round marked
+        buf.writeUInt16BE(id, 24);
+        buf.writeUInt16BE(refHeaderChecksum(buf, 20), 30);
+        if (b.decapsulate(buf, 0, buf.length, out) !== Verdict.forward || buf[21] !== (0x10 | CE)) bad++;
+        const c = buf.readUInt16BE(30);
+        seen.add(c);
+        if (c !== refHeaderChecksum(buf, 20)) bad++;
+      }
+      expect(bad).toBe(0);
+      expect(seen.size).toBe(0xffff);
+      expect(seen.has(0x0000)).toBe(true);
+      expect(seen.has(0xffff)).toBe(false);
+    }
+  });
+});
+
+// ---------------------------------------------------------------- loop before route
+
+describe('encapsulate: the destination loop check comes before the route look-up', () => {
+  // B's table has only 10.0.1.0/24, so neither tunnel address below is routed.
+  it.each([
+    ["B's own underlay address", '198.51.100.2'],
+    ["A's endpoint (B's only peer)", '192.0.2.1'],
+  ])('inner destination = %s with no route -> loop, not no_route', (_name, dst) => {
+    const { b } = sides();
+    const pkt = inner({ src: '10.0.2.1', dst });
+    const buf = place(pkt, 20);
+    const before = Buffer.from(buf);
+    const out = new PacketResult();
+    expect(VERDICT_NAMES[b.encapsulate(buf, 20, pkt.length, out)]).toBe('loop');
+    expect(out.peer).toBe(null); // no route was looked up
+    expect(buf.equals(before)).toBe(true);
+  });
+
+  it('a routable neighbour of the endpoint is forwarded, an unroutable one is no_route', () => {
+    const { a, b, peerA } = sides();
+    const out = new PacketResult();
+    const ok = inner({ src: '10.0.2.1', dst: '10.0.1.1' });
+    expect(b.encapsulate(place(ok, 20), 20, ok.length, out)).toBe(Verdict.forward);
+    expect(out.peer).toBe(peerA);
+    const near = inner({ src: '10.0.2.1', dst: '192.0.2.2' });
+    expect(VERDICT_NAMES[b.encapsulate(place(near, 20), 20, near.length, out)]).toBe('no_route');
+    // On A, 203.0.113.4 (next to C's endpoint) is unrouted, C's endpoint itself is a loop.
+    const nearC = inner({ dst: '203.0.113.4' });
+    expect(VERDICT_NAMES[a.encapsulate(place(nearC, 20), 20, nearC.length, out)]).toBe('no_route');
   });
 });
