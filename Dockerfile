@@ -24,10 +24,12 @@ RUN if [ -f /usr/local/include/node/node_api.h ]; then nodedir=/usr/local; \
  && npx node-gyp rebuild --nodedir="$nodedir" \
  && npm run build
 
-# ---- runtime: node, iproute2 for the netns scripts and tests, tcpdump for the capture test -------
+# ---- runtime: node; iproute2 for the netns scripts and tests; tcpdump, tshark, scapy and ping for
+# the capture and RFC 2003 conformance tests ------------------------------------------------------
 FROM node:20-bookworm-slim
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 tcpdump iputils-ping procps \
+ && apt-get install -y --no-install-recommends iproute2 tcpdump tshark python3-scapy iputils-ping procps \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ipipd
 COPY --from=build /opt/ipipd /opt/ipipd

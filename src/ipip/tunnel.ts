@@ -308,10 +308,12 @@ export class Tunnel {
    *     inner total length != outer payload length (trailing bytes
    *     inside the outer datagram; also an outer fragment)          -> inner_malformed
    *  8. inner TTL 0                                                 -> ttl_expired
-   *  9. LPM(inner source) is not the sending peer (AllowedIPs)      -> spoofed_source
-   * 10. LPM(inner destination) is some peer: it would re-enter the
+   *  9. inner source or destination is `local` or any endpoint
+   *     (RFC 2003 §3.2; before the prefix checks, which could not
+   *     tell: the config keeps endpoints out of every prefix)       -> loop
+   * 10. LPM(inner source) is not the sending peer (AllowedIPs)      -> spoofed_source
+   * 11. LPM(inner destination) is some peer: it would re-enter the
    *     tunnel                                                      -> bad_destination
-   * 11. inner source or destination is `local` or any endpoint      -> loop
    * 12. outer ECN is CE and the inner is not ECN-capable (RFC 6040
    *     §4.2: the congestion mark cannot be passed on)              -> ecn_drop
    * Then sets `out` to the inner datagram and the sending peer, returns `forward`.
@@ -343,9 +345,9 @@ export class Tunnel {
 
     const src = getSrc(buf, inner);
     const dst = getDst(buf, inner);
+    if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
     if (this.routes.lookup(src) !== peer) return Verdict.spoofed_source;
     if (this.routes.lookup(dst) !== undefined) return Verdict.bad_destination;
-    if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
     if ((buf[off + OFF_TOS] & ECN_MASK) === ECN_CE) {
       const innerTos = buf[inner + OFF_TOS];
       const ecn = innerTos & ECN_MASK;
