@@ -1,0 +1,226 @@
+/**
+ * The measurements, each one function that returns numbers or throws with what went wrong:
+ * iperf3 (server in pod B, TCP and UDP clients in pod A), ping latency, a process's CPU time and
+ * RSS from /proc, a device's packet counters, and the route a host picks for a destination.
+ *
+ * Nothing here judges speed: a result is only rejected when it shows that no traffic flowed
+ * (iperf3 error, zero packets delivered, no reply to any ping).
+ */
+import { readFileSync } from 'node:fs';
+import { type Background, inNs, must, run, start, waitFor } from './harness.js';
+
+// ---------------------------------------------------------------------------------------------
+// iperf3
+
+export const IPERF_PORT = 5201;
+
+/** `iperf3 -s` bound to pod B's address; resolves once it listens. */
+export async function startIperfServer(ns: string, address: string): Promise<Background> {
+  const srv = start(inNs(ns, ['iperf3', '-s', '--forceflush', '-B', address, '-p', String(IPERF_PORT)]));
+  const ok = await waitFor(() => srv.output().includes('Server listening') || srv.child.exitCode !== null, 10_000);
+  if (!ok || srv.child.exitCode !== null) {
+    await srv.stop(1000);
+    throw new Error(`iperf3 -s in ${ns} did not start: ${srv.output().trim()}`);
+  }
+  return srv;
+}
+
+export interface TcpResult {
+  gbps: number;
+  /** Payload bytes the server received. */
+  bytes: number;
+  /** Retransmitted segments (sender side). */
+  retransmits: number;
+  seconds: number;
+}
+
+export interface UdpResult {
+  /** Datagrams the client sent. */
+  sent: number;
+  /** Receiver's view: packets it expected (highest sequence) and those missing. */
+  packets: number;
+  lost: number;
+  delivered: number;
+  seconds: number;
+  /** delivered / seconds. */
+  pps: number;
+}
+
+async function iperfClient(ns: string, to: string, args: string[], durationS: number): Promise<any> {
+  const argv = inNs(ns, ['iperf3', '-c', to, '-p', String(IPERF_PORT), '-t', String(durationS), '-J', '--connect-timeout', '5000', ...args]);
+  const r = await run(argv, { timeoutMs: (durationS + 30) * 1000 });
+  let json: any = null;
+  try {
+    json = JSON.parse(r.stdout);
+  } catch {
+    // reported below
+  }
+  if (r.timedOut) throw new Error(`iperf3 ${args.join(' ')} timed out after ${durationS + 30} s`);
+  if (json === null) throw new Error(`iperf3 ${args.join(' ')}: no JSON (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(-500)}`);
+  if (json.error) throw new Error(`iperf3 ${args.join(' ')}: ${json.error}`);
+  if (r.code !== 0) throw new Error(`iperf3 ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim().slice(-500)}`);
+  return json;
+}
+
+export async function iperfTcp(ns: string, to: string, streams: number, durationS: number): Promise<TcpResult> {
+  const j = await iperfClient(ns, to, ['-P', String(streams)], durationS);
+  const rx = j.end?.sum_received;
+  const gbps = Number(rx?.bits_per_second) / 1e9;
+  if (!(gbps > 0)) throw new Error(`iperf3 TCP ${streams} stream(s): nothing received`);
+  return { gbps, bytes: Number(rx.bytes), retransmits: Number(j.end?.sum_sent?.retransmits ?? 0), seconds: Number(rx.seconds) };
+}
+
+export async function iperfUdp(ns: string, to: string, payload: number, durationS: number): Promise<UdpResult> {
+  const j = await iperfClient(ns, to, ['-u', '-b', '0', '-l', String(payload)], durationS);
+  // sum_received is the server's report (iperf3 >= 3.?); older versions put it in sum.
+  const rx = j.end?.sum_received ?? j.end?.sum;
+  const packets = Number(rx?.packets);
+  const lost = Number(rx?.lost_packets);
+  const seconds = Number(rx?.seconds);
+  const delivered = packets - lost;
+  if (!Number.isFinite(delivered) || !(seconds > 0)) throw new Error(`iperf3 UDP -l ${payload}: no receiver report in the JSON`);
+  if (delivered <= 0) throw new Error(`iperf3 UDP -l ${payload}: 0 packets delivered (${packets} expected, ${lost} lost)`);
+  const sent = Number(j.end?.sum_sent?.packets ?? j.end?.sum?.packets ?? packets);
+  return { sent, packets, lost, delivered, seconds, pps: delivered / seconds };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Latency
+
+export interface PingResult {
+  tool: 'ping' | 'traffic.js udp-ping';
+  sent: number;
+  received: number;
+  p50Us: number;
+  /** null when the tool gives no per-packet times (the udp-ping fallback). */
+  p99Us: number | null;
+}
+
+/** Nearest-rank percentile of an ascending array. */
+export function percentile(sorted: number[], p: number): number {
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i];
+}
+
+/** `ping -i 0.01 -c N` from pod A to pod B, per-line times -> p50/p99 in µs. */
+export async function pingLatency(ns: string, to: string, count: number): Promise<PingResult> {
+  const r = await run(inNs(ns, ['ping', '-n', '-i', '0.01', '-c', String(count), '-W', '1', to]), {
+    timeoutMs: (count * 0.01 + 15) * 1000,
+  });
+  const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000).sort((a, b) => a - b);
+  if (times.length === 0) throw new Error(`ping ${to} from ${ns}: no reply (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(-300)}`);
+  return { tool: 'ping', sent: count, received: times.length, p50Us: percentile(times, 50), p99Us: percentile(times, 99) };
+}
+
+/**
+ * Fallback without `ping`: the repository's traffic.js (udp-echo in pod B, udp-ping in pod A).
+ * It reports only min/avg/max/p50, so p99 is null.
+ */
+export async function udpPingLatency(
+  trafficJs: string,
+  nsA: string,
+  nsB: string,
+  to: string,
+  count: number,
+): Promise<PingResult> {
+  const port = 7007;
+  const echo = start(inNs(nsB, [process.execPath, trafficJs, 'udp-echo', '--bind', to, '--port', String(port), '--timeout', '120']));
+  try {
+    await waitFor(() => echo.output().includes('listening') || echo.child.exitCode !== null, 10_000);
+    const out = await must(
+      inNs(nsA, [process.execPath, trafficJs, 'udp-ping', '--to', to, '--port', String(port), '--count', String(count), '--interval-ms', '10']),
+      { timeoutMs: (count * 0.01 + 30) * 1000 },
+    );
+    const line = out.trim().split('\n').pop() ?? '{}';
+    const j = JSON.parse(line) as { sent: number; received: number; rttMs: { p50: number } | null };
+    if (!j.received || !j.rttMs) throw new Error(`udp-ping ${to}: no reply`);
+    return { tool: 'traffic.js udp-ping', sent: j.sent, received: j.received, p50Us: j.rttMs.p50 * 1000, p99Us: null };
+  } finally {
+    await echo.stop(2000);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc
+
+/** USER_HZ, the unit of utime/stime in /proc/<pid>/stat: 100 on Linux unless getconf says otherwise. */
+let clkTck = 100;
+
+export async function loadClockTicks(): Promise<number> {
+  const r = await run(['getconf', 'CLK_TCK']);
+  const v = Number(r.stdout.trim());
+  clkTck = r.code === 0 && v > 0 ? v : 100;
+  return clkTck;
+}
+
+/** utime and stime of the whole process (all threads), in µs. */
+export function cpuTimes(pid: number): { user: number; sys: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: (Number(rest[11]) * 1e6) / clkTck, sys: (Number(rest[12]) * 1e6) / clkTck };
+}
+
+/** VmRSS in KiB. */
+export function rssKiB(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(m[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Devices and routes
+
+export interface DevCounters {
+  rxPackets: number;
+  txPackets: number;
+  rxBytes: number;
+  txBytes: number;
+  rxDropped: number;
+  txDropped: number;
+}
+
+/** A device's packet counters, read inside its namespace. */
+export async function devCounters(ns: string, dev: string): Promise<DevCounters> {
+  const out = await must(['ip', '-n', ns, '-j', '-s', 'link', 'show', 'dev', dev]);
+  const [link] = JSON.parse(out) as Array<{ stats64?: { rx: Record<string, number>; tx: Record<string, number> } }>;
+  const s = link?.stats64;
+  if (!s) throw new Error(`no counters for ${dev} in ${ns}`);
+  return {
+    rxPackets: s.rx.packets,
+    txPackets: s.tx.packets,
+    rxBytes: s.rx.bytes,
+    txBytes: s.tx.bytes,
+    rxDropped: s.rx.dropped,
+    txDropped: s.tx.dropped,
+  };
+}
+
+export function counterDelta(a: DevCounters, b: DevCounters): DevCounters {
+  return {
+    rxPackets: b.rxPackets - a.rxPackets,
+    txPackets: b.txPackets - a.txPackets,
+    rxBytes: b.rxBytes - a.rxBytes,
+    txBytes: b.txBytes - a.txBytes,
+    rxDropped: b.rxDropped - a.rxDropped,
+    txDropped: b.txDropped - a.txDropped,
+  };
+}
+
+export interface LinkInfo {
+  mtu: number;
+  qlen: number | null;
+}
+
+export async function linkInfo(ns: string, dev: string): Promise<LinkInfo> {
+  const out = await must(['ip', '-n', ns, '-j', 'link', 'show', 'dev', dev]);
+  const [link] = JSON.parse(out) as Array<{ mtu: number; txqlen?: number }>;
+  return { mtu: link.mtu, qlen: link.txqlen ?? null };
+}
+
+/** The device (and gateway) `ns` routes `to` through: `ip route get`. */
+export async function routeGet(ns: string, to: string): Promise<{ dev: string; gateway: string | null }> {
+  const out = await must(['ip', '-n', ns, '-j', 'route', 'get', to]);
+  const [r] = JSON.parse(out) as Array<{ dev: string; gateway?: string }>;
+  return { dev: r.dev, gateway: r.gateway ?? null };
+}

@@ -1,0 +1,318 @@
+/**
+ * The ways pod A reaches pod B that the bench compares, each set up inside a fresh two-host
+ * topology (see docs/performance.md for the diagram):
+ *
+ *   direct        no tunnel: h1 routes pod B's block via h2's underlay address, and back;
+ *   ipipd         this repository's daemon, `ipipd run --config hN.yaml` in each host;
+ *   quicktun      Debian's quicktun, "raw" protocol (IP packets in UDP, no crypto), TUN mode;
+ *   wireguard-go  the Go userspace WireGuard, one interface per host.
+ *
+ * Every mode keeps pods at MTU 1480 (so inner packets are identical) and raises the underlay MTU
+ * by its own overhead instead: ipipd +20 (1500), quicktun +28 (1508), wireguard +80 (1560).
+ *
+ * A mode's start() leaves routes for the other pod block pointing into its device; the bench
+ * checks them with `ip route get` and the device counters before it believes any figure.
+ */
+import { chmodSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type Background, type HostInfo, ROOT, type Topology, hasCommand, inNs, must, onCleanup, run, start, waitFor } from './harness.js';
+
+export type ModeName = 'direct' | 'ipipd' | 'quicktun' | 'wireguard-go';
+export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'quicktun', 'wireguard-go'];
+
+export const POD_MTU = 1480;
+
+/** What a mode needs to start: the run's prefix (for unique device names) and a private directory. */
+export interface ModeContext {
+  prefix: string;
+  tmpDir: string;
+}
+
+/** A mode, set up and carrying traffic. */
+export interface ActiveMode {
+  /** The device on h1 that takes A->B packets, and the one on h2 that hands them to pod B. */
+  devs: [string, string];
+  /** The tunnel processes, h1's then h2's (none for direct). */
+  pids: number[];
+  /** Facts for the JSON: versions, settings. */
+  facts: Record<string, unknown>;
+  /** The daemon's own counters, where it has them (ipipd), per host. */
+  counters(): Promise<Record<string, Record<string, number>> | null>;
+  /** Why the mode stopped working (a daemon exited), or null. */
+  dead(): string | null;
+  /** Stops the processes; resolves with warnings (e.g. unclean exit), never throws. */
+  stop(): Promise<string[]>;
+}
+
+export interface ModeSpec {
+  name: ModeName;
+  underlayMtu: number;
+  /** null when it can run here, else why not. */
+  missing(): string | null;
+  start(topo: Topology, ctx: ModeContext): Promise<ActiveMode>;
+}
+
+/** Routes `other`'s pod block out of `host` through `dev` (or via a gateway on ul0). */
+async function routeTo(host: HostInfo, other: HostInfo, dev: string, via?: string): Promise<void> {
+  const args = ['ip', '-n', host.ns, 'route', 'add', other.block];
+  if (via) args.push('via', via);
+  args.push('dev', dev);
+  await must(args);
+}
+
+/** Stops every background process; an unclean exit becomes a warning. */
+async function stopAll(procs: Array<{ name: string; bg: Background }>, graceMs: number): Promise<string[]> {
+  const warnings: string[] = [];
+  await Promise.all(
+    procs.map(async ({ name, bg }) => {
+      const r = await bg.stop(graceMs);
+      if (r.killed) warnings.push(`${name} did not exit within ${graceMs / 1000} s of SIGTERM (killed)`);
+      else if (r.code !== 0 && r.signal !== 'SIGTERM') warnings.push(`${name} exited with ${r.code ?? r.signal}: ${bg.output().trim().slice(-400)}`);
+    }),
+  );
+  return warnings;
+}
+
+function deadOf(procs: Array<{ name: string; bg: Background }>): string | null {
+  for (const { name, bg } of procs) {
+    if (bg.child.exitCode !== null || bg.child.signalCode !== null) {
+      return `${name} exited (${bg.child.exitCode ?? bg.child.signalCode}): ${bg.output().trim().slice(-800)}`;
+    }
+  }
+  return null;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const direct: ModeSpec = {
+  name: 'direct',
+  underlayMtu: 1500,
+  missing: () => null,
+  async start(topo) {
+    const [h1, h2] = topo.hosts;
+    await routeTo(h1, h2, 'ul0', h2.underlay);
+    await routeTo(h2, h1, 'ul0', h1.underlay);
+    return {
+      devs: ['ul0', 'ul0'],
+      pids: [],
+      facts: {},
+      counters: async () => null,
+      dead: () => null,
+      stop: async () => [],
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+const IPIPD_BIN = join(ROOT, 'bin', 'ipipd.js');
+
+async function ipipdStatus(socket: string): Promise<{ state: string; tun: { name: string; mtu: number }; counters: Record<string, number>; drops: Record<string, number> } | null> {
+  const r = await run([process.execPath, IPIPD_BIN, 'status', '--socket', socket, '--json'], { timeoutMs: 10_000 });
+  if (r.code !== 0) return null;
+  try {
+    return JSON.parse(r.stdout);
+  } catch {
+    return null;
+  }
+}
+
+const ipipd: ModeSpec = {
+  name: 'ipipd',
+  underlayMtu: 1500,
+  missing() {
+    if (!existsSync(join(ROOT, 'dist', 'src', 'daemon', 'cli.js'))) return "not built: run 'npm run build'";
+    if (!existsSync(join(ROOT, 'build', 'Release', 'ipipd_native.node'))) return "native addon not built: run 'npm ci'";
+    return null;
+  },
+  async start(topo) {
+    // Both start at once; then each must answer `ipipd status` with state "up".
+    const procs = topo.hosts.map((h) => ({
+      name: `ipipd on ${h.name}`,
+      bg: start(inNs(h.ns, [process.execPath, IPIPD_BIN, 'run', '--config', h.config])),
+    }));
+    try {
+      for (const [i, h] of topo.hosts.entries()) {
+        const { bg } = procs[i];
+        let tunName = '';
+        // The socket file first (cheap), then `ipipd status` (a node process per try).
+        await waitFor(() => existsSync(h.socket) || bg.child.exitCode !== null, 20_000);
+        const up = await waitFor(async () => {
+          if (bg.child.exitCode !== null || bg.child.signalCode !== null) return true;
+          const s = await ipipdStatus(h.socket);
+          if (s?.state === 'up') tunName = s.tun.name;
+          return s?.state === 'up';
+        }, 20_000, 100);
+        const why = deadOf(procs);
+        if (why) throw new Error(why);
+        if (!up) throw new Error(`ipipd on ${h.name} did not answer 'ipipd status' within 20 s:\n${bg.output().slice(-1500)}`);
+        if (tunName !== 'ipip0') throw new Error(`ipipd on ${h.name}: unexpected TUN name '${tunName}'`);
+      }
+    } catch (e) {
+      await stopAll(procs, 5000);
+      throw e;
+    }
+    const version = (await run([process.execPath, IPIPD_BIN, '--version'])).stdout.trim();
+    return {
+      devs: ['ipip0', 'ipip0'],
+      pids: procs.map((p) => p.bg.pid),
+      facts: { version, command: 'node bin/ipipd.js run --config hN.yaml (generated by netns-setup.sh)' },
+      async counters() {
+        const out: Record<string, Record<string, number>> = {};
+        for (const h of topo.hosts) {
+          const s = await ipipdStatus(h.socket);
+          if (!s) throw new Error(`ipipd on ${h.name} no longer answers 'ipipd status'`);
+          out[h.name] = { ...s.counters, ...Object.fromEntries(Object.entries(s.drops).map(([k, v]) => [`drop_${k}`, v])) };
+        }
+        return out;
+      },
+      dead: () => deadOf(procs),
+      stop: () => stopAll(procs, 15_000),
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+const QT_PORT = 2998;
+
+/**
+ * Debian's quicktun takes its settings from environment variables named IF_QT_<NAME> (as
+ * ifupdown passes `qt_<name>` options) and IFACE for the device; plain names (PROTOCOL,
+ * REMOTE_ADDRESS, QUICKTUN_...) are silently ignored, and it then runs in TAP mode with no peer.
+ */
+const quicktun: ModeSpec = {
+  name: 'quicktun',
+  underlayMtu: POD_MTU + 28, // outer IPv4 20 + UDP 8, raw protocol adds nothing
+  missing: () => (hasCommand('quicktun') ? null : 'quicktun is not installed (apt-get install -y quicktun, or --peers)'),
+  async start(topo, ctx) {
+    const procs: Array<{ name: string; bg: Background }> = [];
+    const devs = topo.hosts.map((_, i) => `qt${ctx.prefix}${i + 1}`) as [string, string];
+    let version = '';
+    try {
+      for (let i = 0; i < 2; i++) {
+        const h = topo.hosts[i];
+        const other = topo.hosts[1 - i];
+        const env: NodeJS.ProcessEnv = {
+          ...process.env,
+          IFACE: devs[i],
+          IF_QT_TUN_MODE: '1',
+          IF_QT_PROTOCOL: 'raw',
+          IF_QT_LOCAL_ADDRESS: h.underlay,
+          IF_QT_LOCAL_PORT: String(QT_PORT),
+          IF_QT_REMOTE_ADDRESS: other.underlay,
+          IF_QT_REMOTE_PORT: String(QT_PORT),
+        };
+        const bg = start(inNs(h.ns, ['quicktun']), env);
+        procs.push({ name: `quicktun on ${h.name}`, bg });
+        const ok = await waitFor(() => bg.output().includes('now operational') || bg.child.exitCode !== null, 10_000);
+        const why = deadOf(procs);
+        if (why) throw new Error(why);
+        if (!ok) throw new Error(`quicktun on ${h.name} did not become operational:\n${bg.output()}`);
+        if (/Warning: PROTOCOL not specified/.test(bg.output())) {
+          throw new Error(`quicktun on ${h.name} ignored its IF_QT_* settings:\n${bg.output()}`);
+        }
+        version ||= /QuickTun [\d.]+/.exec(bg.output())?.[0] ?? 'unknown';
+        await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
+        await routeTo(h, other, devs[i]);
+      }
+    } catch (e) {
+      await stopAll(procs, 3000);
+      throw e;
+    }
+    return {
+      devs,
+      pids: procs.map((p) => p.bg.pid),
+      facts: { version, protocol: 'raw (IP in UDP, no encryption)', port: QT_PORT },
+      counters: async () => null,
+      dead: () => deadOf(procs),
+      stop: () => stopAll(procs, 5000),
+    };
+  },
+};
+
+// ---------------------------------------------------------------------------------------------
+
+const WG_PORT = 51820;
+const WG_RUN_DIR = '/var/run/wireguard';
+
+/**
+ * wireguard-go in the foreground (-f), one interface per host namespace. Its UAPI sockets live in
+ * /var/run/wireguard, which every namespace shares, so the names carry the run's prefix and the
+ * host number; a socket left by a killed process is removed on every exit path.
+ */
+const wireguardGo: ModeSpec = {
+  name: 'wireguard-go',
+  // WireGuard's own allowance, as wg-quick's MTU = underlay - 80 (IPv6 outer header 40 + UDP 8 +
+  // data header 16 + tag 16); over this IPv4 underlay 60 would be enough.
+  underlayMtu: POD_MTU + 80,
+  missing() {
+    if (!hasCommand('wireguard-go')) return 'wireguard-go is not installed (apt-get install -y wireguard-go, or --peers)';
+    if (!hasCommand('wg')) return 'wg is not installed (apt-get install -y wireguard-tools, or --peers)';
+    return null;
+  },
+  async start(topo, ctx) {
+    const procs: Array<{ name: string; bg: Background }> = [];
+    const devs = topo.hosts.map((_, i) => `wg${ctx.prefix}${i + 1}`) as [string, string];
+    const sockets = devs.map((d) => join(WG_RUN_DIR, `${d}.sock`));
+    const removeSockets = (): void => {
+      for (const s of sockets) rmSync(s, { force: true });
+    };
+    const unregister = onCleanup(removeSockets);
+    const keys: Array<{ priv: string; pub: string; file: string }> = [];
+    for (let i = 0; i < 2; i++) {
+      const priv = (await must(['wg', 'genkey'])).trim();
+      const pub = (await must(['wg', 'pubkey'], { input: `${priv}\n` })).trim();
+      const file = join(ctx.tmpDir, `wg-h${i + 1}.key`);
+      writeFileSync(file, `${priv}\n`, { mode: 0o600 });
+      chmodSync(file, 0o600);
+      keys.push({ priv, pub, file });
+    }
+    const cleanup = async (graceMs: number): Promise<string[]> => {
+      const w = await stopAll(procs, graceMs);
+      removeSockets();
+      unregister();
+      for (const k of keys) rmSync(k.file, { force: true });
+      return w;
+    };
+    try {
+      removeSockets();
+      for (let i = 0; i < 2; i++) {
+        const h = topo.hosts[i];
+        const bg = start(inNs(h.ns, ['wireguard-go', '-f', devs[i]]));
+        procs.push({ name: `wireguard-go on ${h.name}`, bg });
+        const ok = await waitFor(() => existsSync(sockets[i]) || bg.child.exitCode !== null, 10_000);
+        const why = deadOf(procs);
+        if (why) throw new Error(why);
+        if (!ok) throw new Error(`wireguard-go on ${h.name}: no ${sockets[i]} after 10 s:\n${bg.output()}`);
+      }
+      for (let i = 0; i < 2; i++) {
+        const h = topo.hosts[i];
+        const other = topo.hosts[1 - i];
+        await must(inNs(h.ns, ['wg', 'set', devs[i], 'listen-port', String(WG_PORT), 'private-key', keys[i].file,
+          'peer', keys[1 - i].pub, 'endpoint', `${other.underlay}:${WG_PORT}`, 'allowed-ips', other.block]));
+        await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
+        await routeTo(h, other, devs[i]);
+      }
+    } catch (e) {
+      await cleanup(3000);
+      throw e;
+    }
+    const version = /v[\d.]+/.exec((await run(['wireguard-go', '--version'])).stdout)?.[0] ?? 'unknown';
+    return {
+      devs,
+      pids: procs.map((p) => p.bg.pid),
+      facts: { version, port: WG_PORT },
+      counters: async () => null,
+      dead: () => deadOf(procs),
+      stop: () => cleanup(5000),
+    };
+  },
+};
+
+export const MODES: Record<ModeName, ModeSpec> = {
+  direct,
+  ipipd,
+  quicktun,
+  'wireguard-go': wireguardGo,
+};

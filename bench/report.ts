@@ -1,0 +1,149 @@
+/**
+ * What the bench reports: the figure list (one place for keys, labels, units and which way is
+ * better), ratios to direct routing within a round, the spread over rounds, and the text table.
+ *
+ * Raw figures are stored in base units (Gb/s, packets/s, µs, MiB); `scale` and `unit` are for
+ * display only.
+ */
+import type { ModeName } from './modes.js';
+
+export interface Figures {
+  tcp1Gbps: number | null;
+  tcp4Gbps: number | null;
+  udp64Pps: number | null;
+  udp1400Pps: number | null;
+  /** Tunnel processes' CPU µs per packet: (Δutime+Δstime of both ends) / (2 × delivered), UDP 64 B. */
+  cpuUsPerPacket: number | null;
+  rttP50Us: number | null;
+  rttP99Us: number | null;
+  /** RTT minus direct routing's in the same round. */
+  addedP50Us: number | null;
+  addedP99Us: number | null;
+  /** Max VmRSS of the two tunnel processes at the end of the mode. */
+  rssMiB: number | null;
+}
+
+export type FigureKey = keyof Figures;
+
+export interface FigureDef {
+  key: FigureKey;
+  label: string;
+  /** Short label for the chart. */
+  short: string;
+  unit: string;
+  /** Display value = raw × scale. */
+  scale: number;
+  better: 'higher' | 'lower';
+  /** Whether a ratio to direct routing means something (direct has a value). */
+  ratio: boolean;
+}
+
+export const FIGURES: readonly FigureDef[] = [
+  { key: 'tcp1Gbps', label: 'TCP, 1 stream', short: 'TCP 1 stream', unit: 'Gb/s', scale: 1, better: 'higher', ratio: true },
+  { key: 'tcp4Gbps', label: 'TCP, 4 streams', short: 'TCP 4 streams', unit: 'Gb/s', scale: 1, better: 'higher', ratio: true },
+  { key: 'udp64Pps', label: 'UDP 64 B, delivered', short: 'UDP 64 B pps', unit: 'kpps', scale: 1e-3, better: 'higher', ratio: true },
+  { key: 'udp1400Pps', label: 'UDP 1400 B, delivered', short: 'UDP 1400 B pps', unit: 'kpps', scale: 1e-3, better: 'higher', ratio: true },
+  { key: 'cpuUsPerPacket', label: 'tunnel CPU per packet (UDP 64 B)', short: 'CPU/packet', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'rttP50Us', label: 'ping RTT p50', short: 'RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: true },
+  { key: 'rttP99Us', label: 'ping RTT p99', short: 'RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: true },
+  { key: 'addedP50Us', label: 'added RTT p50 (minus direct)', short: '+RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'addedP99Us', label: 'added RTT p99 (minus direct)', short: '+RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'rssMiB', label: 'tunnel RSS, max of both ends', short: 'RSS', unit: 'MiB', scale: 1, better: 'lower', ratio: false },
+];
+
+export type Ratios = Partial<Record<FigureKey, number | null>>;
+
+/** value / direct's value in the same round, for the figures where that means something. */
+export function ratiosTo(direct: Figures | undefined, f: Figures): Ratios {
+  const out: Ratios = {};
+  for (const d of FIGURES) {
+    if (!d.ratio) continue;
+    const base = direct?.[d.key];
+    const v = f[d.key];
+    out[d.key] = v !== null && base !== null && base !== undefined && base > 0 ? v / base : null;
+  }
+  return out;
+}
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+/** median, min, max of the non-null values; null if there is none. */
+export function spread(values: Array<number | null | undefined>): Spread | null {
+  const v = values.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return null;
+  const mid = v.length >> 1;
+  const median = v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
+  return { median, min: v[0], max: v[v.length - 1], n: v.length };
+}
+
+export interface ModeSummary {
+  values: Partial<Record<FigureKey, Spread | null>>;
+  ratios: Partial<Record<FigureKey, Spread | null>>;
+}
+
+export interface RoundEntry {
+  figures: Figures;
+  ratios: Ratios;
+}
+
+export function summarize(rounds: Array<Partial<Record<ModeName, RoundEntry>>>, modes: ModeName[]): Record<string, ModeSummary> {
+  const out: Record<string, ModeSummary> = {};
+  for (const m of modes) {
+    const entries = rounds.map((r) => r[m]).filter((e): e is RoundEntry => !!e);
+    const s: ModeSummary = { values: {}, ratios: {} };
+    for (const d of FIGURES) {
+      s.values[d.key] = spread(entries.map((e) => e.figures[d.key]));
+      if (d.ratio) s.ratios[d.key] = spread(entries.map((e) => e.ratios[d.key]));
+    }
+    out[m] = s;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text
+
+/** Three significant digits, no exponent for the magnitudes the bench sees. */
+export function sig3(x: number): string {
+  const a = Math.abs(x);
+  if (a === 0) return '0';
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  if (a >= 0.01) return x.toFixed(3);
+  return x.toPrecision(2);
+}
+
+function cell(s: Spread | null | undefined, scale: number, suffix = ''): string {
+  if (!s) return 'n/a';
+  const m = `${sig3(s.median * scale)}${suffix}`;
+  if (s.n < 2 || s.min === s.max) return m;
+  return `${m} (${sig3(s.min * scale)}..${sig3(s.max * scale)})`;
+}
+
+/**
+ * The table: one column per mode, two rows per figure (value, then "× direct" where a ratio
+ * means something). Cells: median (min..max) over the rounds.
+ */
+export function table(summary: Record<string, ModeSummary>, modes: ModeName[]): string {
+  const rows: string[][] = [['', ...modes]];
+  for (const d of FIGURES) {
+    rows.push([`${d.label}, ${d.unit}`, ...modes.map((m) => cell(summary[m]?.values[d.key], d.scale))]);
+    if (d.ratio) {
+      rows.push(['  × direct', ...modes.map((m) => cell(summary[m]?.ratios[d.key], 1, '×'))]);
+    }
+  }
+  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => [...r[c]].length)));
+  const pad = (s: string, w: number, left: boolean): string => {
+    const n = w - [...s].length;
+    return left ? s + ' '.repeat(n) : ' '.repeat(n) + s;
+  };
+  const lines = rows.map((r) => r.map((s, c) => pad(s, widths[c], c === 0)).join('   ').trimEnd());
+  const rule = '-'.repeat(Math.max(...lines.map((l) => [...l].length)));
+  return [lines[0], rule, ...lines.slice(1)].join('\n');
+}
