@@ -8,17 +8,7 @@ import {
   internetChecksum,
   onesSum,
 } from '../../src/ipip/checksum.js';
-
-/** Seeded PRNG (mulberry32) so failures reproduce. */
-function rng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+import { rng } from '../helpers/packets.js';
 
 /** Reference: RFC 1071 the slow, obvious way (byte pairs, big integers, fold at the end). */
 function referenceChecksum(bytes: Uint8Array): number {

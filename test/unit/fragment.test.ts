@@ -12,31 +12,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { fragmentInner } from '../../src/ipip/fragment.js';
+import { hex, refChecksum, rng } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
-
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
-function hex(s: string): Buffer {
-  return Buffer.from(s.replace(/\s+/g, ''), 'hex');
-}
-
-/** RFC 1071 by the book over `len` bytes (odd byte padded), complemented. 0 = verifies. */
-function refChecksum(b: Buffer, off: number, len: number): number {
-  let sum = 0;
-  for (let i = 0; i < len; i += 2) sum += (b[off + i] << 8) | (i + 1 < len ? b[off + i + 1] : 0);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
 
 interface DgSpec {
   /** Total length in bytes (header + data). */

@@ -21,26 +21,9 @@ import {
   plateauBelow,
   writeIcmpError,
 } from '../../src/ipip/icmp.js';
+import { hex, ip, refChecksum } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
-
-/** "a.b.c.d" -> int32. */
-function ip(s: string): number {
-  const p = s.split('.').map(Number);
-  return (p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
-}
-
-function hex(s: string): Buffer {
-  return Buffer.from(s.replace(/\s+/g, ''), 'hex');
-}
-
-/** RFC 1071 by the book: sum of big-endian words (odd byte padded), folded, complemented. */
-function refChecksum(b: Buffer, off: number, len: number): number {
-  let sum = 0;
-  for (let i = 0; i < len; i += 2) sum += (b[off + i] << 8) | (i + 1 < len ? b[off + i + 1] : 0);
-  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
-  return ~sum & 0xffff;
-}
 
 /** Writes the header checksum of the IPv4 header at `off` (field zeroed first). */
 function fixIp(b: Buffer, off = 0): Buffer {

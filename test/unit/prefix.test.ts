@@ -13,16 +13,12 @@ import {
   prefixContains,
   prefixesOverlap,
 } from '../../src/routing/prefix.js';
+import { rng } from '../helpers/packets.js';
 
 /** mulberry32: small seeded PRNG so that any failure reproduces from the printed seed. */
 function mulberry32(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) | 0; // int32
-  };
+  const next = rng(seed);
+  return () => next() | 0; // int32
 }
 
 /** The int32 that Buffer reads for four bytes: the reference representation. */

@@ -9,16 +9,12 @@
 import { describe, expect, it } from 'vitest';
 import { formatIPv4, formatPrefix, maskOf, parseIPv4, parsePrefix } from '../../src/routing/prefix.js';
 import { PrefixTable, type PrefixEntry } from '../../src/routing/table.js';
+import { rng } from '../helpers/packets.js';
 
 /** mulberry32: small seeded PRNG returning int32s. */
 function mulberry32(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) | 0;
-  };
+  const next = rng(seed);
+  return () => next() | 0; // int32
 }
 
 const ip = (s: string): number => {

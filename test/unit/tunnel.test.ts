@@ -41,29 +41,9 @@ import {
   type TunnelPolicy,
   type VerdictName,
 } from '../../src/ipip/index.js';
+import { hex, ip, rng } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
-
-/** Seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
-/** "a.b.c.d" -> int32. */
-function ip(s: string): number {
-  const p = s.split('.').map(Number);
-  return (p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3];
-}
-
-function hex(s: string): Buffer {
-  return Buffer.from(s.replace(/\s+/g, ''), 'hex');
-}
 
 /**
  * The reference for the outer ECN field (RFC 6040 §4.1 normal mode, as Linux's
