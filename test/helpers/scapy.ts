@@ -18,6 +18,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, status } from './daemons.js';
 import type { HostInfo, Topology } from './topology.js';
+import type { StatusReport } from '../../src/daemon/daemon.js';
 
 /** Debian's scapy runs under the system interpreter, not whatever `python3` is on PATH. */
 export const PYTHON = '/usr/bin/python3';
@@ -266,36 +267,13 @@ export function tshark(pcap: string, fields: string[], displayFilter?: string): 
 // ---------------------------------------------------------------------------------------------
 // Status with the RFC 2003 §4/§5 fields
 
-export interface PeerStatus {
-  name: string;
-  endpoint: string;
-  prefixes: string[];
-  /** Current tunnel MTU toward the peer (inner bytes). */
-  mtu: number;
-  baseMtu: number;
-  pmtuLearnedSecondsAgo: number | null;
-  reachable: boolean;
-  unreachableReason: string | null;
-  lastRxSecondsAgo: number | null;
-  txPackets: number;
-  txBytes: number;
-  rxPackets: number;
-  rxBytes: number;
-}
+/** The daemon's status report, as the daemon defines it. */
+export type Status = StatusReport;
+export type PeerStatus = StatusReport['peers'][number];
 
-export interface Status {
-  state: string;
-  tun: { name: string; mtu: number; address: string | null };
-  underlay: { address: string; mtu: number };
-  peers: PeerStatus[];
-  counters: Record<string, number>;
-  drops: Record<string, number>;
-  lastErrors: Record<string, string>;
-}
-
-/** The daemon's status, seen with the fields this suite tests (the report type may lag behind). */
+/** The daemon's status (one control-socket read). */
 export async function snapshot(host: HostInfo): Promise<Status> {
-  return (await status(host)) as unknown as Status;
+  return status(host);
 }
 
 export interface Delta {
