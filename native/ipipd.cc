@@ -7,7 +7,9 @@
 // Flow, in the order the functions appear:
 //   - errno names and Error construction (`code` = errno symbol, `errno` > 0, `syscall`);
 //   - argument checks (TypeError for a wrong type, RangeError for a wrong value);
-//   - openTun: open /dev/net/tun, TUNSETIFF with IFF_TUN | IFF_NO_PI;
+//   - openTun: open /dev/net/tun, TUNSETIFF with IFF_TUN | IFF_NO_PI (and, on request,
+//     IFF_VNET_HDR with TUNSETVNETHDRSZ and TUNSETOFFLOAD: the offload mode, where every read and
+//     write starts with a 10-byte struct virtio_net_hdr that JavaScript parses and writes);
 //   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
 //     sizes, bind to the local underlay address;
 //   - closeFd;
@@ -235,13 +237,48 @@ inline bool InSlab(int32_t off, int32_t len, size_t size) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// openTun(name): { fd, name }
+// openTun(name, options?): { fd, name }
+
+// struct virtio_net_hdr without num_buffers (include/uapi/linux/virtio_net.h): what the kernel
+// puts in front of every packet read from, and expects in front of every packet written to, a
+// TUN opened with IFF_VNET_HDR.
+constexpr int kVnetHdrLen = 10;
+// The TUNSETOFFLOAD flags this addon accepts (the rest are unknown to older kernels or need a
+// larger header).
+constexpr int32_t kTunOffloadMask = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO;
 
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string what = "openTun(" + name + ")";
+  // Optional options object: { vnetHdr?: boolean, offload?: TUN_F_* flags }.
+  bool vnetHdr = false;
+  int32_t offload = 0;
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
+    Napi::Object o = info[1].As<Napi::Object>();
+    Napi::Value v = o.Get("vnetHdr");
+    if (!v.IsUndefined()) {
+      if (!v.IsBoolean()) throw Napi::TypeError::New(env, "options.vnetHdr must be a boolean");
+      vnetHdr = v.As<Napi::Boolean>().Value();
+    }
+    Napi::Value f = o.Get("offload");
+    if (!f.IsUndefined()) {
+      if (!f.IsNumber()) throw Napi::TypeError::New(env, "options.offload must be a number");
+      double d = f.As<Napi::Number>().DoubleValue();
+      if (!(d >= 0 && d <= kTunOffloadMask) || std::floor(d) != d ||
+          (static_cast<int32_t>(d) & ~kTunOffloadMask) != 0) {
+        throw Napi::RangeError::New(env, "options.offload must be a combination of TUN_F_* flags");
+      }
+      offload = static_cast<int32_t>(d);
+    }
+    // Without the header the kernel would hand us super-packets and partial checksums without
+    // saying so.
+    if (offload != 0 && !vnetHdr) {
+      throw Napi::RangeError::New(env, "options.offload needs options.vnetHdr");
+    }
+  }
   // The kernel would silently truncate a longer name; refuse it the way dev_valid_name() would.
   if (name.size() >= IFNAMSIZ || name.find('\0') != std::string::npos) {
     throw MakeSysError(env, EINVAL, "ioctl", what + ": ioctl TUNSETIFF", "EINVAL",
@@ -254,12 +291,25 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0);
   memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
     close(fd);
     throw ErrnoError(env, err, "ioctl", what + ": ioctl TUNSETIFF");
+  }
+  if (vnetHdr) {
+    int size = kVnetHdrLen;
+    if (ioctl(fd, TUNSETVNETHDRSZ, &size) < 0) {
+      int err = errno;
+      close(fd);
+      throw ErrnoError(env, err, "ioctl", what + ": ioctl TUNSETVNETHDRSZ");
+    }
+    if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(offload)) < 0) {
+      int err = errno;
+      close(fd);
+      throw ErrnoError(env, err, "ioctl", what + ": ioctl TUNSETOFFLOAD");
+    }
   }
 
   Napi::Object out = Napi::Object::New(env);
@@ -751,6 +801,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
   exports.Set("IPPROTO_IPIP", Napi::Number::New(env, IPPROTO_IPIP));
+  exports.Set("VNET_HDR_LEN", Napi::Number::New(env, kVnetHdrLen));
+  exports.Set("TUN_F_CSUM", Napi::Number::New(env, TUN_F_CSUM));
+  exports.Set("TUN_F_TSO4", Napi::Number::New(env, TUN_F_TSO4));
+  exports.Set("TUN_F_TSO6", Napi::Number::New(env, TUN_F_TSO6));
+  exports.Set("TUN_F_TSO_ECN", Napi::Number::New(env, TUN_F_TSO_ECN));
+  exports.Set("TUN_F_UFO", Napi::Number::New(env, TUN_F_UFO));
   return exports;
 }
 

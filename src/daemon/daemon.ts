@@ -50,6 +50,8 @@ export interface StatusReport {
   tun: { name: string; mtu: number; address: string | null; ifindex: number };
   underlay: { address: string; device: string; mtu: number };
   batch: number;
+  /** Offload mode (io.offload): TSO/GRO across the TUN. */
+  offload: boolean;
   routesInstalled: string[];
   peers: {
     name: string;
@@ -167,7 +169,9 @@ export class Daemon {
     // 2. The TUN device: it exists as long as this fd is open.
     let tun: { fd: number; name: string };
     try {
-      tun = native.openTun(c.tun.name);
+      // Offload mode (io.offload): every read and write carries a virtio_net_hdr; the kernel may
+      // hand us TCP super-packets and partial checksums, which the dataplane completes.
+      tun = native.openTun(c.tun.name, c.io.offload ? { vnetHdr: true, offload: native.TUN_F_CSUM | native.TUN_F_TSO4 } : undefined);
     } catch (err) {
       throw new IpipdError('ERR_TUN_OPEN', `cannot create TUN ${c.tun.name}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
     }
@@ -235,6 +239,7 @@ export class Daemon {
       icmpRate: c.icmp.rate,
       icmpBurst: c.icmp.burst,
       batch: c.io.batch,
+      offload: c.io.offload,
       tunMtu: this.tunMtu,
       underlayMax: Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX),
       log: this.log.child({ subsystem: 'dataplane' }),
@@ -311,6 +316,7 @@ export class Daemon {
       tun: { name: c.tun.name, mtu: this.tunMtu, address: c.tun.address?.text ?? null, ifindex: this.tunIndex },
       underlay: { address: c.underlay.address.text, device: this.underlayDev, mtu: this.underlayMtu },
       batch: c.io.batch,
+      offload: c.io.offload,
       routesInstalled: [...this.routes],
       peers: this.peers.map((p, i) => ({
         name: p.name,

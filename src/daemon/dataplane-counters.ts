@@ -23,5 +23,9 @@ export const COUNTER_NAMES = [
   'icmp_unrelayable',
   'icmp_not_ours',
   'pmtu_updates',
+  'gso_packets',
+  'gso_segments',
+  'gro_packets',
+  'gro_segments',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

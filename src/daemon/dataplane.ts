@@ -20,8 +20,24 @@
  * counter indexed by the verdict. Every packet read is either forwarded (possibly as fragments)
  * or counted under exactly one drop reason.
  *
+ * Offload mode (`offload`, config `io.offload`; the TUN is opened with IFF_VNET_HDR, TSO4 and
+ * checksum offload, src/ipip/gso.ts): every TUN read starts with a virtio_net_hdr, which the
+ * Reader puts in the last 10 bytes of the headroom (slots of 64 KiB + headroom). A plain packet
+ * with NEEDS_CSUM gets its checksum completed and goes on as above. A TCP super-packet (one
+ * packet read, counted once under its verdict) is cut into MSS-sized segments in the segment
+ * region of the same buffer, each with 20 bytes of headroom, and each segment goes through the
+ * unchanged `Tunnel.encapsulate`, so every RFC 2003 check, the ICMP answers and fragmentation
+ * apply per segment; the first segment that is dropped drops the rest of the super-packet, counted
+ * once. Segments of all the batch's super-packets go out in the batch's sendmmsg calls. On the
+ * way back, `TcpCoalescer` merges consecutive segments of each TCP flow in a batch into
+ * super-packets (built in the pool after the raw slab) and writes the rest as they came, each
+ * with a virtio_net_hdr in front: far fewer TUN writes. The ICMP errors written into the TUN get
+ * a zero header.
+ *
  * Buffer ownership: all slabs are pools. The Readers overwrite them on their next wake-up, so
- * nothing here keeps a view of a packet after a batch callback returns.
+ * nothing here keeps a view of a packet after a batch callback returns. The TUN slab and the
+ * segment region share one Buffer (`txBuf`), as do the raw slab and the coalescing pool
+ * (`rxBuf`), so that one sendRaw / writeTun call covers a whole batch.
  */
 import { constants as osConstants } from 'node:os';
 import {
@@ -29,18 +45,31 @@ import {
   ICMP_DEST_UNREACH,
   ICMP_ERROR_MAX,
   ICMP_TIME_EXCEEDED,
+  IPV4_MAX_TOTAL_LENGTH,
   IcmpQuote,
   MIN_TUNNEL_MTU,
   OFF_FLAGS_FRAG,
   PacketResult,
+  TcpCoalescer,
   UNREACH_FRAG_NEEDED,
   UNREACH_HOST,
   UnderlayIcmp,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_HDR_LEN,
+  VNET_OFF_GSO_TYPE,
+  checkTcp4Gso,
   classifyUnderlayIcmp,
+  completeChecksum,
   fragmentInner,
+  getVnetCsumOffset,
+  getVnetCsumStart,
+  getVnetGsoSize,
   mayAnswerWithIcmpError,
   plateauBelow,
+  tcp4SegmentCount,
   writeIcmpError,
+  writeTcp4Segment,
   type Peer,
   type Tunnel,
 } from '../ipip/index.js';
@@ -58,6 +87,11 @@ export const HEADROOM = 20;
 const MAX_FRAGMENTS = 64;
 /** ICMP errors queued per batch at most (the rest count as rate limited). */
 const ICMP_QUEUE = 32;
+/** Bytes before each queued ICMP error: room for a (zero) virtio_net_hdr in offload mode. */
+const ICMP_OUT_HEAD = 16;
+const ICMP_OUT_STRIDE = ICMP_OUT_HEAD + ICMP_ERROR_MAX;
+/** Offload mode: segment slots (each one tunnel-MTU packet + headroom) filled before a sendRaw. */
+const GSO_SLOTS = 256;
 /** ICMP messages read from the underlay per wake-up; errors are rare. */
 const ICMP_BATCH = 16;
 const ICMP_SLOT = 2048;
@@ -84,6 +118,12 @@ export interface DataplaneOptions {
   log: Logger;
   /** Clock in ms; a parameter so that tests can drive it. */
   now?: () => number;
+  /**
+   * Offload mode: the TUN was opened with IFF_VNET_HDR and TUN_F_CSUM | TUN_F_TSO4 (every read
+   * and write carries a virtio_net_hdr; TCP super-packets are segmented here, and received
+   * segments coalesced). Default false.
+   */
+  offload?: boolean;
 }
 
 function slotSize(payload: number): number {
@@ -106,33 +146,49 @@ export class Dataplane {
   private readonly rawFd: number;
   private readonly batch: number;
   private readonly now: () => number;
+  private readonly offload: boolean;
 
-  // TUN -> underlay
+  // TUN -> underlay: txBuf = [TUN slab: batch slots | segment region: gsoSlots slots]
   private readonly tunSlot: number;
+  private readonly txBuf: Buffer;
   private readonly tunSlab: Buffer;
   private readonly tunLens: Int32Array;
+  private readonly gsoBase: number;
+  private readonly segSlot: number;
+  private readonly gsoSlots: number;
+  private segCursor = 0;
+  // packets queued for the next sendRaw (TUN packets encapsulated in place, or segments)
+  private sendCount = 0;
   private readonly sendOffs: Int32Array;
   private readonly sendLens: Int32Array;
   private readonly sendDsts: Int32Array;
   private readonly sendPeers: (Peer | null)[];
+  /** The TUN slot (packet read) each queued packet comes from, to count a failure once per packet read. */
+  private readonly sendOrigin: Int32Array;
+  private lastFailedOrigin = -1;
   // fragments of one inner packet (slow path)
+  private readonly fragSlot: number;
   private readonly fragSlab: Buffer;
   private readonly fragLens: Int32Array;
   private readonly fragOffs: Int32Array;
   private readonly fragDsts: Int32Array;
   private readonly fragResult = new PacketResult();
-  // underlay -> TUN
+  // underlay -> TUN: rxBuf = [raw slab: batch slots | coalescing pool (offload mode)]
   private readonly rawSlot: number;
+  private readonly rxBuf: Buffer;
   private readonly rawSlab: Buffer;
   private readonly rawLens: Int32Array;
   private readonly writeOffs: Int32Array;
   private readonly writeLens: Int32Array;
   private readonly writePeers: (Peer | null)[];
+  private readonly coalescer: TcpCoalescer | null;
+  private readonly poolStart: number;
   // ICMP in (underlay) and out (TUN)
   private readonly icmpInSlab: Buffer;
   private readonly icmpInLens: Int32Array;
   private readonly quote = new IcmpQuote();
-  private readonly icmpOutSlab = Buffer.alloc(ICMP_QUEUE * ICMP_ERROR_MAX);
+  /** Queued ICMP errors, slot i at i * ICMP_OUT_STRIDE + ICMP_OUT_HEAD; the bytes before stay 0 (the vnet header). */
+  private readonly icmpOutSlab = Buffer.alloc(ICMP_QUEUE * ICMP_OUT_STRIDE);
   private readonly icmpOutOffs = new Int32Array(ICMP_QUEUE);
   private readonly icmpOutLens = new Int32Array(ICMP_QUEUE);
   private icmpOutCount = 0;
@@ -158,38 +214,54 @@ export class Dataplane {
     this.rawFd = o.rawFd;
     this.batch = o.batch;
     this.now = o.now ?? Date.now;
+    this.offload = o.offload ?? false;
     const b = o.batch;
+    // Offload mode: a slot takes the largest super-packet (64 KiB) and its virtio_net_hdr.
+    const vnet = this.offload ? VNET_HDR_LEN : 0;
 
-    this.tunSlot = slotSize(o.tunMtu);
-    this.tunSlab = Buffer.alloc(b * this.tunSlot);
+    this.tunSlot = this.offload ? slotSize(VNET_HDR_LEN + IPV4_MAX_TOTAL_LENGTH) : slotSize(o.tunMtu);
+    this.segSlot = slotSize(o.tunMtu);
+    this.gsoSlots = this.offload ? GSO_SLOTS : 0;
+    this.gsoBase = b * this.tunSlot;
+    this.txBuf = Buffer.alloc(this.gsoBase + this.gsoSlots * this.segSlot);
+    this.tunSlab = this.txBuf.subarray(0, this.gsoBase);
     this.tunLens = new Int32Array(b);
-    this.sendOffs = new Int32Array(b);
-    this.sendLens = new Int32Array(b);
-    this.sendDsts = new Int32Array(b);
-    this.sendPeers = new Array<Peer | null>(b).fill(null);
+    const sends = b + this.gsoSlots;
+    this.sendOffs = new Int32Array(sends);
+    this.sendLens = new Int32Array(sends);
+    this.sendDsts = new Int32Array(sends);
+    this.sendPeers = new Array<Peer | null>(sends).fill(null);
+    this.sendOrigin = new Int32Array(sends);
 
-    this.fragSlab = Buffer.alloc(MAX_FRAGMENTS * this.tunSlot);
+    this.fragSlot = this.segSlot;
+    this.fragSlab = Buffer.alloc(MAX_FRAGMENTS * this.fragSlot);
     this.fragLens = new Int32Array(MAX_FRAGMENTS);
     this.fragOffs = new Int32Array(MAX_FRAGMENTS);
     this.fragDsts = new Int32Array(MAX_FRAGMENTS);
 
     this.rawSlot = slotSize(o.underlayMax);
-    this.rawSlab = Buffer.alloc(b * this.rawSlot);
+    this.poolStart = b * this.rawSlot;
+    // The pool holds at most every packet of a batch once more (a super-packet is shorter than
+    // its segments together), plus alignment.
+    this.rxBuf = Buffer.alloc(this.poolStart + (this.offload ? this.poolStart + 64 : 0));
+    this.rawSlab = this.rxBuf.subarray(0, this.poolStart);
     this.rawLens = new Int32Array(b);
     this.writeOffs = new Int32Array(b);
     this.writeLens = new Int32Array(b);
     this.writePeers = new Array<Peer | null>(b).fill(null);
+    this.coalescer = this.offload ? new TcpCoalescer(b) : null;
 
     this.icmpInSlab = Buffer.alloc(ICMP_BATCH * ICMP_SLOT);
     this.icmpInLens = new Int32Array(ICMP_BATCH);
-    for (let i = 0; i < ICMP_QUEUE; i++) this.icmpOutOffs[i] = i * ICMP_ERROR_MAX;
+    for (let i = 0; i < ICMP_QUEUE; i++) this.icmpOutOffs[i] = i * ICMP_OUT_STRIDE + ICMP_OUT_HEAD - vnet;
     this.icmpSource = o.icmpSource;
     this.icmpRate = o.icmpRate;
     this.icmpBurst = o.icmpBurst;
     this.icmpTokens = o.icmpBurst;
     this.icmpRefilledAt = this.now();
 
-    this.tunReader = new native.Reader(o.tunFd, 0, this.tunSlab, this.tunLens, this.tunSlot, HEADROOM, b,
+    // In offload mode the virtio_net_hdr is read into the last 10 bytes of the headroom.
+    this.tunReader = new native.Reader(o.tunFd, 0, this.tunSlab, this.tunLens, this.tunSlot, HEADROOM - vnet, b,
       (n) => this.onTunBatch(n), (err) => this.onReadError('tun', err));
     // The raw sockets hand us the outer header too: no headroom needed there.
     this.rawReader = new native.Reader(o.rawFd, 1, this.rawSlab, this.rawLens, this.rawSlot, 0, b,
@@ -228,85 +300,159 @@ export class Dataplane {
   // ---- 1. TUN -> underlay ---------------------------------------------------------------------
 
   private onTunBatch(n: number): void {
-    const { tunSlab, tunLens, tunSlot, sendOffs, sendLens, sendDsts, sendPeers, result, counters, drops, tunnel } = this;
+    const { txBuf, tunLens, tunSlot, result, counters, drops, tunnel } = this;
     counters[C.tun_rx_batches]++;
     counters[C.tun_rx_packets] += n;
-    let k = 0;
+    this.lastFailedOrigin = -1;
     for (let i = 0; i < n; i++) {
-      const len = tunLens[i];
-      if (len > 0) counters[C.tun_rx_bytes] += len;
+      let len = tunLens[i];
       const off = i * tunSlot + HEADROOM;
-      const v = tunnel.encapsulate(tunSlab, off, len, result);
-      if (v !== Verdict.forward) {
-        if (v === Verdict.too_big) this.tooBig(off, len, result.peer!);
-        else {
-          drops[v]++;
-          // RFC 2003 §3.1 / RFC 792: the encapsulator answers an inner TTL of 0.
-          if (v === Verdict.ttl_expired) this.queueIcmpError(ICMP_TIME_EXCEEDED, 0, 0, tunSlab, off, len);
+      if (this.offload && len !== -1) {
+        // The virtio_net_hdr sits in the 10 bytes before the packet.
+        const h = off - VNET_HDR_LEN;
+        len -= VNET_HDR_LEN;
+        if (len < 0) {
+          drops[Verdict.inner_malformed]++;
+          continue;
         }
+        counters[C.tun_rx_bytes] += len;
+        if (txBuf[h + VNET_OFF_GSO_TYPE] !== VNET_GSO_NONE) {
+          this.sendSuperPacket(i, h, off, len);
+          continue;
+        }
+        if ((txBuf[h] & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(txBuf, off, len, getVnetCsumStart(txBuf, h), getVnetCsumOffset(txBuf, h))) {
+          drops[Verdict.inner_malformed]++;
+          continue;
+        }
+      } else if (len > 0) counters[C.tun_rx_bytes] += len;
+      const v = tunnel.encapsulate(txBuf, off, len, result);
+      if (v === Verdict.forward) {
+        this.queueSend(i);
         continue;
       }
-      sendOffs[k] = result.offset;
-      sendLens[k] = result.length;
-      sendDsts[k] = result.peer!.endpoint;
-      sendPeers[k] = result.peer;
-      k++;
+      const w = this.answerDrop(v, txBuf, off, len);
+      if (w !== Verdict.forward) drops[w]++;
     }
-    if (k > 0) {
-      const sent = native.sendRaw(this.rawFd, tunSlab, sendOffs, sendLens, sendDsts, k, this.ioRes);
-      counters[C.tx_packets] += sent;
-      for (let j = 0; j < k; j++) {
-        const peer = sendPeers[j]!;
-        sendPeers[j] = null;
-        const l = sendLens[j];
-        if (l < 0) continue; // the native layer marks a failed packet with -errno
-        // Byte counters count inner packets (what the tunnel carries) in both directions; the
-        // underlay's own bytes are in underlay_rx_bytes.
-        const inner = l - HEADROOM;
-        counters[C.tx_bytes] += inner;
-        peer.txPackets++;
-        peer.txBytes += inner;
-      }
-      if (this.ioRes[0] > 0) {
-        drops[Verdict.socket_write_error] += this.ioRes[0];
-        this.lastErrors.underlaySend = errnoLabel(this.ioRes[1]);
-      }
-    }
+    this.flushSends();
     if (this.icmpOutCount > 0) this.flushIcmp();
   }
 
   /**
-   * An inner packet larger than the tunnel MTU toward `peer` (RFC 2003 §5.1). With DF: drop it
-   * and tell the sender the MTU (ICMP 3/4, RFC 1191). Without DF: fragment it (inner).
+   * Offload mode: the TCP/IPv4 super-packet `txBuf[off, off+len)` (header at `h`) from TUN slot
+   * `origin`, cut into segments in the segment region, each encapsulated and queued. One packet
+   * read: a drop is counted once, and the first segment dropped ends it (the segments share
+   * their headers, so the rest would fare the same).
    */
-  private tooBig(off: number, len: number, peer: Peer): void {
-    const buf = this.tunSlab;
-    const mtu = this.tunnel.mtuFor(peer);
-    if ((buf[off + OFF_FLAGS_FRAG] << 8) & FLAG_DF) {
-      this.drops[Verdict.too_big]++;
-      this.queueIcmpError(ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu, buf, off, len);
+  private sendSuperPacket(origin: number, h: number, off: number, len: number): void {
+    const { txBuf, result, counters, drops, tunnel } = this;
+    counters[C.gso_packets]++;
+    const hdrLen = checkTcp4Gso(txBuf, h, off, len);
+    const gso = getVnetGsoSize(txBuf, h);
+    // A segment must fit a segment slot: the kernel never makes them larger than the TUN MTU.
+    if (hdrLen === 0 || HEADROOM + hdrLen + gso > this.segSlot) {
+      drops[Verdict.inner_malformed]++;
       return;
     }
-    this.sendFragments(off, len, peer, mtu);
-  }
-
-  /** Fragment one inner packet, encapsulate each piece, send them in one sendmmsg. Slow path. */
-  private sendFragments(off: number, len: number, peer: Peer, mtu: number): void {
-    const { fragSlab, fragLens, fragOffs, fragDsts, fragResult, tunnel, counters, drops } = this;
-    const n = fragmentInner(this.tunSlab, off, len, mtu, fragSlab, this.tunSlot, HEADROOM, fragLens, MAX_FRAGMENTS);
-    if (n === 0) {
-      drops[Verdict.too_big]++;
-      return;
-    }
-    let k = 0;
-    for (let j = 0; j < n; j++) {
-      const v = tunnel.encapsulate(fragSlab, j * this.tunSlot + HEADROOM, fragLens[j], fragResult);
-      if (v !== Verdict.forward) {
-        // A fragment of a packet that passed every check passes them too; if not, the packet
-        // is lost as a whole and counted once, under the fragment's reason.
-        drops[v]++;
+    const count = tcp4SegmentCount(len, hdrLen, gso);
+    for (let s = 0; s < count; s++) {
+      if (this.segCursor === this.gsoSlots) this.flushSends();
+      const o = this.gsoBase + this.segCursor * this.segSlot + HEADROOM;
+      this.segCursor++;
+      const segLen = writeTcp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o);
+      counters[C.gso_segments]++;
+      const v = tunnel.encapsulate(txBuf, o, segLen, result);
+      if (v === Verdict.forward) {
+        this.queueSend(origin);
+        continue;
+      }
+      const w = this.answerDrop(v, txBuf, o, segLen);
+      if (w !== Verdict.forward) {
+        drops[w]++;
         return;
       }
+    }
+  }
+
+  /** Queue the packet `result` describes (a forward from `encapsulate`) for the next sendRaw. */
+  private queueSend(origin: number): void {
+    const k = this.sendCount++;
+    const peer = this.result.peer!;
+    this.sendOffs[k] = this.result.offset;
+    this.sendLens[k] = this.result.length;
+    this.sendDsts[k] = peer.endpoint;
+    this.sendPeers[k] = peer;
+    this.sendOrigin[k] = origin;
+  }
+
+  /** Send what is queued in one sendRaw (sendmmsg) call; empties the queue and the segment region. */
+  private flushSends(): void {
+    const k = this.sendCount;
+    this.sendCount = 0;
+    this.segCursor = 0;
+    if (k === 0) return;
+    const { sendOffs, sendLens, sendDsts, sendPeers, sendOrigin, counters, drops } = this;
+    const sent = native.sendRaw(this.rawFd, this.txBuf, sendOffs, sendLens, sendDsts, k, this.ioRes);
+    counters[C.tx_packets] += sent;
+    for (let j = 0; j < k; j++) {
+      const peer = sendPeers[j]!;
+      sendPeers[j] = null;
+      const l = sendLens[j];
+      if (l < 0) {
+        // The native layer marks a failed packet with -errno. A packet read counts once, even
+        // when several of its segments failed.
+        if (sendOrigin[j] !== this.lastFailedOrigin) {
+          this.lastFailedOrigin = sendOrigin[j];
+          drops[Verdict.socket_write_error]++;
+        }
+        continue;
+      }
+      // Byte counters count inner packets (what the tunnel carries) in both directions; the
+      // underlay's own bytes are in underlay_rx_bytes.
+      const inner = l - HEADROOM;
+      counters[C.tx_bytes] += inner;
+      peer.txPackets++;
+      peer.txBytes += inner;
+    }
+    if (this.ioRes[0] > 0) this.lastErrors.underlaySend = errnoLabel(this.ioRes[1]);
+  }
+
+  /**
+   * The answer to a packet from the TUN (`buf[off, off+len)`) that `encapsulate` did not
+   * forward, with `this.result` as it left it. RFC 2003 §3.1 / RFC 792: an inner TTL of 0 is
+   * answered with ICMP Time Exceeded. §5.1: too big with DF is answered with ICMP Fragmentation
+   * Needed (RFC 1191), too big without DF is fragmented (inner). Returns the verdict to count:
+   * `forward` if it went out as fragments after all.
+   */
+  private answerDrop(v: Verdict, buf: Buffer, off: number, len: number): Verdict {
+    if (v === Verdict.too_big) {
+      const peer = this.result.peer!;
+      const mtu = this.tunnel.mtuFor(peer);
+      if ((buf[off + OFF_FLAGS_FRAG] << 8) & FLAG_DF) {
+        this.queueIcmpError(ICMP_DEST_UNREACH, UNREACH_FRAG_NEEDED, mtu, buf, off, len);
+        return v;
+      }
+      // What is queued goes first: a flow's packets leave in the order they came.
+      this.flushSends();
+      return this.sendFragments(buf, off, len, peer, mtu);
+    }
+    if (v === Verdict.ttl_expired) this.queueIcmpError(ICMP_TIME_EXCEEDED, 0, 0, buf, off, len);
+    return v;
+  }
+
+  /**
+   * Fragment one inner packet, encapsulate each piece, send them in one sendmmsg. Slow path.
+   * Returns `forward`, or the one verdict the whole packet is lost under.
+   */
+  private sendFragments(buf: Buffer, off: number, len: number, peer: Peer, mtu: number): Verdict {
+    const { fragSlab, fragSlot, fragLens, fragOffs, fragDsts, fragResult, tunnel, counters } = this;
+    const n = fragmentInner(buf, off, len, mtu, fragSlab, fragSlot, HEADROOM, fragLens, MAX_FRAGMENTS);
+    if (n === 0) return Verdict.too_big;
+    let k = 0;
+    for (let j = 0; j < n; j++) {
+      const v = tunnel.encapsulate(fragSlab, j * fragSlot + HEADROOM, fragLens[j], fragResult);
+      // A fragment of a packet that passed every check passes them too; if not, the packet
+      // is lost as a whole and counted once, under the fragment's reason.
+      if (v !== Verdict.forward) return v;
       fragOffs[k] = fragResult.offset;
       fragLens[k] = fragResult.length;
       fragDsts[k] = peer.endpoint;
@@ -324,24 +470,24 @@ export class Dataplane {
     }
     if (this.ioRes[0] > 0) {
       // One lost fragment loses the packet: count it once.
-      drops[Verdict.socket_write_error]++;
       this.lastErrors.underlaySend = errnoLabel(this.ioRes[1]);
-    } else {
-      counters[C.fragmented_packets]++;
+      return Verdict.socket_write_error;
     }
+    counters[C.fragmented_packets]++;
+    return Verdict.forward;
   }
 
   // ---- 2. underlay -> TUN ---------------------------------------------------------------------
 
   private onRawBatch(n: number): void {
-    const { rawSlab, rawLens, rawSlot, writeOffs, writeLens, writePeers, result, counters, drops, tunnel } = this;
+    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, result, counters, drops, tunnel } = this;
     counters[C.underlay_rx_batches]++;
     counters[C.underlay_rx_packets] += n;
     let k = 0;
     for (let i = 0; i < n; i++) {
       const len = rawLens[i];
       if (len > 0) counters[C.underlay_rx_bytes] += len;
-      const v = tunnel.decapsulate(rawSlab, i * rawSlot, len, result);
+      const v = tunnel.decapsulate(rxBuf, i * rawSlot, len, result);
       if (v !== Verdict.forward) {
         drops[v]++;
         continue;
@@ -352,8 +498,8 @@ export class Dataplane {
       k++;
     }
     if (k === 0) return;
-    const written = native.writeTun(this.tunFd, rawSlab, writeOffs, writeLens, k, this.ioRes);
-    counters[C.rx_packets] += written;
+    if (this.coalescer !== null) this.writeCoalesced(k);
+    else this.writePlain(k);
     const now = this.now();
     for (let j = 0; j < k; j++) {
       const peer = writePeers[j]!;
@@ -364,8 +510,18 @@ export class Dataplane {
         peer.unreachableAt = 0;
         peer.unreachableReason = null;
       }
+    }
+  }
+
+  /** Write the k decapsulated packets to the TUN as they are, one write(2) each. */
+  private writePlain(k: number): void {
+    const { writeOffs, writeLens, writePeers, counters, drops } = this;
+    const written = native.writeTun(this.tunFd, this.rxBuf, writeOffs, writeLens, k, this.ioRes);
+    counters[C.rx_packets] += written;
+    for (let j = 0; j < k; j++) {
       const l = writeLens[j];
       if (l < 0) continue;
+      const peer = writePeers[j]!;
       counters[C.rx_bytes] += l;
       peer.rxPackets++;
       peer.rxBytes += l;
@@ -374,6 +530,36 @@ export class Dataplane {
       drops[Verdict.tun_write_error] += this.ioRes[0];
       this.lastErrors.tunWrite = errnoLabel(this.ioRes[1]);
     }
+  }
+
+  /**
+   * Offload mode: coalesce the k decapsulated packets (src/ipip/gso.ts `TcpCoalescer`) and write
+   * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
+   * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
+   */
+  private writeCoalesced(k: number): void {
+    const co = this.coalescer!;
+    const { writePeers, counters, drops } = this;
+    const m = co.coalesce(this.rxBuf, this.writeOffs, this.writeLens, k, this.poolStart, this.rxBuf.length);
+    native.writeTun(this.tunFd, this.rxBuf, co.offs, co.lens, m, this.ioRes);
+    for (let x = 0; x < m; x++) {
+      const segs = co.segments[x];
+      if (co.lens[x] < 0) {
+        drops[Verdict.tun_write_error] += segs;
+        continue;
+      }
+      const bytes = co.bytes[x];
+      const peer = writePeers[co.first[x]]!;
+      counters[C.rx_packets] += segs;
+      counters[C.rx_bytes] += bytes;
+      peer.rxPackets += segs;
+      peer.rxBytes += bytes;
+      if (segs > 1) {
+        counters[C.gro_packets]++;
+        counters[C.gro_segments] += segs;
+      }
+    }
+    if (this.ioRes[0] > 0) this.lastErrors.tunWrite = errnoLabel(this.ioRes[1]);
   }
 
   // ---- 3. ICMP from the underlay (RFC 2003 §4, §5) ------------------------------------------
@@ -451,7 +637,9 @@ export class Dataplane {
     }
     const slot = this.icmpOutCount++;
     const dst = buf.readInt32BE(off + 12);
-    this.icmpOutLens[slot] = writeIcmpError(this.icmpOutSlab, slot * ICMP_ERROR_MAX, type, code, rest, this.icmpSource, dst, this.icmpId, buf, off, len);
+    const at = slot * ICMP_OUT_STRIDE + ICMP_OUT_HEAD;
+    // In offload mode the write starts at the (zero) virtio_net_hdr before the message.
+    this.icmpOutLens[slot] = at - this.icmpOutOffs[slot] + writeIcmpError(this.icmpOutSlab, at, type, code, rest, this.icmpSource, dst, this.icmpId, buf, off, len);
     this.icmpId = (this.icmpId + 1) & 0xffff;
     return true;
   }

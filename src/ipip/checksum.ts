@@ -3,7 +3,8 @@
  * the data taken as big-endian 16-bit words, an odd last byte padded on the right with zero.
  *
  * Flow, in the order the functions appear: `foldSum` reduces a running sum to 16 bits (end-around
- * carry); `onesSum` adds a byte range to a running sum; `finishChecksum` turns a sum into the
+ * carry); `onesSum` adds a byte range to a running sum; `onesSum32` does the same with 32-bit
+ * reads, for payloads (TCP checksums on the offload path); `finishChecksum` turns a sum into the
  * value written in a header; `internetChecksum` is the two together over one range;
  * `int32Sum` is the contribution of a 32-bit address (for per-peer partial sums, STYLE rule 7);
  * `checksumUpdate16` / `checksumUpdate32` patch an existing checksum when one field changes
@@ -60,6 +61,61 @@ export function onesSum(buf: Buffer, off: number, len: number, initial: number):
   }
   if (i < end) sum += buf[i] << 8;
   return foldSum(sum);
+}
+
+/** True on little-endian hosts, where a Uint32Array word holds its four bytes reversed. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+// The last two ArrayBuffers `onesSum32` read, each with a Uint32Array over all of it. Slabs are
+// few and long-lived (the data path alternates between two), so cached views avoid building one
+// per call; a cache, not state: any buffer works, only the speed differs.
+let wordsOf0: ArrayBufferLike | null = null;
+let wordsView0: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
+let wordsOf1: ArrayBufferLike | null = null;
+let wordsView1: Uint32Array<ArrayBufferLike> = new Uint32Array(0);
+
+function wordsOf(ab: ArrayBufferLike): Uint32Array<ArrayBufferLike> {
+  if (ab === wordsOf0) return wordsView0;
+  if (ab === wordsOf1) return wordsView1;
+  wordsOf1 = wordsOf0;
+  wordsView1 = wordsView0;
+  wordsOf0 = ab;
+  wordsView0 = new Uint32Array(ab, 0, ab.byteLength >>> 2);
+  return wordsView0;
+}
+
+/**
+ * `onesSum` with 32-bit reads: the same result for the same arguments (`initial` 0..0x3fffffff),
+ * about 3x faster over a 1440-byte payload. Words are summed in host byte order in a double
+ * (exact: each word < 2^32, fewer than 2^21 of them below 8 MiB), then folded and byte-swapped
+ * on a little-endian host: the one's complement sum is independent of byte order up to that
+ * swap (RFC 1071 §2 (B)). Falls back to `onesSum` when `buf[off]` is not 4-byte aligned in its
+ * ArrayBuffer, for short ranges, and for ranges of 8 MiB or more.
+ *
+ * Unchecked range, as `onesSum`.
+ */
+export function onesSum32(buf: Buffer, off: number, len: number, initial: number): number {
+  const abs = buf.byteOffset + off;
+  if ((abs & 3) !== 0 || len < 32 || len >= 1 << 23) return onesSum(buf, off, len, initial);
+  const w = wordsOf(buf.buffer);
+  let i = abs >>> 2;
+  const end = i + (len >>> 2);
+  const end4 = i + ((len >>> 2) & ~3);
+  let s0 = 0;
+  let s1 = 0;
+  while (i < end4) {
+    s0 += w[i] + w[i + 2];
+    s1 += w[i + 1] + w[i + 3];
+    i += 4;
+  }
+  while (i < end) s0 += w[i++];
+  const s = s0 + s1;
+  const hi = Math.floor(s / 4294967296);
+  const lo = s - hi * 4294967296;
+  let sum = foldSum((lo & 0xffff) + (lo >>> 16) + (hi & 0xffff) + (hi >>> 16));
+  if (LITTLE_ENDIAN) sum = ((sum & 0xff) << 8) | (sum >>> 8);
+  // The 0-3 bytes left over: onesSum pads an odd last byte on the right, as RFC 1071 says.
+  return onesSum(buf, off + (len & ~3), len & 3, sum + initial);
 }
 
 /** The checksum field value for a sum (0..0xffffffff): the one's complement of the folded sum. */

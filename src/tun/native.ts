@@ -40,8 +40,18 @@ export const READER_TUN = 0;
 export const READER_RAW = 1;
 
 export interface NativeBinding {
-  /** Open /dev/net/tun (O_RDWR|O_NONBLOCK|O_CLOEXEC), TUNSETIFF IFF_TUN|IFF_NO_PI with the given name (<= 15 bytes, '' lets the kernel choose), returning the fd and the kernel's name; throws a NativeError (code, errno, syscall, message naming the device), e.g. 'EINVAL' for a name too long, 'EBUSY' for a name in use. */
-  openTun(name: string): { fd: number; name: string };
+  /**
+   * Open /dev/net/tun (O_RDWR|O_NONBLOCK|O_CLOEXEC), TUNSETIFF IFF_TUN|IFF_NO_PI with the given
+   * name (<= 15 bytes, '' lets the kernel choose), returning the fd and the kernel's name; throws
+   * a NativeError (code, errno, syscall, message naming the device), e.g. 'EINVAL' for a name too
+   * long, 'EBUSY' for a name in use.
+   *
+   * Offload mode, `options.vnetHdr`: IFF_VNET_HDR and TUNSETVNETHDRSZ `VNET_HDR_LEN` (10), then
+   * TUNSETOFFLOAD `options.offload` (TUN_F_* flags, default 0). Every packet read then starts with
+   * a 10-byte struct virtio_net_hdr (src/ipip/gso.ts parses it), and every packet written must
+   * start with one (all zero for a plain packet). `offload` without `vnetHdr` is a RangeError.
+   */
+  openTun(name: string, options?: { vnetHdr?: boolean; offload?: number }): { fd: number; name: string };
   /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
   openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number): number;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
@@ -84,6 +94,18 @@ export interface NativeBinding {
   readonly IFNAMSIZ: number;
   /** IP protocol number of IP-in-IP (4, RFC 2003). */
   readonly IPPROTO_IPIP: number;
+  /** Size of the struct virtio_net_hdr in front of each packet in offload mode (10). */
+  readonly VNET_HDR_LEN: number;
+  /** TUNSETOFFLOAD: the reader completes checksums (virtio_net_hdr NEEDS_CSUM). */
+  readonly TUN_F_CSUM: number;
+  /** TUNSETOFFLOAD: the reader segments TCP/IPv4 super-packets (GSO TCPV4). */
+  readonly TUN_F_TSO4: number;
+  /** TUNSETOFFLOAD: the reader segments TCP/IPv6 super-packets. */
+  readonly TUN_F_TSO6: number;
+  /** TUNSETOFFLOAD: TSO with the ECN (CWR) bit. */
+  readonly TUN_F_TSO_ECN: number;
+  /** TUNSETOFFLOAD: UDP fragmentation offload (legacy). */
+  readonly TUN_F_UFO: number;
 }
 
 /** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */

@@ -14,6 +14,9 @@
  *   |  raw@192.0.2.1 --sendRaw IPIP--> raw@192.0.2.2 (slot 2048, 256)   |
  *   |                                  raw@0.0.0.0 (sees everything)    |
  *   |  tnt1 (TUN deleted under its Reader: poll error)                  |
+ *   |  tnt2 (TUN in offload mode: virtio_net_hdr, TUN_F_CSUM|TSO4)      |
+ *   |     UDP + TCP SYN -> Reader (NEEDS_CSUM); writeTun with a zero     |
+ *   |     header -> dgram 203.0.113.129                                 |
  *   +------------------------------------------------------------------+
  */
 import { existsSync } from 'node:fs';
@@ -51,6 +54,14 @@ interface Report {
     badFdSend: { returned: number; failed: number; lastErrno: number };
   };
   pollError: { errors: Array<ErrShape & { isError: boolean }>; batches: number[] };
+  vnet: {
+    seen: Array<Record<string, unknown>>;
+    written: number;
+    failed: number;
+    got: string[];
+    errors: Record<string, ErrShape>;
+    constants: Record<string, number>;
+  };
 }
 
 const EINVAL = 22;
@@ -227,5 +238,21 @@ describe.skipIf(skipReason !== undefined)('native addon (in a private network na
     expect(r.pollError.batches).toEqual([]);
     expect(r.pollError.errors).toHaveLength(1);
     expect(r.pollError.errors[0]).toMatchObject({ isError: true, code: 'EBADF', errno: 9, syscall: 'uv_poll' });
+  });
+
+  it('offload mode: reads start with a virtio_net_hdr, checksums are left to us, writes take a zero header', () => {
+    const v = r.vnet;
+    expect(v.constants).toEqual({ VNET_HDR_LEN: 10, TUN_F_CSUM: 1, TUN_F_TSO4: 2, TUN_F_TSO6: 4, TUN_F_TSO_ECN: 8, TUN_F_UFO: 16 });
+    const udp = v.seen.find((p) => p.protocol === 17);
+    const syn = v.seen.find((p) => p.protocol === 6);
+    // NEEDS_CSUM (1), no GSO; the checksum starts after the IP header, the field at 6 (UDP) / 16 (TCP).
+    expect(udp).toMatchObject({ readLen: 10 + 28 + 8, flags: 1, gsoType: 0, csumStart: 20, csumOffset: 6, version: 4, totalLength: 36, src: '203.0.113.129', dst: '203.0.113.200', completed: true, l4ok: true });
+    expect(syn).toMatchObject({ flags: 1, gsoType: 0, csumStart: 20, csumOffset: 16, version: 4, tcpFlags: 0x02, src: '203.0.113.129', dst: '203.0.113.200', completed: true, l4ok: true });
+    expect(v.written).toBe(1);
+    expect(v.failed).toBe(0);
+    expect(v.got).toEqual(['vnet-write']);
+    expect(v.errors.offloadWithoutVnet).toMatchObject({ threw: true, name: 'RangeError' });
+    expect(v.errors.unknownFlag).toMatchObject({ threw: true, name: 'RangeError' });
+    expect(v.errors.notObject).toMatchObject({ threw: true, name: 'TypeError' });
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { parseConfig, validateConfig, formatPath, type Config } from '../../src/daemon/config.js';
+import { describeConfig, parseConfig, validateConfig, formatPath, type Config } from '../../src/daemon/config.js';
 import { IpipdError } from '../../src/daemon/errors.js';
 
 const GOOD = `
@@ -45,7 +45,7 @@ describe('config: valid input', () => {
     expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
     expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
     expect(c.routes).toEqual({ install: true, table: 254 });
-    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20 });
+    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: false });
     expect(c.control.socket).toBe('/run/ipipd/ipip0.sock');
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
     expect(c.icmp).toEqual({ rate: 1000, burst: 50 });
@@ -72,7 +72,7 @@ peers:
   - { name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25, 203.0.113.128/26] }
   - { name: b, endpoint: 192.0.2.3, prefixes: [198.51.100.128/25] }
 routes: { install: false, table: 100, metric: 20 }
-io: { batch: 8, socket_buffer: 65536 }
+io: { batch: 8, socket_buffer: 65536, offload: true }
 control: { socket: false }
 log: { level: debug, stats_interval: 0 }
 `);
@@ -80,7 +80,17 @@ log: { level: debug, stats_interval: 0 }
     expect(c.encap).toEqual({ ttl: 'inherit', tos: 184, df: 'always' });
     expect(c.control.socket).toBe(false);
     expect(c.routes.metric).toBe(20);
+    expect(c.io).toEqual({ batch: 8, socket_buffer: 65536, offload: true });
     expect(c.peers.map((p) => p.name)).toEqual(['a', 'b']);
+  });
+});
+
+describe('config: io.offload', () => {
+  test('is off by default and described either way', () => {
+    expect(describeConfig(parseConfig(GOOD))).toContain('io batch 64 socket_buffer 4194304 offload off');
+    const on = parseConfig(GOOD + 'io: { offload: true }\n');
+    expect(on.io.offload).toBe(true);
+    expect(describeConfig(on).find((l) => l.startsWith('io '))).toMatch(/offload on/);
   });
 });
 
@@ -103,6 +113,7 @@ describe('config: every bad field names its path', () => {
     ['peer prefixes empty', GOOD.replace('[203.0.113.0/25]', '[]'), /^peers\[0\]\.prefixes: /],
     ['peer name bad', GOOD.replace('name: h2', 'name: "h 2"'), /^peers\[0\]\.name: /],
     ['io.batch 0', GOOD + 'io: { batch: 0 }\n', /^io\.batch: /],
+    ['io.offload not a boolean', GOOD + 'io: { offload: yes please }\n', /^io\.offload: /],
     ['peer mtu too small', GOOD.replace('    prefixes:', '    mtu: 60\n    prefixes:'), /^peers\[0\]\.mtu: /],
     ['icmp.rate 0', GOOD + 'icmp: { rate: 0 }\n', /^icmp\.rate: /],
     ['underlay.pmtu_expires negative', GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  pmtu_expires: -1'), /^underlay\.pmtu_expires: /],
