@@ -133,8 +133,9 @@ const schema = z.strictObject({
        * Offload mode: open the TUN with a virtio_net_hdr, TSO and checksum offload; TCP
        * super-packets from the TUN are segmented before encapsulation, received TCP segments are
        * coalesced before they are written to the TUN (fewer packets cross the kernel boundary).
+       * On by default: TCP through the tunnel ~1.7x, nothing else worse (docs/performance.md).
        */
-      offload: z.boolean().default(false),
+      offload: z.boolean().default(true),
     })
     .prefault({}),
   control: z

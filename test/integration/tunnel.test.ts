@@ -13,7 +13,7 @@
  * (with a control packet that is delivered); after SIGTERM nothing the daemons added is left.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
@@ -26,7 +26,15 @@ if (why) console.log(`integration tests skipped: ${why}`);
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
 const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
 
-describe.skipIf(why)('ipipd between two hosts', () => {
+/** A copy of the host's generated config with `io.offload` set. */
+function withOffload(topo: Topology, h: HostInfo, offload: boolean): string {
+  const file = join(topo.info.outDir, `${h.name}-offload-${offload}.yaml`);
+  writeFileSync(file, `${readFileSync(h.config, 'utf8')}io:\n  offload: ${offload}\n`);
+  return file;
+}
+
+// Both data paths: the plain one (a packet per read and write) and offload mode (the default).
+describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd between two hosts (io.offload: $offload)', ({ offload }) => {
   let topo: Topology;
   let h1: HostInfo;
   let h2: HostInfo;
@@ -37,8 +45,8 @@ describe.skipIf(why)('ipipd between two hosts', () => {
     topo = await Topology.up({ hosts: 2 });
     h1 = topo.host(1);
     h2 = topo.host(2);
-    d1 = await startDaemon(topo, h1);
-    d2 = await startDaemon(topo, h2);
+    d1 = await startDaemon(topo, h1, withOffload(topo, h1, offload));
+    d2 = await startDaemon(topo, h2, withOffload(topo, h2, offload));
   });
 
   afterAll(async () => {

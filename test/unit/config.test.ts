@@ -45,7 +45,7 @@ describe('config: valid input', () => {
     expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
     expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
     expect(c.routes).toEqual({ install: true, table: 254 });
-    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: false });
+    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true });
     expect(c.control.socket).toBe('/run/ipipd/ipip0.sock');
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
     expect(c.icmp).toEqual({ rate: 1000, burst: 50 });
@@ -86,11 +86,11 @@ log: { level: debug, stats_interval: 0 }
 });
 
 describe('config: io.offload', () => {
-  test('is off by default and described either way', () => {
-    expect(describeConfig(parseConfig(GOOD))).toContain('io batch 64 socket_buffer 4194304 offload off');
-    const on = parseConfig(GOOD + 'io: { offload: true }\n');
-    expect(on.io.offload).toBe(true);
-    expect(describeConfig(on).find((l) => l.startsWith('io '))).toMatch(/offload on/);
+  test('is on by default and described either way', () => {
+    expect(describeConfig(parseConfig(GOOD)).find((l) => l.startsWith('io '))).toMatch(/offload on/);
+    const off = parseConfig(GOOD + 'io: { offload: false }\n');
+    expect(off.io.offload).toBe(false);
+    expect(describeConfig(off)).toContain('io batch 64 socket_buffer 4194304 offload off');
   });
 });
 
