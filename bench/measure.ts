@@ -14,9 +14,9 @@ import { type Background, inNs, must, run, start, waitFor } from './harness.js';
 
 export const IPERF_PORT = 5201;
 
-/** `iperf3 -s` bound to pod B's address; resolves once it listens. */
-export async function startIperfServer(ns: string, address: string): Promise<Background> {
-  const srv = start(inNs(ns, ['iperf3', '-s', '--forceflush', '-B', address, '-p', String(IPERF_PORT)]));
+/** `iperf3 -s` bound to pod B's address (one test at a time per port); resolves once it listens. */
+export async function startIperfServer(ns: string, address: string, port = IPERF_PORT): Promise<Background> {
+  const srv = start(inNs(ns, ['iperf3', '-s', '--forceflush', '-B', address, '-p', String(port)]));
   const ok = await waitFor(() => srv.output().includes('Server listening') || srv.child.exitCode !== null, 10_000);
   if (!ok || srv.child.exitCode !== null) {
     await srv.stop(1000);
@@ -46,8 +46,8 @@ export interface UdpResult {
   pps: number;
 }
 
-async function iperfClient(ns: string, to: string, args: string[], durationS: number): Promise<any> {
-  const argv = inNs(ns, ['iperf3', '-c', to, '-p', String(IPERF_PORT), '-t', String(durationS), '-J', '--connect-timeout', '5000', ...args]);
+async function iperfClient(ns: string, to: string, args: string[], durationS: number, port = IPERF_PORT): Promise<any> {
+  const argv = inNs(ns, ['iperf3', '-c', to, '-p', String(port), '-t', String(durationS), '-J', '--connect-timeout', '5000', ...args]);
   const r = await run(argv, { timeoutMs: (durationS + 30) * 1000 });
   let json: any = null;
   try {
@@ -62,16 +62,22 @@ async function iperfClient(ns: string, to: string, args: string[], durationS: nu
   return json;
 }
 
-export async function iperfTcp(ns: string, to: string, streams: number, durationS: number): Promise<TcpResult> {
-  const j = await iperfClient(ns, to, ['-P', String(streams)], durationS);
+/**
+ * `iperf3 -c -P streams`, unlimited unless `rate` (iperf3's -b, e.g. "500M", per stream) is given;
+ * `port` selects the server (the soak runs a TCP and a UDP client at once, one server each).
+ */
+export async function iperfTcp(ns: string, to: string, streams: number, durationS: number, rate?: string, port = IPERF_PORT): Promise<TcpResult> {
+  const args = ['-P', String(streams), ...(rate === undefined ? [] : ['-b', rate])];
+  const j = await iperfClient(ns, to, args, durationS, port);
   const rx = j.end?.sum_received;
   const gbps = Number(rx?.bits_per_second) / 1e9;
   if (!(gbps > 0)) throw new Error(`iperf3 TCP ${streams} stream(s): nothing received`);
   return { gbps, bytes: Number(rx.bytes), retransmits: Number(j.end?.sum_sent?.retransmits ?? 0), seconds: Number(rx.seconds) };
 }
 
-export async function iperfUdp(ns: string, to: string, payload: number, durationS: number): Promise<UdpResult> {
-  const j = await iperfClient(ns, to, ['-u', '-b', '0', '-l', String(payload)], durationS);
+/** `iperf3 -c -u -l payload` at an unlimited offered rate (`-b 0`) unless `rate` is given. */
+export async function iperfUdp(ns: string, to: string, payload: number, durationS: number, rate = '0', port = IPERF_PORT): Promise<UdpResult> {
+  const j = await iperfClient(ns, to, ['-u', '-b', rate, '-l', String(payload)], durationS, port);
   // sum_received is the server's report (iperf3 >= 3.?); older versions put it in sum.
   const rx = j.end?.sum_received ?? j.end?.sum;
   const packets = Number(rx?.packets);
@@ -92,7 +98,7 @@ export interface PingResult {
   sent: number;
   received: number;
   p50Us: number;
-  /** null when the tool gives no per-packet times (the udp-ping fallback). */
+  /** null if the tool gave no p99 (a traffic.js older than its p90/p99). */
   p99Us: number | null;
 }
 
@@ -113,8 +119,8 @@ export async function pingLatency(ns: string, to: string, count: number): Promis
 }
 
 /**
- * Fallback without `ping`: the repository's traffic.js (udp-echo in pod B, udp-ping in pod A).
- * It reports only min/avg/max/p50, so p99 is null.
+ * Fallback without `ping`: the repository's traffic.js (udp-echo in pod B, udp-ping in pod A),
+ * whose rttMs has min/avg/max and the nearest-rank p50/p90/p99 (as `percentile` here) in ms.
  */
 export async function udpPingLatency(
   trafficJs: string,
@@ -124,17 +130,19 @@ export async function udpPingLatency(
   count: number,
 ): Promise<PingResult> {
   const port = 7007;
-  const echo = start(inNs(nsB, [process.execPath, trafficJs, 'udp-echo', '--bind', to, '--port', String(port), '--timeout', '120']));
+  const seconds = Math.ceil(count * 0.01) + 30; // traffic.js's own hard limit (its default is 30 s)
+  const echo = start(inNs(nsB, [process.execPath, trafficJs, 'udp-echo', '--bind', to, '--port', String(port), '--timeout', String(seconds + 30)]));
   try {
     await waitFor(() => echo.output().includes('listening') || echo.child.exitCode !== null, 10_000);
     const out = await must(
-      inNs(nsA, [process.execPath, trafficJs, 'udp-ping', '--to', to, '--port', String(port), '--count', String(count), '--interval-ms', '10']),
-      { timeoutMs: (count * 0.01 + 30) * 1000 },
+      inNs(nsA, [process.execPath, trafficJs, 'udp-ping', '--to', to, '--port', String(port), '--count', String(count), '--interval-ms', '10', '--timeout', String(seconds)]),
+      { timeoutMs: (seconds + 10) * 1000 },
     );
     const line = out.trim().split('\n').pop() ?? '{}';
-    const j = JSON.parse(line) as { sent: number; received: number; rttMs: { p50: number } | null };
+    const j = JSON.parse(line) as { sent: number; received: number; rttMs: { p50: number; p99?: number } | null };
     if (!j.received || !j.rttMs) throw new Error(`udp-ping ${to}: no reply`);
-    return { tool: 'traffic.js udp-ping', sent: j.sent, received: j.received, p50Us: j.rttMs.p50 * 1000, p99Us: null };
+    const p99Us = typeof j.rttMs.p99 === 'number' ? j.rttMs.p99 * 1000 : null;
+    return { tool: 'traffic.js udp-ping', sent: j.sent, received: j.received, p50Us: j.rttMs.p50 * 1000, p99Us };
   } finally {
     await echo.stop(2000);
   }
@@ -163,9 +171,16 @@ export function cpuTimes(pid: number): { user: number; sys: number } {
 
 /** VmRSS in KiB. */
 export function rssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (!m) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]);
+  return memKiB(pid).rss;
+}
+
+/** VmRSS (resident now) and VmHWM (the peak resident size since the process started), in KiB. */
+export function memKiB(pid: number): { rss: number; hwm: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  const hwm = /^VmHWM:\s+(\d+) kB/m.exec(status);
+  if (!rss || !hwm) throw new Error(`no VmRSS/VmHWM for pid ${pid}`);
+  return { rss: Number(rss[1]), hwm: Number(hwm[1]) };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -81,6 +81,21 @@ export function spread(values: Array<number | null | undefined>): Spread | null 
   return { median, min: v[0], max: v[v.length - 1], n: v.length };
 }
 
+/** Least-squares slope of ys over xs; null with fewer than 2 points or no spread in xs. */
+export function slope(xs: number[], ys: number[]): number | null {
+  const n = xs.length;
+  if (n < 2) return null;
+  const mx = xs.reduce((a, b) => a + b, 0) / n;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let sxy = 0;
+  let sxx = 0;
+  for (let i = 0; i < n; i++) {
+    sxy += (xs[i] - mx) * (ys[i] - my);
+    sxx += (xs[i] - mx) ** 2;
+  }
+  return sxx > 0 ? sxy / sxx : null;
+}
+
 export interface ModeSummary {
   values: Partial<Record<FigureKey, Spread | null>>;
   ratios: Partial<Record<FigureKey, Spread | null>>;

@@ -42,6 +42,7 @@ import {
 } from './measure.js';
 import { ALL_MODES, type ActiveMode, MODES, type ModeName, POD_MTU } from './modes.js';
 import { type Figures, type ModeSummary, type RoundEntry, FIGURES, ratiosTo, summarize, table } from './report.js';
+import { runSoak } from './soak.js';
 import { chart } from './svg.js';
 
 const TRAFFIC_JS = join(ROOT, 'dist', 'test', 'fixtures', 'traffic.js');
@@ -65,6 +66,12 @@ Options:
   --peers            first install the peers and tools: apt-get install -y quicktun
                      wireguard-go wireguard-tools iperf3
   --out DIR          where to write bench-<timestamp>.json and .svg (default: results/)
+  --soak [MINUTES]   instead of the comparison: ipipd's memory over MINUTES (default 10) of
+                     steady traffic (iperf3 TCP at 500 Mb/s + UDP 64 B at 10 kpps) in one
+                     topology; both daemons' VmRSS/VmHWM every 10 s; start (after 30 s of
+                     warm-up), end, max, slope in MiB/min, packets forwarded, and a verdict
+                     against issue 4 (slope < 0.5 MiB/min, max <= 100 MiB); writes
+                     soak-<timestamp>.json and .svg. Takes only --out besides.
   -h, --help         this text
 
 Output: a progress line on stderr, the table on stdout, the JSON (raw per-round figures,
@@ -84,11 +91,17 @@ interface Options {
   peers: boolean;
   quick: boolean;
   out: string;
+  /** Minutes of the soak, or null for the comparison bench. */
+  soak: number | null;
 }
+
+const SOAK_DEFAULT_MINUTES = 10;
 
 class UsageError extends Error {}
 
 function parseOptions(argv: string[]): Options | null {
+  // `--soak` takes an optional number: give parseArgs the default when none follows.
+  argv = argv.flatMap((a, i) => (a === '--soak' && !/^\d/.test(argv[i + 1] ?? '') ? [a, String(SOAK_DEFAULT_MINUTES)] : [a]));
   let values;
   try {
     values = parseArgs({
@@ -103,6 +116,7 @@ function parseOptions(argv: string[]): Options | null {
         modes: { type: 'string' },
         peers: { type: 'boolean' },
         out: { type: 'string' },
+        soak: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -124,7 +138,14 @@ function parseOptions(argv: string[]): Options | null {
     if (bad.length > 0 || list.length === 0) throw new UsageError(`--modes: unknown mode '${bad.join(',')}' (known: ${ALL_MODES.join(',')})`);
     modes = [...new Set(list)] as ModeName[];
   }
+  let soak: number | null = null;
+  if (values.soak !== undefined) {
+    soak = int('soak', values.soak, SOAK_DEFAULT_MINUTES, 1, 1440);
+    const others = (['quick', 'rounds', 'duration', 'pings', 'modes', 'peers'] as const).filter((k) => values[k] !== undefined);
+    if (others.length > 0) throw new UsageError(`--soak takes only --out, not ${others.map((k) => `--${k}`).join(', ')}`);
+  }
   return {
+    soak,
     quick,
     rounds: int('rounds', values.rounds, quick ? 2 : 3, 1, 100),
     duration: int('duration', values.duration, quick ? 1 : 5, 1, 3600),
@@ -426,7 +447,7 @@ interface Results {
   startedAt: string;
   finishedAt: string | null;
   argv: string[];
-  options: Omit<Options, 'modesExplicit'>;
+  options: Omit<Options, 'modesExplicit' | 'soak'>;
   machine: Record<string, unknown>;
   modeFacts: Record<string, Record<string, unknown>>;
   skipped: Array<{ mode: ModeName; reason: string }>;
@@ -435,6 +456,39 @@ interface Results {
   summary: Record<string, ModeSummary>;
   warnings: string[];
   error: string | null;
+}
+
+async function soak(opts: Options, minutes: number): Promise<number> {
+  const why = MODES.ipipd.missing();
+  if (why) {
+    process.stderr.write(`bench: ipipd: ${why}\n`);
+    return 2;
+  }
+  const prefix = `b${randomBytes(3).toString('hex').slice(0, 5)}`;
+  if (listNamespaces(prefix).length > 0) throw new Error(`namespaces with prefix ${prefix} already exist`);
+  const tmpDir = mkdtempSync(join(tmpdir(), 'ipipd-bench-'));
+  onCleanup(() => rmSync(tmpDir, { recursive: true, force: true }));
+  const started = new Date();
+  try {
+    return await runSoak(
+      {
+        minutes,
+        prefix,
+        tmpDir,
+        base: join(opts.out, `soak-${stamp(started)}`),
+        started,
+        argv: process.argv.slice(2),
+        machine: await machineFacts(),
+        write: (path, data) => {
+          mkdirSync(opts.out, { recursive: true });
+          writeFileSync(path, data);
+        },
+      },
+      { progress, say, clearProgress },
+    );
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
 }
 
 function stamp(d: Date): string {
@@ -464,13 +518,17 @@ async function main(): Promise<number> {
     process.stderr.write("bench: iperf3 is not installed: apt-get install -y iperf3 (or run with --peers)\n");
     return 2;
   }
+  if (opts.soak !== null) return soak(opts, opts.soak);
   if (!hasCommand('ping')) {
     if (!existsSync(TRAFFIC_JS)) {
       process.stderr.write(`bench: neither ping nor ${TRAFFIC_JS}: apt-get install -y iputils-ping, or npm run build\n`);
       return 2;
     }
     useUdpPing = true;
-    say('bench: ping is not installed: latency from traffic.js udp-ping (p50 only; apt-get install -y iputils-ping for p99)');
+    say(
+      'bench: ping is not installed: latency from traffic.js udp-ping (UDP echo between two node processes, p50 and p99; ' +
+        'apt-get install -y iputils-ping for ICMP ping)',
+    );
   }
   const skipped: Results['skipped'] = [];
   const modes: ModeName[] = [];

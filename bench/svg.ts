@@ -4,9 +4,11 @@
  * line (direct routing) to the median ratio, with a whisker for min..max over the rounds. Below
  * the bars, the figures that have no ratio (CPU per packet, added latency, RSS) as text, and the
  * machine note.
+ *
+ * Also the soak's chart (`soakChart`): both daemons' RSS over time as lines.
  */
 import type { ModeName } from './modes.js';
-import { FIGURES, type ModeSummary, sig3 } from './report.js';
+import { FIGURES, type ModeSummary, sig3, slope } from './report.js';
 
 export interface ChartInput {
   title: string;
@@ -165,6 +167,139 @@ export function chart(input: ChartInput): string {
     ty += 16;
   }
   for (const line of input.footer) {
+    out.push(text(left, ty, line, 'fill="#555" font-style="italic"'));
+    ty += 16;
+  }
+  out.push('</svg>');
+  return `${out.join('\n')}\n`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The soak's chart
+
+export interface SoakChartInput {
+  title: string;
+  subtitle: string[];
+  footer: string[];
+  /** Daemon names, in the order of the samples' per-daemon arrays. */
+  hosts: string[];
+  samples: Array<{ t: number; rssKiB: number[]; hwmKiB: number[] }>;
+  warmupS: number;
+  durationS: number;
+  /** The RSS target, drawn as a horizontal line. */
+  limitMiB: number;
+}
+
+const HOST_COLORS = ['#1f6fb4', '#e3801c', '#2f9e44', '#7b4fb0'];
+
+/** A step of 1, 2, 2.5 or 5 × 10^k giving at most `maxTicks` intervals over `span`. */
+function niceStep(span: number, maxTicks: number): number {
+  const raw = span / maxTicks;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const k of [1, 2, 2.5, 5, 10]) if (k * p >= raw) return k * p;
+  return 10 * p;
+}
+
+/**
+ * RSS (MiB, linear from 0) over time (minutes): one solid line per daemon (VmRSS at each sample),
+ * a dashed one for its VmHWM, a dotted least-squares line over the samples after the warm-up
+ * (shaded), and the target as a red line.
+ */
+export function soakChart(input: SoakChartInput): string {
+  const footer = input.footer.flatMap((l) => wrap(l, 135));
+  const W = 1000;
+  const left = 70;
+  const right = 24;
+  const plotW = W - left - right;
+  const top = 70 + input.subtitle.length * 16 + 24;
+  const plotH = 340;
+  const H = top + plotH + 48 + footer.length * 16 + 16;
+  const MiB = (kib: number): number => kib / 1024;
+
+  const xMax = Math.max(input.durationS, ...input.samples.map((s) => s.t)) / 60;
+  const peak = Math.max(input.limitMiB, ...input.samples.flatMap((s) => [...s.rssKiB, ...s.hwmKiB].map(MiB)));
+  const yStep = niceStep(peak * 1.1, 8);
+  const yMax = Math.ceil((peak * 1.1) / yStep) * yStep;
+  const xStep = niceStep(xMax, 12);
+  const x = (min: number): number => left + (min / xMax) * plotW;
+  const y = (mib: number): number => top + plotH - (mib / yMax) * plotH;
+
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
+  );
+  out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
+  out.push(text(left, 28, input.title, 'font-size="17" font-weight="bold" fill="#222"'));
+  input.subtitle.forEach((s, i) => out.push(text(left, 50 + i * 16, s, 'fill="#555"')));
+
+  // Legend.
+  let lx = left;
+  const ly = 50 + input.subtitle.length * 16 + 8;
+  input.hosts.forEach((h, i) => {
+    out.push(`<line x1="${lx}" y1="${ly - 4}" x2="${lx + 22}" y2="${ly - 4}" stroke="${HOST_COLORS[i % HOST_COLORS.length]}" stroke-width="2"/>`);
+    out.push(text(lx + 28, ly, `ipipd ${h}`, 'fill="#222"'));
+    lx += 28 + 90;
+  });
+  const keys: Array<[string, string]> = [
+    ['', 'VmRSS'],
+    ['5,3', 'VmHWM (peak)'],
+    ['1,3', 'least squares after warm-up'],
+  ];
+  for (const [dash, label] of keys) {
+    out.push(`<line x1="${lx}" y1="${ly - 4}" x2="${lx + 22}" y2="${ly - 4}" stroke="#444" stroke-width="1.5"${dash ? ` stroke-dasharray="${dash}"` : ''}/>`);
+    out.push(text(lx + 28, ly, label, 'fill="#222"'));
+    lx += 28 + label.length * 7 + 16;
+  }
+
+  // Warm-up band, grid, axes.
+  const wx = x(Math.min(xMax, input.warmupS / 60));
+  out.push(`<rect x="${left}" y="${top}" width="${(wx - left).toFixed(1)}" height="${plotH}" fill="#f1f1f1"/>`);
+  out.push(text((left + wx) / 2, top + 14, 'warm-up', 'text-anchor="middle" font-size="10" fill="#888"'));
+  out.push('<g stroke="#e3e3e3" stroke-width="1">');
+  for (let v = yStep; v <= yMax + 1e-9; v += yStep) out.push(`<line x1="${left}" y1="${y(v).toFixed(1)}" x2="${left + plotW}" y2="${y(v).toFixed(1)}"/>`);
+  for (let m = xStep; m <= xMax + 1e-9; m += xStep) out.push(`<line x1="${x(m).toFixed(1)}" y1="${top}" x2="${x(m).toFixed(1)}" y2="${top + plotH}"/>`);
+  out.push('</g>');
+  for (let v = 0; v <= yMax + 1e-9; v += yStep) out.push(text(left - 8, y(v) + 4, `${Number(v.toFixed(2))}`, 'text-anchor="end" fill="#444"'));
+  for (let m = 0; m <= xMax + 1e-9; m += xStep) out.push(text(x(m), top + plotH + 18, `${Number(m.toFixed(2))}`, 'text-anchor="middle" fill="#444"'));
+  out.push(`<line x1="${left}" y1="${top}" x2="${left}" y2="${top + plotH}" stroke="#444"/>`);
+  out.push(`<line x1="${left}" y1="${top + plotH}" x2="${left + plotW}" y2="${top + plotH}" stroke="#444"/>`);
+  const midY = top + plotH / 2;
+  out.push(text(22, midY, 'resident memory, MiB', `transform="rotate(-90 22 ${midY})" text-anchor="middle" fill="#444"`));
+  out.push(text(left + plotW / 2, top + plotH + 36, 'minutes since the traffic started', 'text-anchor="middle" fill="#444"'));
+
+  // The target.
+  out.push(`<line x1="${left}" y1="${y(input.limitMiB).toFixed(1)}" x2="${left + plotW}" y2="${y(input.limitMiB).toFixed(1)}" stroke="#c92a2a" stroke-width="1.5" stroke-dasharray="8,4"/>`);
+  out.push(text(left + plotW - 4, y(input.limitMiB) - 5, `target: at most ${input.limitMiB} MiB`, 'text-anchor="end" fill="#c92a2a"'));
+
+  // One set of lines per daemon.
+  input.hosts.forEach((h, i) => {
+    const c = HOST_COLORS[i % HOST_COLORS.length];
+    const pts = (f: (s: SoakChartInput['samples'][number]) => number): string =>
+      input.samples.map((s) => `${x(s.t / 60).toFixed(1)},${y(f(s)).toFixed(1)}`).join(' ');
+    out.push(`<polyline points="${pts((s) => MiB(s.hwmKiB[i]))}" fill="none" stroke="${c}" stroke-width="1" stroke-dasharray="5,3" opacity="0.8"/>`);
+    out.push(`<polyline points="${pts((s) => MiB(s.rssKiB[i]))}" fill="none" stroke="${c}" stroke-width="2"/>`);
+    for (const s of input.samples) {
+      const v = MiB(s.rssKiB[i]);
+      out.push(`<circle cx="${x(s.t / 60).toFixed(1)}" cy="${y(v).toFixed(1)}" r="2" fill="${c}"><title>${esc(`ipipd ${h} at ${s.t} s: VmRSS ${v.toFixed(1)} MiB, VmHWM ${MiB(s.hwmKiB[i]).toFixed(1)} MiB`)}</title></circle>`);
+    }
+    const after = input.samples.filter((s) => s.t >= input.warmupS);
+    const xs = after.map((s) => s.t / 60);
+    const ys = after.map((s) => MiB(s.rssKiB[i]));
+    const b = slope(xs, ys);
+    if (b !== null) {
+      const mx = xs.reduce((p, q) => p + q, 0) / xs.length;
+      const my = ys.reduce((p, q) => p + q, 0) / ys.length;
+      const [xa, xb] = [xs[0], xs[xs.length - 1]];
+      const fy = (m: number): number => my + b * (m - mx);
+      out.push(`<line x1="${x(xa).toFixed(1)}" y1="${y(fy(xa)).toFixed(1)}" x2="${x(xb).toFixed(1)}" y2="${y(fy(xb)).toFixed(1)}" stroke="#222" stroke-width="1.5" stroke-dasharray="1,3"/>`);
+      const last = input.samples[input.samples.length - 1];
+      const label = `${h}: ${b >= 0 ? '+' : ''}${sig3(b)} MiB/min`;
+      out.push(text(x(last.t / 60) - 4, y(MiB(last.rssKiB[i])) + (i % 2 === 0 ? -8 : 16), label, `text-anchor="end" font-size="11" fill="${c}"`));
+    }
+  });
+
+  let ty = top + plotH + 64;
+  for (const line of footer) {
     out.push(text(left, ty, line, 'fill="#555" font-style="italic"'));
     ty += 16;
   }
