@@ -3,8 +3,10 @@
  * status over the control socket. Used by the integration tests.
  */
 import type { ChildProcess } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse, stringify } from 'yaml';
 import { queryControl } from '../../src/daemon/control.js';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 import type { HostInfo, Topology } from './topology.js';
@@ -19,6 +21,19 @@ export interface RunningDaemon {
   log(): string;
   /** Settles with the exit code when the process ends. */
   exited: Promise<number | null>;
+}
+
+/**
+ * Write a copy of a host's generated config, changed by `edit` on the parsed YAML, as
+ * `<outDir>/<host>-<name>.yaml`, and return its path. The generated file itself is not touched.
+ */
+// The parsed YAML is untyped on purpose: tests write what the schema must then accept or refuse.
+export function editedConfig(topo: Topology, host: HostInfo, name: string, edit: (cfg: any) => void): string {
+  const cfg = parse(readFileSync(host.config, 'utf8'));
+  edit(cfg);
+  const file = join(topo.info.outDir, `${host.name}-${name}.yaml`);
+  writeFileSync(file, stringify(cfg));
+  return file;
 }
 
 export async function status(host: HostInfo): Promise<StatusReport> {

@@ -1,12 +1,13 @@
 /**
  * Minimal network-namespace helper for test/integration/native.test.ts only (the shared, fuller
- * helper is test/helpers/netns.ts). Creates a namespace with a per-run unique name, runs a
+ * helper is test/helpers/topology.ts, whose runCommand this reuses). Creates a namespace with a per-run unique name, runs a
  * command inside it with a hard timeout, and deletes it: from afterAll, and from a process
  * 'exit' trap in case afterAll never runs.
  */
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { runCommand, type ExecResult } from './topology.js';
 
 /** Why namespace tests cannot run here, or undefined if they can. */
 export function netnsSkipReason(): string | undefined {
@@ -52,35 +53,10 @@ export function deleteNetns(name: string | undefined): void {
   if (name !== undefined) deleteQuietly(name);
 }
 
-export interface ChildResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
+export type ChildResult = ExecResult;
 
 /** Run `argv` inside namespace `ns`; SIGKILL it after `timeoutMs` so a hang fails, not stalls. */
 export function runInNetns(ns: string, argv: string[], timeoutMs: number): Promise<ChildResult> {
-  return new Promise((resolve, reject) => {
-    // `ip netns exec` execs the command, so the pid we kill is the command itself.
-    const child = spawn('ip', ['netns', 'exec', ns, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr, timedOut });
-    });
-  });
+  // `ip netns exec` execs the command, so the pid killed on timeout is the command itself.
+  return runCommand('ip', ['netns', 'exec', ns, ...argv], { timeoutMs });
 }

@@ -219,7 +219,7 @@ export class Topology {
     });
     live.add(placeholder);
     installSafetyNet();
-    const r = await run('bash', [SETUP_SCRIPT, ...args], { timeoutMs: 60_000 });
+    const r = await runCommand('bash', [SETUP_SCRIPT, ...args], { timeoutMs: 60_000 });
     live.delete(placeholder);
     if (r.code !== 0) {
       placeholder.downSync();
@@ -241,7 +241,7 @@ export class Topology {
   /** Runs argv inside namespace `ns` and collects its output; never rejects for a non-zero exit. */
   async exec(ns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     this.assertUp();
-    return run('ip', ['netns', 'exec', ns, ...argv], opts, this.children);
+    return runCommand('ip', ['netns', 'exec', ns, ...argv], opts, this.children);
   }
 
   /**
@@ -312,7 +312,7 @@ export class Topology {
     if (this.isDown) return;
     this.isDown = true;
     await killAll(this.children);
-    const r = await run('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { timeoutMs: 60_000 });
+    const r = await runCommand('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { timeoutMs: 60_000 });
     live.delete(this);
     rmSync(this.info.outDir, { recursive: true, force: true });
     const left = listNamespaces().filter((n) => n.startsWith(`${this.prefix}-`));
@@ -362,8 +362,8 @@ function lastJson(out: string): Record<string, any> | null {
   return null;
 }
 
-/** Runs a command to completion with a hard timeout (SIGKILL). */
-function run(cmd: string, argv: string[], opts: ExecOptions, track?: Set<ChildProcess>): Promise<ExecResult> {
+/** Runs a command to completion with a hard timeout (SIGKILL); never rejects (a spawn error lands in stderr). */
+export function runCommand(cmd: string, argv: string[], opts: ExecOptions, track?: Set<ChildProcess>): Promise<ExecResult> {
   return new Promise((resolveRun) => {
     const child = spawnChild(cmd, argv, { stdio: 'pipe', env: opts.env ?? process.env });
     track?.add(child);

@@ -10,11 +10,11 @@
  * - a multi-megabyte TCP transfer adapts (path MTU discovery through our ICMP) and arrives whole.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
-import { startDaemon, status } from '../helpers/daemons.js';
+import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
 import { Topology, type HostInfo } from '../helpers/topology.js';
 
 const why = Topology.requirements();
@@ -31,10 +31,8 @@ describe.skipIf(why)('a peer behind a smaller path (tunnel MTU 1280 < TUN MTU 14
     topo = await Topology.up({ hosts: 2 });
     h1 = topo.host(1);
     h2 = topo.host(2);
-    const cfg = join(topo.info.outDir, 'h1-mtu.yaml');
-    const text = readFileSync(h1.config, 'utf8').replace(/(\n\s+prefixes: \[203\.0\.113\.0\/25\])/, '\n    mtu: 1280$1');
-    expect(text).toContain('mtu: 1280');
-    writeFileSync(cfg, text);
+    const cfg = editedConfig(topo, h1, 'mtu', (c) => (c.peers[0].mtu = 1280));
+    expect(readFileSync(cfg, 'utf8')).toMatch(/\n\s+mtu: 1280\n/);
     await startDaemon(topo, h1, cfg);
     await startDaemon(topo, h2);
   });

@@ -17,12 +17,10 @@
  *    byte for byte.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { parse, stringify } from 'yaml';
 import { expectedSha256 } from '../fixtures/payload.js';
-import { startDaemon, status } from '../helpers/daemons.js';
+import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
 import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
 
 const why = Topology.requirements();
@@ -31,12 +29,10 @@ const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd
 
 /** A copy of the host's generated config with `io.offload: true` (and `peers[0].mtu` if given). */
 function offloadConfig(topo: Topology, h: HostInfo, peerMtu?: number): string {
-  const cfg = parse(readFileSync(h.config, 'utf8')) as { io?: Record<string, unknown>; peers: Record<string, unknown>[] };
-  cfg.io = { ...(cfg.io ?? {}), offload: true };
-  if (peerMtu !== undefined) cfg.peers[0]!.mtu = peerMtu;
-  const file = join(topo.info.outDir, `${h.name}-offload${peerMtu ? `-mtu${peerMtu}` : ''}.yaml`);
-  writeFileSync(file, stringify(cfg));
-  return file;
+  return editedConfig(topo, h, `offload${peerMtu ? `-mtu${peerMtu}` : ''}`, (c) => {
+    c.io = { ...(c.io ?? {}), offload: true };
+    if (peerMtu !== undefined) c.peers[0].mtu = peerMtu;
+  });
 }
 
 /** Send `bytes` from pod `from` to pod `to` over TCP and check the SHA-256 on both ends. */

@@ -13,11 +13,11 @@
  * (with a control packet that is delivered); after SIGTERM nothing the daemons added is left.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
-import { ROOT, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { ROOT, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { Topology, type HostInfo } from '../helpers/topology.js';
 
 const why = Topology.requirements();
@@ -25,13 +25,6 @@ if (why) console.log(`integration tests skipped: ${why}`);
 
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
 const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
-
-/** A copy of the host's generated config with `io.offload` set. */
-function withOffload(topo: Topology, h: HostInfo, offload: boolean): string {
-  const file = join(topo.info.outDir, `${h.name}-offload-${offload}.yaml`);
-  writeFileSync(file, `${readFileSync(h.config, 'utf8')}io:\n  offload: ${offload}\n`);
-  return file;
-}
 
 // Both data paths: the plain one (a packet per read and write) and offload mode (the default).
 describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd between two hosts (io.offload: $offload)', ({ offload }) => {
@@ -45,8 +38,8 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
     topo = await Topology.up({ hosts: 2 });
     h1 = topo.host(1);
     h2 = topo.host(2);
-    d1 = await startDaemon(topo, h1, withOffload(topo, h1, offload));
-    d2 = await startDaemon(topo, h2, withOffload(topo, h2, offload));
+    d1 = await startDaemon(topo, h1, editedConfig(topo, h1, `offload-${offload}`, (c) => (c.io = { offload })));
+    d2 = await startDaemon(topo, h2, editedConfig(topo, h2, `offload-${offload}`, (c) => (c.io = { offload })));
   });
 
   afterAll(async () => {
