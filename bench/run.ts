@@ -245,8 +245,10 @@ interface ModeRaw {
   tcp4: TcpResult & { devDelta: DevCounters[] };
   /**
    * cpuUs: the tunnel processes' CPU time over the test; cpuUsPerCarriedPacket divides it by the
-   * packets the tunnel actually handled (h1's device tx + h2's device rx) instead of 2 x delivered:
-   * datagrams lost after the tunnel (pod B's socket buffer) cost the daemons too.
+   * packets the tunnel actually handled instead of 2 x delivered: datagrams lost after the
+   * tunnel (pod B's socket buffer) cost the daemons too. Handled = h1's device tx (each read and
+   * encapsulated) + h2's device rx, or the datagrams delivered if more: with UDP GRO, h2's device
+   * counts one packet per super-packet written.
    */
   udp64: UdpResult & {
     cpuUs: number | null;
@@ -351,11 +353,13 @@ async function measureMode(mode: ModeName, opts: Options, prefix: string, tmpDir
         cpu1 = sumCpu();
         return res;
       });
-      // Every delivered datagram left h1 through dev1 and reached h2 through dev2.
-      if (devDelta[0].txPackets < r.delivered || devDelta[1].rxPackets < r.delivered) {
+      // Every delivered datagram left h1 through dev1 and reached h2 through dev2. h2's side in
+      // payload bytes, not packets: UDP GRO may merge datagrams into fewer, larger packets there.
+      const payloadBytes = r.delivered * payload;
+      if (devDelta[0].txPackets < r.delivered || devDelta[1].rxBytes < payloadBytes) {
         throw notThrough(
-          `UDP ${payload} B: ${r.delivered} datagrams delivered`,
-          `${devDelta[0].txPackets} left h1 and ${devDelta[1].rxPackets} entered h2`,
+          `UDP ${payload} B: ${r.delivered} datagrams (${payloadBytes} payload bytes) delivered`,
+          `${devDelta[0].txPackets} left h1 and ${devDelta[1].rxBytes} bytes entered h2`,
         );
       }
       const has = withCpu && act.pids.length > 0;
@@ -363,7 +367,7 @@ async function measureMode(mode: ModeName, opts: Options, prefix: string, tmpDir
       const sys = has ? cpu1.sys - cpu0.sys : null;
       const cpu = user === null || sys === null ? null : user + sys;
       await sleep(200);
-      const carried = devDelta[0].txPackets + devDelta[1].rxPackets;
+      const carried = devDelta[0].txPackets + Math.max(devDelta[1].rxPackets, r.delivered);
       return {
         ...r,
         cpuUs: cpu,

@@ -245,7 +245,15 @@ inline bool InSlab(int32_t off, int32_t len, size_t size) {
 constexpr int kVnetHdrLen = 10;
 // The TUNSETOFFLOAD flags this addon accepts (the rest are unknown to older kernels or need a
 // larger header).
-constexpr int32_t kTunOffloadMask = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO;
+// UDP segmentation offload (Linux 6.2); older uapi headers do not name it.
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#endif
+#ifndef TUN_F_USO6
+#define TUN_F_USO6 0x40
+#endif
+constexpr int32_t kTunOffloadMask =
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_UFO | TUN_F_USO4 | TUN_F_USO6;
 
 Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -366,6 +374,22 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
     throw fail("bind", "bind");
   }
   return Napi::Number::New(env, fd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// setTunOffload(fd, flags): TUNSETOFFLOAD on a TUN opened with vnetHdr
+
+Napi::Value SetTunOffload(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  int32_t flags = ArgInt(info, 1, "flags", 0, kTunOffloadMask);
+  if ((flags & ~kTunOffloadMask) != 0) {
+    throw Napi::RangeError::New(env, "flags must be a combination of TUN_F_* flags");
+  }
+  if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0) {
+    throw ErrnoError(env, errno, "ioctl", "setTunOffload(" + std::to_string(fd) + "): ioctl TUNSETOFFLOAD");
+  }
+  return env.Undefined();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -796,6 +820,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("openRaw", Napi::Function::New(env, OpenRaw, "openRaw"));
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
+  exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
   exports.Set("Reader", Reader::Define(env));
@@ -807,6 +832,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("TUN_F_TSO6", Napi::Number::New(env, TUN_F_TSO6));
   exports.Set("TUN_F_TSO_ECN", Napi::Number::New(env, TUN_F_TSO_ECN));
   exports.Set("TUN_F_UFO", Napi::Number::New(env, TUN_F_UFO));
+  exports.Set("TUN_F_USO4", Napi::Number::New(env, TUN_F_USO4));
+  exports.Set("TUN_F_USO6", Napi::Number::New(env, TUN_F_USO6));
   return exports;
 }
 

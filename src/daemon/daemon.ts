@@ -52,6 +52,8 @@ export interface StatusReport {
   batch: number;
   /** Offload mode (io.offload): TSO/GRO across the TUN. */
   offload: boolean;
+  /** Offload mode on a kernel that takes UDP_L4 super-packets from a TUN (6.2+): UDP GRO too. */
+  udpGro: boolean;
   routesInstalled: string[];
   peers: {
     name: string;
@@ -110,6 +112,7 @@ export class Daemon {
   private peers: Peer[] = [];
   private startedAt = 0;
   private tunMtu = 0;
+  private udpGro = false;
   private tunIndex = 0;
   private underlayDev = '';
   private underlayMtu = 0;
@@ -176,6 +179,7 @@ export class Daemon {
       throw new IpipdError('ERR_TUN_OPEN', `cannot create TUN ${c.tun.name}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
     }
     this.undo.push({ what: `close TUN ${tun.name}`, run: () => native.close(tun.fd) });
+    if (c.io.offload) this.udpGro = probeUdpL4(tun.fd, tun.name);
     const link = await this.rtnl.link(tun.name);
     if (!link) throw new IpipdError('ERR_TUN_SETUP', `TUN ${tun.name} was opened but is not listed by rtnetlink`);
     this.tunIndex = link.index;
@@ -240,6 +244,7 @@ export class Daemon {
       icmpBurst: c.icmp.burst,
       batch: c.io.batch,
       offload: c.io.offload,
+      udpGro: this.udpGro,
       tunMtu: this.tunMtu,
       underlayMax: Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX),
       log: this.log.child({ subsystem: 'dataplane' }),
@@ -317,6 +322,7 @@ export class Daemon {
       underlay: { address: c.underlay.address.text, device: this.underlayDev, mtu: this.underlayMtu },
       batch: c.io.batch,
       offload: c.io.offload,
+      udpGro: this.udpGro,
       routesInstalled: [...this.routes],
       peers: this.peers.map((p, i) => ({
         name: p.name,
@@ -374,6 +380,29 @@ export class Daemon {
     }, every * 1000);
     this.statsTimer.unref();
   }
+}
+
+/**
+ * Whether the kernel takes UDP_L4 (UDP segmentation offload) super-packets written to the TUN
+ * `fd` (Linux 6.2+), so that received datagrams may be coalesced. The one way to ask is
+ * TUNSETOFFLOAD with TUN_F_USO4|USO6 (EINVAL on older kernels, as wireguard-go probes it); the
+ * flags are then taken back, so that reads never carry UDP super-packets (ipipd segments TCP
+ * only). Any other failure is a setup error.
+ */
+function probeUdpL4(fd: number, name: string): boolean {
+  const base = native.TUN_F_CSUM | native.TUN_F_TSO4;
+  try {
+    native.setTunOffload(fd, base | native.TUN_F_USO4 | native.TUN_F_USO6);
+  } catch (err) {
+    if (errnoName(err) === 'EINVAL') return false;
+    throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
+  }
+  try {
+    native.setTunOffload(fd, base);
+  } catch (err) {
+    throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
+  }
+  return true;
 }
 
 function nonZero(o: Record<string, number>): Record<string, number> {

@@ -29,9 +29,10 @@
  * unchanged `Tunnel.encapsulate`, so every RFC 2003 check, the ICMP answers and fragmentation
  * apply per segment; the first segment that is dropped drops the rest of the super-packet, counted
  * once. Segments of all the batch's super-packets go out in the batch's sendmmsg calls. On the
- * way back, `TcpCoalescer` merges consecutive segments of each TCP flow in a batch into
- * super-packets (built in the pool after the raw slab) and writes the rest as they came, each
- * with a virtio_net_hdr in front: far fewer TUN writes. The ICMP errors written into the TUN get
+ * way back, `Coalescer` merges consecutive segments of each TCP flow in a batch (and, with
+ * `udpGro`, consecutive same-sized datagrams of each UDP flow) into super-packets (built in the
+ * pool after the raw slab) and writes the rest as they came, each with a virtio_net_hdr in
+ * front: far fewer TUN writes. The ICMP errors written into the TUN get
  * a zero header.
  *
  * Buffer ownership: all slabs are pools. The Readers overwrite them on their next wake-up, so
@@ -50,7 +51,7 @@ import {
   MIN_TUNNEL_MTU,
   OFF_FLAGS_FRAG,
   PacketResult,
-  TcpCoalescer,
+  Coalescer,
   UNREACH_FRAG_NEEDED,
   UNREACH_HOST,
   UnderlayIcmp,
@@ -124,6 +125,11 @@ export interface DataplaneOptions {
    * segments coalesced). Default false.
    */
   offload?: boolean;
+  /**
+   * Offload mode only: the kernel takes UDP_L4 super-packets from the TUN (Linux 6.2+), so
+   * received UDP datagrams are coalesced too. Default false.
+   */
+  udpGro?: boolean;
 }
 
 function slotSize(payload: number): number {
@@ -181,7 +187,7 @@ export class Dataplane {
   private readonly writeOffs: Int32Array;
   private readonly writeLens: Int32Array;
   private readonly writePeers: (Peer | null)[];
-  private readonly coalescer: TcpCoalescer | null;
+  private readonly coalescer: Coalescer | null;
   private readonly poolStart: number;
   // ICMP in (underlay) and out (TUN)
   private readonly icmpInSlab: Buffer;
@@ -249,7 +255,7 @@ export class Dataplane {
     this.writeOffs = new Int32Array(b);
     this.writeLens = new Int32Array(b);
     this.writePeers = new Array<Peer | null>(b).fill(null);
-    this.coalescer = this.offload ? new TcpCoalescer(b) : null;
+    this.coalescer = this.offload ? new Coalescer(b, o.udpGro === true) : null;
 
     this.icmpInSlab = Buffer.alloc(ICMP_BATCH * ICMP_SLOT);
     this.icmpInLens = new Int32Array(ICMP_BATCH);
@@ -533,7 +539,7 @@ export class Dataplane {
   }
 
   /**
-   * Offload mode: coalesce the k decapsulated packets (src/ipip/gso.ts `TcpCoalescer`) and write
+   * Offload mode: coalesce the k decapsulated packets (src/ipip/gso.ts `Coalescer`) and write
    * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
    * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
    */

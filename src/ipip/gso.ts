@@ -13,8 +13,9 @@
  *   flags       NEEDS_CSUM (1): the checksum at csum_start + csum_offset holds only the
  *               pseudo-header sum; the rest, from csum_start to the end, is still to be added.
  *   gso_type    NONE (0), or TCPV4 (1) for a TCP/IPv4 super-packet to be cut into segments of
- *               gso_size payload bytes (the MSS); ECN (0x80) may be or-ed in.
- *   hdr_len     IP + TCP header length (not trusted on read: it is recomputed from the packet).
+ *               gso_size payload bytes (the MSS); ECN (0x80) may be or-ed in. UDP_L4 (5, Linux
+ *               6.2+) for a UDP super-packet cut into datagrams of gso_size payload bytes.
+ *   hdr_len     IP + TCP (or UDP) header length (not trusted on read: it is recomputed).
  *
  * Flow, in the order of this file:
  *   1. the header's offsets, constants and accessors;
@@ -25,10 +26,12 @@
  *      length, ID + i and header checksum, sequence number advanced, FIN/PSH only on the last
  *      segment, CWR only on the first, full TCP checksum), as the kernel's tcp_gso_segment does.
  *      Each segment then goes through the unchanged `Tunnel.encapsulate`;
- *   4. GRO, underlay -> TUN: `TcpCoalescer` merges consecutive segments of one TCP/IPv4 flow
- *      in a batch of decapsulated packets into super-packets with a TCPV4 header, and puts a
- *      zero header in front of every packet it does not merge (in the 10 bytes before it, which
- *      hold the outer header's addresses, no longer needed after decapsulation: no copy).
+ *   4. GRO, underlay -> TUN: `Coalescer` merges consecutive segments of one TCP/IPv4 flow in a
+ *      batch of decapsulated packets into super-packets with a TCPV4 header, and (when the
+ *      kernel takes UDP_L4) consecutive same-sized datagrams of one UDP/IPv4 flow into UDP_L4
+ *      super-packets, as Linux's UDP GRO does; it puts a zero header in front of every packet it
+ *      does not merge (in the 10 bytes before it, which hold the outer header's addresses, no
+ *      longer needed after decapsulation: no copy).
  *
  * Pure: no I/O, no throws, no allocation per packet (the coalescer's arrays are allocated once).
  */
@@ -77,6 +80,16 @@ export const VNET_GSO_ECN = 0x80;
 
 /** Offset of the TCP checksum field from the start of the TCP header (`csum_offset` for TCP). */
 export const TCP_CSUM_OFFSET = TCP_OFF_CHECKSUM;
+
+/** IP protocol number of UDP. */
+export const IPPROTO_UDP = 17;
+/** The UDP header (RFC 768): ports, Length (header + data), Checksum; 8 bytes. */
+export const UDP_HEADER = 8;
+export const UDP_OFF_LENGTH = 4;
+/** Offset of the UDP checksum field (`csum_offset` for UDP). */
+export const UDP_OFF_CHECKSUM = 6;
+/** Most datagrams in one UDP super-packet: Linux's UDP_GRO_CNT_MAX. */
+export const UDP_GRO_MAX_SEGMENTS = 64;
 
 function le16(buf: Buffer, o: number): number {
   return buf[o] | (buf[o + 1] << 8);
@@ -252,7 +265,7 @@ export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: 
 
 // ---- 4. GRO: coalescing received segments (underlay -> TUN) ----------------------------------
 
-/** Flows the coalescer keeps open at once; more and the oldest is closed. */
+/** Flows the coalescer keeps open at once (TCP and UDP together); more and the oldest is closed. */
 const OPEN_FLOWS = 8;
 /** The header length of a TCP/IPv4 segment it merges: no IP options, TCP with or without a timestamp. */
 const IP_HL = IPV4_MIN_HEADER;
@@ -286,6 +299,28 @@ function mergeablePayload(buf: Buffer, off: number, len: number): number {
   return pay > 0 ? pay : 0;
 }
 
+/**
+ * The payload length of `buf[off, off+len)` if it is a datagram the coalescer may merge, else 0:
+ * IPv4 without options, UDP, not a fragment (MF clear, offset 0), a UDP Length that matches the
+ * IP payload, a checksum present (not 0: a super-packet's datagrams all get one from the
+ * kernel, so one sent without must stay as it came), at least one payload byte.
+ */
+function udpMergeablePayload(buf: Buffer, off: number, len: number): number {
+  if (buf[off] !== IPV4_VERSION_IHL_NO_OPTIONS || buf[off + OFF_PROTOCOL] !== IPPROTO_UDP) return 0;
+  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
+  if (len <= IP_HL + UDP_HEADER) return 0;
+  const u = off + IP_HL;
+  if (((buf[u + UDP_OFF_LENGTH] << 8) | buf[u + UDP_OFF_LENGTH + 1]) !== len - IP_HL) return 0;
+  if (buf[u + UDP_OFF_CHECKSUM] === 0 && buf[u + UDP_OFF_CHECKSUM + 1] === 0) return 0;
+  return len - IP_HL - UDP_HEADER;
+}
+
+/** The UDP checksum (present) of the option-less IPv4 packet `buf[off, off+len)` verifies. */
+function udpChecksumOk(buf: Buffer, off: number, len: number): boolean {
+  const udpLen = len - IP_HL;
+  return onesSum32(buf, off + IP_HL, udpLen, foldSum(tcpPseudoSum(buf, off, IPPROTO_UDP, udpLen))) === 0xffff;
+}
+
 /** Bytes `[a, a+n)` and `[b, b+n)` of `buf` are equal. */
 function sameBytes(buf: Buffer, a: number, b: number, n: number): boolean {
   for (let i = 0; i < n; i++) if (buf[a + i] !== buf[b + i]) return false;
@@ -301,7 +336,9 @@ function tcpChecksumOk(buf: Buffer, off: number, len: number): boolean {
 /**
  * Merges TCP/IPv4 segments of a batch of decapsulated packets into super-packets for a TUN
  * opened with IFF_VNET_HDR, like Linux's tcp_gro_receive (and wireguard-go's tcpGRO), within one
- * batch. Allocate one per data path (arrays for `maxPackets`) and call `coalesce` per batch.
+ * batch; with `udp`, UDP/IPv4 datagrams too, like Linux's udp_gro_receive_segment (and
+ * wireguard-go's udpGRO). Allocate one per data path (arrays for `maxPackets`) and call
+ * `coalesce` per batch.
  *
  * Segment j is appended to the open super-packet of its flow (same addresses and ports) when it
  * is mergeable (`mergeablePayload`), its sequence number follows the last byte so far, and TTL,
@@ -313,11 +350,23 @@ function tcpChecksumOk(buf: Buffer, off: number, len: number): boolean {
  * that does not follow ends the flow's super-packet (Linux GRO's flush) and may start the next.
  * IP IDs are not compared: with DF set they carry nothing (RFC 6864 §4.1).
  *
+ * UDP (`udp`: only for a kernel that takes UDP_L4 from a TUN, Linux 6.2+): datagram j joins the
+ * open super-packet of its flow (same addresses and ports) when it is mergeable
+ * (`udpMergeablePayload`), TTL, TOS and the flags word (DF) equal the first datagram's, its
+ * payload is no larger than the first's (a smaller one ends the super-packet, as every datagram
+ * but the last is cut to gso_size when the kernel splits it again), there are fewer than 64
+ * (UDP_GRO_CNT_MAX) and the result stays within 65535 bytes; without DF its IP ID must be the
+ * first's plus its position, since the kernel gives segment i the ID first + i; and the UDP
+ * checksums of both verify. The kernel splits the super-packet into the same datagrams, byte for
+ * byte (with DF, IDs aside), before any socket sees them. UDP_L4 header: NEEDS_CSUM, hdr_len 28,
+ * gso_size = the first datagram's payload, csum_start 20, csum_offset 6; UDP Length and the
+ * checksum field (the pseudo-header sum, as udp4_gro_complete leaves it) for the whole.
+ *
  * Output, in the order of the first segment of each: `count` packets at `offs[x]`, `lens[x]`,
  * each starting with its 10-byte virtio_net_hdr; `segments[x]` input packets in it, `bytes[x]`
  * their summed lengths, `first[x]` the index of the first. A packet merged with nothing stays
  * where it was, with a zero header in the 10 bytes before it. A super-packet is built in the
- * pool: header (NEEDS_CSUM, TCPV4, hdr_len, gso_size = the first segment's payload, csum_start
+ * pool: TCP header (NEEDS_CSUM, TCPV4, hdr_len, gso_size = the first segment's payload, csum_start
  * 20, csum_offset 16), the first segment, the payload of the others; Total Length and header
  * checksum rewritten; flags of the last segment (ACK, or ACK+PSH); the TCP checksum field set to
  * the pseudo-header sum for the super-packet's length, as Linux's tcp4_gro_complete does, for
@@ -326,7 +375,7 @@ function tcpChecksumOk(buf: Buffer, off: number, len: number): boolean {
  * Buffer ownership: nothing is kept across calls; the input packets may be overwritten by the
  * zero headers and the pool is reused by every call.
  */
-export class TcpCoalescer {
+export class Coalescer {
   /** Output: start of packet x (its virtio_net_hdr) in the buffer given to `coalesce`. */
   readonly offs: Int32Array;
   /** Output: length of packet x, header included. */
@@ -347,10 +396,12 @@ export class TcpCoalescer {
   private readonly nextSeq: Int32Array;
   private readonly state: Uint8Array;
   private readonly verified: Uint8Array;
+  private readonly proto: Uint8Array;
   private readonly open = new Int32Array(OPEN_FLOWS);
   private openCount = 0;
 
-  constructor(readonly maxPackets: number) {
+  /** `udp`: merge UDP datagrams too (the kernel takes UDP_L4 super-packets from a TUN). */
+  constructor(readonly maxPackets: number, readonly udp = false) {
     this.offs = new Int32Array(maxPackets);
     this.lens = new Int32Array(maxPackets);
     this.segments = new Int32Array(maxPackets);
@@ -365,6 +416,7 @@ export class TcpCoalescer {
     this.nextSeq = new Int32Array(maxPackets);
     this.state = new Uint8Array(maxPackets);
     this.verified = new Uint8Array(maxPackets);
+    this.proto = new Uint8Array(maxPackets);
   }
 
   /**
@@ -375,7 +427,7 @@ export class TcpCoalescer {
    * the number of output packets.
    */
   coalesce(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number): number {
-    const { next, tail, segs, sumLen, payload, gsoSize, nextSeq, state, verified, open } = this;
+    const { next, tail, segs, sumLen, payload, gsoSize, nextSeq, state, verified, proto, open } = this;
     this.openCount = 0;
     for (let j = 0; j < n; j++) {
       const off = inOffs[j];
@@ -385,9 +437,16 @@ export class TcpCoalescer {
       segs[j] = 1;
       sumLen[j] = len;
       verified[j] = 0;
+      const p = buf[off + OFF_PROTOCOL];
+      proto[j] = p;
+      if (p === IPPROTO_UDP && this.udp) {
+        this.addDatagram(buf, inOffs, inLens, j, off, len);
+        continue;
+      }
       const pay = mergeablePayload(buf, off, len);
       if (pay === 0) {
         state[j] = ST_CLOSED;
+        this.closeFlowOf(buf, inOffs, off, len, p);
         continue;
       }
       const t = off + IP_HL;
@@ -397,8 +456,8 @@ export class TcpCoalescer {
       for (let q = this.openCount - 1; q >= 0; q--) {
         const h = open[q];
         const ho = inOffs[h];
-        // Flow key: source and destination addresses (IPv4 bytes 12-19), ports (TCP bytes 0-3).
-        if (!sameBytes(buf, ho + 12, off + 12, 8) || !sameBytes(buf, ho + IP_HL, t, 4)) continue;
+        // Flow key: protocol, source and destination addresses (IPv4 bytes 12-19), ports (TCP bytes 0-3).
+        if (proto[h] !== IPPROTO_TCP || !sameBytes(buf, ho + 12, off + 12, 8) || !sameBytes(buf, ho + IP_HL, t, 4)) continue;
         if (this.follows(buf, h, ho, off, pay, seq) && this.verify(buf, h, ho, inLens[h]) && tcpChecksumOk(buf, off, len)) {
           next[tail[h]] = j;
           tail[h] = j;
@@ -422,11 +481,88 @@ export class TcpCoalescer {
         state[j] = ST_CLOSED;
         continue;
       }
-      if (this.openCount === OPEN_FLOWS) this.closeAt(0);
-      state[j] = ST_OPEN;
-      open[this.openCount++] = j;
+      this.openFlow(j);
     }
     return this.build(buf, inOffs, inLens, n, poolStart, poolEnd);
+  }
+
+  /**
+   * A packet that is not merged (`buf[off, off+len)`, protocol `p`) ends the open super-packet of
+   * its flow, as a flush does in Linux GRO: what follows of the flow is written after it, so the
+   * flow keeps its order. The flow key is read at the packet's own header length; a packet too
+   * short to show its ports, or a fragment after the first, ends every open super-packet between
+   * its two addresses.
+   */
+  private closeFlowOf(buf: Buffer, inOffs: Int32Array, off: number, len: number, p: number): void {
+    if (this.openCount === 0 || (p !== IPPROTO_TCP && p !== IPPROTO_UDP)) return;
+    const ihl = (buf[off] & 0x0f) << 2;
+    const ports = len >= ihl + 4 && ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & FRAG_OFFSET_MASK) === 0);
+    for (let q = this.openCount - 1; q >= 0; q--) {
+      const ho = inOffs[this.open[q]];
+      if (this.proto[this.open[q]] !== p || !sameBytes(buf, ho + 12, off + 12, 8)) continue;
+      if (ports && !sameBytes(buf, ho + IP_HL, off + ihl, 4)) continue;
+      this.closeAt(q);
+    }
+  }
+
+  /** Open a super-packet headed by packet j, closing the oldest if all slots are taken. */
+  private openFlow(j: number): void {
+    if (this.openCount === OPEN_FLOWS) this.closeAt(0);
+    this.state[j] = ST_OPEN;
+    this.open[this.openCount++] = j;
+  }
+
+  /** UDP datagram j (`buf[off, off+len)`): joins its flow's open super-packet, or heads one. */
+  private addDatagram(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, j: number, off: number, len: number): void {
+    const { next, tail, segs, sumLen, payload, gsoSize, state, proto, open } = this;
+    const pay = udpMergeablePayload(buf, off, len);
+    if (pay === 0) {
+      state[j] = ST_CLOSED;
+      this.closeFlowOf(buf, inOffs, off, len, IPPROTO_UDP);
+      return;
+    }
+    for (let q = this.openCount - 1; q >= 0; q--) {
+      const h = open[q];
+      const ho = inOffs[h];
+      // Flow key: protocol, addresses, ports.
+      if (proto[h] !== IPPROTO_UDP || !sameBytes(buf, ho + 12, off + 12, 8) || !sameBytes(buf, ho + IP_HL, off + IP_HL, 4)) continue;
+      if (this.datagramFollows(buf, h, ho, off, pay) && this.verifyUdp(buf, h, ho, inLens[h]) && udpChecksumOk(buf, off, len)) {
+        next[tail[h]] = j;
+        tail[h] = j;
+        segs[h]++;
+        sumLen[h] += len;
+        payload[h] += pay;
+        state[j] = ST_MEMBER;
+        if (pay < gsoSize[h] || segs[h] === UDP_GRO_MAX_SEGMENTS) this.closeAt(q);
+        return;
+      }
+      this.closeAt(q);
+      break;
+    }
+    payload[j] = pay;
+    gsoSize[j] = pay;
+    this.openFlow(j);
+  }
+
+  /** The datagram at `off` (payload `pay`) may be appended to head h's UDP super-packet. */
+  private datagramFollows(buf: Buffer, h: number, ho: number, off: number, pay: number): boolean {
+    if (pay > this.gsoSize[h] || IP_HL + UDP_HEADER + this.payload[h] + pay > IPV4_MAX_TOTAL_LENGTH) return false;
+    if (buf[ho + OFF_TTL] !== buf[off + OFF_TTL] || buf[ho + OFF_TOS] !== buf[off + OFF_TOS]) return false;
+    const ff = buf[ho + OFF_FLAGS_FRAG];
+    if (ff !== buf[off + OFF_FLAGS_FRAG]) return false;
+    if ((ff << 8) & FLAG_DF) return true;
+    // Without DF the ID matters (a router may fragment): it must be what the kernel will give.
+    const id = ((buf[ho + OFF_ID] << 8) | buf[ho + OFF_ID + 1]) + this.segs[h];
+    return ((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) === (id & 0xffff);
+  }
+
+  /** Head h's UDP checksum verifies (computed once, when the first datagram is merged into it). */
+  private verifyUdp(buf: Buffer, h: number, ho: number, hlen: number): boolean {
+    if (this.verified[h] === 0) {
+      if (!udpChecksumOk(buf, ho, hlen)) return false;
+      this.verified[h] = 1;
+    }
+    return true;
   }
 
   /** The segment at `off` (payload `pay`, sequence `seq`) continues head h's super-packet. */
@@ -461,14 +597,15 @@ export class TcpCoalescer {
   }
 
   private build(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number): number {
-    const { next, tail, segs, sumLen, payload, gsoSize, state, offs, lens, segments, bytes, first } = this;
+    const { next, tail, segs, sumLen, payload, gsoSize, state, proto, offs, lens, segments, bytes, first } = this;
     let k = 0;
     let cursor = poolStart;
     for (let j = 0; j < n; j++) {
       if (state[j] === ST_MEMBER) continue;
       const off = inOffs[j];
       const len = inLens[j];
-      const hdrLen = IP_HL + ((buf[off + IP_HL + TCP_OFF_DATA_OFFSET] >> 4) << 2);
+      const udp = proto[j] === IPPROTO_UDP;
+      const hdrLen = udp ? IP_HL + UDP_HEADER : IP_HL + ((buf[off + IP_HL + TCP_OFF_DATA_OFFSET] >> 4) << 2);
       const total = hdrLen + payload[j];
       // The IPv4 header of a super-packet starts 16-byte aligned, its vnet header 10 bytes before.
       const o = ((cursor + VNET_HDR_LEN + 15) & ~15);
@@ -501,11 +638,21 @@ export class TcpCoalescer {
       buf[o + OFF_CHECKSUM] = ipCheck >> 8;
       buf[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
       const t = o + IP_HL;
-      buf[t + TCP_OFF_FLAGS] = buf[inOffs[tail[j]] + IP_HL + TCP_OFF_FLAGS];
-      const pseudo = foldSum(tcpPseudoSum(buf, o, IPPROTO_TCP, total - IP_HL));
-      buf[t + TCP_OFF_CHECKSUM] = pseudo >> 8;
-      buf[t + TCP_OFF_CHECKSUM + 1] = pseudo & 0xff;
-      writeVnetHdr(buf, o - VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, hdrLen, gsoSize[j], IP_HL, TCP_CSUM_OFFSET);
+      const l4Len = total - IP_HL;
+      if (udp) {
+        buf[t + UDP_OFF_LENGTH] = l4Len >> 8;
+        buf[t + UDP_OFF_LENGTH + 1] = l4Len & 0xff;
+        const pseudo = foldSum(tcpPseudoSum(buf, o, IPPROTO_UDP, l4Len));
+        buf[t + UDP_OFF_CHECKSUM] = pseudo >> 8;
+        buf[t + UDP_OFF_CHECKSUM + 1] = pseudo & 0xff;
+        writeVnetHdr(buf, o - VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_UDP_L4, hdrLen, gsoSize[j], IP_HL, UDP_OFF_CHECKSUM);
+      } else {
+        buf[t + TCP_OFF_FLAGS] = buf[inOffs[tail[j]] + IP_HL + TCP_OFF_FLAGS];
+        const pseudo = foldSum(tcpPseudoSum(buf, o, IPPROTO_TCP, l4Len));
+        buf[t + TCP_OFF_CHECKSUM] = pseudo >> 8;
+        buf[t + TCP_OFF_CHECKSUM + 1] = pseudo & 0xff;
+        writeVnetHdr(buf, o - VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, hdrLen, gsoSize[j], IP_HL, TCP_CSUM_OFFSET);
+      }
       offs[k] = o - VNET_HDR_LEN;
       lens[k] = total + VNET_HDR_LEN;
       segments[k] = segs[j];

@@ -54,6 +54,13 @@ export interface NativeBinding {
   openTun(name: string, options?: { vnetHdr?: boolean; offload?: number }): { fd: number; name: string };
   /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
   openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number): number;
+  /**
+   * TUNSETOFFLOAD `flags` (TUN_F_*) on a TUN opened with `vnetHdr`: what the reader takes from
+   * now on. Throws a NativeError (syscall 'ioctl'): 'EINVAL' for flags the kernel does not know
+   * (TUN_F_USO4/6 before Linux 6.2, or one of the two without the other), 'EBADF'/'ENOTTY' for an
+   * fd that is not such a TUN; a RangeError for flags outside the TUN_F_* set.
+   */
+  setTunOffload(fd: number, flags: number): void;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
   close(fd: number): void;
   /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */
@@ -106,6 +113,13 @@ export interface NativeBinding {
   readonly TUN_F_TSO_ECN: number;
   /** TUNSETOFFLOAD: UDP fragmentation offload (legacy). */
   readonly TUN_F_UFO: number;
+  /**
+   * TUNSETOFFLOAD: the reader segments UDP/IPv4 super-packets (GSO UDP_L4, Linux 6.2+; older
+   * kernels refuse the flag with EINVAL).
+   */
+  readonly TUN_F_USO4: number;
+  /** TUNSETOFFLOAD: the same for UDP/IPv6. */
+  readonly TUN_F_USO6: number;
 }
 
 /** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */

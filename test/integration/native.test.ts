@@ -242,7 +242,7 @@ describe.skipIf(skipReason !== undefined)('native addon (in a private network na
 
   it('offload mode: reads start with a virtio_net_hdr, checksums are left to us, writes take a zero header', () => {
     const v = r.vnet;
-    expect(v.constants).toEqual({ VNET_HDR_LEN: 10, TUN_F_CSUM: 1, TUN_F_TSO4: 2, TUN_F_TSO6: 4, TUN_F_TSO_ECN: 8, TUN_F_UFO: 16 });
+    expect(v.constants).toEqual({ VNET_HDR_LEN: 10, TUN_F_CSUM: 1, TUN_F_TSO4: 2, TUN_F_TSO6: 4, TUN_F_TSO_ECN: 8, TUN_F_UFO: 16, TUN_F_USO4: 32, TUN_F_USO6: 64 });
     const udp = v.seen.find((p) => p.protocol === 17);
     const syn = v.seen.find((p) => p.protocol === 6);
     // NEEDS_CSUM (1), no GSO; the checksum starts after the IP header, the field at 6 (UDP) / 16 (TCP).
@@ -254,5 +254,11 @@ describe.skipIf(skipReason !== undefined)('native addon (in a private network na
     expect(v.errors.offloadWithoutVnet).toMatchObject({ threw: true, name: 'RangeError' });
     expect(v.errors.unknownFlag).toMatchObject({ threw: true, name: 'RangeError' });
     expect(v.errors.notObject).toMatchObject({ threw: true, name: 'TypeError' });
+    // The UDP_L4 probe the daemon makes (this kernel is 6.2+): USO4 alone is refused, both taken.
+    expect(v.errors.usoAlone).toMatchObject({ threw: true, code: 'EINVAL', syscall: 'ioctl' });
+    expect(v.errors.usoBoth).toMatchObject({ threw: false });
+    expect(v.errors.backToTso).toMatchObject({ threw: false });
+    expect(v.errors.offloadUnknownFlag).toMatchObject({ threw: true, name: 'RangeError' });
+    expect(v.errors.offloadBadFd).toMatchObject({ threw: true, code: 'EBADF', syscall: 'ioctl' });
   });
 });

@@ -1,10 +1,12 @@
 /**
  * The TUN offloads (src/ipip/gso.ts): checksum completion, TSO segmentation, GRO coalescing.
  *
- * Packets are built here by hand (`tcpPacket`), and every checksum is checked by independent
- * RFC 1071 implementations: `refChecksum` (test/helpers/packets.ts) for IPv4 headers,
+ * Packets are built here by hand (`tcpPacket`, `udpPacket`), and every checksum is checked by
+ * independent RFC 1071 implementations: `refChecksum` (test/helpers/packets.ts) for IPv4 headers,
  * `refL4Checksum` over the pseudo-header, TCP/UDP header and payload. Output
- * buffers are poisoned with 0xA5 so that a byte written where it should not be shows.
+ * buffers are poisoned with 0xA5 so that a byte written where it should not be shows. UDP
+ * super-packets are checked against a reference model of the kernel's split
+ * (`kernelUdpSegment`, after Linux's __udp_gso_segment), which must give back the datagrams.
  *
  *   segmentation:  [vnet | super-packet]  ->  slot k: [ 20 poison | segment k | poison ... ]
  *   coalescing:    slot j: [ 20 (outer header) | inner packet j ]  ...  [ pool: vnet | super-packet ... ]
@@ -13,12 +15,14 @@ import { describe, expect, it } from 'vitest';
 import { onesSum, onesSum32 } from '../../src/ipip/checksum.js';
 import { refChecksum, rng } from '../helpers/packets.js';
 import {
-  TcpCoalescer,
+  Coalescer,
   VNET_F_NEEDS_CSUM,
   VNET_GSO_ECN,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
+  VNET_GSO_UDP_L4,
   VNET_HDR_LEN,
+  UDP_GRO_MAX_SEGMENTS,
   checkTcp4Gso,
   completeChecksum,
   getVnetCsumOffset,
@@ -377,9 +381,10 @@ interface Out {
   off: number;
 }
 
-function run(pkts: Buffer[], poolSize?: number): Out[] {
+/** Coalesce `pkts` as one batch (UDP too with `udp`) and copy every output packet out. */
+function run(pkts: Buffer[], poolSize?: number, udp = false): Out[] {
   const { buf, offs, lens, pool } = batch(pkts, poolSize);
-  const c = new TcpCoalescer(64);
+  const c = new Coalescer(Math.max(64, pkts.length), udp);
   const n = c.coalesce(buf, offs, lens, pkts.length, pool, buf.length);
   const out: Out[] = [];
   for (let x = 0; x < n; x++) {
@@ -461,7 +466,7 @@ describe('coalescing received segments (GRO)', () => {
   it('writes a lone packet in place with a zero vnet header in the 10 bytes before it', () => {
     const p = tcpPacket({ payload: payload(100, 3) });
     const { buf, offs, lens, pool } = batch([p]);
-    const c = new TcpCoalescer(4);
+    const c = new Coalescer(4);
     expect(c.coalesce(buf, offs, lens, 1, pool, buf.length)).toBe(1);
     expect(c.offs[0]).toBe(HEAD - VNET_HDR_LEN);
     expect(c.lens[0]).toBe(p.length + VNET_HDR_LEN);
@@ -591,5 +596,625 @@ describe('segment then coalesce gives back the super-packet (seeded random)', ()
         expect(out[0]!.vnet).toEqual({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: hdr, gsoSize: gso, csumStart: 20, csumOffset: 16 });
       }
     }
+  });
+});
+
+// ---------------------------------------------------------------- UDP GRO
+
+interface UdpSpec {
+  src?: number;
+  dst?: number;
+  sport?: number;
+  dport?: number;
+  id?: number;
+  ttl?: number;
+  tos?: number;
+  /** Flags + fragment offset word; default DF (0x4000). */
+  frag?: number;
+  ipOptions?: Buffer;
+  payload: Buffer;
+  /** 'full' (default): a correct checksum, a computed 0 sent as 0xffff (RFC 768); 'zero': none. */
+  csum?: 'full' | 'zero';
+  /** A UDP Length field other than the real one (the checksum covers the real bytes). */
+  udpLen?: number;
+}
+
+/** A UDP/IPv4 datagram, 10.0.1.1:33333 -> 10.0.2.1:4433 by default. */
+function udpPacket(s: UdpSpec): Buffer {
+  const ipOpts = s.ipOptions ?? Buffer.alloc(0);
+  const ihl = 20 + ipOpts.length;
+  const total = ihl + 8 + s.payload.length;
+  const b = Buffer.alloc(total);
+  b[0] = 0x40 | (ihl >> 2);
+  b[1] = s.tos ?? 0;
+  b.writeUInt16BE(total, 2);
+  b.writeUInt16BE(s.id ?? 0x2345, 4);
+  b.writeUInt16BE(s.frag ?? 0x4000, 6);
+  b[8] = s.ttl ?? 64;
+  b[9] = 17;
+  b.writeInt32BE(s.src ?? 0x0a000101, 12);
+  b.writeInt32BE(s.dst ?? 0x0a000201, 16);
+  ipOpts.copy(b, 20);
+  b.writeUInt16BE(refChecksum(b, 0, ihl), 10);
+  b.writeUInt16BE(s.sport ?? 33333, ihl);
+  b.writeUInt16BE(s.dport ?? 4433, ihl + 2);
+  b.writeUInt16BE(s.udpLen ?? total - ihl, ihl + 4);
+  s.payload.copy(b, ihl + 8);
+  if (s.csum !== 'zero') b.writeUInt16BE(refL4Checksum(b, ihl, total - ihl, refPseudo(b, 0, 17, total - ihl)) || 0xffff, ihl + 6);
+  return b;
+}
+
+/** n datagrams of one flow, `size` payload bytes each, IDs base.id (default 300) + i. */
+function udpFlow(n: number, size: number, base: Partial<UdpSpec> = {}, seed = 1): Buffer[] {
+  const out: Buffer[] = [];
+  for (let i = 0; i < n; i++) out.push(udpPacket({ ...base, id: ((base.id ?? 300) + i) & 0xffff, payload: payload(size, seed * 1000 + i) }));
+  return out;
+}
+
+/**
+ * The payload of `spec` with its last two bytes (at an even offset) chosen so that the datagram's
+ * checksum computes to 0: sent as 0xffff, and a zero field (no checksum) verifies as well.
+ */
+function zeroChecksumPayload(spec: UdpSpec): Buffer {
+  const body = Buffer.from(spec.payload);
+  expect(body.length % 2).toBe(0);
+  body.writeUInt16BE(0, body.length - 2);
+  const probe = udpPacket({ ...spec, payload: body, csum: 'zero' });
+  const ihl = (probe[0]! & 15) * 4;
+  body.writeUInt16BE(0xffff - refSum(probe, ihl, probe.length - ihl, refPseudo(probe, 0, 17, probe.length - ihl)), body.length - 2);
+  return body;
+}
+
+/** One's complement 16-bit addition (the kernel's csum16_add). */
+function csum16Add(a: number, b: number): number {
+  const s = a + b;
+  return (s & 0xffff) + (s >>> 16);
+}
+
+/**
+ * A reference model of what the kernel does with a UDP_L4 super-packet written to a TUN
+ * (virtio_net_hdr_to_skb, then inet_gso_segment and __udp_gso_segment), written from the kernel
+ * source and sharing no code with src/ipip/gso.ts. It checks what the kernel requires (NEEDS_CSUM,
+ * csum_start/offset at the UDP checksum, more payload than one gso_size) and cuts the payload
+ * into gso_size chunks, the last one shorter, each behind a copy of the IPv4 and UDP headers
+ * with its own Total Length, ID first + i, header checksum and UDP Length. The UDP checksum is
+ * derived as __udp_gso_segment does, from the super-packet's checksum field (which must hold the
+ * pseudo-header sum for the whole length): csum16_add(csum16_sub(check, len), newlen), then
+ * completed over the segment, a 0 sent as 0xffff. A wrong seed in the super-packet therefore
+ * gives segments with wrong checksums, which `l4Check` catches here.
+ */
+function kernelUdpSegment(o: Out): Buffer[] {
+  expect(o.vnet.flags).toBe(VNET_F_NEEDS_CSUM);
+  expect(o.vnet.gsoType).toBe(VNET_GSO_UDP_L4);
+  expect(o.vnet.csumStart).toBe(20);
+  expect(o.vnet.csumOffset).toBe(6);
+  expect(o.vnet.hdrLen).toBe(28);
+  const mss = o.vnet.gsoSize;
+  const pkt = o.pkt;
+  expect(pkt[0]).toBe(0x45);
+  expect(pkt[9]).toBe(17);
+  expect(pkt.readUInt16BE(2)).toBe(pkt.length);
+  expect(pkt.length).toBeLessThanOrEqual(65535);
+  expect(refChecksum(pkt, 0, 20)).toBe(0);
+  expect(pkt.readUInt16BE(6) & 0x3fff).toBe(0); // MF clear, offset 0
+  const ulen = pkt.readUInt16BE(24);
+  expect(ulen).toBe(pkt.length - 20);
+  const data = pkt.subarray(28);
+  expect(mss).toBeGreaterThan(0);
+  expect(data.length).toBeGreaterThan(mss); // __udp_gso_segment: -EINVAL for one segment or less
+  const n = Math.ceil(data.length / mss);
+  expect(n).toBeLessThanOrEqual(64); // UDP_GRO_CNT_MAX
+  const check = pkt.readUInt16BE(26);
+  const id0 = pkt.readUInt16BE(4);
+  const segs: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const chunk = data.subarray(i * mss, Math.min((i + 1) * mss, data.length));
+    const seg = Buffer.alloc(28 + chunk.length);
+    pkt.copy(seg, 0, 0, 28);
+    chunk.copy(seg, 28);
+    seg.writeUInt16BE(seg.length, 2);
+    seg.writeUInt16BE((id0 + i) & 0xffff, 4);
+    seg.writeUInt16BE(0, 10);
+    seg.writeUInt16BE(refChecksum(seg, 0, 20), 10);
+    const newLen = 8 + chunk.length;
+    seg.writeUInt16BE(newLen, 24);
+    seg.writeUInt16BE(csum16Add(csum16Add(check, ~ulen & 0xffff), newLen), 26);
+    seg.writeUInt16BE(refL4Checksum(seg, 20, newLen, 0) || 0xffff, 26);
+    expect(l4Check(seg, 0), `UDP checksum of segment ${i}`).toBe(0);
+    segs.push(seg);
+  }
+  return segs;
+}
+
+/** A copy of an IPv4 packet with its ID and header checksum zeroed (what DF makes meaningless). */
+function withoutId(p: Buffer): Buffer {
+  const b = Buffer.from(p);
+  b.fill(0, 4, 6);
+  b.fill(0, 10, 12);
+  return b;
+}
+
+/**
+ * Check a UDP super-packet against its datagrams: the vnet header, the bytes (the first
+ * datagram's headers with Total Length, header checksum, UDP Length and the pseudo-header sum
+ * for the whole, then every payload), and the kernel's split, which must give the datagrams back
+ * byte for byte (`ids: 'any'`: but for ID and header checksum, for DF datagrams whose IDs are
+ * not consecutive).
+ */
+function expectUdpSuper(o: Out, dgrams: Buffer[], ids: 'exact' | 'any' = 'exact'): void {
+  const first = dgrams[0]!;
+  const data = Buffer.concat(dgrams.map((d) => d.subarray(28)));
+  expect(o.segments).toBe(dgrams.length);
+  expect(o.bytes).toBe(dgrams.reduce((a, d) => a + d.length, 0));
+  expect(o.vnet).toEqual({ flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_UDP_L4, hdrLen: 28, gsoSize: first.length - 28, csumStart: 20, csumOffset: 6 });
+  expect(o.pkt.length).toBe(28 + data.length);
+  const hdr = Buffer.from(first.subarray(0, 28));
+  hdr.writeUInt16BE(o.pkt.length, 2);
+  hdr.writeUInt16BE(0, 10);
+  hdr.writeUInt16BE(refChecksum(hdr, 0, 20), 10);
+  hdr.writeUInt16BE(o.pkt.length - 20, 24);
+  hdr.writeUInt16BE(refSum(Buffer.alloc(0), 0, 0, refPseudo(o.pkt, 0, 17, o.pkt.length - 20)), 26);
+  expect(o.pkt.subarray(0, 28).equals(hdr), 'IPv4 + UDP header').toBe(true);
+  expect(o.pkt.subarray(28).equals(data), 'payloads').toBe(true);
+  expect(refChecksum(o.pkt, 0, 20)).toBe(0);
+  // Completing the partial checksum over the whole (no split) gives a valid UDP checksum.
+  const done = Buffer.from(o.pkt);
+  expect(completeChecksum(done, 0, done.length, 20, 6)).toBe(true);
+  expect(l4Check(done, 0)).toBe(0);
+  // The kernel's split gives the datagrams back.
+  const segs = kernelUdpSegment(o);
+  expect(segs.length).toBe(dgrams.length);
+  segs.forEach((s, i) => {
+    if (ids === 'exact') expect(s.equals(dgrams[i]!), `datagram ${i} byte for byte`).toBe(true);
+    else expect(withoutId(s).equals(withoutId(dgrams[i]!)), `datagram ${i} but for ID`).toBe(true);
+  });
+}
+
+/** A packet written as it came: zero vnet header, one segment, the same bytes. */
+function expectAsCame(o: Out, pkt: Buffer, index: number, what = ''): void {
+  expect(o.vnet, what).toEqual(ZERO_VNET);
+  expect(o.segments, what).toBe(1);
+  expect(o.bytes, what).toBe(pkt.length);
+  expect(o.first, what).toBe(index);
+  expect(o.pkt.equals(pkt), what).toBe(true);
+}
+
+/** A 4-tuple + protocol key for an IPv4 packet without options. */
+function flowKey(p: Buffer): string {
+  return `${p[9]} ${p.subarray(12, 24).toString('hex')}`;
+}
+
+describe('coalescing received UDP datagrams (UDP GRO, udp = true)', () => {
+  it('merges N same-size datagrams of a flow into one UDP_L4 super-packet, which the kernel splits back byte for byte', () => {
+    const d = udpFlow(8, 1200, { id: 0xfffc }); // DF, consecutive IDs (wrapping)
+    const { buf, offs, lens, pool } = batch(d);
+    const c = new Coalescer(64, true);
+    expect(c.udp).toBe(true);
+    expect(c.coalesce(buf, offs, lens, d.length, pool, buf.length)).toBe(1);
+    // Built in the pool, the IP header 16-byte aligned, nothing written around it.
+    const h = c.offs[0]!;
+    expect(h).toBeGreaterThanOrEqual(pool);
+    expect((h + VNET_HDR_LEN) % 16).toBe(0);
+    expect(c.lens[0]).toBe(VNET_HDR_LEN + 28 + 8 * 1200);
+    expect(buf.subarray(pool, h).every((x) => x === 0xa5)).toBe(true);
+    expect(buf.subarray(h + c.lens[0]!).every((x) => x === 0xa5)).toBe(true);
+    expect([c.segments[0], c.bytes[0], c.first[0]]).toEqual([8, 8 * 1228, 0]);
+    // The fields one by one.
+    const sp = buf.subarray(h + VNET_HDR_LEN, h + c.lens[0]!);
+    expect(getVnetFlags(buf, h)).toBe(VNET_F_NEEDS_CSUM);
+    expect(getVnetGsoType(buf, h)).toBe(VNET_GSO_UDP_L4);
+    expect(getVnetHdrLen(buf, h)).toBe(28);
+    expect(getVnetGsoSize(buf, h)).toBe(1200);
+    expect(getVnetCsumStart(buf, h)).toBe(20);
+    expect(getVnetCsumOffset(buf, h)).toBe(6);
+    expect(sp.readUInt16BE(2)).toBe(28 + 9600); // IPv4 Total Length
+    expect(sp.readUInt16BE(4)).toBe(0xfffc); // the first datagram's ID
+    expect(sp.readUInt16BE(6)).toBe(0x4000);
+    expect(refChecksum(sp, 0, 20)).toBe(0);
+    expect(sp.readUInt16BE(24)).toBe(8 + 9600); // UDP Length: the whole
+    expect(sp.readUInt16BE(26)).toBe(refSum(Buffer.alloc(0), 0, 0, refPseudo(sp, 0, 17, 8 + 9600))); // pseudo-header sum, folded
+    expect(sp.subarray(0, 20).equals(Buffer.concat([d[0]!.subarray(0, 2), sp.subarray(2, 4), d[0]!.subarray(4, 10), sp.subarray(10, 12), d[0]!.subarray(12, 20)]))).toBe(true);
+    // Header + concatenated payloads, and the kernel's split gives every datagram back.
+    const out = run(d, undefined, true);
+    expect(out.length).toBe(1);
+    expectUdpSuper(out[0]!, d);
+  });
+
+  it('without DF merges only consecutive IDs, and the split gives the datagrams back exactly', () => {
+    const d = udpFlow(5, 700, { frag: 0, id: 0xfffe, ttl: 17, tos: 0xb8 });
+    const out = run(d, undefined, true);
+    expect(out.length).toBe(1);
+    expectUdpSuper(out[0]!, d);
+    expect(out[0]!.pkt.readUInt16BE(6)).toBe(0);
+  });
+
+  it('with DF merges datagrams whose IDs are unrelated; the split differs from them only in ID and header checksum', () => {
+    const r = rng(77);
+    const d = udpFlow(6, 512).map((p) => {
+      const q = Buffer.from(p);
+      q.writeUInt16BE(r() & 0xffff, 4);
+      q.writeUInt16BE(0, 10);
+      q.writeUInt16BE(refChecksum(q, 0, 20), 10);
+      return q;
+    });
+    const out = run(d, undefined, true);
+    expect(out.length).toBe(1);
+    expectUdpSuper(out[0]!, d, 'any');
+    expect(out[0]!.pkt.readUInt16BE(4)).toBe(d[0]!.readUInt16BE(4));
+  });
+
+  it('keeps a checksum that computes to 0 as 0xffff through the merge and the split', () => {
+    const d = udpFlow(3, 300);
+    d[1] = udpPacket({ id: 301, payload: zeroChecksumPayload({ id: 301, payload: payload(300, 555) }) });
+    expect(d[1]!.readUInt16BE(26)).toBe(0xffff);
+    expect(l4Check(d[1]!, 0)).toBe(0);
+    const out = run(d, undefined, true);
+    expect(out.length).toBe(1);
+    expectUdpSuper(out[0]!, d);
+  });
+
+  it('writes a lone datagram in place with a zero vnet header in the 10 bytes before it', () => {
+    const p = udpPacket({ payload: payload(100, 3) });
+    const { buf, offs, lens, pool } = batch([p]);
+    const c = new Coalescer(4, true);
+    expect(c.coalesce(buf, offs, lens, 1, pool, buf.length)).toBe(1);
+    expect(c.offs[0]).toBe(HEAD - VNET_HDR_LEN);
+    expect(c.lens[0]).toBe(p.length + VNET_HDR_LEN);
+    expect([c.segments[0], c.bytes[0], c.first[0]]).toEqual([1, p.length, 0]);
+    expect(buf.subarray(0, HEAD - VNET_HDR_LEN).every((x) => x === 0xa5)).toBe(true);
+    expect(buf.subarray(HEAD - VNET_HDR_LEN, HEAD).equals(Buffer.alloc(VNET_HDR_LEN))).toBe(true);
+    expect(buf.subarray(HEAD, HEAD + p.length).equals(p)).toBe(true);
+    expect(buf.subarray(pool).every((x) => x === 0xa5)).toBe(true); // the pool is untouched
+  });
+
+  it('a smaller datagram joins and closes the super-packet; a larger one after it starts the next', () => {
+    const d = udpFlow(3, 1000);
+    d.push(udpPacket({ id: 303, payload: payload(400, 77) }));
+    d.push(...udpFlow(2, 1000, { id: 304 }, 2));
+    const out = run(d, undefined, true);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 4], [4, 2]]);
+    expectUdpSuper(out[0]!, d.slice(0, 4));
+    expect(out[0]!.vnet.gsoSize).toBe(1000);
+    expect(kernelUdpSegment(out[0]!).map((s) => s.length)).toEqual([1028, 1028, 1028, 428]);
+    expectUdpSuper(out[1]!, d.slice(4));
+  });
+
+  it('a larger datagram does not join: it ends the super-packet and heads the next', () => {
+    const d = [...udpFlow(2, 600), ...udpFlow(3, 601, { id: 302 }, 2)];
+    const out = run(d, undefined, true);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 2], [2, 3]]);
+    expectUdpSuper(out[0]!, d.slice(0, 2));
+    expectUdpSuper(out[1]!, d.slice(2));
+    // A smaller datagram after a smaller one: the first smaller one already closed it.
+    const e = [...udpFlow(2, 600), udpPacket({ id: 302, payload: payload(100, 5) }), udpPacket({ id: 303, payload: payload(100, 6) })];
+    const out2 = run(e, undefined, true);
+    expect(out2.map((o) => [o.first, o.segments])).toEqual([[0, 3], [3, 1]]);
+    expectUdpSuper(out2[0]!, e.slice(0, 3));
+    expectAsCame(out2[1]!, e[3]!, 3);
+  });
+
+  const NO_DF = { frag: 0 };
+  const cases: Array<[string, (d: Buffer[]) => void]> = [
+    ['a different source port', (d) => (d[1] = udpPacket({ id: 301, sport: 33334, payload: payload(800, 2) }))],
+    ['a different destination port', (d) => (d[1] = udpPacket({ id: 301, dport: 4434, payload: payload(800, 2) }))],
+    ['a different source address', (d) => (d[1] = udpPacket({ id: 301, src: 0x0a000102, payload: payload(800, 2) }))],
+    ['a different destination address', (d) => (d[1] = udpPacket({ id: 301, dst: 0x0a000202, payload: payload(800, 2) }))],
+    ['a different TTL', (d) => (d[1] = udpPacket({ id: 301, ttl: 63, payload: payload(800, 2) }))],
+    ['a different TOS (CE mark)', (d) => (d[1] = udpPacket({ id: 301, tos: 3, payload: payload(800, 2) }))],
+    ['a different TOS (DSCP)', (d) => (d[1] = udpPacket({ id: 301, tos: 0xb8, payload: payload(800, 2) }))],
+    ['DF, then no DF', (d) => (d[1] = udpPacket({ id: 301, ...NO_DF, payload: payload(800, 2) }))],
+    ['no DF, then DF', (d) => (d[0] = udpPacket({ id: 300, ...NO_DF, payload: payload(800, 1) }))],
+    ['a zero checksum on the second', (d) => (d[1] = udpPacket({ id: 301, csum: 'zero', payload: payload(800, 2) }))],
+    ['a zero checksum on the first', (d) => (d[0] = udpPacket({ id: 300, csum: 'zero', payload: payload(800, 1) }))],
+    // Data that sums to 0xffff: a zero field verifies, and only the "no checksum" rule keeps it out.
+    ['a zero checksum on data that verifies with it', (d) => (d[1] = udpPacket({ id: 301, csum: 'zero', payload: zeroChecksumPayload({ id: 301, payload: payload(800, 2) }) }))],
+    ['a zero checksum on a first datagram whose data verifies with it', (d) => (d[0] = udpPacket({ id: 300, csum: 'zero', payload: zeroChecksumPayload({ id: 300, payload: payload(800, 1) }) }))],
+    ['a bad checksum on the second', (d) => (d[1]![100] ^= 0x10)],
+    ['a bad checksum on the first', (d) => (d[0]![100] ^= 0x10)],
+    ['MF set (a first fragment)', (d) => (d[1] = udpPacket({ id: 301, frag: 0x2000, payload: payload(800, 2) }))],
+    ['DF and MF set', (d) => (d[1] = udpPacket({ id: 301, frag: 0x6000, payload: payload(800, 2) }))],
+    ['a fragment offset', (d) => (d[1] = udpPacket({ id: 301, frag: 0x0001, payload: payload(800, 2) }))],
+    ['a first datagram that is a fragment', (d) => (d[0] = udpPacket({ id: 300, frag: 0x2000, payload: payload(800, 1) }))],
+    ['IP options (IHL 6)', (d) => (d[1] = udpPacket({ id: 301, ipOptions: Buffer.from([1, 1, 1, 0]), payload: payload(800, 2) }))],
+    ['IP options on the first', (d) => (d[0] = udpPacket({ id: 300, ipOptions: Buffer.from([0x94, 4, 0, 0]), payload: payload(800, 1) }))],
+    ['a UDP Length shorter than the IP payload', (d) => (d[1] = udpPacket({ id: 301, udpLen: 800, payload: payload(800, 2) }))],
+    ['a UDP Length longer than the IP payload', (d) => (d[1] = udpPacket({ id: 301, udpLen: 809, payload: payload(800, 2) }))],
+    ['no payload', (d) => (d[1] = udpPacket({ id: 301, payload: Buffer.alloc(0) }))],
+    ['a bigger datagram', (d) => (d[1] = udpPacket({ id: 301, payload: payload(801, 2) }))],
+    ['IDs not consecutive without DF', (d) => {
+      d[0] = udpPacket({ id: 300, ...NO_DF, payload: payload(800, 1) });
+      d[1] = udpPacket({ id: 302, ...NO_DF, payload: payload(800, 2) });
+    }],
+    ['the same ID twice without DF', (d) => {
+      d[0] = udpPacket({ id: 300, ...NO_DF, payload: payload(800, 1) });
+      d[1] = udpPacket({ id: 300, ...NO_DF, payload: payload(800, 2) });
+    }],
+    ['TCP with the same addresses and ports', (d) => (d[1] = tcpPacket({ sport: 33333, dport: 4433, ts: [1, 2], payload: payload(800, 2) }))],
+  ];
+  for (const [what, mutate] of cases) {
+    it(`does not merge datagrams across ${what}`, () => {
+      const d = udpFlow(2, 800);
+      mutate(d);
+      const out = run(d, undefined, true);
+      expect(out.length, what).toBe(2);
+      out.forEach((o, x) => expectAsCame(o, d[x]!, x, what));
+    });
+  }
+
+  // Reported, not fixed here (src/ipip/gso.ts): a datagram of a flow with an open super-packet
+  // that cannot be merged itself (no checksum, a fragment, IP options, no payload) is written
+  // where it is but does not close the super-packet, so the flow's next datagram joins it and
+  // reaches the TUN first. `it.fails` until that is fixed; then drop `.fails`.
+  it('keeps a TCP flow in order across a segment of it that cannot be merged (a pure ACK)', () => {
+    const segs = flow(4, 1000);
+    const ack = tcpPacket({ ts: [100, 200], seq: 5000 + 2000, id: 150, payload: Buffer.alloc(0) });
+    const out = run([segs[0]!, segs[1]!, ack, segs[2]!, segs[3]!]);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 2], [2, 1], [3, 2]]);
+    expectSuper(out[0]!, segs.slice(0, 2));
+    expect(out[1]!.pkt.equals(ack)).toBe(true);
+    expectSuper(out[2]!, segs.slice(2));
+  });
+
+  it('keeps a flow in order across a datagram of it that cannot be merged', () => {
+    const kinds: Array<[string, Partial<UdpSpec>]> = [
+      ['no checksum', { csum: 'zero' }],
+      ['no payload', { payload: Buffer.alloc(0) }],
+      ['IP options', { ipOptions: Buffer.from([1, 1, 1, 0]) }],
+      ['MF set', { frag: 0x6000 }],
+    ];
+    for (const [what, spec] of kinds) {
+      const d = udpFlow(3, 400);
+      d[1] = udpPacket({ id: 301, payload: payload(400, 2), ...spec });
+      const out = run(d, undefined, true);
+      const seen = out.flatMap((o) => (o.vnet.gsoType === VNET_GSO_UDP_L4 ? kernelUdpSegment(o) : [o.pkt]));
+      expect(seen.map((p) => d.findIndex((q) => withoutId(q).equals(withoutId(p)))), what).toEqual([0, 1, 2]);
+    }
+  });
+
+  it('writes a member with a bad checksum as it came; the super-packets around it stay correct', () => {
+    const d = udpFlow(5, 900);
+    d[2]![500] ^= 0x01;
+    const out = run(d, undefined, true);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 2], [2, 1], [3, 2]]);
+    expectUdpSuper(out[0]!, d.slice(0, 2));
+    expectAsCame(out[1]!, d[2]!, 2);
+    expectUdpSuper(out[2]!, d.slice(3));
+  });
+
+  it('does not merge into a head whose checksum is bad, and merges what follows it', () => {
+    const d = udpFlow(4, 900);
+    d[0]![28] ^= 0x80;
+    const out = run(d, undefined, true);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 1], [1, 3]]);
+    expectAsCame(out[0]!, d[0]!, 0);
+    expectUdpSuper(out[1]!, d.slice(1));
+  });
+
+  it(`merges at most ${UDP_GRO_MAX_SEGMENTS} datagrams: 65 make 64 + 1`, () => {
+    expect(UDP_GRO_MAX_SEGMENTS).toBe(64);
+    const d = udpFlow(65, 100, { frag: 0 });
+    const out = run(d, undefined, true);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 64], [64, 1]]);
+    expectUdpSuper(out[0]!, d.slice(0, 64));
+    expectAsCame(out[1]!, d[64]!, 64);
+    // 130: 64 + 64 + 2, the third without DF continuing the ID sequence (first + position).
+    const e = udpFlow(130, 10, { frag: 0 });
+    const out2 = run(e, undefined, true);
+    expect(out2.map((o) => [o.first, o.segments])).toEqual([[0, 64], [64, 64], [128, 2]]);
+    expectUdpSuper(out2[1]!, e.slice(64, 128));
+    expectUdpSuper(out2[2]!, e.slice(128));
+  });
+
+  it('stops before 65535 bytes: exactly 65535 merges, one byte more does not', () => {
+    // 28 + 32 * 2000 = 64028; a last datagram of 1507 makes exactly 65535.
+    const d = [...udpFlow(32, 2000), udpPacket({ id: 332, payload: payload(1507, 9) })];
+    const out = run(d, 200_000, true);
+    expect(out.map((o) => o.segments)).toEqual([33]);
+    expect(out[0]!.pkt.length).toBe(65535);
+    expectUdpSuper(out[0]!, d);
+    const e = [...udpFlow(32, 2000), udpPacket({ id: 332, payload: payload(1508, 9) })];
+    const out2 = run(e, 200_000, true);
+    expect(out2.map((o) => [o.first, o.segments])).toEqual([[0, 32], [32, 1]]);
+    expectUdpSuper(out2[0]!, e.slice(0, 32));
+    expectAsCame(out2[1]!, e[32]!, 32);
+    // Large datagrams of one size: 32 per super-packet (a 33rd would make 66028).
+    const f = udpFlow(40, 2000, { frag: 0, id: 7 });
+    const out3 = run(f, 200_000, true);
+    expect(out3.map((o) => [o.first, o.segments])).toEqual([[0, 32], [32, 8]]);
+    expectUdpSuper(out3[0]!, f.slice(0, 32));
+    expectUdpSuper(out3[1]!, f.slice(32));
+  });
+
+  it('writes the datagrams as they came when the pool is too small', () => {
+    const d = udpFlow(3, 1000);
+    const out = run(d, 100, true);
+    expect(out.length).toBe(3);
+    out.forEach((o, x) => expectAsCame(o, d[x]!, x));
+  });
+
+  it('with udp = false (the default) writes every UDP datagram as it came', () => {
+    expect(new Coalescer(4).udp).toBe(false);
+    const d = udpFlow(6, 1000);
+    const out = run(d);
+    expect(out.length).toBe(6);
+    out.forEach((o, x) => expectAsCame(o, d[x]!, x));
+  });
+
+  it('coalesces TCP and UDP flows with the same ports independently, in the order of their first packets', () => {
+    const t = flow(4, 1000, { sport: 33333, dport: 4433 });
+    const u = udpFlow(5, 700);
+    const v = udpFlow(3, 64, { sport: 5353, dport: 53 }, 3);
+    const lone = udpPacket({ sport: 1, dport: 2, payload: payload(40, 8) });
+    const mixed = [u[0]!, t[0]!, u[1]!, v[0]!, t[1]!, t[2]!, u[2]!, v[1]!, lone, u[3]!, t[3]!, v[2]!, u[4]!];
+    for (const udp of [true, false]) {
+      const out = run(mixed, undefined, udp);
+      if (udp) {
+        expect(out.map((o) => o.first)).toEqual([0, 1, 3, 8]);
+        expect(out.map((o) => o.segments)).toEqual([5, 4, 3, 1]);
+        expect(out.reduce((a, o) => a + o.segments, 0)).toBe(mixed.length);
+        expect(out.map((o) => o.bytes)).toEqual([5 * 728, 4 * 1052, 3 * 92, lone.length]);
+        expectUdpSuper(out[0]!, u);
+        expectSuper(out[1]!, t);
+        expectUdpSuper(out[2]!, v);
+        expectAsCame(out[3]!, lone, 8);
+      } else {
+        // TCP still merged; every UDP datagram as it came, where it was.
+        expect(out.map((o) => o.first)).toEqual([0, 1, 2, 3, 6, 7, 8, 9, 11, 12]);
+        expectSuper(out[1]!, t);
+        for (const o of out) if (o.first !== 1) expectAsCame(o, mixed[o.first]!, o.first);
+      }
+    }
+  });
+
+  it('keeps 8 flows open at once (TCP and UDP together); a ninth closes the oldest', () => {
+    const flows = Array.from({ length: 9 }, (_, f) => udpFlow(3, 200, { sport: 2000 + f }, 10 + f));
+    const rr = (k: number): Buffer[] => [0, 1, 2].flatMap((i) => flows.slice(0, k).map((fl) => fl[i]!));
+    const out8 = run(rr(8), undefined, true);
+    expect(out8.map((o) => o.segments)).toEqual(Array(8).fill(3));
+    out8.forEach((o, f) => expectUdpSuper(o, flows[f]!));
+    // Round robin over 9: every flow is closed before its next datagram comes.
+    const out9 = run(rr(9), undefined, true);
+    expect(out9.length).toBe(27);
+    out9.forEach((o, x) => expectAsCame(o, rr(9)[x]!, x));
+  });
+});
+
+describe('UDP coalescing against the kernel split (seeded random)', () => {
+  /** What the kernel makes of output packet o: the segments of a super-packet, or the packet itself. */
+  function delivered(o: Out): Buffer[] {
+    if (o.vnet.gsoType === VNET_GSO_UDP_L4) return kernelUdpSegment(o);
+    if (o.vnet.gsoType === VNET_GSO_TCPV4) {
+      const sp = Buffer.alloc(VNET_HDR_LEN + o.pkt.length);
+      writeVnetHdr(sp, 0, o.vnet.flags, o.vnet.gsoType, o.vnet.hdrLen, o.vnet.gsoSize, o.vnet.csumStart, o.vnet.csumOffset);
+      o.pkt.copy(sp, VNET_HDR_LEN);
+      const { slab, lens } = segmentAll(sp);
+      return lens.map((l, i) => Buffer.from(slab.subarray(i * SLOT + HEAD, i * SLOT + HEAD + l)));
+    }
+    expect(o.vnet).toEqual(ZERO_VNET);
+    return [o.pkt];
+  }
+
+  interface FlowState {
+    udp: boolean;
+    sport: number;
+    dport: number;
+    size: number;
+    df: boolean;
+    ttl: number;
+    tos: number;
+    id: number;
+    /** DF datagrams with random IDs (compared but for ID); else consecutive IDs. */
+    randomIds: boolean;
+    seq: number;
+  }
+
+  it("gives back every flow's packets in order, byte for byte, and sum(segments) == n", () => {
+    const r = rng(6202);
+    const SIZES = [1, 7, 64, 100, 512, 1200, 1472, 2000];
+    const merged = { udp: 0, tcp: 0 };
+    let maxSegs = 0;
+    for (let k = 0; k < 400; k++) {
+      const nFlows = 1 + (r() % 6);
+      const flows: FlowState[] = Array.from({ length: nFlows }, (_, f) => ({
+        udp: r() % 5 !== 0,
+        sport: 1000 + f,
+        dport: 53,
+        size: SIZES[r() % SIZES.length]!,
+        df: r() % 3 !== 0,
+        ttl: 64,
+        tos: 0,
+        id: r() & 0xffff,
+        randomIds: r() % 4 === 0,
+        seq: r() | 0,
+      }));
+      // A TCP flow takes the ports of the UDP flow before it, when there is one.
+      for (let g = 1; g < nFlows; g++) if (!flows[g]!.udp && flows[g - 1]!.udp) flows[g]!.sport = flows[g - 1]!.sport;
+      const n = 1 + (r() % 64);
+      const pkts: Buffer[] = [];
+      const idsMatter: boolean[] = [];
+      let f = 0;
+      for (let j = 0; j < n; j++) {
+        if (r() % 10 >= 7) f = r() % nFlows; // runs of one flow, interleaved with others
+        const fl = flows[f]!;
+        const ev = r() % 100;
+        if (!fl.udp) {
+          const size = Math.min(fl.size, 1448);
+          const pay = ev < 10 ? 1 + (r() % size) : size;
+          pkts.push(tcpPacket({ sport: fl.sport, dport: fl.dport, seq: fl.seq, id: fl.id, ts: [5, 6], payload: payload(pay, k * 100 + j) }));
+          idsMatter.push(true);
+          fl.seq = (fl.seq + pay) | 0;
+          fl.id = (fl.id + 1) & 0xffff;
+          continue;
+        }
+        // Changes within a flow: each may close a super-packet, none may reorder the flow.
+        if (ev < 8) fl.size = SIZES[r() % SIZES.length]!;
+        else if (ev < 10) fl.ttl = 1 + (r() % 255);
+        else if (ev < 12) fl.tos = r() & 0xff;
+        else if (ev < 14) fl.df = !fl.df;
+        else if (ev < 16 && !fl.df && !fl.randomIds) fl.id = (fl.id + 1 + (r() % 3)) & 0xffff; // an ID gap
+        const pay = ev >= 16 && ev < 24 ? 1 + (r() % fl.size) : fl.size; // sometimes smaller
+        const id = fl.randomIds ? r() & 0xffff : fl.id;
+        const p = udpPacket({ sport: fl.sport, dport: fl.dport, frag: fl.df ? 0x4000 : 0, ttl: fl.ttl, tos: fl.tos, id, payload: payload(pay, k * 100 + j) });
+        if (ev >= 24 && ev < 27) p[p.length - 1] ^= 0x20; // a corrupted datagram
+        pkts.push(p);
+        idsMatter.push(!(fl.df && fl.randomIds));
+        fl.id = (fl.id + 1) & 0xffff;
+        // Now and then a packet of the same flow that is never merged: no checksum, a first
+        // fragment, IP options, no payload. It must end the flow's super-packet (the flow stays
+        // in order); the one with IP options is keyed apart by the check below.
+        if (j + 1 < n && r() % 12 === 0) {
+          const kind = r() % 4;
+          const q = udpPacket({
+            sport: fl.sport,
+            dport: 53,
+            payload: payload(kind === 3 ? 0 : 50, j),
+            csum: kind === 0 ? 'zero' : 'full',
+            frag: kind === 1 ? 0x2000 : 0x4000,
+            ipOptions: kind === 2 ? Buffer.from([1, 1, 1, 0]) : undefined,
+          });
+          pkts.push(q);
+          idsMatter.push(true);
+          j++;
+        }
+      }
+      const out = run(pkts, undefined, true);
+      // Every input packet is in exactly one output, outputs in the order of their first packet.
+      expect(out.reduce((a, o) => a + o.segments, 0), `k=${k}`).toBe(pkts.length);
+      expect(out.reduce((a, o) => a + o.bytes, 0), `k=${k}`).toBe(pkts.reduce((a, p) => a + p.length, 0));
+      for (let x = 1; x < out.length; x++) expect(out[x]!.first).toBeGreaterThan(out[x - 1]!.first);
+      // Per flow, what the kernel delivers is what came in, in the same order.
+      const want = new Map<string, Array<[Buffer, boolean]>>();
+      pkts.forEach((p, j) => {
+        const key = p[0] === 0x45 ? flowKey(p) : `opts ${j}`;
+        want.set(key, [...(want.get(key) ?? []), [p, idsMatter[j]!]]);
+      });
+      const got = new Map<string, Buffer[]>();
+      for (const o of out) {
+        const segs = delivered(o);
+        expect(segs.length, `k=${k}`).toBe(o.segments);
+        expect(segs.reduce((a, s) => a + s.length, 0), `k=${k}`).toBe(o.bytes);
+        if (o.vnet.gsoType === VNET_GSO_UDP_L4) {
+          merged.udp++;
+          maxSegs = Math.max(maxSegs, o.segments);
+        } else if (o.vnet.gsoType === VNET_GSO_TCPV4) merged.tcp++;
+        for (const s of segs) {
+          const key = s[0] === 0x45 ? flowKey(s) : `opts ${o.first}`;
+          got.set(key, [...(got.get(key) ?? []), s]);
+        }
+      }
+      expect([...got.keys()].sort(), `k=${k}`).toEqual([...want.keys()].sort());
+      for (const [key, list] of want) {
+        const g = got.get(key)!;
+        expect(g.length, `k=${k} flow ${key}`).toBe(list.length);
+        list.forEach(([p, exact], i) => {
+          const same = exact ? g[i]!.equals(p) : withoutId(g[i]!).equals(withoutId(p));
+          expect(same, `k=${k} flow ${key} packet ${i}`).toBe(true);
+        });
+      }
+    }
+    // The random mixes did exercise merging, up to long super-packets.
+    expect(merged.udp).toBeGreaterThan(1000);
+    expect(merged.tcp).toBeGreaterThan(50);
+    expect(maxSegs).toBeGreaterThanOrEqual(16);
   });
 });
