@@ -406,6 +406,12 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The discard fd: writeTun and sendRaw given it check every packet as usual, then count it as
+// written without a system call. For the JIT warm-up, which runs the real data path over
+// synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
+constexpr int32_t kDiscardFd = -2;
+
+// ---------------------------------------------------------------------------------------------
 // writeTun(fd, slab, offs, lens, n, res): written
 
 Napi::Value WriteTun(const Napi::CallbackInfo& info) {
@@ -430,6 +436,10 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
       failed++;
       last = EINVAL;
       len[i] = -EINVAL;
+      continue;
+    }
+    if (fd == kDiscardFd) {
+      written++;
       continue;
     }
     ssize_t r;
@@ -488,6 +498,10 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
         failed++;
         last = EINVAL;
         len[i] = -EINVAL;
+        continue;
+      }
+      if (fd == kDiscardFd) {
+        sent++;
         continue;
       }
       index[count] = i;
@@ -825,6 +839,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
+  exports.Set("DISCARD_FD", Napi::Number::New(env, kDiscardFd));
   exports.Set("IPPROTO_IPIP", Napi::Number::New(env, IPPROTO_IPIP));
   exports.Set("VNET_HDR_LEN", Napi::Number::New(env, kVnetHdrLen));
   exports.Set("TUN_F_CSUM", Napi::Number::New(env, TUN_F_CSUM));

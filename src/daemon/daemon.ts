@@ -32,6 +32,7 @@ import { ControlServer } from './control.js';
 import { Dataplane } from './dataplane.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
+import type { WarmFlow } from './warmup.js';
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
 
@@ -251,6 +252,11 @@ export class Daemon {
     });
     this.dataplane = dp;
     this.undo.push({ what: 'close dataplane', run: () => dp.close() });
+    // JIT warm-up (src/daemon/warmup.ts): the real data path over synthetic packets, into the
+    // discard fd; nothing leaves the process, and the peers' state is put back.
+    const warmT0 = performance.now();
+    const warmed = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
+    this.log.debug({ packets: warmed, ms: Math.round(performance.now() - warmT0) }, 'data path warmed up');
     dp.start();
 
     // 7. Kernel routes: every peer prefix into the TUN.
@@ -403,6 +409,33 @@ function probeUdpL4(fd: number, name: string): boolean {
     throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
   }
   return true;
+}
+
+/** Rounds of synthetic batches in the JIT warm-up (each both ways, 1..64 packets). */
+const WARM_UP_ROUNDS = 2000;
+
+/**
+ * The warm-up's flows, one per peer: an inner address the peer owns (the first of its prefixes
+ * that routes to it, host part 1 when there is room) and one of ours that routes to no peer and
+ * is no endpoint (the TUN's address, or the first such of a few candidates).
+ */
+export function warmUpFlows(c: Config, tunnel: Tunnel): WarmFlow[] {
+  const usable = (a: number): boolean => !tunnel.isTunnelAddress(a) && tunnel.routes.lookup(a) === undefined;
+  const candidates = [c.tun.address?.addr, 0x0a000001, 0x64400001, 0xc6120001 | 0, 0xac100001 | 0, 0xc0a80001 | 0];
+  const local = candidates.find((a): a is number => a !== undefined && usable(a));
+  if (local === undefined) return [];
+  const flows: WarmFlow[] = [];
+  c.peers.forEach((p, i) => {
+    const peer = tunnel.peers[i]!;
+    for (const x of p.prefixes) {
+      const remote = x.len < 31 ? (x.addr + 1) | 0 : x.addr;
+      if (!tunnel.isTunnelAddress(remote) && tunnel.routes.lookup(remote) === peer) {
+        flows.push({ endpoint: peer.endpoint, remote, local });
+        return;
+      }
+    }
+  });
+  return flows;
 }
 
 function nonZero(o: Record<string, number>): Record<string, number> {

@@ -79,6 +79,7 @@ import { formatIPv4 } from '../routing/prefix.js';
 import { native, type NativeReader } from '../tun/native.js';
 import type { Logger } from './logger.js';
 import { COUNTER_NAMES, type CounterName } from './dataplane-counters.js';
+import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet, type WarmFlow } from './warmup.js';
 
 export { COUNTER_NAMES, type CounterName };
 
@@ -148,8 +149,9 @@ export class Dataplane {
 
   private tunnel: Tunnel;
   private readonly log: Logger;
-  private readonly tunFd: number;
-  private readonly rawFd: number;
+  /** The TUN and raw socket fds; `native.DISCARD_FD` for the length of `warmUp` only. */
+  private tunFd: number;
+  private rawFd: number;
   private readonly batch: number;
   private readonly now: () => number;
   private readonly offload: boolean;
@@ -296,6 +298,87 @@ export class Dataplane {
     this.tunReader.close();
     this.rawReader.close();
     this.icmpReader?.close();
+  }
+
+  /**
+   * JIT warm-up, before `start` (src/daemon/warmup.ts says why): run `rounds` rounds of
+   * synthetic batches through the real batch handlers and the real Tunnel, TUN -> underlay and
+   * underlay -> TUN, for each flow, with both fds swapped for the discard fd, so that nothing is
+   * sent anywhere. The real objects, not copies, so that the code V8 optimizes has seen exactly
+   * their shapes. Batch sizes cycle from 1 to the batch size; in offload mode some packets carry
+   * partial checksums and some are TCP super-packets. Afterwards the fds are back, every peer's
+   * state (IDs, counters, soft state) is as it was, and every counter, drop count and last error
+   * is reset: the status report starts from zero. Returns the packets processed.
+   */
+  warmUp(flows: readonly WarmFlow[], rounds: number): number {
+    if (flows.length === 0 || rounds <= 0) return 0;
+    const tunnel = this.tunnel;
+    const real = { tunFd: this.tunFd, rawFd: this.rawFd };
+    const icmpId = this.icmpId;
+    // What the batch handlers change on a peer (path MTU is only learned from underlay ICMP).
+    const peerStates = tunnel.peers.map((p) => [p.nextId, p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] as const);
+    const reasons = tunnel.peers.map((p) => p.unreachableReason);
+    this.tunFd = native.DISCARD_FD;
+    this.rawFd = native.DISCARD_FD;
+    const { txBuf, tunSlot, rxBuf, rawSlot, tunLens, rawLens, batch } = this;
+    const vnet = this.offload ? VNET_HDR_LEN : 0;
+    const sizes = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 64];
+    let packets = 0;
+    let seq = 1;
+    try {
+      for (let r = 0; r < rounds; r++) {
+        const f = flows[r % flows.length]!;
+        const n = Math.min(batch, sizes[r % sizes.length]!);
+        // Full-sized packets as large as the path takes (TCP with timestamps: 52 header bytes),
+        // so that they are forwarded, not answered as too big.
+        const peer = tunnel.peerByEndpoint(f.endpoint);
+        const mtu = peer === null ? tunnel.mtu : tunnel.mtuFor(peer);
+        const bigTcp = Math.max(1, Math.min(1400, mtu - 52));
+        const bigUdp = Math.max(1, Math.min(1400, mtu - 28));
+        // TUN -> underlay: a mix of kinds; a super-packet now and then (offload mode).
+        for (let i = 0; i < n; i++) {
+          const off = i * tunSlot + HEADROOM;
+          const kind = (r + i) % 3;
+          const gso = this.offload && kind === WARM_TCP && i === 0 && r % 4 === 0 ? bigTcp : 0;
+          const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? (i % 2 === 0 ? 64 : bigUdp) : gso > 0 ? 8 * gso : bigTcp;
+          const partial = this.offload && (r + i) % 2 === 0;
+          const len = writeWarmPacket(txBuf, off, kind, f.local, f.remote, payload, r + i, seq, partial || gso > 0);
+          if (this.offload) writeWarmVnet(txBuf, off, kind, partial || gso > 0, gso);
+          seq += payload;
+          tunLens[i] = len + vnet;
+        }
+        this.onTunBatch(n);
+        // underlay -> TUN: runs of one kind, so that offload mode coalesces them.
+        const kind = r % 3;
+        for (let i = 0; i < n; i++) {
+          const off = i * rawSlot;
+          const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? 64 : bigTcp;
+          const len = writeWarmPacket(rxBuf, off + 20, kind, f.remote, f.local, payload, r * 64 + i, seq, false);
+          seq += payload;
+          rawLens[i] = writeWarmOuter(rxBuf, off, len, f.endpoint, tunnel.local, r * 64 + i);
+        }
+        this.onRawBatch(n);
+        packets += 2 * n;
+      }
+    } finally {
+      tunnel.peers.forEach((p, i) => {
+        [p.nextId, p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] = peerStates[i]!;
+        p.unreachableReason = reasons[i]!;
+      });
+      this.tunFd = real.tunFd;
+      this.rawFd = real.rawFd;
+      this.counters.fill(0);
+      this.drops.fill(0);
+      for (const k of Object.keys(this.lastErrors)) delete this.lastErrors[k as keyof typeof this.lastErrors];
+      this.sendCount = 0;
+      this.segCursor = 0;
+      this.lastFailedOrigin = -1;
+      this.icmpOutCount = 0;
+      this.icmpId = icmpId;
+      this.icmpTokens = this.icmpBurst;
+      this.icmpRefilledAt = this.now();
+    }
+    return packets;
   }
 
   /** Swap in a new Tunnel (new peers/routes) between two batches. */

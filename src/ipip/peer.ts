@@ -26,6 +26,14 @@ export const MAX_TUNNEL_MTU = IPV4_MAX_TOTAL_LENGTH - IPV4_MIN_HEADER;
 /** Smallest IPv4 MTU: RFC 791 §3.2, every module must forward a datagram of 68 octets unfragmented. */
 export const MIN_TUNNEL_MTU = 68;
 
+/**
+ * 0 for the counters and timestamps below, stored as a double (-0 is not a small integer to
+ * V8, and equals 0 for every comparison and in JSON): their fields are doubles from the start,
+ * so the first timestamp or the first counter past 2^30 does not change the Peer's shape, which
+ * would throw the optimized data path back to slower code in the middle of traffic.
+ */
+const DOUBLE_ZERO = -0;
+
 export interface PeerOptions {
   /** Position of this peer in the `peers` array given to `Tunnel` (checked there). */
   readonly index: number;
@@ -58,24 +66,24 @@ export class Peer {
   /** Next outer Identification (16 bits, wraps), one counter per (local, endpoint, 4) as RFC 6864 §4.1 asks. */
   nextId: number;
   /** Encapsulated packets sent to this peer (incremented by the I/O layer after the send). */
-  txPackets = 0;
+  txPackets = DOUBLE_ZERO;
   /** Inner bytes of those packets (the outer header is not counted, so tx and rx compare). */
-  txBytes = 0;
+  txBytes = DOUBLE_ZERO;
   /** Decapsulated packets from this peer written to the TUN (incremented by the I/O layer). */
-  rxPackets = 0;
+  rxPackets = DOUBLE_ZERO;
   /** Inner bytes of those packets (what was written to the TUN). */
-  rxBytes = 0;
+  rxBytes = DOUBLE_ZERO;
 
   // Soft state kept by the daemon (RFC 2003 §5): times are milliseconds since the epoch, 0 for
   // "never". src/ipip only stores them.
   /** The configured tunnel MTU toward this peer; `mtu` returns to it when a learned one ages out. */
   readonly baseMtu: number;
   /** When `mtu` was last lowered by an ICMP Fragmentation Needed from the underlay. */
-  pmtuLearnedAt = 0;
+  pmtuLearnedAt = DOUBLE_ZERO;
   /** When the last packet from this peer was accepted. */
-  lastRxAt = 0;
+  lastRxAt = DOUBLE_ZERO;
   /** When an ICMP unreachable about our packets to this peer arrived (0: none since the last packet from it). */
-  unreachableAt = 0;
+  unreachableAt = DOUBLE_ZERO;
   /** What that ICMP said, e.g. "host unreachable from 192.0.2.126". */
   unreachableReason: string | null = null;
 

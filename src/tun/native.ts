@@ -101,6 +101,11 @@ export interface NativeBinding {
   readonly IFNAMSIZ: number;
   /** IP protocol number of IP-in-IP (4, RFC 2003). */
   readonly IPPROTO_IPIP: number;
+  /**
+   * The discard fd (-2): `writeTun` and `sendRaw` given it check every packet as usual, then
+   * count it as written, with no system call. Only for the data path's JIT warm-up.
+   */
+  readonly DISCARD_FD: number;
   /** Size of the struct virtio_net_hdr in front of each packet in offload mode (10). */
   readonly VNET_HDR_LEN: number;
   /** TUNSETOFFLOAD: the reader completes checksums (virtio_net_hdr NEEDS_CSUM). */

@@ -6,11 +6,13 @@
  *   198.51.100.10 --- p1 [ipip0 198.51.100.0/32] ul0 192.0.2.1 ==== 192.0.2.2 ul0 [ipip0 203.0.113.0/32] p1 --- 203.0.113.10
  *                          ipipd (h1.yaml)              IPIP (proto 4)            ipipd (h2.yaml)
  *
- * What is checked: routes/address/MTU installed; ping and a multi-megabyte TCP transfer both
- * ways with the bytes checked; a capture of the underlay decodes as IP-in-IP with correct
- * checksums; hand-built IPIP packets from an unknown outer source, with a spoofed inner source,
- * or with a broken inner header are dropped, counted under their reason and not delivered
- * (with a control packet that is delivered); after SIGTERM nothing the daemons added is left.
+ * What is checked: a fresh pair has counted nothing and put nothing on the underlay while
+ * starting (the JIT warm-up sends its synthetic packets nowhere); routes/address/MTU installed;
+ * ping and a multi-megabyte TCP transfer both ways with the bytes checked; a capture of the
+ * underlay decodes as IP-in-IP with correct checksums; hand-built IPIP packets from an unknown
+ * outer source, with a spoofed inner source, or with a broken inner header are dropped, counted
+ * under their reason and not delivered (with a control packet that is delivered); after SIGTERM
+ * nothing the daemons added is left.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -18,6 +20,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { ROOT, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import type { StatusReport } from '../../src/daemon/daemon.js';
 import { Topology, type HostInfo } from '../helpers/topology.js';
 
 const why = Topology.requirements();
@@ -26,6 +29,14 @@ if (why) console.log(`integration tests skipped: ${why}`);
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
 const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
 
+/** Packets through `dev` in namespace `ns` so far, from the kernel's link statistics. */
+async function linkPackets(topo: Topology, ns: string, dev: string): Promise<{ tx: number; rx: number }> {
+  const r = await topo.exec(ns, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]);
+  if (r.code !== 0) throw new Error(`ip -s link show ${dev} in ${ns}: ${r.stderr}`);
+  const s = JSON.parse(r.stdout)[0].stats64;
+  return { tx: s.tx.packets, rx: s.rx.packets };
+}
+
 // Both data paths: the plain one (a packet per read and write) and offload mode (the default).
 describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd between two hosts (io.offload: $offload)', ({ offload }) => {
   let topo: Topology;
@@ -33,17 +44,46 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
   let h2: HostInfo;
   let d1: RunningDaemon;
   let d2: RunningDaemon;
+  // The underlay's packet counts just before the daemons start and just after both are up, and
+  // their first status reports: for the test that starting sends and counts nothing.
+  let underlayBefore: { tx: number; rx: number }[];
+  let underlayAfter: { tx: number; rx: number }[];
+  let fresh: StatusReport[];
 
   beforeAll(async () => {
     topo = await Topology.up({ hosts: 2 });
     h1 = topo.host(1);
     h2 = topo.host(2);
+    const hosts = [h1, h2];
+    underlayBefore = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
     d1 = await startDaemon(topo, h1, editedConfig(topo, h1, `offload-${offload}`, (c) => (c.io = { offload })));
     d2 = await startDaemon(topo, h2, editedConfig(topo, h2, `offload-${offload}`, (c) => (c.io = { offload })));
+    underlayAfter = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
+    fresh = await Promise.all(hosts.map((h) => status(h)));
   });
 
   afterAll(async () => {
     await topo?.down();
+  });
+
+  test('a freshly started pair has counted nothing, and starting it put nothing on the underlay', () => {
+    // Both daemons ran their JIT warm-up (tens of thousands of synthetic packets through the
+    // real data path) before they came up: none of it may show, here or on the wire.
+    expect(underlayAfter).toEqual(underlayBefore);
+    for (const s of fresh) {
+      expect(s.state).toBe('up');
+      const nonZero = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
+      expect(Object.keys(s.counters).length).toBeGreaterThan(0);
+      expect(Object.keys(s.drops).length).toBeGreaterThan(0);
+      expect(nonZero(s.counters)).toEqual({});
+      expect(nonZero(s.drops)).toEqual({});
+      expect(s.lastErrors).toEqual({});
+      expect(s.peers).toHaveLength(1);
+      for (const p of s.peers) {
+        expect(p).toMatchObject({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, reachable: true, unreachableReason: null, lastRxSecondsAgo: null, pmtuLearnedSecondsAgo: null });
+        expect(p.mtu).toBe(p.baseMtu);
+      }
+    }
   });
 
   test('the TUN has its address, MTU (underlay 1500 - 20) and one route per peer prefix', async () => {

@@ -701,8 +701,18 @@ describe('PacketResult', () => {
     const buf = place(INNER_1, 20);
     a.encapsulate(buf, 20, 28, out);
     b.decapsulate(buf, out.offset, out.length, out);
-    expect([peerB.txPackets, peerB.txBytes, peerB.rxPackets, peerB.rxBytes]).toEqual([0, 0, 0, 0]);
-    expect([peerA.txPackets, peerA.txBytes, peerA.rxPackets, peerA.rxBytes]).toEqual([0, 0, 0, 0]);
+    // `=== 0`, not toEqual: the fields start as -0 (a double, see peer.ts DOUBLE_ZERO).
+    for (const p of [peerA, peerB]) {
+      expect([p.txPackets, p.txBytes, p.rxPackets, p.rxBytes].every((v) => v === 0)).toBe(true);
+    }
+  });
+
+  it('keeps the counter and timestamp fields doubles from the start (no shape change later)', () => {
+    const { peerA } = sides();
+    for (const v of [peerA.txPackets, peerA.txBytes, peerA.rxPackets, peerA.rxBytes, peerA.lastRxAt, peerA.unreachableAt, peerA.pmtuLearnedAt]) {
+      expect(Object.is(v, -0)).toBe(true);
+    }
+    expect(JSON.stringify({ t: peerA.lastRxAt })).toBe('{"t":0}');
   });
 });
 
