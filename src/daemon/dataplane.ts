@@ -316,7 +316,10 @@ export class Dataplane {
     const real = { tunFd: this.tunFd, rawFd: this.rawFd };
     const icmpId = this.icmpId;
     // What the batch handlers change on a peer (path MTU is only learned from underlay ICMP).
-    const peerStates = tunnel.peers.map((p) => [p.nextId, p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] as const);
+    // IDs apart from the doubles: one array of both would hold the ID as a double too, and
+    // writing that back would make nextId a double field, deoptimizing `encapsulate`.
+    const ids = new Int32Array(tunnel.peers.map((p) => p.nextId));
+    const peerStates = tunnel.peers.map((p) => Float64Array.of(p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt));
     const reasons = tunnel.peers.map((p) => p.unreachableReason);
     this.tunFd = native.DISCARD_FD;
     this.rawFd = native.DISCARD_FD;
@@ -362,7 +365,8 @@ export class Dataplane {
       }
     } finally {
       tunnel.peers.forEach((p, i) => {
-        [p.nextId, p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] = peerStates[i]!;
+        p.nextId = ids[i]!;
+        [p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] = peerStates[i]!;
         p.unreachableReason = reasons[i]!;
       });
       this.tunFd = real.tunFd;
