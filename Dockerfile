@@ -29,7 +29,7 @@ RUN if [ -f /usr/local/include/node/node_api.h ]; then nodedir=/usr/local; \
 FROM node:20-bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 tcpdump tshark python3-scapy iputils-ping procps \
+ && apt-get install -y --no-install-recommends iproute2 ethtool tcpdump tshark python3-scapy iputils-ping procps \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ipipd
 COPY --from=build /opt/ipipd /opt/ipipd

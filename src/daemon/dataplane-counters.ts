@@ -27,5 +27,6 @@ export const COUNTER_NAMES = [
   'gso_segments',
   'gro_packets',
   'gro_segments',
+  'underlay_gro_packets',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];

@@ -59,8 +59,11 @@ import {
   VNET_GSO_NONE,
   VNET_HDR_LEN,
   VNET_OFF_GSO_TYPE,
+  TCP_OFF_DATA_OFFSET,
+  IPV4_MIN_HEADER,
   checkTcp4Gso,
   classifyUnderlayIcmp,
+  groSegmentSize,
   completeChecksum,
   fragmentInner,
   getVnetCsumOffset,
@@ -189,6 +192,9 @@ export class Dataplane {
   private readonly writeOffs: Int32Array;
   private readonly writeLens: Int32Array;
   private readonly writePeers: (Peer | null)[];
+  /** Per packet to write: gso_size if it is a TCP super-packet from the underlay's GRO, else 0. */
+  private readonly writeGso: Int32Array;
+  private readonly tunMtu: number;
   private readonly coalescer: Coalescer | null;
   private readonly poolStart: number;
   // ICMP in (underlay) and out (TUN)
@@ -247,7 +253,9 @@ export class Dataplane {
     this.fragOffs = new Int32Array(MAX_FRAGMENTS);
     this.fragDsts = new Int32Array(MAX_FRAGMENTS);
 
-    this.rawSlot = slotSize(o.underlayMax);
+    // Any IPv4 datagram, not just an underlay-MTU one: with GRO on the underlay device (the
+    // default on most NICs) the kernel may merge IPIP/TCP packets before the raw socket.
+    this.rawSlot = slotSize(Math.max(o.underlayMax, IPV4_MAX_TOTAL_LENGTH));
     this.poolStart = b * this.rawSlot;
     // The pool holds at most every packet of a batch once more (a super-packet is shorter than
     // its segments together), plus alignment.
@@ -257,6 +265,8 @@ export class Dataplane {
     this.writeOffs = new Int32Array(b);
     this.writeLens = new Int32Array(b);
     this.writePeers = new Array<Peer | null>(b).fill(null);
+    this.writeGso = new Int32Array(b);
+    this.tunMtu = o.tunMtu;
     this.coalescer = this.offload ? new Coalescer(b, o.udpGro === true) : null;
 
     this.icmpInSlab = Buffer.alloc(ICMP_BATCH * ICMP_SLOT);
@@ -573,9 +583,10 @@ export class Dataplane {
   // ---- 2. underlay -> TUN ---------------------------------------------------------------------
 
   private onRawBatch(n: number): void {
-    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, result, counters, drops, tunnel } = this;
+    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso, result, counters, drops, tunnel } = this;
     counters[C.underlay_rx_batches]++;
     counters[C.underlay_rx_packets] += n;
+    const now = this.now();
     let k = 0;
     for (let i = 0; i < n; i++) {
       const len = rawLens[i];
@@ -585,39 +596,85 @@ export class Dataplane {
         drops[v]++;
         continue;
       }
-      writeOffs[k] = result.offset;
-      writeLens[k] = result.length;
-      writePeers[k] = result.peer;
-      k++;
-    }
-    if (k === 0) return;
-    if (this.coalescer !== null) this.writeCoalesced(k);
-    else this.writePlain(k);
-    const now = this.now();
-    for (let j = 0; j < k; j++) {
-      const peer = writePeers[j]!;
-      writePeers[j] = null;
+      const peer = result.peer!;
       // Soft state (RFC 2003 §5): a packet from the peer proves it reachable again.
       peer.lastRxAt = now;
       if (peer.unreachableAt !== 0) {
         peer.unreachableAt = 0;
         peer.unreachableReason = null;
       }
+      let gso = 0;
+      if (result.length > this.tunMtu) {
+        // Larger than any packet a peer sends: the kernel's GRO merged TCP segments (or the
+        // peer's MTU is larger than ours). A TCP one is cut again for the TUN's MTU.
+        gso = groSegmentSize(rxBuf, result.offset, result.length, this.tunMtu);
+        if (gso > 0) {
+          counters[C.underlay_gro_packets]++;
+          if (this.coalescer === null) {
+            // Plain mode has no virtio_net_hdr to hand the kernel a super-packet: cut it here,
+            // after what is queued (a flow keeps its order).
+            if (k > 0) this.writePlain(k);
+            k = 0;
+            this.writeSegmented(rxBuf, result.offset, result.length, gso, peer);
+            continue;
+          }
+        }
+      }
+      writeOffs[k] = result.offset;
+      writeLens[k] = result.length;
+      writePeers[k] = peer;
+      writeGso[k] = gso;
+      k++;
+    }
+    if (k === 0) return;
+    if (this.coalescer !== null) this.writeCoalesced(k);
+    else this.writePlain(k);
+  }
+
+  /**
+   * Plain mode: the TCP super-packet `buf[off, off+len)` from the underlay's GRO, cut into
+   * segments of `mss` payload bytes in the fragment slab (full checksums, as the kernel's
+   * segmentation would make them) and written to the TUN; counted as the segments written.
+   */
+  private writeSegmented(buf: Buffer, off: number, len: number, mss: number, peer: Peer): void {
+    const { fragSlab, fragOffs, fragLens, fragSlot } = this;
+    const hdrLen = IPV4_MIN_HEADER + ((buf[off + IPV4_MIN_HEADER + TCP_OFF_DATA_OFFSET] >> 4) << 2);
+    const count = tcp4SegmentCount(len, hdrLen, mss);
+    // In chunks of the fragment slab (more than 64 segments with a small TUN MTU).
+    for (let first = 0; first < count; first += MAX_FRAGMENTS) {
+      const n = Math.min(MAX_FRAGMENTS, count - first);
+      for (let s = 0; s < n; s++) {
+        fragOffs[s] = s * fragSlot;
+        fragLens[s] = writeTcp4Segment(buf, off, len, hdrLen, mss, first + s, fragSlab, s * fragSlot);
+      }
+      this.writeTunCounted(fragSlab, fragOffs, fragLens, n, null, peer);
     }
   }
 
   /** Write the k decapsulated packets to the TUN as they are, one write(2) each. */
   private writePlain(k: number): void {
-    const { writeOffs, writeLens, writePeers, counters, drops } = this;
-    const written = native.writeTun(this.tunFd, this.rxBuf, writeOffs, writeLens, k, this.ioRes);
+    this.writeTunCounted(this.rxBuf, this.writeOffs, this.writeLens, k, this.writePeers, null);
+  }
+
+  /**
+   * Write packets i < n (`buf[offs[i], offs[i] + lens[i])`) to the TUN and count them: rx_*
+   * and the peer's (`peers[i]`, cleared, or `peer` for all), tun_write_error per failure.
+   */
+  private writeTunCounted(buf: Buffer, offs: Int32Array, lens: Int32Array, n: number, peers: (Peer | null)[] | null, peer: Peer | null): void {
+    const { counters, drops } = this;
+    const written = native.writeTun(this.tunFd, buf, offs, lens, n, this.ioRes);
     counters[C.rx_packets] += written;
-    for (let j = 0; j < k; j++) {
-      const l = writeLens[j];
+    for (let j = 0; j < n; j++) {
+      const l = lens[j];
+      let p = peer;
+      if (peers !== null) {
+        p = peers[j]!;
+        peers[j] = null;
+      }
       if (l < 0) continue;
-      const peer = writePeers[j]!;
       counters[C.rx_bytes] += l;
-      peer.rxPackets++;
-      peer.rxBytes += l;
+      p!.rxPackets++;
+      p!.rxBytes += l;
     }
     if (this.ioRes[0] > 0) {
       drops[Verdict.tun_write_error] += this.ioRes[0];
@@ -633,7 +690,7 @@ export class Dataplane {
   private writeCoalesced(k: number): void {
     const co = this.coalescer!;
     const { writePeers, counters, drops } = this;
-    const m = co.coalesce(this.rxBuf, this.writeOffs, this.writeLens, k, this.poolStart, this.rxBuf.length);
+    const m = co.coalesce(this.rxBuf, this.writeOffs, this.writeLens, k, this.poolStart, this.rxBuf.length, this.writeGso);
     native.writeTun(this.tunFd, this.rxBuf, co.offs, co.lens, m, this.ioRes);
     for (let x = 0; x < m; x++) {
       const segs = co.segments[x];
@@ -652,6 +709,7 @@ export class Dataplane {
         counters[C.gro_segments] += segs;
       }
     }
+    for (let j = 0; j < k; j++) writePeers[j] = null;
     if (this.ioRes[0] > 0) this.lastErrors.tunWrite = errnoLabel(this.ioRes[1]);
   }
 

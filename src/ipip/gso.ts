@@ -263,6 +263,25 @@ export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: 
   return total;
 }
 
+/**
+ * A decapsulated packet `buf[off, off+len)` larger than the TUN's MTU `tunMtu`: if it is what
+ * the kernel's GRO makes of TCP/IPv4 segments (Linux merges IPIP-encapsulated TCP on the
+ * underlay device before the raw socket sees it: IPv4 without options, as inet_gro_receive
+ * requires, TCP, not a fragment, some payload), the segment size to cut it into again for the
+ * TUN: `tunMtu` less its IP and TCP headers (the MSS the kernel merged by is not passed to a raw
+ * socket). Else 0.
+ */
+export function groSegmentSize(buf: Buffer, off: number, len: number, tunMtu: number): number {
+  if (buf[off] !== IPV4_VERSION_IHL_NO_OPTIONS || buf[off + OFF_PROTOCOL] !== IPPROTO_TCP) return 0;
+  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
+  if (len < IPV4_MIN_HEADER + TCP_MIN_HEADER) return 0;
+  const tcpHl = (buf[off + IPV4_MIN_HEADER + TCP_OFF_DATA_OFFSET] >> 4) << 2;
+  const hdrLen = IPV4_MIN_HEADER + tcpHl;
+  if (tcpHl < TCP_MIN_HEADER || hdrLen >= len) return 0;
+  const mss = tunMtu - hdrLen;
+  return mss > 0 ? mss : 0;
+}
+
 // ---- 4. GRO: coalescing received segments (underlay -> TUN) ----------------------------------
 
 /** Flows the coalescer keeps open at once (TCP and UDP together); more and the oldest is closed. */
@@ -424,9 +443,12 @@ export class Coalescer {
    * inLens[j])`, a valid IPv4 datagram with at least 10 writable bytes before it (n <=
    * maxPackets). Super-packets are built in `buf[poolStart, poolEnd)`, which must not overlap
    * the inputs; if it runs out, the segments of a super-packet are written as they came. Returns
-   * the number of output packets.
+   * the number of output packets. `inGso[j] > 0` marks input j as a TCP/IPv4 super-packet
+   * already (one the kernel's GRO merged before the raw socket, its TCP checksum field holding
+   * the pseudo-header sum): it is written as it is behind a TCPV4 header with gso_size
+   * `inGso[j]`, and ends its flow's open super-packet.
    */
-  coalesce(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number): number {
+  coalesce(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number, inGso: Int32Array | null = null): number {
     const { next, tail, segs, sumLen, payload, gsoSize, nextSeq, state, verified, proto, open } = this;
     this.openCount = 0;
     for (let j = 0; j < n; j++) {
@@ -437,8 +459,18 @@ export class Coalescer {
       segs[j] = 1;
       sumLen[j] = len;
       verified[j] = 0;
+      payload[j] = 0;
+      gsoSize[j] = 0;
       const p = buf[off + OFF_PROTOCOL];
       proto[j] = p;
+      if (inGso !== null && inGso[j] > 0) {
+        // A TCP super-packet already (merged by the kernel's GRO before the raw socket): written
+        // as it is, with a TCPV4 header; it ends its flow's open super-packet, keeping the order.
+        state[j] = ST_CLOSED;
+        gsoSize[j] = inGso[j];
+        this.closeFlowOf(buf, inOffs, off, len, p);
+        continue;
+      }
       if (p === IPPROTO_UDP && this.udp) {
         this.addDatagram(buf, inOffs, inLens, j, off, len);
         continue;
@@ -609,6 +641,22 @@ export class Coalescer {
       const total = hdrLen + payload[j];
       // The IPv4 header of a super-packet starts 16-byte aligned, its vnet header 10 bytes before.
       const o = ((cursor + VNET_HDR_LEN + 15) & ~15);
+      if (segs[j] === 1 && gsoSize[j] > 0 && payload[j] === 0) {
+        // A super-packet from the kernel's GRO (inGso): TCPV4 header, checksum field = the
+        // pseudo-header sum for its length (as tcp4_gro_complete left it; rewritten to be sure).
+        const tcpHl = (buf[off + IP_HL + TCP_OFF_DATA_OFFSET] >> 4) << 2;
+        const pseudo = foldSum(tcpPseudoSum(buf, off, IPPROTO_TCP, len - IP_HL));
+        buf[off + IP_HL + TCP_OFF_CHECKSUM] = pseudo >> 8;
+        buf[off + IP_HL + TCP_OFF_CHECKSUM + 1] = pseudo & 0xff;
+        writeVnetHdr(buf, off - VNET_HDR_LEN, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, IP_HL + tcpHl, gsoSize[j], IP_HL, TCP_CSUM_OFFSET);
+        offs[k] = off - VNET_HDR_LEN;
+        lens[k] = len + VNET_HDR_LEN;
+        segments[k] = 1;
+        bytes[k] = len;
+        first[k] = j;
+        k++;
+        continue;
+      }
       if (segs[j] === 1 || o + total > poolEnd) {
         // Written as they came (the pool can only run out if it was sized too small).
         for (let m = j; m !== -1; m = next[m]) {

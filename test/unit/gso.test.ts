@@ -7,6 +7,9 @@
  * buffers are poisoned with 0xA5 so that a byte written where it should not be shows. UDP
  * super-packets are checked against a reference model of the kernel's split
  * (`kernelUdpSegment`, after Linux's __udp_gso_segment), which must give back the datagrams.
+ * TCP super-packets that the underlay device's GRO merged before the raw socket (`groSegmentSize`,
+ * the coalescer's `inGso`) are checked against a model of the kernel's TCP split
+ * (`kernelTcpSegment`, after tcp_gso_segment), which derives each checksum from the seed.
  *
  *   segmentation:  [vnet | super-packet]  ->  slot k: [ 20 poison | segment k | poison ... ]
  *   coalescing:    slot j: [ 20 (outer header) | inner packet j ]  ...  [ pool: vnet | super-packet ... ]
@@ -31,6 +34,7 @@ import {
   getVnetGsoSize,
   getVnetGsoType,
   getVnetHdrLen,
+  groSegmentSize,
   tcp4SegmentCount,
   writeTcp4Segment,
   writeVnetHdr,
@@ -386,6 +390,11 @@ function run(pkts: Buffer[], poolSize?: number, udp = false): Out[] {
   const { buf, offs, lens, pool } = batch(pkts, poolSize);
   const c = new Coalescer(Math.max(64, pkts.length), udp);
   const n = c.coalesce(buf, offs, lens, pkts.length, pool, buf.length);
+  return collect(c, n, buf);
+}
+
+/** Copy the `n` output packets of coalescer `c` out of `buf`. */
+function collect(c: Coalescer, n: number, buf: Buffer): Out[] {
   const out: Out[] = [];
   for (let x = 0; x < n; x++) {
     const h = c.offs[x]!;
@@ -1216,5 +1225,312 @@ describe('UDP coalescing against the kernel split (seeded random)', () => {
     expect(merged.udp).toBeGreaterThan(1000);
     expect(merged.tcp).toBeGreaterThan(50);
     expect(maxSegs).toBeGreaterThanOrEqual(16);
+  });
+});
+
+// ---------------------------------------------------------------- GRO on the underlay device
+
+/*
+ * With GRO on the underlay device, Linux merges IPIP-encapsulated TCP segments before the raw
+ * socket sees them (ipip_offload): the decapsulated packet is a TCP/IPv4 super-packet of up to
+ * 64 KiB, inner Total Length over all of it, its TCP checksum field the pseudo-header sum
+ * (tcp4_gro_complete), the MSS it was merged by unknown. `groSegmentSize` picks the segment size
+ * for the TUN, and the coalescer (`inGso`) writes it behind a TCPV4 header, in place.
+ *
+ *   raw slab:  [ 20 (outer) | segment A0 ] [ 20 | A1 ] [ 10 poison | vnet | GRO'd super-packet ... ] ...
+ */
+
+/** Like `batch`, for packets of any size up to 65535: each slot as large as its packet needs. */
+function bigBatch(pkts: Buffer[], poolSize = 70_000 * 2): { buf: Buffer; offs: Int32Array; lens: Int32Array; pool: number } {
+  const slots = pkts.map((p) => Math.max(SLOT, (HEAD + p.length + 63) & ~63));
+  const pool = slots.reduce((a, s) => a + s, 0);
+  const buf = Buffer.alloc(pool + poolSize, 0xa5);
+  const offs = new Int32Array(pkts.length);
+  const lens = new Int32Array(pkts.length);
+  let at = 0;
+  pkts.forEach((p, j) => {
+    p.copy(buf, at + HEAD);
+    offs[j] = at + HEAD;
+    lens[j] = p.length;
+    at += slots[j]!;
+  });
+  return { buf, offs, lens, pool };
+}
+
+/** Coalesce `pkts` as one batch with `inGso` (per packet: gso_size of a GRO'd super-packet, or 0). */
+function runGro(pkts: Buffer[], inGso: number[], poolSize?: number): { out: Out[]; buf: Buffer; offs: Int32Array; pool: number } {
+  const { buf, offs, lens, pool } = bigBatch(pkts, poolSize);
+  const c = new Coalescer(Math.max(64, pkts.length));
+  const n = c.coalesce(buf, offs, lens, pkts.length, pool, buf.length, Int32Array.from(inGso));
+  return { out: collect(c, n, buf), buf, offs, pool };
+}
+
+/** [vnet | packet] of an output packet, as the TUN reads it. */
+function asWritten(o: Out): Buffer {
+  const b = Buffer.alloc(VNET_HDR_LEN + o.pkt.length);
+  writeVnetHdr(b, 0, o.vnet.flags, o.vnet.gsoType, o.vnet.hdrLen, o.vnet.gsoSize, o.vnet.csumStart, o.vnet.csumOffset);
+  o.pkt.copy(b, VNET_HDR_LEN);
+  return b;
+}
+
+/**
+ * A reference model of what the kernel does with a TCPV4 super-packet written to a TUN
+ * (virtio_net_hdr_to_skb, then inet_gso_segment and tcp_gso_segment), written from the kernel
+ * source and sharing no code with src/ipip/gso.ts. It checks what the kernel requires
+ * (NEEDS_CSUM, csum_start/offset at the TCP checksum, more payload than one gso_size) and cuts
+ * the payload into gso_size chunks, the last one shorter, each behind a copy of the IPv4 and TCP
+ * headers with its own Total Length, ID first + i, header checksum and sequence number; FIN and
+ * PSH stay on the last segment only, CWR on the first only. The TCP checksum is derived as
+ * tcp_gso_segment does, from the super-packet's checksum field (which must hold the
+ * pseudo-header sum for the whole TCP length): csum16_add(csum16_sub(check, len), newlen), then
+ * completed over the segment (skb_checksum_help). A wrong seed gives segments whose checksums
+ * fail `l4Check`.
+ */
+function kernelTcpSegment(o: Out): Buffer[] {
+  const pkt = o.pkt;
+  const ihl = (pkt[0]! & 15) * 4;
+  const thl = (pkt[ihl + 12]! >> 4) * 4;
+  const hdr = ihl + thl;
+  expect(o.vnet.flags).toBe(VNET_F_NEEDS_CSUM);
+  expect(o.vnet.gsoType & ~VNET_GSO_ECN).toBe(VNET_GSO_TCPV4);
+  expect(o.vnet.csumStart).toBe(ihl);
+  expect(o.vnet.csumOffset).toBe(16);
+  expect(pkt[0]! >> 4).toBe(4);
+  expect(pkt[9]).toBe(6);
+  expect(pkt.readUInt16BE(2)).toBe(pkt.length);
+  expect(refChecksum(pkt, 0, ihl)).toBe(0);
+  expect(pkt.readUInt16BE(6) & 0x3fff).toBe(0); // MF clear, offset 0
+  const mss = o.vnet.gsoSize;
+  const data = pkt.subarray(hdr);
+  expect(mss).toBeGreaterThan(0);
+  expect(data.length).toBeGreaterThan(mss); // tcp_gso_segment: one segment or less is passed on as it is
+  const n = Math.ceil(data.length / mss);
+  const tcpLen = pkt.length - ihl;
+  const check = pkt.readUInt16BE(ihl + 16);
+  const id0 = pkt.readUInt16BE(4);
+  const seq0 = pkt.readUInt32BE(ihl + 4);
+  const flags = pkt[ihl + 13]!;
+  const segs: Buffer[] = [];
+  for (let i = 0; i < n; i++) {
+    const chunk = data.subarray(i * mss, Math.min((i + 1) * mss, data.length));
+    const seg = Buffer.alloc(hdr + chunk.length);
+    pkt.copy(seg, 0, 0, hdr);
+    chunk.copy(seg, hdr);
+    seg.writeUInt16BE(seg.length, 2);
+    seg.writeUInt16BE((id0 + i) & 0xffff, 4);
+    seg.writeUInt16BE(0, 10);
+    seg.writeUInt16BE(refChecksum(seg, 0, ihl), 10);
+    seg.writeUInt32BE((seq0 + i * mss) % 2 ** 32, ihl + 4);
+    let f = flags;
+    if (i < n - 1) f &= ~(FIN | PSH);
+    if (i > 0) f &= ~CWR;
+    seg[ihl + 13] = f;
+    const newLen = thl + chunk.length;
+    seg.writeUInt16BE(csum16Add(csum16Add(check, ~tcpLen & 0xffff), newLen), ihl + 16);
+    seg.writeUInt16BE(refL4Checksum(seg, ihl, newLen, 0), ihl + 16);
+    segs.push(seg);
+  }
+  return segs;
+}
+
+describe('groSegmentSize (a decapsulated packet the underlay GRO merged)', () => {
+  const big = (spec: Partial<TcpSpec> = {}, size = 20_000): Buffer => tcpPacket({ ts: [1, 2], payload: payload(size, 5), csum: 'partial', ...spec });
+
+  it('gives the TUN MTU less the IP and TCP headers (options included)', () => {
+    const p = big();
+    expect(groSegmentSize(p, 0, p.length, 1480)).toBe(1480 - 52);
+    expect(groSegmentSize(p, 0, p.length, 1280)).toBe(1280 - 52);
+    const q = big({ ts: undefined });
+    expect(groSegmentSize(q, 0, q.length, 1480)).toBe(1440);
+    // Other TCP options (SACK): the header length is read, not assumed.
+    const r = big({ ts: undefined, options: Buffer.from([1, 1, 5, 10, 0, 0, 0, 1, 0, 0, 0, 2, 1, 1, 1, 0]) });
+    expect(groSegmentSize(r, 0, r.length, 1480)).toBe(1480 - 56);
+    // At an offset in a poisoned buffer, nothing written.
+    const b = Buffer.alloc(p.length + 37, 0xa5);
+    p.copy(b, 37);
+    const before = Buffer.from(b);
+    expect(groSegmentSize(b, 37, p.length, 1480)).toBe(1428);
+    expect(b.equals(before)).toBe(true);
+  });
+
+  it('accepts what GRO may merge: DF clear, PSH/FIN (the last segment), one payload byte, a 64 KiB packet', () => {
+    for (const [what, p] of [
+      ['DF clear', big({ frag: 0 })],
+      ['ACK+PSH+FIN', big({ flags: ACK | PSH | FIN })],
+      ['one payload byte', big({}, 1)],
+      ['65535 bytes', big({}, 65535 - 52)],
+    ] as const) {
+      expect(groSegmentSize(p, 0, p.length, 1480), what).toBe(1428);
+    }
+  });
+
+  it('refuses what is not a TCP/IPv4 super-packet it can cut (0)', () => {
+    const good = big();
+    const cases: Array<[string, Buffer, number?, number?]> = [
+      ['IP options (IHL 6)', big({ ipOptions: Buffer.from([1, 1, 1, 0]) })],
+      ['IPv6 version nibble', (() => { const b = big(); b[0] = 0x65; return b; })()],
+      ['UDP', (() => { const b = big(); b[9] = 17; return b; })()],
+      ['ICMP', (() => { const b = big(); b[9] = 1; return b; })()],
+      ['MF set', big({ frag: 0x6000 })],
+      ['a fragment offset', big({ frag: 0x4001 })],
+      ['a later fragment without DF', big({ frag: 0x00b9 })],
+      ['TCP data offset 4 (< 20 bytes)', (() => { const b = big(); b[32] = 0x40; return b; })()],
+      ['TCP data offset 0', (() => { const b = big(); b[32] = 0x00; return b; })()],
+      ['a TCP header longer than the packet', (() => { const b = big({ ts: undefined }, 10); b[32] = 0xf0; return b; })()],
+      ['no payload (headers only)', big({}, 0)],
+      ['no payload, no options', big({ ts: undefined }, 0)],
+      ['shorter than IP + TCP headers', good, 39],
+      ['a TUN MTU no larger than the headers', good, good.length, 52],
+      ['a TUN MTU of 0', good, good.length, 0],
+    ];
+    for (const [what, p, len, mtu] of cases) expect(groSegmentSize(p, 0, len ?? p.length, mtu ?? 1480), what).toBe(0);
+    // The smallest TUN MTU that leaves a segment: one payload byte.
+    expect(groSegmentSize(good, 0, good.length, 53)).toBe(1);
+  });
+});
+
+describe('coalescing with super-packets from the underlay GRO (inGso)', () => {
+  const MSS = 1480 - 52;
+  /** A GRO'd super-packet of the flow of `flow()`: timestamp [100, 200], `n` bytes from `seq`. */
+  const gro = (seq: number, n: number, spec: Partial<TcpSpec> = {}, seed = 77): Buffer =>
+    tcpPacket({ ts: [100, 200], seq, id: 900, payload: payload(n, seed), csum: 'partial', ...spec });
+  const GRO_VNET = { flags: VNET_F_NEEDS_CSUM, gsoType: VNET_GSO_TCPV4, hdrLen: 52, gsoSize: MSS, csumStart: 20, csumOffset: 16 };
+
+  /** Output o is the GRO'd super-packet `g` (input `index`), with its checksum field the pseudo-header sum. */
+  function expectGro(o: Out, g: Buffer, index: number): void {
+    expect(o.vnet).toEqual(GRO_VNET);
+    expect(o.segments).toBe(1);
+    expect(o.bytes).toBe(g.length);
+    expect(o.first).toBe(index);
+    expect(o.pkt.length).toBe(g.length);
+    // Every byte as it came but the TCP checksum field: the pseudo-header sum for its length.
+    for (const [a, b] of [[0, 36], [38, g.length]] as const) expect(o.pkt.subarray(a, b).equals(g.subarray(a, b)), `bytes ${a}-${b}`).toBe(true);
+    expect(o.pkt.readUInt16BE(36)).toBe(refSum(Buffer.alloc(0), 0, 0, refPseudo(g, 0, 6, g.length - 20)));
+  }
+
+  it('writes a GRO\'d super-packet alone in place behind a TCPV4 header, which the kernel cuts into correct segments', () => {
+    // 45 segments of 1448 as a sender with a 1500-byte path would make them; cut again at 1428.
+    const g = gro(0xffff0000, 45 * 1448, { flags: ACK | PSH });
+    expect(g.length).toBe(65212);
+    expect(groSegmentSize(g, 0, g.length, 1480)).toBe(MSS);
+    const { out, buf, offs, pool } = runGro([g], [MSS]);
+    expect(out.length).toBe(1);
+    const o = out[0]!;
+    expectGro(o, g, 0);
+    expect(o.pkt.equals(g)).toBe(true); // the field held the pseudo-header sum already
+    // In place: the vnet header in the 10 bytes before the packet; the 10 before that and the pool untouched.
+    expect(o.off).toBe(offs[0]! - VNET_HDR_LEN);
+    expect(buf.subarray(0, HEAD - VNET_HDR_LEN).every((x) => x === 0xa5)).toBe(true);
+    expect(buf.subarray(pool).every((x) => x === 0xa5)).toBe(true);
+
+    // The data path's own segmenter (segmentAll): 46 segments of at most the TUN MTU, checksums good, payload whole.
+    const { hdrLen, slab, lens } = segmentAll(asWritten(o));
+    expect(hdrLen).toBe(52);
+    expect(lens.length).toBe(Math.ceil((45 * 1448) / MSS));
+    const mine = lens.map((l, i) => Buffer.from(slab.subarray(i * SLOT + HEAD, i * SLOT + HEAD + l)));
+    mine.forEach((s, i) => {
+      expect(s.length, `segment ${i}`).toBeLessThanOrEqual(1480);
+      expect(l4Check(s, 0), `TCP checksum of segment ${i}`).toBe(0);
+      expect(refChecksum(s, 0, 20), `IP checksum of segment ${i}`).toBe(0);
+    });
+    expect(Buffer.concat(mine.map((s) => s.subarray(52))).equals(g.subarray(52))).toBe(true);
+    // The kernel's segmentation (checksums derived from the seed in the field) gives the same bytes.
+    const kernel = kernelTcpSegment(o);
+    expect(kernel.length).toBe(mine.length);
+    kernel.forEach((s, i) => {
+      expect(l4Check(s, 0), `kernel: TCP checksum of segment ${i}`).toBe(0);
+      expect(s.equals(mine[i]!), `segment ${i} byte for byte`).toBe(true);
+      // And equal to the segment built from scratch (seq wraps past 2^32; PSH on the last only).
+      const last = i === kernel.length - 1;
+      const ref = tcpPacket({ ts: [100, 200], seq: (0xffff0000 + i * MSS) | 0, id: 900 + i, flags: last ? ACK | PSH : ACK, payload: g.subarray(52 + i * MSS, Math.min(52 + (i + 1) * MSS, g.length)) });
+      expect(s.equals(ref), `segment ${i} from scratch`).toBe(true);
+    });
+  });
+
+  it('rewrites the TCP checksum field to the pseudo-header sum whatever it held', () => {
+    const want = gro(5000, 20_000);
+    for (const [what, field] of [['garbage', 0xdead], ['zero', 0], ['0xffff', 0xffff], ['a full checksum', tcpPacket({ ts: [100, 200], seq: 5000, id: 900, payload: payload(20_000, 77) }).readUInt16BE(36)]] as const) {
+      const g = Buffer.from(want);
+      g.writeUInt16BE(field, 36);
+      const { out } = runGro([g], [MSS]);
+      expect(out.length, what).toBe(1);
+      expectGro(out[0]!, want, 0);
+      expect(out[0]!.pkt.equals(want), what).toBe(true);
+      kernelTcpSegment(out[0]!).forEach((s, i) => expect(l4Check(s, 0), `${what}: segment ${i}`).toBe(0));
+    }
+  });
+
+  it('takes the gso_size it is given, and the header length of the packet (no timestamp)', () => {
+    const g = tcpPacket({ seq: 1, payload: payload(10_000, 3), csum: 'partial' });
+    const { out } = runGro([g], [1000]);
+    expect(out[0]!.vnet).toEqual({ ...GRO_VNET, hdrLen: 40, gsoSize: 1000 });
+    const segs = kernelTcpSegment(out[0]!);
+    expect(segs.map((s) => s.length)).toEqual(Array(10).fill(1040));
+    segs.forEach((s, i) => expect(l4Check(s, 0), `segment ${i}`).toBe(0));
+  });
+
+  it('A0, A1, a GRO\'d super-packet of A, A3, A4: [super(A0, A1)], [GRO\'d], [super(A3, A4)], in order', () => {
+    const a = flow(2, 1000); // seq 5000, 6000
+    const g = gro(7000, 20 * 1000);
+    const after = flow(2, 1000, { seq: 27_000 }, 3);
+    const { out } = runGro([a[0]!, a[1]!, g, after[0]!, after[1]!], [0, 0, MSS, 0, 0]);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 2], [2, 1], [3, 2]]);
+    expectSuper(out[0]!, a);
+    expectGro(out[1]!, g, 2);
+    expectSuper(out[2]!, after);
+    // What the kernel delivers: the flow's bytes in order.
+    const delivered = [...kernelTcpSegment(out[0]!), ...kernelTcpSegment(out[1]!), ...kernelTcpSegment(out[2]!)];
+    const seqs = delivered.map((s) => s.readUInt32BE(24));
+    for (let i = 1; i < seqs.length; i++) expect(seqs[i]!, `segment ${i}`).toBe(seqs[i - 1]! + delivered[i - 1]!.length - 52);
+    const want = Buffer.concat([...a, g, ...after].map((p) => p.subarray(52)));
+    expect(Buffer.concat(delivered.map((s) => s.subarray(52))).equals(want)).toBe(true);
+  });
+
+  it('the GRO\'d super-packet closes its flow: a segment after it that continues A1 does not join A0, A1', () => {
+    // The GRO'd one holds a retransmission of earlier bytes, so A3 continues A1's sequence
+    // numbers: were the flow left open, A3 would join super(A0, A1) and reach the TUN first.
+    const a = flow(4, 1000); // seq 5000 ... 8000
+    const g = gro(1000, 4 * 1000);
+    const { out } = runGro([a[0]!, a[1]!, g, a[2]!, a[3]!], [0, 0, MSS, 0, 0]);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 2], [2, 1], [3, 2]]);
+    expectSuper(out[0]!, a.slice(0, 2));
+    expectGro(out[1]!, g, 2);
+    expectSuper(out[2]!, a.slice(2));
+  });
+
+  it("a GRO'd super-packet of another flow (other port, or the reverse direction) does not close this flow", () => {
+    const b = flow(4, 1000, { sport: 2222 }, 2);
+    const others: Array<[string, Buffer]> = [
+      ['another source port', gro(7000, 20_000, { sport: 1111 })],
+      ['the reverse direction', gro(7000, 20_000, { sport: 5201, dport: 2222, src: 0x0a000201, dst: 0x0a000101 })],
+      ['another destination address', gro(7000, 20_000, { sport: 2222, dst: 0x0a000202 })],
+    ];
+    for (const [what, g] of others) {
+      const { out } = runGro([b[0]!, b[1]!, g, b[2]!, b[3]!], [0, 0, MSS, 0, 0]);
+      expect(out.map((o) => [o.first, o.segments]), what).toEqual([[0, 4], [2, 1]]);
+      expectSuper(out[0]!, b);
+      expectGro(out[1]!, g, 2);
+    }
+  });
+
+  it("two GRO'd super-packets in a row, then segments: each written as it is, the segments merged after them", () => {
+    const g1 = gro(5000, 30_000, {}, 1);
+    const g2 = gro(35_000, 30_000, {}, 2);
+    const a = flow(3, 1000, { seq: 65_000 }, 4);
+    const { out } = runGro([g1, g2, ...a], [MSS, MSS, 0, 0, 0]);
+    expect(out.map((o) => [o.first, o.segments])).toEqual([[0, 1], [1, 1], [2, 3]]);
+    expectGro(out[0]!, g1, 0);
+    expectGro(out[1]!, g2, 1);
+    expectSuper(out[2]!, a);
+  });
+
+  it('with inGso all 0 (or null) the output is what it was without it', () => {
+    const a = flow(4, 1000, { sport: 1111 }, 1);
+    const b = flow(3, 1200, { sport: 2222, seq: 99 }, 2);
+    const mixed = [a[0]!, b[0]!, a[1]!, a[2]!, b[1]!, b[2]!, a[3]!];
+    const plain = run(mixed);
+    const zero = runGro(mixed, mixed.map(() => 0)).out;
+    expect(zero.map((o) => [o.first, o.segments, o.vnet])).toEqual(plain.map((o) => [o.first, o.segments, o.vnet]));
+    zero.forEach((o, x) => expect(o.pkt.equals(plain[x]!.pkt)).toBe(true));
   });
 });
