@@ -281,7 +281,7 @@ export function describeConfig(c: Config): string[] {
   for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
-    `io batch ${c.io.batch} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, checksum offload, receive coalescing)' : 'off'}`,
+    `io batch ${c.io.batch} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
   );
   return lines;

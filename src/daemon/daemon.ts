@@ -389,23 +389,17 @@ export class Daemon {
 }
 
 /**
- * Whether the kernel takes UDP_L4 (UDP segmentation offload) super-packets written to the TUN
- * `fd` (Linux 6.2+), so that received datagrams may be coalesced. The one way to ask is
- * TUNSETOFFLOAD with TUN_F_USO4|USO6 (EINVAL on older kernels, as wireguard-go probes it); the
- * flags are then taken back, so that reads never carry UDP super-packets (ipipd segments TCP
- * only). Any other failure is a setup error.
+ * UDP segmentation offload on the TUN `fd` (Linux 6.2+): TUNSETOFFLOAD with TUN_F_USO4|USO6 on
+ * top of TSO (EINVAL on older kernels, as wireguard-go probes it). With it the kernel takes
+ * UDP_L4 super-packets written to the TUN (ipipd's UDP GRO) and may hand ipipd UDP super-packets
+ * from sockets that send with UDP_SEGMENT (cut into datagrams before encapsulation). Returns
+ * whether it is on; any failure but EINVAL is a setup error.
  */
 function probeUdpL4(fd: number, name: string): boolean {
-  const base = native.TUN_F_CSUM | native.TUN_F_TSO4;
   try {
-    native.setTunOffload(fd, base | native.TUN_F_USO4 | native.TUN_F_USO6);
+    native.setTunOffload(fd, native.TUN_F_CSUM | native.TUN_F_TSO4 | native.TUN_F_USO4 | native.TUN_F_USO6);
   } catch (err) {
     if (errnoName(err) === 'EINVAL') return false;
-    throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
-  }
-  try {
-    native.setTunOffload(fd, base);
-  } catch (err) {
     throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
   }
   return true;

@@ -23,8 +23,9 @@
  * Offload mode (`offload`, config `io.offload`; the TUN is opened with IFF_VNET_HDR, TSO4 and
  * checksum offload, src/ipip/gso.ts): every TUN read starts with a virtio_net_hdr, which the
  * Reader puts in the last 10 bytes of the headroom (slots of 64 KiB + headroom). A plain packet
- * with NEEDS_CSUM gets its checksum completed and goes on as above. A TCP super-packet (one
- * packet read, counted once under its verdict) is cut into MSS-sized segments in the segment
+ * with NEEDS_CSUM gets its checksum completed and goes on as above. A TCP super-packet (or,
+ * with `udpGro`, a UDP one from a socket using UDP_SEGMENT; one packet read, counted once under
+ * its verdict) is cut into MSS-sized segments (datagrams) in the segment
  * region of the same buffer, each with 20 bytes of headroom, and each segment goes through the
  * unchanged `Tunnel.encapsulate`, so every RFC 2003 check, the ICMP answers and fragmentation
  * apply per segment; the first segment that is dropped drops the rest of the super-packet, counted
@@ -62,6 +63,7 @@ import {
   TCP_OFF_DATA_OFFSET,
   IPV4_MIN_HEADER,
   checkTcp4Gso,
+  checkUdp4Gso,
   classifyUnderlayIcmp,
   groSegmentSize,
   completeChecksum,
@@ -74,6 +76,8 @@ import {
   tcp4SegmentCount,
   writeIcmpError,
   writeTcp4Segment,
+  writeUdp4Segment,
+  VNET_GSO_UDP_L4,
   type Peer,
   type Tunnel,
 } from '../ipip/index.js';
@@ -130,8 +134,9 @@ export interface DataplaneOptions {
    */
   offload?: boolean;
   /**
-   * Offload mode only: the kernel takes UDP_L4 super-packets from the TUN (Linux 6.2+), so
-   * received UDP datagrams are coalesced too. Default false.
+   * Offload mode only: the TUN was set up with UDP segmentation offload (TUN_F_USO4|USO6, Linux
+   * 6.2+): received UDP datagrams are coalesced into UDP_L4 super-packets, and UDP_L4
+   * super-packets read from the TUN are cut into datagrams. Default false.
    */
   udpGro?: boolean;
 }
@@ -196,6 +201,8 @@ export class Dataplane {
   private readonly writeGso: Int32Array;
   private readonly tunMtu: number;
   private readonly coalescer: Coalescer | null;
+  /** Offload mode with UDP_L4 (USO) on the TUN: UDP super-packets may be read, and are cut here. */
+  private readonly udpGso: boolean;
   private readonly poolStart: number;
   // ICMP in (underlay) and out (TUN)
   private readonly icmpInSlab: Buffer;
@@ -268,6 +275,7 @@ export class Dataplane {
     this.writeGso = new Int32Array(b);
     this.tunMtu = o.tunMtu;
     this.coalescer = this.offload ? new Coalescer(b, o.udpGro === true) : null;
+    this.udpGso = this.offload && o.udpGro === true;
 
     this.icmpInSlab = Buffer.alloc(ICMP_BATCH * ICMP_SLOT);
     this.icmpInLens = new Int32Array(ICMP_BATCH);
@@ -441,15 +449,17 @@ export class Dataplane {
   }
 
   /**
-   * Offload mode: the TCP/IPv4 super-packet `txBuf[off, off+len)` (header at `h`) from TUN slot
-   * `origin`, cut into segments in the segment region, each encapsulated and queued. One packet
-   * read: a drop is counted once, and the first segment dropped ends it (the segments share
-   * their headers, so the rest would fare the same).
+   * Offload mode: the TCP/IPv4 super-packet (or, with `udpGso`, UDP/IPv4 super-packet)
+   * `txBuf[off, off+len)` (header at `h`) from TUN slot `origin`, cut into segments (datagrams)
+   * in the segment region, each encapsulated and queued. One packet read: a drop is counted
+   * once, and the first segment dropped ends it (the segments share their headers, so the rest
+   * would fare the same).
    */
   private sendSuperPacket(origin: number, h: number, off: number, len: number): void {
     const { txBuf, result, counters, drops, tunnel } = this;
     counters[C.gso_packets]++;
-    const hdrLen = checkTcp4Gso(txBuf, h, off, len);
+    const udp = txBuf[h + VNET_OFF_GSO_TYPE] === VNET_GSO_UDP_L4 && this.udpGso;
+    const hdrLen = udp ? checkUdp4Gso(txBuf, h, off, len) : checkTcp4Gso(txBuf, h, off, len);
     const gso = getVnetGsoSize(txBuf, h);
     // A segment must fit a segment slot: the kernel never makes them larger than the TUN MTU.
     if (hdrLen === 0 || HEADROOM + hdrLen + gso > this.segSlot) {
@@ -461,7 +471,7 @@ export class Dataplane {
       if (this.segCursor === this.gsoSlots) this.flushSends();
       const o = this.gsoBase + this.segCursor * this.segSlot + HEADROOM;
       this.segCursor++;
-      const segLen = writeTcp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o);
+      const segLen = udp ? writeUdp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o) : writeTcp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o);
       counters[C.gso_segments]++;
       const v = tunnel.encapsulate(txBuf, o, segLen, result);
       if (v === Verdict.forward) {

@@ -198,6 +198,73 @@ export function checkTcp4Gso(buf: Buffer, h: number, off: number, len: number): 
   return hdrLen < len ? hdrLen : 0;
 }
 
+/**
+ * The same validation for a UDP super-packet (gso_type UDP_L4, Linux 6.2+; what a socket with
+ * UDP_SEGMENT sends): NEEDS_CSUM, gso_size > 0; IPv4 with IHL >= 5, Total Length = len,
+ * protocol UDP, not a fragment; csum_start = IP header length and csum_offset = 6; at least one
+ * payload byte after the 8-byte UDP header. Returns the header length (IP + UDP) every datagram
+ * repeats, or 0.
+ */
+export function checkUdp4Gso(buf: Buffer, h: number, off: number, len: number): number {
+  if (len < IPV4_MIN_HEADER + UDP_HEADER + 1) return 0;
+  if (buf[h + VNET_OFF_GSO_TYPE] !== VNET_GSO_UDP_L4) return 0;
+  if ((buf[h + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) === 0) return 0;
+  if (getVnetGsoSize(buf, h) === 0) return 0;
+  const vihl = buf[off];
+  const ipHl = (vihl & 0x0f) << 2;
+  if (vihl >> 4 !== 4 || ipHl < IPV4_MIN_HEADER) return 0;
+  if (((buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1]) !== len) return 0;
+  if (buf[off + OFF_PROTOCOL] !== IPPROTO_UDP) return 0;
+  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
+  if (getVnetCsumStart(buf, h) !== ipHl || getVnetCsumOffset(buf, h) !== UDP_OFF_CHECKSUM) return 0;
+  const hdrLen = ipHl + UDP_HEADER;
+  return hdrLen < len ? hdrLen : 0;
+}
+
+/**
+ * Write datagram `i` (0-based) of the UDP super-packet `buf[off, off+len)` (accepted by
+ * `checkUdp4Gso`, which returned `hdrLen`) at `out[o ...]` and return its length: hdrLen +
+ * min(gsoSize, what is left). As Linux's __udp_gso_segment: headers copied, IPv4 Total Length
+ * the datagram's, ID the first ID + i, header checksum recomputed; UDP Length the datagram's and
+ * the checksum computed in full (0 sent as 0xffff, RFC 768). Same buffer rules as
+ * `writeTcp4Segment`.
+ */
+export function writeUdp4Segment(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
+  const ipHl = hdrLen - UDP_HEADER;
+  const start = off + hdrLen + i * gsoSize;
+  const left = off + len - start;
+  const pay = left < gsoSize ? left : gsoSize;
+  if (out === buf) {
+    buf.copyWithin(o, off, off + hdrLen);
+    buf.copyWithin(o + hdrLen, start, start + pay);
+  } else {
+    buf.copy(out, o, off, off + hdrLen);
+    buf.copy(out, o + hdrLen, start, start + pay);
+  }
+  const total = hdrLen + pay;
+  out[o + OFF_TOTAL_LENGTH] = total >> 8;
+  out[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
+  const id = (((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) + i) & 0xffff;
+  out[o + OFF_ID] = id >> 8;
+  out[o + OFF_ID + 1] = id & 0xff;
+  out[o + OFF_CHECKSUM] = 0;
+  out[o + OFF_CHECKSUM + 1] = 0;
+  const ipCheck = ~onesSum(out, o, ipHl, 0) & 0xffff;
+  out[o + OFF_CHECKSUM] = ipCheck >> 8;
+  out[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
+  const u = o + ipHl;
+  const udpLen = total - ipHl;
+  out[u + UDP_OFF_LENGTH] = udpLen >> 8;
+  out[u + UDP_OFF_LENGTH + 1] = udpLen & 0xff;
+  out[u + UDP_OFF_CHECKSUM] = 0;
+  out[u + UDP_OFF_CHECKSUM + 1] = 0;
+  const c = ~onesSum32(out, u, udpLen, foldSum(tcpPseudoSum(out, o, IPPROTO_UDP, udpLen))) & 0xffff;
+  const v = c === 0 ? 0xffff : c;
+  out[u + UDP_OFF_CHECKSUM] = v >> 8;
+  out[u + UDP_OFF_CHECKSUM + 1] = v & 0xff;
+  return total;
+}
+
 /** Number of segments of a super-packet of `len` bytes: ceil((len - hdrLen) / gsoSize). */
 export function tcp4SegmentCount(len: number, hdrLen: number, gsoSize: number): number {
   return Math.ceil((len - hdrLen) / gsoSize);

@@ -16,12 +16,18 @@
  *    sockets of pod A to pod B, 64-byte and then 1400-byte ones, each arrive intact and in order
  *    per flow; the receiver's ipipd coalesced them into UDP_L4 super-packets (gro_packets > 0)
  *    and still counts every datagram (rx_packets).
+ * 2b. UDP the other way round: a socket in pod A sends with UDP_SEGMENT (test/fixtures/uso.py),
+ *    so host A's kernel hands ipipd UDP_L4 super-packets from the TUN (USO on, `udpGro`);
+ *    ipipd cuts them into datagrams (gso_packets, gso_segments), which pod B receives every one,
+ *    intact and in order.
  * 3. Host A's peer MTU is 1280, below its TUN MTU (1480): the segments of a super-packet are
  *    too big, answered with ICMP Fragmentation Needed, and the TCP transfer adapts and arrives
  *    byte for byte.
  */
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
@@ -30,6 +36,48 @@ import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
 const why = Topology.requirements();
 if (why) console.log(`integration tests skipped: ${why}`);
 const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
+
+/** The UDP_SEGMENT sender and its receiver; plain sockets, so any python3 does. */
+const USO_PY = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'uso.py');
+const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : have('python3') ? 'python3' : null;
+if (!PYTHON) console.log('UDP_SEGMENT test skipped: no python3');
+
+/**
+ * Send `sends` x `perSend` datagrams of `size` bytes with UDP_SEGMENT from pod `from` to pod
+ * `to` (uso.py send, a `pauseMs` pause after each sendto) and return what uso.py recv in `to`
+ * reports (received, bad, outOfOrder, missing, ...) and what the sender reports.
+ */
+async function usoSend(topo: Topology, from: PodInfo, to: PodInfo, size: number, perSend: number, sends: number, pauseMs: number): Promise<{ sent: Record<string, any>; got: Record<string, any> }> {
+  const count = perSend * sends;
+  const ready = join(topo.info.outDir, `uso-ready-${process.pid}.json`);
+  const recv = topo.spawn(to.ns, [PYTHON!, USO_PY, 'recv', '--bind', to.address, '--port', '0', '--count', String(count), '--size', String(size), '--timeout', '20', '--ready-file', ready]);
+  let out = '';
+  let err = '';
+  recv.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  recv.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const closed = new Promise<number | null>((r) => recv.on('close', (code) => r(code)));
+  let exited = false;
+  void closed.then(() => (exited = true));
+  const deadline = Date.now() + 10_000;
+  while (!existsSync(ready)) {
+    if (exited || Date.now() > deadline) {
+      recv.kill('SIGKILL');
+      await closed;
+      throw new Error(`uso.py recv in ${to.ns} did not get ready: ${out}${err}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const port = (JSON.parse(readFileSync(ready, 'utf8')) as { port: number }).port;
+  rmSync(ready, { force: true });
+  const send = await topo.exec(from.ns, [PYTHON!, USO_PY, 'send', '--to', to.address, '--port', String(port), '--size', String(size), '--per-send', String(perSend), '--sends', String(sends), '--pause-ms', String(pauseMs)], { timeoutMs: 60_000 });
+  expect(send.code, send.stderr).toBe(0);
+  // The receiver ends once it has every datagram; if some are lost, SIGTERM makes it report.
+  const timer = setTimeout(() => recv.kill('SIGTERM'), 5_000);
+  const code = await closed;
+  clearTimeout(timer);
+  expect(code, err).toBe(0);
+  return { sent: JSON.parse(send.stdout.trim().split('\n').pop()!) as Record<string, any>, got: JSON.parse(out.trim().split('\n').pop()!) as Record<string, any> };
+}
 
 /** A copy of the host's generated config with `io.offload: true` (and `peers[0].mtu` if given). */
 function offloadConfig(topo: Topology, h: HostInfo, peerMtu?: number): string {
@@ -169,6 +217,31 @@ describe.skipIf(why)('offload mode between two hosts', () => {
       expect(r1.peers[0]!.rxPackets - r0.peers[0]!.rxPackets, what).toBe(datagrams);
       expect(r1.drops.tun_write_error, what).toBe(0);
       expect(r1.drops.inner_malformed, what).toBe(0);
+    }
+  });
+
+  test.skipIf(!PYTHON)('UDP_SEGMENT datagrams from pod A: the kernel hands over UDP_L4 super-packets, cut into datagrams that arrive intact and in order', async () => {
+    const a = h1.pods[0]!;
+    const b = h2.pods[0]!;
+    const s0 = await status(h1);
+    const r0 = await status(h2);
+    expect(s0.udpGro).toBe(true);
+    // 50 sendto calls of 40 x 1000 bytes, 10 ms apart: 2000 datagrams.
+    const { sent, got } = await usoSend(topo, a, b, 1000, 40, 50, 10);
+    expect(sent).toMatchObject({ sent: 2000, sends: 50, bytes: 2_000_000 });
+    expect(got).toMatchObject({ received: 2000, bytes: 2_000_000, bad: 0, outOfOrder: 0, duplicates: 0, missing: 0, firstSeq: 0, lastSeq: 1999 });
+    const s1 = await status(h1);
+    const r1 = await status(h2);
+    // The kernel handed over UDP super-packets (not 2000 single datagrams), and ipipd cut them.
+    const gsoPackets = delta(s1.counters, s0.counters, 'gso_packets');
+    expect(gsoPackets, 'gso_packets on h1').toBeGreaterThan(0);
+    expect(delta(s1.counters, s0.counters, 'gso_segments'), 'gso_segments on h1').toBeGreaterThan(gsoPackets);
+    // Every datagram went out as its own encapsulated packet, and h2 delivered every one.
+    expect(delta(s1.counters, s0.counters, 'tx_packets'), 'tx_packets on h1').toBe(2000);
+    expect(delta(r1.counters, r0.counters, 'rx_packets'), 'rx_packets on h2').toBe(2000);
+    expect(delta(r1.counters, r0.counters, 'rx_bytes'), 'rx_bytes on h2').toBe(2000 * (1000 + 28));
+    for (const [name, after, before] of [['h1', s1, s0], ['h2', r1, r0]] as const) {
+      for (const k of Object.keys(after.drops)) expect(delta(after.drops, before.drops, k), `drops.${k} on ${name}`).toBe(0);
     }
   });
 
