@@ -199,6 +199,44 @@ export function checkTcp4Gso(buf: Buffer, h: number, off: number, len: number): 
 }
 
 /**
+ * Segment `i` of a super-packet `buf[off, off+len)` with `hdrLen` bytes of headers: the headers
+ * and the i-th `gsoSize` bytes of payload (fewer for the last) copied to `out[o ...]`, then the
+ * IPv4 fields every segment has its own of, as inet_gso_segment sets them: Total Length, ID =
+ * the first ID + i (mod 2^16), header checksum. Returns the segment's length.
+ */
+function copySegmentIPv4(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
+  const ipHl = (buf[off] & 0x0f) << 2;
+  const start = off + hdrLen + i * gsoSize;
+  const left = off + len - start;
+  const pay = left < gsoSize ? left : gsoSize;
+  if (out === buf) {
+    // copyWithin: native memmove, no view allocated per call (Buffer.copy makes one).
+    buf.copyWithin(o, off, off + hdrLen);
+    buf.copyWithin(o + hdrLen, start, start + pay);
+  } else {
+    buf.copy(out, o, off, off + hdrLen);
+    buf.copy(out, o + hdrLen, start, start + pay);
+  }
+  const total = hdrLen + pay;
+  const id = (((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) + i) & 0xffff;
+  out[o + OFF_ID] = id >> 8;
+  out[o + OFF_ID + 1] = id & 0xff;
+  setLengthAndChecksum(out, o, ipHl, total);
+  return total;
+}
+
+/** Set the Total Length of the IPv4 header at `o` (`ipHl` bytes) and recompute its checksum. */
+function setLengthAndChecksum(buf: Buffer, o: number, ipHl: number, total: number): void {
+  buf[o + OFF_TOTAL_LENGTH] = total >> 8;
+  buf[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
+  buf[o + OFF_CHECKSUM] = 0;
+  buf[o + OFF_CHECKSUM + 1] = 0;
+  const ipCheck = ~onesSum(buf, o, ipHl, 0) & 0xffff;
+  buf[o + OFF_CHECKSUM] = ipCheck >> 8;
+  buf[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
+}
+
+/**
  * The same validation for a UDP super-packet (gso_type UDP_L4, Linux 6.2+; what a socket with
  * UDP_SEGMENT sends): NEEDS_CSUM, gso_size > 0; IPv4 with IHL >= 5, Total Length = len,
  * protocol UDP, not a fragment; csum_start = IP header length and csum_offset = 6; at least one
@@ -231,27 +269,7 @@ export function checkUdp4Gso(buf: Buffer, h: number, off: number, len: number): 
  */
 export function writeUdp4Segment(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
   const ipHl = hdrLen - UDP_HEADER;
-  const start = off + hdrLen + i * gsoSize;
-  const left = off + len - start;
-  const pay = left < gsoSize ? left : gsoSize;
-  if (out === buf) {
-    buf.copyWithin(o, off, off + hdrLen);
-    buf.copyWithin(o + hdrLen, start, start + pay);
-  } else {
-    buf.copy(out, o, off, off + hdrLen);
-    buf.copy(out, o + hdrLen, start, start + pay);
-  }
-  const total = hdrLen + pay;
-  out[o + OFF_TOTAL_LENGTH] = total >> 8;
-  out[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
-  const id = (((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) + i) & 0xffff;
-  out[o + OFF_ID] = id >> 8;
-  out[o + OFF_ID + 1] = id & 0xff;
-  out[o + OFF_CHECKSUM] = 0;
-  out[o + OFF_CHECKSUM + 1] = 0;
-  const ipCheck = ~onesSum(out, o, ipHl, 0) & 0xffff;
-  out[o + OFF_CHECKSUM] = ipCheck >> 8;
-  out[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
+  const total = copySegmentIPv4(buf, off, len, hdrLen, gsoSize, i, out, o);
   const u = o + ipHl;
   const udpLen = total - ipHl;
   out[u + UDP_OFF_LENGTH] = udpLen >> 8;
@@ -283,31 +301,8 @@ export function tcp4SegmentCount(len: number, hdrLen: number, gsoSize: number): 
  */
 export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
   const ipHl = (buf[off] & 0x0f) << 2;
-  const start = off + hdrLen + i * gsoSize;
-  const left = off + len - start;
-  const pay = left < gsoSize ? left : gsoSize;
-  const last = pay === left;
-  if (out === buf) {
-    // copyWithin: native memmove, no view allocated per call (Buffer.copy makes one).
-    buf.copyWithin(o, off, off + hdrLen);
-    buf.copyWithin(o + hdrLen, start, start + pay);
-  } else {
-    buf.copy(out, o, off, off + hdrLen);
-    buf.copy(out, o + hdrLen, start, start + pay);
-  }
-  const total = hdrLen + pay;
-
-  // IPv4: Total Length, Identification, Header Checksum.
-  out[o + OFF_TOTAL_LENGTH] = total >> 8;
-  out[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
-  const id = (((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) + i) & 0xffff;
-  out[o + OFF_ID] = id >> 8;
-  out[o + OFF_ID + 1] = id & 0xff;
-  out[o + OFF_CHECKSUM] = 0;
-  out[o + OFF_CHECKSUM + 1] = 0;
-  const ipCheck = ~onesSum(out, o, ipHl, 0) & 0xffff;
-  out[o + OFF_CHECKSUM] = ipCheck >> 8;
-  out[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
+  const total = copySegmentIPv4(buf, off, len, hdrLen, gsoSize, i, out, o);
+  const last = i * gsoSize + total === len; // the payload reached the end
 
   // TCP: Sequence Number, flags, Checksum.
   const t = o + ipHl;
@@ -745,13 +740,7 @@ export class Coalescer {
         buf.copyWithin(w, mo + hdrLen, mo + inLens[m]);
         w += inLens[m] - hdrLen;
       }
-      buf[o + OFF_TOTAL_LENGTH] = total >> 8;
-      buf[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
-      buf[o + OFF_CHECKSUM] = 0;
-      buf[o + OFF_CHECKSUM + 1] = 0;
-      const ipCheck = ~onesSum(buf, o, IP_HL, 0) & 0xffff;
-      buf[o + OFF_CHECKSUM] = ipCheck >> 8;
-      buf[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
+      setLengthAndChecksum(buf, o, IP_HL, total);
       const t = o + IP_HL;
       const l4Len = total - IP_HL;
       if (udp) {
