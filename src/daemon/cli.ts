@@ -60,7 +60,7 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   const s = JSON.parse(text) as import('./daemon.js').StatusReport;
   const out: string[] = [];
   out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
-  out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}); batch ${s.batch}${s.offload ? `; offload on (TSO, TCP${s.udpGro ? ' and UDP' : ''} GRO)` : ''}`);
+  out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}); batch ${s.batch}${s.offload ? `; offload on (${s.udpGro ? 'TSO, USO, TCP and UDP GRO' : 'TSO, TCP GRO'})` : ''}`);
   for (const p of s.peers) {
     const mtu = p.mtu === p.baseMtu ? `mtu ${p.mtu}` : `mtu ${p.mtu} (learned ${p.pmtuLearnedSecondsAgo}s ago; configured ${p.baseMtu})`;
     const reach = p.reachable ? '' : ` UNREACHABLE (${p.unreachableReason})`;
