@@ -36,8 +36,25 @@
  * Pure: no I/O, no throws, no allocation per packet (the coalescer's arrays are allocated once).
  */
 import type { Buffer } from 'node:buffer';
-import { foldSum, onesSum, onesSum32 } from './checksum.js';
-import { FLAG_DF, FLAG_MF, FRAG_OFFSET_MASK, IPV4_MAX_TOTAL_LENGTH, IPV4_MIN_HEADER, IPV4_VERSION_IHL_NO_OPTIONS, OFF_CHECKSUM, OFF_FLAGS_FRAG, OFF_ID, OFF_PROTOCOL, OFF_TOS, OFF_TOTAL_LENGTH, OFF_TTL } from './ipv4.js';
+import { foldSum, onesSum32 } from './checksum.js';
+import {
+  FLAG_DF,
+  FLAG_MF,
+  FRAG_OFFSET_MASK,
+  IPV4_MAX_TOTAL_LENGTH,
+  IPV4_MIN_HEADER,
+  IPV4_VERSION_IHL_NO_OPTIONS,
+  OFF_FLAGS_FRAG,
+  OFF_PROTOCOL,
+  OFF_TOS,
+  OFF_TTL,
+  computeHeaderChecksum,
+  getId,
+  getTotalLength,
+  setChecksum,
+  setId,
+  setTotalLength,
+} from './ipv4.js';
 import {
   IPPROTO_TCP,
   TCP_ACK,
@@ -172,6 +189,25 @@ export function completeChecksum(buf: Buffer, off: number, len: number, csumStar
 // ---- 3. TSO: segmenting a TCP/IPv4 super-packet (TUN -> underlay) ------------------------------
 
 /**
+ * What every super-packet read from the TUN must be, whatever its transport (header at `h`,
+ * packet `buf[off, off+len)`): NEEDS_CSUM and gso_size > 0; IPv4 with IHL >= 5, Total Length =
+ * len, protocol `protocol`, not a fragment (MF clear, offset 0); csum_start = the IP header
+ * length and csum_offset = `csumOffset`. Returns the IP header length, or 0.
+ */
+function checkGsoIPv4(buf: Buffer, h: number, off: number, len: number, protocol: number, csumOffset: number): number {
+  if ((buf[h + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) === 0) return 0;
+  if (getVnetGsoSize(buf, h) === 0) return 0;
+  const vihl = buf[off];
+  const ipHl = (vihl & 0x0f) << 2;
+  if (vihl >> 4 !== 4 || ipHl < IPV4_MIN_HEADER) return 0;
+  if (getTotalLength(buf, off) !== len) return 0;
+  if (buf[off + OFF_PROTOCOL] !== protocol) return 0;
+  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
+  if (getVnetCsumStart(buf, h) !== ipHl || getVnetCsumOffset(buf, h) !== csumOffset) return 0;
+  return ipHl;
+}
+
+/**
  * The one validation of a super-packet read from the TUN: header at `h`, packet at
  * `buf[off, off+len)`. Checks: gso_type TCPV4 (with or without ECN), NEEDS_CSUM, gso_size > 0;
  * IPv4 with IHL >= 5, Total Length = len, protocol TCP, not a fragment (MF clear, offset 0);
@@ -183,15 +219,8 @@ export function completeChecksum(buf: Buffer, off: number, len: number, csumStar
 export function checkTcp4Gso(buf: Buffer, h: number, off: number, len: number): number {
   if (len < IPV4_MIN_HEADER + TCP_MIN_HEADER + 1) return 0;
   if ((buf[h + VNET_OFF_GSO_TYPE] & ~VNET_GSO_ECN) !== VNET_GSO_TCPV4) return 0;
-  if ((buf[h + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) === 0) return 0;
-  if (getVnetGsoSize(buf, h) === 0) return 0;
-  const vihl = buf[off];
-  const ipHl = (vihl & 0x0f) << 2;
-  if (vihl >> 4 !== 4 || ipHl < IPV4_MIN_HEADER) return 0;
-  if (((buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1]) !== len) return 0;
-  if (buf[off + OFF_PROTOCOL] !== IPPROTO_TCP) return 0;
-  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
-  if (getVnetCsumStart(buf, h) !== ipHl || getVnetCsumOffset(buf, h) !== TCP_CSUM_OFFSET) return 0;
+  const ipHl = checkGsoIPv4(buf, h, off, len, IPPROTO_TCP, TCP_CSUM_OFFSET);
+  if (ipHl === 0) return 0;
   const tcpHl = (buf[off + ipHl + TCP_OFF_DATA_OFFSET] >> 4) << 2;
   if (tcpHl < TCP_MIN_HEADER) return 0;
   const hdrLen = ipHl + tcpHl;
@@ -205,7 +234,6 @@ export function checkTcp4Gso(buf: Buffer, h: number, off: number, len: number): 
  * the first ID + i (mod 2^16), header checksum. Returns the segment's length.
  */
 function copySegmentIPv4(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
-  const ipHl = (buf[off] & 0x0f) << 2;
   const start = off + hdrLen + i * gsoSize;
   const left = off + len - start;
   const pay = left < gsoSize ? left : gsoSize;
@@ -218,22 +246,10 @@ function copySegmentIPv4(buf: Buffer, off: number, len: number, hdrLen: number, 
     buf.copy(out, o + hdrLen, start, start + pay);
   }
   const total = hdrLen + pay;
-  const id = (((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) + i) & 0xffff;
-  out[o + OFF_ID] = id >> 8;
-  out[o + OFF_ID + 1] = id & 0xff;
-  setLengthAndChecksum(out, o, ipHl, total);
+  setTotalLength(out, o, total);
+  setId(out, o, getId(buf, off) + i);
+  setChecksum(out, o, computeHeaderChecksum(out, o));
   return total;
-}
-
-/** Set the Total Length of the IPv4 header at `o` (`ipHl` bytes) and recompute its checksum. */
-function setLengthAndChecksum(buf: Buffer, o: number, ipHl: number, total: number): void {
-  buf[o + OFF_TOTAL_LENGTH] = total >> 8;
-  buf[o + OFF_TOTAL_LENGTH + 1] = total & 0xff;
-  buf[o + OFF_CHECKSUM] = 0;
-  buf[o + OFF_CHECKSUM + 1] = 0;
-  const ipCheck = ~onesSum(buf, o, ipHl, 0) & 0xffff;
-  buf[o + OFF_CHECKSUM] = ipCheck >> 8;
-  buf[o + OFF_CHECKSUM + 1] = ipCheck & 0xff;
 }
 
 /**
@@ -246,15 +262,8 @@ function setLengthAndChecksum(buf: Buffer, o: number, ipHl: number, total: numbe
 export function checkUdp4Gso(buf: Buffer, h: number, off: number, len: number): number {
   if (len < IPV4_MIN_HEADER + UDP_HEADER + 1) return 0;
   if (buf[h + VNET_OFF_GSO_TYPE] !== VNET_GSO_UDP_L4) return 0;
-  if ((buf[h + VNET_OFF_FLAGS] & VNET_F_NEEDS_CSUM) === 0) return 0;
-  if (getVnetGsoSize(buf, h) === 0) return 0;
-  const vihl = buf[off];
-  const ipHl = (vihl & 0x0f) << 2;
-  if (vihl >> 4 !== 4 || ipHl < IPV4_MIN_HEADER) return 0;
-  if (((buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1]) !== len) return 0;
-  if (buf[off + OFF_PROTOCOL] !== IPPROTO_UDP) return 0;
-  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0) return 0;
-  if (getVnetCsumStart(buf, h) !== ipHl || getVnetCsumOffset(buf, h) !== UDP_OFF_CHECKSUM) return 0;
+  const ipHl = checkGsoIPv4(buf, h, off, len, IPPROTO_UDP, UDP_OFF_CHECKSUM);
+  if (ipHl === 0) return 0;
   const hdrLen = ipHl + UDP_HEADER;
   return hdrLen < len ? hdrLen : 0;
 }
@@ -646,8 +655,7 @@ export class Coalescer {
     if (ff !== buf[off + OFF_FLAGS_FRAG]) return false;
     if ((ff << 8) & FLAG_DF) return true;
     // Without DF the ID matters (a router may fragment): it must be what the kernel will give.
-    const id = ((buf[ho + OFF_ID] << 8) | buf[ho + OFF_ID + 1]) + this.segs[h];
-    return ((buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1]) === (id & 0xffff);
+    return getId(buf, off) === ((getId(buf, ho) + this.segs[h]) & 0xffff);
   }
 
   /** Head h's UDP checksum verifies (computed once, when the first datagram is merged into it). */
@@ -740,7 +748,8 @@ export class Coalescer {
         buf.copyWithin(w, mo + hdrLen, mo + inLens[m]);
         w += inLens[m] - hdrLen;
       }
-      setLengthAndChecksum(buf, o, IP_HL, total);
+      setTotalLength(buf, o, total);
+      setChecksum(buf, o, computeHeaderChecksum(buf, o));
       const t = o + IP_HL;
       const l4Len = total - IP_HL;
       if (udp) {
