@@ -27,8 +27,21 @@ import {
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
   VNET_HDR_LEN,
+  FLAG_DF,
+  IPPROTO_IPIP,
+  computeHeaderChecksum,
   foldSum,
   internetChecksum,
+  setChecksum,
+  setDst,
+  setFlagsFragment,
+  setId,
+  setProtocol,
+  setSrc,
+  setTos,
+  setTotalLength,
+  setTtl,
+  setVersionIhl,
   onesSum32,
   tcpPseudoSum,
   writeVnetHdr,
@@ -59,17 +72,7 @@ export interface WarmFlow {
 export function writeWarmPacket(buf: Buffer, off: number, kind: number, src: number, dst: number, payload: number, id: number, seq: number, partial: boolean): number {
   const l4 = kind === WARM_ICMP ? 8 : kind === WARM_UDP ? 8 : TCP_TIMESTAMP_HEADER;
   const total = 20 + l4 + payload;
-  buf[off] = 0x45;
-  buf[off + 1] = 0;
-  buf.writeUInt16BE(total, off + 2);
-  buf.writeUInt16BE(id & 0xffff, off + 4);
-  buf.writeUInt16BE(0x4000, off + 6);
-  buf[off + 8] = 64;
-  buf[off + 9] = kind === WARM_ICMP ? IPPROTO_ICMP : kind === WARM_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-  buf.writeUInt16BE(0, off + 10);
-  buf.writeInt32BE(src, off + 12);
-  buf.writeInt32BE(dst, off + 16);
-  buf.writeUInt16BE(internetChecksum(buf, off, 20), off + 10);
+  writeWarmIPv4(buf, off, total, id, kind === WARM_ICMP ? IPPROTO_ICMP : kind === WARM_UDP ? IPPROTO_UDP : IPPROTO_TCP, src, dst);
   const t = off + 20;
   buf.fill(0, t, t + l4);
   for (let i = 0; i < payload; i++) buf[t + l4 + i] = (i * 7 + id) & 0xff;
@@ -131,16 +134,20 @@ export function writeWarmVnet(buf: Buffer, off: number, kind: number, partial: b
  */
 export function writeWarmOuter(buf: Buffer, off: number, len: number, src: number, dst: number, id: number): number {
   const total = len + 20;
-  buf[off] = 0x45;
-  buf[off + 1] = 0;
-  buf.writeUInt16BE(total, off + 2);
-  buf.writeUInt16BE(id & 0xffff, off + 4);
-  buf.writeUInt16BE(0x4000, off + 6);
-  buf[off + 8] = 64;
-  buf[off + 9] = 4;
-  buf.writeUInt16BE(0, off + 10);
-  buf.writeInt32BE(src, off + 12);
-  buf.writeInt32BE(dst, off + 16);
-  buf.writeUInt16BE(internetChecksum(buf, off, 20), off + 10);
+  writeWarmIPv4(buf, off, total, id, IPPROTO_IPIP, src, dst);
   return total;
+}
+
+/** A 20-byte IPv4 header at `buf[off ...]`: TOS 0, DF, TTL 64, the given fields, checksum. */
+function writeWarmIPv4(buf: Buffer, off: number, total: number, id: number, protocol: number, src: number, dst: number): void {
+  setVersionIhl(buf, off, 4, 5);
+  setTos(buf, off, 0);
+  setTotalLength(buf, off, total);
+  setId(buf, off, id);
+  setFlagsFragment(buf, off, FLAG_DF);
+  setTtl(buf, off, 64);
+  setProtocol(buf, off, protocol);
+  setSrc(buf, off, src);
+  setDst(buf, off, dst);
+  setChecksum(buf, off, computeHeaderChecksum(buf, off));
 }
