@@ -200,9 +200,8 @@ export class Dataplane {
   /** Per packet to write: gso_size if it is a TCP super-packet from the underlay's GRO, else 0. */
   private readonly writeGso: Int32Array;
   private readonly tunMtu: number;
+  /** Offload mode; its `udp` says the TUN has UDP_L4 (USO) both ways. */
   private readonly coalescer: Coalescer | null;
-  /** Offload mode with UDP_L4 (USO) on the TUN: UDP super-packets may be read, and are cut here. */
-  private readonly udpGso: boolean;
   private readonly poolStart: number;
   // ICMP in (underlay) and out (TUN)
   private readonly icmpInSlab: Buffer;
@@ -275,7 +274,6 @@ export class Dataplane {
     this.writeGso = new Int32Array(b);
     this.tunMtu = o.tunMtu;
     this.coalescer = this.offload ? new Coalescer(b, o.udpGro === true) : null;
-    this.udpGso = this.offload && o.udpGro === true;
 
     this.icmpInSlab = Buffer.alloc(ICMP_BATCH * ICMP_SLOT);
     this.icmpInLens = new Int32Array(ICMP_BATCH);
@@ -449,7 +447,7 @@ export class Dataplane {
   }
 
   /**
-   * Offload mode: the TCP/IPv4 super-packet (or, with `udpGso`, UDP/IPv4 super-packet)
+   * Offload mode: the TCP/IPv4 super-packet (or, with `udpGro`, UDP/IPv4 super-packet)
    * `txBuf[off, off+len)` (header at `h`) from TUN slot `origin`, cut into segments (datagrams)
    * in the segment region, each encapsulated and queued. One packet read: a drop is counted
    * once, and the first segment dropped ends it (the segments share their headers, so the rest
@@ -458,7 +456,7 @@ export class Dataplane {
   private sendSuperPacket(origin: number, h: number, off: number, len: number): void {
     const { txBuf, result, counters, drops, tunnel } = this;
     counters[C.gso_packets]++;
-    const udp = txBuf[h + VNET_OFF_GSO_TYPE] === VNET_GSO_UDP_L4 && this.udpGso;
+    const udp = txBuf[h + VNET_OFF_GSO_TYPE] === VNET_GSO_UDP_L4 && this.coalescer !== null && this.coalescer.udp;
     const hdrLen = udp ? checkUdp4Gso(txBuf, h, off, len) : checkTcp4Gso(txBuf, h, off, len);
     const gso = getVnetGsoSize(txBuf, h);
     // A segment must fit a segment slot: the kernel never makes them larger than the TUN MTU.
