@@ -99,6 +99,28 @@ interface TcpSpec {
   csum?: 'full' | 'partial';
 }
 
+/**
+ * A zeroed packet of `total` bytes with its IPv4 header written (reference code, independent of
+ * src/ipip): `ipOpts` after the fixed 20 bytes, TOS 0, DF, TTL 64, 10.0.1.1 -> 10.0.2.1 unless
+ * `s` says otherwise, the header checksum right.
+ */
+function ipv4Packet(total: number, protocol: number, ipOpts: Buffer, s: { id: number; tos?: number; frag?: number; ttl?: number; src?: number; dst?: number }): Buffer {
+  const ihl = 20 + ipOpts.length;
+  const b = Buffer.alloc(total);
+  b[0] = 0x40 | (ihl >> 2);
+  b[1] = s.tos ?? 0;
+  b.writeUInt16BE(total, 2);
+  b.writeUInt16BE(s.id, 4);
+  b.writeUInt16BE(s.frag ?? 0x4000, 6);
+  b[8] = s.ttl ?? 64;
+  b[9] = protocol;
+  b.writeInt32BE(s.src ?? 0x0a000101, 12);
+  b.writeInt32BE(s.dst ?? 0x0a000201, 16);
+  ipOpts.copy(b, 20);
+  b.writeUInt16BE(refChecksum(b, 0, ihl), 10);
+  return b;
+}
+
 /** A TCP/IPv4 packet, 10.0.1.1:40000 -> 10.0.2.1:5201 by default. */
 function tcpPacket(s: TcpSpec): Buffer {
   const ipOpts = s.ipOptions ?? Buffer.alloc(0);
@@ -110,18 +132,7 @@ function tcpPacket(s: TcpSpec): Buffer {
   const ihl = 20 + ipOpts.length;
   const thl = 20 + opts.length;
   const total = ihl + thl + s.payload.length;
-  const b = Buffer.alloc(total);
-  b[0] = 0x40 | (ihl >> 2);
-  b[1] = s.tos ?? 0;
-  b.writeUInt16BE(total, 2);
-  b.writeUInt16BE(s.id ?? 0x1234, 4);
-  b.writeUInt16BE(s.frag ?? 0x4000, 6);
-  b[8] = s.ttl ?? 64;
-  b[9] = 6;
-  b.writeInt32BE(s.src ?? 0x0a000101, 12);
-  b.writeInt32BE(s.dst ?? 0x0a000201, 16);
-  ipOpts.copy(b, 20);
-  b.writeUInt16BE(refChecksum(b, 0, ihl), 10);
+  const b = ipv4Packet(total, 6, ipOpts, { ...s, id: s.id ?? 0x1234 });
   const t = ihl;
   b.writeUInt16BE(s.sport ?? 40000, t);
   b.writeUInt16BE(s.dport ?? 5201, t + 2);
@@ -635,18 +646,7 @@ function udpPacket(s: UdpSpec): Buffer {
   const ipOpts = s.ipOptions ?? Buffer.alloc(0);
   const ihl = 20 + ipOpts.length;
   const total = ihl + 8 + s.payload.length;
-  const b = Buffer.alloc(total);
-  b[0] = 0x40 | (ihl >> 2);
-  b[1] = s.tos ?? 0;
-  b.writeUInt16BE(total, 2);
-  b.writeUInt16BE(s.id ?? 0x2345, 4);
-  b.writeUInt16BE(s.frag ?? 0x4000, 6);
-  b[8] = s.ttl ?? 64;
-  b[9] = 17;
-  b.writeInt32BE(s.src ?? 0x0a000101, 12);
-  b.writeInt32BE(s.dst ?? 0x0a000201, 16);
-  ipOpts.copy(b, 20);
-  b.writeUInt16BE(refChecksum(b, 0, ihl), 10);
+  const b = ipv4Packet(total, 17, ipOpts, { ...s, id: s.id ?? 0x2345 });
   b.writeUInt16BE(s.sport ?? 33333, ihl);
   b.writeUInt16BE(s.dport ?? 4433, ihl + 2);
   b.writeUInt16BE(s.udpLen ?? total - ihl, ihl + 4);

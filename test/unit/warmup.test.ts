@@ -468,6 +468,14 @@ describe.each([
     }
   }
 
+  /** Every peer field exactly as in `before` (`Object.is`: the -0 of an untouched counter too). */
+  function expectPeersAsBefore(peers: Peer[], before: ReturnType<typeof peerState>[]): void {
+    const after = peers.map(peerState);
+    for (let i = 0; i < peers.length; i++) {
+      before[i]!.forEach((v, j) => expect(Object.is(after[i]![j], v), `peer ${i} field ${j}: ${String(after[i]![j])} vs ${String(v)}`).toBe(true));
+    }
+  }
+
   function setup(text = TWO_PEERS): { c: Config; tunnel: Tunnel; peers: Peer[]; dp: Dataplane; tunFd: number; rawFd: number } {
     const c = parseConfig(text);
     const { tunnel, peers } = buildTunnel(c, 1480);
@@ -568,10 +576,7 @@ describe.each([
     expect(Object.values(snap.drops).every((v) => v === 0)).toBe(true);
 
     // Every peer exactly as before, -0 (the double zero of an untouched counter) included.
-    const after = peers.map(peerState);
-    for (let i = 0; i < peers.length; i++) {
-      before[i]!.forEach((v, j) => expect(Object.is(after[i]![j], v), `peer ${i} field ${j}: ${String(after[i]![j])} vs ${String(v)}`).toBe(true));
-    }
+    expectPeersAsBefore(peers, before);
     expect(Object.is(peers[1]!.txPackets, -0)).toBe(true);
     dp.close();
   });
@@ -621,8 +626,7 @@ describe.each([
     expect(dp.counters[0]).toBe(3);
     expect(dp.drops[1]).toBe(4);
     expect(dp.lastErrors).toEqual({ tunRead: 'EIO' });
-    const after = peers.map(peerState);
-    for (let i = 0; i < peers.length; i++) before[i]!.forEach((v, j) => expect(Object.is(after[i]![j], v)).toBe(true));
+    expectPeersAsBefore(peers, before);
     expect(drain(tunFd)).toBe('EAGAIN');
     expect(drain(rawFd)).toBe('EAGAIN');
     dp.close();
@@ -657,8 +661,7 @@ describe.each([
     expect(dp.counters.every((v) => v === 0)).toBe(true);
     expect(dp.drops.every((v) => v === 0)).toBe(true);
     expect(dp.lastErrors).toEqual({});
-    const after = peers.map(peerState);
-    for (let i = 0; i < peers.length; i++) before[i]!.forEach((v, j) => expect(Object.is(after[i]![j], v)).toBe(true));
+    expectPeersAsBefore(peers, before);
     expect(drain(tunFd)).toBe('EAGAIN');
     expect(drain(rawFd)).toBe('EAGAIN');
     dp.close();
