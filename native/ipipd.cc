@@ -236,6 +236,60 @@ inline bool InSlab(int32_t off, int32_t len, size_t size) {
   return off >= 0 && len >= 0 && static_cast<size_t>(off) + static_cast<size_t>(len) <= size;
 }
 
+// The arguments writeTun and sendRaw share (fd, slab, offs, lens, [dsts,] n, res), checked
+// once, and the per-packet accounting both report: a failed packet i gets lens[i] = -errno,
+// res[0] counts the failures and res[1] keeps the last errno.
+struct PacketBatch {
+  int32_t fd;
+  uint8_t* base;
+  size_t size;
+  const int32_t* off;
+  int32_t* len;
+  int32_t n;
+  int32_t* res;
+  int32_t done = 0;
+  int32_t failed = 0;
+  int32_t last = 0;
+
+  // Arguments 0..3 are fd, slab, offs, lens; `nArg` is n's position, res follows it.
+  PacketBatch(const Napi::CallbackInfo& info, size_t nArg) {
+    Napi::Env env = info.Env();
+    fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
+    Napi::Uint8Array slab = ArgBytes(info, 1, "slab");
+    Napi::Int32Array offs = ArgI32(info, 2, "offs");
+    Napi::Int32Array lens = ArgI32(info, 3, "lens");
+    n = ArgInt(info, nArg, "n", 0, INT32_MAX);
+    Napi::Int32Array r = ArgI32(info, nArg + 1, "res");
+    CheckCount(env, n, offs, "offs");
+    CheckCount(env, n, lens, "lens");
+    CheckResult(env, r);
+    base = slab.Data();
+    size = slab.ByteLength();
+    off = offs.Data();
+    len = lens.Data();
+    res = r.Data();
+  }
+
+  // Packet i is inside the slab; if not, it is marked failed (EINVAL).
+  bool Usable(int32_t i) {
+    if (InSlab(off[i], len[i], size)) return true;
+    Fail(i, EINVAL);
+    return false;
+  }
+
+  void Fail(int32_t i, int err) {
+    failed++;
+    last = err;
+    len[i] = -err;
+  }
+
+  Napi::Value Finish(Napi::Env env) {
+    res[0] = failed;
+    res[1] = last;
+    return Napi::Number::New(env, done);
+  }
+};
+
 // ---------------------------------------------------------------------------------------------
 // openTun(name, options?): { fd, name }
 
@@ -415,48 +469,24 @@ constexpr int32_t kDiscardFd = -2;
 // writeTun(fd, slab, offs, lens, n, res): written
 
 Napi::Value WriteTun(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int32_t fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
-  Napi::Uint8Array slab = ArgBytes(info, 1, "slab");
-  Napi::Int32Array offs = ArgI32(info, 2, "offs");
-  Napi::Int32Array lens = ArgI32(info, 3, "lens");
-  int32_t n = ArgInt(info, 4, "n", 0, INT32_MAX);
-  Napi::Int32Array res = ArgI32(info, 5, "res");
-  CheckCount(env, n, offs, "offs");
-  CheckCount(env, n, lens, "lens");
-  CheckResult(env, res);
-
-  uint8_t* base = slab.Data();
-  size_t size = slab.ByteLength();
-  const int32_t* off = offs.Data();
-  int32_t* len = lens.Data();
-  int32_t written = 0, failed = 0, last = 0;
-  for (int32_t i = 0; i < n; i++) {
-    if (!InSlab(off[i], len[i], size)) {
-      failed++;
-      last = EINVAL;
-      len[i] = -EINVAL;
-      continue;
-    }
-    if (fd == kDiscardFd) {
-      written++;
+  PacketBatch b(info, 4);
+  for (int32_t i = 0; i < b.n; i++) {
+    if (!b.Usable(i)) continue;
+    if (b.fd == kDiscardFd) {
+      b.done++;
       continue;
     }
     ssize_t r;
     do {
-      r = write(fd, base + off[i], static_cast<size_t>(len[i]));
+      r = write(b.fd, b.base + b.off[i], static_cast<size_t>(b.len[i]));
     } while (r < 0 && errno == EINTR);
     if (r < 0) {
-      failed++;
-      last = errno;
-      len[i] = -errno;
+      b.Fail(i, errno);
     } else {
-      written++;
+      b.done++;
     }
   }
-  res[0] = failed;
-  res[1] = last;
-  return Napi::Number::New(env, written);
+  return b.Finish(info.Env());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,25 +496,11 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
 constexpr int kSendChunk = 64;
 
 Napi::Value SendRaw(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int32_t fd = ArgInt(info, 0, "fd", INT32_MIN, INT32_MAX);
-  Napi::Uint8Array slab = ArgBytes(info, 1, "slab");
-  Napi::Int32Array offs = ArgI32(info, 2, "offs");
-  Napi::Int32Array lens = ArgI32(info, 3, "lens");
+  PacketBatch b(info, 5);
   Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
-  int32_t n = ArgInt(info, 5, "n", 0, INT32_MAX);
-  Napi::Int32Array res = ArgI32(info, 6, "res");
-  CheckCount(env, n, offs, "offs");
-  CheckCount(env, n, lens, "lens");
-  CheckCount(env, n, dsts, "dsts");
-  CheckResult(env, res);
-
-  uint8_t* base = slab.Data();
-  size_t size = slab.ByteLength();
-  const int32_t* off = offs.Data();
-  int32_t* len = lens.Data();
+  CheckCount(info.Env(), b.n, dsts, "dsts");
   const int32_t* dst = dsts.Data();
-  int32_t sent = 0, failed = 0, last = 0;
+  const int32_t n = b.n;
 
   struct mmsghdr msgs[kSendChunk];
   struct iovec iov[kSendChunk];
@@ -494,19 +510,14 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
   while (i < n) {
     int count = 0;
     for (; i < n && count < kSendChunk; i++) {
-      if (!InSlab(off[i], len[i], size)) {
-        failed++;
-        last = EINVAL;
-        len[i] = -EINVAL;
-        continue;
-      }
-      if (fd == kDiscardFd) {
-        sent++;
+      if (!b.Usable(i)) continue;
+      if (b.fd == kDiscardFd) {
+        b.done++;
         continue;
       }
       index[count] = i;
-      iov[count].iov_base = base + off[i];
-      iov[count].iov_len = static_cast<size_t>(len[i]);
+      iov[count].iov_base = b.base + b.off[i];
+      iov[count].iov_len = static_cast<size_t>(b.len[i]);
       memset(&to[count], 0, sizeof to[count]);
       to[count].sin_family = AF_INET;
       to[count].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
@@ -521,23 +532,19 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
     // or -1 if that message was the first. Skip the failing one and go on.
     int k = 0;
     while (k < count) {
-      int r = sendmmsg(fd, &msgs[k], static_cast<unsigned>(count - k), MSG_DONTWAIT);
+      int r = sendmmsg(b.fd, &msgs[k], static_cast<unsigned>(count - k), MSG_DONTWAIT);
       if (r > 0) {
-        sent += r;
+        b.done += r;
         k += r;
       } else if (r < 0 && errno == EINTR) {
         continue;
       } else {
-        failed++;
-        last = r < 0 ? errno : EAGAIN;
-        len[index[k]] = -last;
+        b.Fail(index[k], r < 0 ? errno : EAGAIN);
         k++;
       }
     }
   }
-  res[0] = failed;
-  res[1] = last;
-  return Napi::Number::New(env, sent);
+  return b.Finish(info.Env());
 }
 
 // ---------------------------------------------------------------------------------------------
