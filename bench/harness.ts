@@ -17,6 +17,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type RunOptions, type RunResult, runCommand } from './exec.js';
 
 /** The repository root (this file runs as dist/bench/harness.js). */
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -76,44 +77,11 @@ export function onCleanup(f: () => void): () => void {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-export interface RunResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-export interface RunOptions {
-  /** SIGKILL after this long (default 30 s). */
-  timeoutMs?: number;
-  /** Written to stdin, which is then closed. */
-  input?: string;
-  env?: NodeJS.ProcessEnv;
-}
+export type { RunOptions, RunResult };
 
 /** Runs argv to completion and collects its output; never rejects for a non-zero exit. */
 export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolveRun) => {
-    const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
-    track(child);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', (e) => (stderr += `${e.message}\n`));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolveRun({ code, signal, stdout, stderr, timedOut });
-    });
-    child.stdin.on('error', () => {}); // EPIPE if it exits before reading
-    child.stdin.end(opts.input ?? '');
-  });
+  return runCommand(argv[0], argv.slice(1), opts, children);
 }
 
 /** Like run(), but throws with the command's stderr unless it exits 0. */

@@ -17,6 +17,9 @@ import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } 
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { type RunOptions, type RunResult, runCommand } from '../../bench/exec.js';
+
+export { runCommand };
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -78,21 +81,9 @@ export interface TopologyOptions {
   podMtu?: number;
 }
 
-export interface ExecOptions {
-  /** Kill (SIGKILL) after this long; default 30 s. */
-  timeoutMs?: number;
-  /** Written to stdin, which is then closed. */
-  input?: string;
-  env?: NodeJS.ProcessEnv;
-}
-
-export interface ExecResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
+/** Options and outcome of one command (bench/exec.ts, shared with the bench). */
+export type ExecOptions = RunOptions;
+export type ExecResult = RunResult;
 
 /** The outcome of a traffic.js run: its exit code and its one JSON line (null if none). */
 export interface TrafficResult {
@@ -360,33 +351,6 @@ function lastJson(out: string): Record<string, any> | null {
     }
   }
   return null;
-}
-
-/** Runs a command to completion with a hard timeout (SIGKILL); never rejects (a spawn error lands in stderr). */
-export function runCommand(cmd: string, argv: string[], opts: ExecOptions, track?: Set<ChildProcess>): Promise<ExecResult> {
-  return new Promise((resolveRun) => {
-    const child = spawnChild(cmd, argv, { stdio: 'pipe', env: opts.env ?? process.env });
-    track?.add(child);
-    let stdout = '';
-    let stderr = '';
-    let timedOut = false;
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs ?? 30_000);
-    child.on('error', (e) => {
-      stderr += `${e.message}\n`;
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      track?.delete(child);
-      resolveRun({ code, signal, stdout, stderr, timedOut });
-    });
-    child.stdin.on('error', () => {}); // EPIPE if it exits before reading
-    child.stdin.end(opts.input ?? '');
-  });
 }
 
 /** SIGTERM, up to 2 s grace, then SIGKILL; resolves when all have exited. */
