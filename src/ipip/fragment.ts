@@ -102,7 +102,6 @@ export function fragmentInner(
     setVersionIhl(slab, o, 4, fhl >> 2);
     setTotalLength(slab, o, fhl + chunk);
     setFlagsFragment(slab, o, (flags & ~(FLAG_MF | FRAG_OFFSET_MASK)) | (last ? lastMf : FLAG_MF) | unitOffset);
-    setChecksum(slab, o, 0);
     setChecksum(slab, o, computeHeaderChecksum(slab, o));
     lens[count] = fhl + chunk;
     count++;

@@ -131,7 +131,6 @@ export function writeIcmpError(
   setProtocol(out, o, IPPROTO_ICMP);
   setSrc(out, o, src);
   setDst(out, o, dst);
-  setChecksum(out, o, 0);
   setChecksum(out, o, computeHeaderChecksum(out, o));
 
   const c = o + IPV4_MIN_HEADER;
