@@ -45,6 +45,18 @@ function wrap(s: string, width: number): string[] {
   return lines;
 }
 
+/** The opening of a chart: the <svg> element, a white background, the title and subtitle lines. */
+function svgHead(W: number, H: number, left: number, title: string, subtitle: readonly string[]): string[] {
+  const out: string[] = [];
+  out.push(
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
+  );
+  out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
+  out.push(text(left, 28, title, 'font-size="17" font-weight="bold" fill="#222"'));
+  subtitle.forEach((s, i) => out.push(text(left, 50 + i * 16, s, 'fill="#555"')));
+  return out;
+}
+
 function text(x: number, y: number, s: string, attrs = ''): string {
   return `<text x="${x.toFixed(1)}" y="${y.toFixed(1)}" ${attrs}>${esc(s)}</text>`;
 }
@@ -79,13 +91,7 @@ export function chart(input: ChartInput): string {
   const L = (v: number): number => Math.log10(Math.min(hi, Math.max(lo, v)));
   const y = (v: number): number => top + ((Math.log10(hi) - L(v)) / (Math.log10(hi) - Math.log10(lo))) * plotH;
 
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
-  );
-  out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(text(left, 28, input.title, 'font-size="17" font-weight="bold" fill="#222"'));
-  input.subtitle.forEach((s, i) => out.push(text(left, 50 + i * 16, s, 'fill="#555"')));
+  const out = svgHead(W, H, left, input.title, input.subtitle);
 
   // Legend.
   let lx = left;
@@ -224,13 +230,7 @@ export function soakChart(input: SoakChartInput): string {
   const x = (min: number): number => left + (min / xMax) * plotW;
   const y = (mib: number): number => top + plotH - (mib / yMax) * plotH;
 
-  const out: string[] = [];
-  out.push(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`,
-  );
-  out.push(`<rect x="0" y="0" width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(text(left, 28, input.title, 'font-size="17" font-weight="bold" fill="#222"'));
-  input.subtitle.forEach((s, i) => out.push(text(left, 50 + i * 16, s, 'fill="#555"')));
+  const out = svgHead(W, H, left, input.title, input.subtitle);
 
   // Legend.
   let lx = left;
