@@ -10,8 +10,11 @@
 //   - openTun: open /dev/net/tun, TUNSETIFF with IFF_TUN | IFF_NO_PI (and, on request,
 //     IFF_VNET_HDR with TUNSETVNETHDRSZ and TUNSETOFFLOAD: the offload mode, where every read and
 //     write starts with a 10-byte struct virtio_net_hdr that JavaScript parses and writes);
+//     With `multiQueue` (IFF_MULTI_QUEUE) the same name may be opened again: one fd per queue,
+//     each read by its own thread (config io.queues);
 //   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
-//     sizes, bind to the local underlay address;
+//     sizes, bind to the local underlay address; with a steering option, a classic BPF filter
+//     that keeps only the datagrams whose inner flow hashes to this socket's queue;
 //   - closeFd;
 //   - writeTun: one write(2) per packet;
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail;
@@ -36,6 +39,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -314,8 +318,9 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string what = "openTun(" + name + ")";
-  // Optional options object: { vnetHdr?: boolean, offload?: TUN_F_* flags }.
+  // Optional options object: { vnetHdr?: boolean, offload?: TUN_F_* flags, multiQueue?: boolean }.
   bool vnetHdr = false;
+  bool multiQueue = false;
   int32_t offload = 0;
   if (info.Length() > 1 && !info[1].IsUndefined()) {
     if (!info[1].IsObject()) throw Napi::TypeError::New(env, "options must be an object");
@@ -324,6 +329,11 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
     if (!v.IsUndefined()) {
       if (!v.IsBoolean()) throw Napi::TypeError::New(env, "options.vnetHdr must be a boolean");
       vnetHdr = v.As<Napi::Boolean>().Value();
+    }
+    Napi::Value mq = o.Get("multiQueue");
+    if (!mq.IsUndefined()) {
+      if (!mq.IsBoolean()) throw Napi::TypeError::New(env, "options.multiQueue must be a boolean");
+      multiQueue = mq.As<Napi::Boolean>().Value();
     }
     Napi::Value f = o.Get("offload");
     if (!f.IsUndefined()) {
@@ -353,7 +363,8 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0);
+  // Every queue of a multi-queue TUN must be opened with the same flags (else EINVAL).
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0) | (multiQueue ? IFF_MULTI_QUEUE : 0);
   memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -381,7 +392,121 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// openRaw(localAddr, rcvbuf, sndbuf): fd
+// Underlay steering (io.queues > 1)
+//
+// Every raw socket of protocol 4 gets a copy of every IPIP datagram, so with one socket per
+// queue each socket keeps only its share, chosen by a classic BPF filter (SO_ATTACH_FILTER) the
+// kernel runs before queueing (a raw IPv4 socket's filter sees the packet from the outer IP
+// header). The share is a hash of the inner flow, so that one flow's packets all go to one
+// queue, in order:
+//
+//   h = inner src + inner dst + (first 4 bytes after the inner header: the TCP/UDP ports, for an
+//       unfragmented TCP or UDP packet whose header is there; else 0)   (mod 2^32)
+//   h ^= h >> 16;  h ^= h >> 8;  queue = h % count
+//
+// A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
+// the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
+// test/integration/native.test.ts checks the filter against a TypeScript model of this hash.
+
+// A cBPF program with symbolic jump targets, resolved when built.
+class BpfAsm {
+ public:
+  // One instruction; for BPF_JA, `k` is the target label.
+  void Stmt(uint16_t code, uint32_t k) { code_.push_back({code, 0, 0, k}); jt_.push_back(-1); jf_.push_back(-1); }
+  // A conditional jump to labels `jt` / `jf` (-1: the next instruction).
+  void Jump(uint16_t code, uint32_t k, int jt, int jf) { code_.push_back({code, 0, 0, k}); jt_.push_back(jt); jf_.push_back(jf); }
+  void Label(int label) {
+    if (static_cast<size_t>(label) >= at_.size()) at_.resize(label + 1, -1);
+    at_[label] = static_cast<int>(code_.size());
+  }
+  std::vector<struct sock_filter> Build() {
+    for (size_t i = 0; i < code_.size(); i++) {
+      code_[i].jt = Offset(i, jt_[i]);
+      code_[i].jf = Offset(i, jf_[i]);
+      // An unconditional jump keeps its target in k.
+      if (code_[i].code == (BPF_JMP | BPF_JA)) code_[i].k = Offset(i, static_cast<int>(code_[i].k));
+    }
+    return code_;
+  }
+
+ private:
+  uint8_t Offset(size_t from, int label) {
+    if (label < 0) return 0;
+    return static_cast<uint8_t>(at_[label] - static_cast<int>(from) - 1);  // forward jumps only
+  }
+  std::vector<struct sock_filter> code_;
+  std::vector<int> jt_, jf_, at_;
+};
+
+std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
+  enum { kOuterOk, kPorts, kNoPorts, kSum, kShort, kAccept, kDrop };
+  // Scratch memory: M[1] outer header length, M[2] inner src, M[3] inner dst, M[4] both header
+  // lengths, M[5] the hash.
+  BpfAsm a;
+  a.Stmt(BPF_LDX | BPF_B | BPF_MSH, 0);            // X = outer IHL * 4
+  a.Stmt(BPF_STX, 1);
+  a.Stmt(BPF_MISC | BPF_TXA, 0);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 20);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);                   // X = outer + 20
+  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
+  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, kOuterOk, kShort);
+  a.Label(kOuterOk);
+  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 1);            // X = outer IHL * 4
+  a.Stmt(BPF_LD | BPF_W | BPF_IND, 12);            // inner source
+  a.Stmt(BPF_ST, 2);
+  a.Stmt(BPF_LD | BPF_W | BPF_IND, 16);            // inner destination
+  a.Stmt(BPF_ST, 3);
+  a.Stmt(BPF_LD | BPF_H | BPF_IND, 6);             // inner flags + fragment offset
+  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0x3fff);       // MF or an offset: a fragment, no ports
+  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, 0, -1, kNoPorts);
+  a.Stmt(BPF_LD | BPF_B | BPF_IND, 9);             // inner protocol
+  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, kPorts, -1);
+  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, kPorts, kNoPorts);
+  a.Label(kPorts);
+  a.Stmt(BPF_LD | BPF_B | BPF_IND, 0);             // inner version/IHL
+  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0xf);
+  a.Stmt(BPF_ALU | BPF_LSH | BPF_K, 2);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // A = outer + inner header lengths
+  a.Stmt(BPF_ST, 4);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 4);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
+  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, -1, kNoPorts);  // the 4 port bytes are there
+  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 4);
+  a.Stmt(BPF_LD | BPF_W | BPF_IND, 0);             // source and destination port
+  a.Stmt(BPF_JMP | BPF_JA, kSum);
+  a.Label(kNoPorts);
+  a.Stmt(BPF_LD | BPF_IMM, 0);
+  a.Label(kSum);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 2);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 3);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // h = src + dst + ports
+  a.Stmt(BPF_ST, 5);
+  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 5);
+  a.Stmt(BPF_ALU | BPF_XOR | BPF_X, 0);            // h ^= h >> 16
+  a.Stmt(BPF_ST, 5);
+  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 8);
+  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 5);
+  a.Stmt(BPF_ALU | BPF_XOR | BPF_X, 0);            // h ^= h >> 8
+  a.Stmt(BPF_ALU | BPF_MOD | BPF_K, count);
+  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, index, kAccept, kDrop);
+  a.Label(kShort);
+  a.Stmt(BPF_JMP | BPF_JA, index == 0 ? kAccept : kDrop);  // too short to hash: queue 0
+  a.Label(kAccept);
+  a.Stmt(BPF_RET | BPF_K, 0xffffffffu);            // the whole datagram
+  a.Label(kDrop);
+  a.Stmt(BPF_RET | BPF_K, 0);
+  return a.Build();
+}
+
+// ---------------------------------------------------------------------------------------------
+// openRaw(localAddr, rcvbuf, sndbuf, protocol?, steer?): fd
 
 // Set a socket buffer size, forcing past net.core.[rw]mem_max when we may (CAP_NET_ADMIN).
 // A size of 0 leaves the kernel default.
@@ -400,6 +525,24 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   // Optional 4th argument: the IP protocol (default 4, IPIP). ipipd also reads ICMP (1) from the
   // underlay with a second socket, to learn path MTUs and relay errors (RFC 2003 §4, §5).
   int32_t protocol = info.Length() > 3 && !info[3].IsUndefined() ? ArgInt(info, 3, "protocol", 1, 255) : IPPROTO_IPIP;
+  // Optional 5th argument: { index, count }, steering (io.queues > 1): this socket keeps only
+  // the datagrams whose inner flow hashes to queue `index` of `count`.
+  int32_t steerIndex = 0;
+  int32_t steerCount = 1;
+  if (info.Length() > 4 && !info[4].IsUndefined()) {
+    if (!info[4].IsObject()) throw Napi::TypeError::New(env, "steer must be an object");
+    Napi::Object o = info[4].As<Napi::Object>();
+    Napi::Value c = o.Get("count");
+    Napi::Value i = o.Get("index");
+    if (!c.IsNumber() || !i.IsNumber()) throw Napi::TypeError::New(env, "steer.index and steer.count must be numbers");
+    double cd = c.As<Napi::Number>().DoubleValue();
+    double id = i.As<Napi::Number>().DoubleValue();
+    if (!(cd >= 1 && cd <= 64) || std::floor(cd) != cd || !(id >= 0 && id < cd) || std::floor(id) != id) {
+      throw Napi::RangeError::New(env, "steer.count must be an integer in [1, 64] and steer.index in [0, count)");
+    }
+    steerCount = static_cast<int32_t>(cd);
+    steerIndex = static_cast<int32_t>(id);
+  }
   std::string what = "openRaw(" + Ipv4Text(local) + ", protocol " + std::to_string(protocol) + ")";
 
   int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, protocol);
@@ -410,6 +553,20 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
     close(fd);
     return ErrnoError(env, err, syscall, what + ": " + step);
   };
+  if (steerCount > 1) {
+    std::vector<struct sock_filter> prog = SteeringFilter(static_cast<uint32_t>(steerIndex), static_cast<uint32_t>(steerCount));
+    struct sock_fprog fprog;
+    fprog.len = static_cast<unsigned short>(prog.size());
+    fprog.filter = prog.data();
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0) {
+      throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER (queue steering)");
+    }
+    // Whatever arrived between socket() and the filter is every queue's: drop it, so that each
+    // datagram is read by one queue only.
+    uint8_t scratch[64];
+    while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno == EINTR) {
+    }
+  }
   int one = 1;
   if (setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) {
     throw fail("setsockopt", "setsockopt IP_HDRINCL");

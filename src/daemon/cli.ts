@@ -67,6 +67,7 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
     const last = p.lastRxSecondsAgo === null ? 'nothing received yet' : `last rx ${p.lastRxSecondsAgo}s ago`;
     out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}] ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
   }
+  if (s.queues.length > 1) out.push(`  queues ${s.queues.length}: ${s.queues.map((q) => `#${q.queue} tx ${q.txPackets} rx ${q.rxPackets}`).join(', ')}`);
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   const drops = Object.entries(s.drops).filter(([, v]) => v !== 0);
   out.push(`  drops: ${drops.length ? drops.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
@@ -99,9 +100,14 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('SIGUSR1', () => {
-    const s = daemon.status();
-    log.info({ subsystem: 'stats', counters: s.counters, drops: s.drops, peers: s.peers }, 'counters (SIGUSR1)');
+    void daemon.status().then((s) => log.info({ subsystem: 'stats', counters: s.counters, drops: s.drops, peers: s.peers, queues: s.queues }, 'counters (SIGUSR1)'));
   });
+  // A data-path queue that dies would lose its flows silently: shut down cleanly, exit 1.
+  daemon.onFatal = (err) => {
+    if (signals > 0) return;
+    signals++;
+    void daemon.close('queue failed').then(() => fail(err), () => fail(err));
+  };
   try {
     await daemon.start();
   } catch (err) {

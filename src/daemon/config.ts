@@ -26,6 +26,9 @@ export interface Prefix {
   readonly len: number;
 }
 
+/** Most data-path queues (io.queues): one thread each, and each holds its own buffers. */
+export const MAX_QUEUES = 8;
+
 const address = z.string().transform((s, ctx): Address => {
   const v = parseIPv4(s);
   if (v === undefined) {
@@ -137,6 +140,13 @@ const schema = z.strictObject({
        * On by default: TCP through the tunnel ~1.7x, nothing else worse (docs/performance.md).
        */
       offload: z.boolean().default(true),
+      /**
+       * Data-path queues: a multi-queue TUN (IFF_MULTI_QUEUE) and one raw socket per queue
+       * (steered by inner flow), each queue forwarded by its own thread (the main thread
+       * runs queue 0). More than 1 only pays on a host with spare cores: each end then uses up
+       * to this many. Default 1 (docs/performance.md, "Multi-queue").
+       */
+      queues: z.number().int().min(1).max(MAX_QUEUES).default(1),
     })
     .prefault({}),
   control: z
@@ -281,7 +291,7 @@ export function describeConfig(c: Config): string[] {
   for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
-    `io batch ${c.io.batch} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
+    `io batch ${c.io.batch} queues ${c.io.queues} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
   );
   return lines;

@@ -48,7 +48,7 @@ export class ControlServer {
   ) {}
 
   /** Listen on `path` (mode 0600, directory created 0755 if missing). */
-  static async listen(path: string, answer: () => unknown): Promise<ControlServer> {
+  static async listen(path: string, answer: () => unknown | Promise<unknown>): Promise<ControlServer> {
     try {
       mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     } catch (err) {
@@ -64,13 +64,15 @@ export class ControlServer {
     }
     const server = createServer((conn) => {
       conn.on('error', () => {}); // a client that hangs up early is not our problem
-      let body: string;
-      try {
-        body = JSON.stringify(answer(), null, 2) + '\n';
-      } catch (err) {
-        body = JSON.stringify({ error: String(err) }) + '\n';
-      }
-      conn.end(body);
+      void (async () => {
+        let body: string;
+        try {
+          body = JSON.stringify(await answer(), null, 2) + '\n';
+        } catch (err) {
+          body = JSON.stringify({ error: String(err) }) + '\n';
+        }
+        conn.end(body);
+      })();
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err) =>

@@ -9,30 +9,38 @@
  * start(), in order (each step that changes the system pushes its undo on a stack):
  *   1. look up the underlay address on this host (nothing touched yet: a wrong address fails here)
  *   2. refuse a TUN name that already exists; open the TUN           undo: close fd (device goes)
+ *      (io.queues > 1: a multi-queue TUN, one fd per queue)           undo: close each fd
  *   3. IPv6 off, MTU (default underlay MTU - 20), txqueuelen, up      (gone with the device)
  *   4. the TUN's address                                             undo: delete the address
  *   5. the raw protocol-4 socket bound to the underlay address        undo: close
+ *      (io.queues > 1: one per queue, steered by inner flow)         undo: close each
  *      and a raw ICMP socket there (path MTU, RFC 2003 §4 relaying)   undo: close
- *   6. the dataplane pollers                                          undo: stop, close
+ *   6. the dataplane pollers (queue 0, this thread)                   undo: stop, close
+ *      and one worker thread per further queue (src/daemon/queues.ts) undo: stop, wait for exit
  *   7. one kernel route per peer prefix into the TUN                  undo: delete each route
  *   8. the control socket                                            undo: close, unlink
- * close(): state `closing`, stop reading (dataplane.stop), then pop the stack. Nothing is queued
- * inside ipipd (each batch is processed synchronously), so stopping the pollers is the drain.
+ * close(): state `closing`, stop reading (dataplane.stop, then the queue workers, whose final
+ * counters join the final report), then pop the stack. Nothing is queued inside ipipd (each
+ * batch is processed synchronously), so stopping the pollers is the drain. A queue worker that
+ * fails while up is fatal: `onFatal` is called (the CLI shuts down and exits 1), since the
+ * flows steered to that queue would otherwise be silently lost.
  * A failing undo step is logged and the rest still run: close() never throws.
  */
-import { randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
-import { PrefixTable } from '../routing/table.js';
 import { formatIPv4 } from '../routing/prefix.js';
-import { IPPROTO_ICMP, Peer, Tunnel } from '../ipip/index.js';
+import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import type { Config } from './config.js';
 import { ControlServer } from './control.js';
-import { Dataplane } from './dataplane.js';
+import { COUNTER_NAMES, Dataplane, nameFigures } from './dataplane.js';
+import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
-import type { WarmFlow } from './warmup.js';
+import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from './queues.js';
+import { WARM_UP_ROUNDS, buildTunnel, queueIds, warmUpFlows } from './setup.js';
+
+export { buildTunnel, warmUpFlows };
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
 
@@ -55,6 +63,8 @@ export interface StatusReport {
   offload: boolean;
   /** Offload mode on a kernel that takes UDP_L4 super-packets from a TUN (6.2+): UDP GRO too. */
   udpGro: boolean;
+  /** Per data-path queue (io.queues; queue 0 is the main thread): what it forwarded each way. */
+  queues: { queue: number; tunRxPackets: number; txPackets: number; underlayRxPackets: number; rxPackets: number }[];
   routesInstalled: string[];
   peers: {
     name: string;
@@ -76,40 +86,14 @@ export interface StatusReport {
   lastErrors: Record<string, string>;
 }
 
-/** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
-export function buildTunnel(config: Config, tunMtu: number): { tunnel: Tunnel; peers: Peer[] } {
-  const local = config.underlay.address.value;
-  const peers = config.peers.map(
-    (p, index) =>
-      new Peer({
-        index,
-        name: p.name,
-        endpoint: p.endpoint.value,
-        mtu: Math.min(p.mtu ?? tunMtu, tunMtu),
-        // RFC 6864 §4.1: a random start keeps IDs from repeating across daemon restarts.
-        initialId: randomInt(0x10000),
-      }),
-  );
-  const routes = PrefixTable.build(
-    config.peers.flatMap((p, i) => p.prefixes.map((x) => ({ addr: x.addr, len: x.len, value: peers[i]! }))),
-  );
-  const tunnel = new Tunnel({
-    local,
-    routes,
-    peers,
-    ttl: config.encap.ttl,
-    tos: config.encap.tos,
-    df: config.encap.df,
-    mtu: tunMtu,
-  });
-  return { tunnel, peers };
-}
-
 export class Daemon {
   state: DaemonState = 'created';
   private readonly undo: Undo[] = [];
   private readonly rtnl = new Rtnl();
   private dataplane: Dataplane | undefined;
+  private queues: QueueWorkers | undefined;
+  /** Called once if the data path fails while up (a queue worker died); the CLI shuts down. */
+  onFatal: ((err: Error) => void) | undefined;
   private peers: Peer[] = [];
   private startedAt = 0;
   private tunMtu = 0;
@@ -171,15 +155,30 @@ export class Daemon {
     }
 
     // 2. The TUN device: it exists as long as this fd is open.
-    let tun: { fd: number; name: string };
-    try {
-      // Offload mode (io.offload): every read and write carries a virtio_net_hdr; the kernel may
-      // hand us TCP super-packets and partial checksums, which the dataplane completes.
-      tun = native.openTun(c.tun.name, c.io.offload ? { vnetHdr: true, offload: native.TUN_F_CSUM | native.TUN_F_TSO4 } : undefined);
-    } catch (err) {
-      throw new IpipdError('ERR_TUN_OPEN', `cannot create TUN ${c.tun.name}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
+    // Offload mode (io.offload): every read and write carries a virtio_net_hdr; the kernel may
+    // hand us TCP super-packets and partial checksums, which the dataplane completes. Several
+    // queues: the same name opened once per queue, with the same flags.
+    const queues = c.io.queues;
+    const tunOptions = {
+      ...(c.io.offload ? { vnetHdr: true, offload: native.TUN_F_CSUM | native.TUN_F_TSO4 } : {}),
+      ...(queues > 1 ? { multiQueue: true } : {}),
+    };
+    const tunFds: number[] = [];
+    let tun: { fd: number; name: string } | undefined;
+    for (let q = 0; q < queues; q++) {
+      let opened: { fd: number; name: string };
+      try {
+        opened = native.openTun(c.tun.name, tunOptions);
+      } catch (err) {
+        const what = q === 0 ? `cannot create TUN ${c.tun.name}` : `cannot open queue ${q} of TUN ${c.tun.name}`;
+        throw new IpipdError('ERR_TUN_OPEN', `${what}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
+      }
+      tun ??= opened;
+      tunFds.push(opened.fd);
+      this.undo.push({ what: q === 0 ? `close TUN ${opened.name}` : `close TUN ${opened.name} queue ${q}`, run: () => native.close(opened.fd) });
     }
-    this.undo.push({ what: `close TUN ${tun.name}`, run: () => native.close(tun.fd) });
+    if (tun === undefined) throw new Error('io.queues < 1'); // the config schema forbids it
+    // TUNSETOFFLOAD is the device's, not a queue's: probed once, after every queue is open.
     if (c.io.offload) this.udpGro = probeUdpL4(tun.fd, tun.name);
     const link = await this.rtnl.link(tun.name);
     if (!link) throw new IpipdError('ERR_TUN_SETUP', `TUN ${tun.name} was opened but is not listed by rtnetlink`);
@@ -217,13 +216,19 @@ export class Daemon {
     }
 
     // 5. The underlay socket.
-    let rawFd: number;
-    try {
-      rawFd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer);
-    } catch (err) {
-      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+    // Several queues: one socket each, keeping only its share of the inner flows (every raw
+    // socket would otherwise get a copy of every datagram).
+    const rawFds: number[] = [];
+    for (let q = 0; q < queues; q++) {
+      let fd: number;
+      try {
+        fd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer, undefined, queues > 1 ? { index: q, count: queues } : undefined);
+      } catch (err) {
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket${queues > 1 ? ` of queue ${q}` : ''} on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+      }
+      rawFds.push(fd);
+      this.undo.push({ what: queues > 1 ? `close raw socket of queue ${q}` : 'close raw socket', run: () => native.close(fd) });
     }
-    this.undo.push({ what: 'close raw socket', run: () => native.close(rawFd) });
     let icmpFd: number;
     try {
       icmpFd = native.openRaw(c.underlay.address.value, 1 << 18, 0, IPPROTO_ICMP);
@@ -233,21 +238,27 @@ export class Daemon {
     this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
 
     // 6. The data path.
-    const { tunnel, peers } = buildTunnel(c, this.tunMtu);
+    const ids = queueIds(c.peers.length, 0, queues);
+    const { tunnel, peers } = buildTunnel(c, this.tunMtu, ids);
     this.peers = peers;
+    const icmpSource = ta ? ta.addr : c.underlay.address.value;
+    const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
     const dp = new Dataplane({
-      tunFd: tun.fd,
-      rawFd,
+      tunFd: tunFds[0]!,
+      rawFd: rawFds[0]!,
       icmpFd,
       tunnel,
-      icmpSource: ta ? ta.addr : c.underlay.address.value,
-      icmpRate: c.icmp.rate,
-      icmpBurst: c.icmp.burst,
+      icmpSource,
+      // The ICMP rate is the daemon's: each queue has its share (src/daemon/queues.ts).
+      icmpRate: Math.max(1, Math.floor(c.icmp.rate / queues)),
+      icmpBurst: Math.max(1, Math.floor(c.icmp.burst / queues)),
+      // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
+      onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
       batch: c.io.batch,
       offload: c.io.offload,
       udpGro: this.udpGro,
       tunMtu: this.tunMtu,
-      underlayMax: Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX),
+      underlayMax,
       log: this.log.child({ subsystem: 'dataplane' }),
     });
     this.dataplane = dp;
@@ -258,6 +269,33 @@ export class Daemon {
     const warmed = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
     this.log.debug({ packets: warmed, ms: Math.round(performance.now() - warmT0) }, 'data path warmed up');
     dp.start();
+    if (queues > 1) {
+      const data: QueueWorkerData[] = [];
+      for (let q = 1; q < queues; q++) {
+        data.push({
+          queue: q,
+          queues,
+          config: c,
+          tunFd: tunFds[q]!,
+          rawFd: rawFds[q]!,
+          tunMtu: this.tunMtu,
+          underlayMax,
+          udpGro: this.udpGro,
+          icmpSource,
+          idStarts: [...ids.starts],
+          logLevel: this.log.level,
+        });
+      }
+      let workers: QueueWorkers;
+      try {
+        workers = await QueueWorkers.start(data, this.log.child({ subsystem: 'queues' }), (err) => this.queueFailed(err));
+      } catch (err) {
+        throw new IpipdError('ERR_QUEUE', `cannot start the data-path queues: ${err instanceof Error ? err.message : err}`, { cause: err });
+      }
+      this.queues = workers;
+      // Before the fds are closed (they were pushed earlier, so they are popped later).
+      this.undo.push({ what: `stop ${queues - 1} queue worker(s)`, run: async () => void (await workers.stop()) });
+    }
 
     // 7. Kernel routes: every peer prefix into the TUN.
     if (c.routes.install) {
@@ -307,7 +345,9 @@ export class Daemon {
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
     this.dataplane?.stop();
-    const final = wasUp ? this.status() : undefined;
+    // The workers stop first; their last figures are part of the final report.
+    const finals = (await this.queues?.stop()) ?? [];
+    const final = wasUp ? this.report(finals) : undefined;
     await this.release();
     this.state = 'closed';
     if (final) {
@@ -317,9 +357,50 @@ export class Daemon {
     return final;
   }
 
-  status(): StatusReport {
+  /** The daemon's state and figures, every queue's added up (asks the queue workers). */
+  async status(): Promise<StatusReport> {
+    if (this.queues === undefined || this.state !== 'up') return this.report([]);
+    const settled = await this.queues.snapshotsSettled();
+    const snaps = settled.filter((x): x is QueueSnapshot => x !== null);
+    const report = this.report(snaps);
+    settled.forEach((x, i) => {
+      if (x === null) report.lastErrors[`queue${i + 1}`] = 'no answer';
+    });
+    return report;
+  }
+
+  /** The report from this thread's figures plus the workers' `snaps`. */
+  private report(snaps: readonly QueueSnapshot[]): StatusReport {
     const c = this.config;
-    const snap = this.dataplane?.snapshot();
+    const dp = this.dataplane;
+    const counters = Float64Array.from(dp?.counters ?? new Float64Array(COUNTER_NAMES.length));
+    const drops = Float64Array.from(dp?.drops ?? new Float64Array(VERDICT_NAMES.length));
+    const lastErrors: Record<string, string> = { ...(dp?.lastErrors ?? {}) };
+    const queueFigures = (q: number, k: ArrayLike<number>): StatusReport['queues'][number] => ({
+      queue: q,
+      tunRxPackets: k[COUNTER_NAMES.indexOf('tun_rx_packets')]!,
+      txPackets: k[COUNTER_NAMES.indexOf('tx_packets')]!,
+      underlayRxPackets: k[COUNTER_NAMES.indexOf('underlay_rx_packets')]!,
+      rxPackets: k[COUNTER_NAMES.indexOf('rx_packets')]!,
+    });
+    const queues = dp ? [queueFigures(0, dp.counters)] : [];
+    const peerSums = this.peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt }));
+    snaps.forEach((q, i) => {
+      q.counters.forEach((v, j) => (counters[j] += v));
+      q.drops.forEach((v, j) => (drops[j] += v));
+      for (const [k, v] of Object.entries(q.lastErrors)) lastErrors[k] ??= v;
+      queues.push(queueFigures(i + 1, q.counters));
+      q.peers.forEach((x, j) => {
+        const sum = peerSums[j];
+        if (!sum) return;
+        sum.txPackets += x.txPackets;
+        sum.txBytes += x.txBytes;
+        sum.rxPackets += x.rxPackets;
+        sum.rxBytes += x.rxBytes;
+        sum.lastRxAt = Math.max(sum.lastRxAt, x.lastRxAt);
+      });
+    });
+    const named = nameFigures(counters, drops);
     return {
       state: this.state,
       pid: process.pid,
@@ -329,6 +410,7 @@ export class Daemon {
       batch: c.io.batch,
       offload: c.io.offload,
       udpGro: this.udpGro,
+      queues,
       routesInstalled: [...this.routes],
       peers: this.peers.map((p, i) => ({
         name: p.name,
@@ -337,18 +419,26 @@ export class Daemon {
         mtu: p.mtu,
         baseMtu: p.baseMtu,
         pmtuLearnedSecondsAgo: p.pmtuLearnedAt ? Math.round((Date.now() - p.pmtuLearnedAt) / 1000) : null,
-        reachable: p.unreachableAt === 0,
-        unreachableReason: p.unreachableReason,
-        lastRxSecondsAgo: p.lastRxAt ? Math.round((Date.now() - p.lastRxAt) / 1000) : null,
-        txPackets: p.txPackets,
-        txBytes: p.txBytes,
-        rxPackets: p.rxPackets,
-        rxBytes: p.rxBytes,
+        // Queue 0 alone hears underlay ICMP; a packet any queue accepted since proves the peer
+        // reachable again (RFC 2003 §5 soft state).
+        reachable: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt,
+        unreachableReason: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt ? null : p.unreachableReason,
+        lastRxSecondsAgo: peerSums[i]!.lastRxAt ? Math.round((Date.now() - peerSums[i]!.lastRxAt) / 1000) : null,
+        txPackets: peerSums[i]!.txPackets,
+        txBytes: peerSums[i]!.txBytes,
+        rxPackets: peerSums[i]!.rxPackets,
+        rxBytes: peerSums[i]!.rxBytes,
       })),
-      counters: snap?.counters ?? {},
-      drops: snap?.drops ?? {},
-      lastErrors: { ...(this.dataplane?.lastErrors ?? {}) } as Record<string, string>,
+      counters: dp ? named.counters : {},
+      drops: dp ? named.drops : {},
+      lastErrors,
     };
+  }
+
+  /** A queue worker failed while up: log it and hand it to `onFatal` (the CLI shuts down). */
+  private queueFailed(err: Error): void {
+    this.log.error({ subsystem: 'queues', err: err.message }, 'a data-path queue failed; shutting down');
+    this.onFatal?.(new IpipdError('ERR_QUEUE', err.message, { cause: err }));
   }
 
   /**
@@ -365,6 +455,7 @@ export class Daemon {
           this.log.info({ peer: p.name, from: p.mtu, to: p.baseMtu }, 'learned path MTU expired');
           p.mtu = p.baseMtu;
           p.pmtuLearnedAt = 0;
+          this.queues?.setPeerMtu(p.index, p.mtu);
         }
       }
     }, Math.min(expires, 30_000));
@@ -375,14 +466,14 @@ export class Daemon {
   private startStatsLog(): void {
     const every = this.config.log.stats_interval;
     if (!every || !this.dataplane) return;
-    const dp = this.dataplane;
     let last = '';
     this.statsTimer = setInterval(() => {
-      const snap = dp.snapshot();
-      const key = JSON.stringify(snap);
-      if (key === last) return;
-      last = key;
-      this.log.info({ subsystem: 'stats', counters: snap.counters, drops: nonZero(snap.drops) }, 'counters');
+      void this.status().then((s) => {
+        const key = JSON.stringify([s.counters, s.drops]);
+        if (key === last || this.state !== 'up') return;
+        last = key;
+        this.log.info({ subsystem: 'stats', counters: s.counters, drops: nonZero(s.drops) }, 'counters');
+      });
     }, every * 1000);
     this.statsTimer.unref();
   }
@@ -403,33 +494,6 @@ function probeUdpL4(fd: number, name: string): boolean {
     throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
   }
   return true;
-}
-
-/** Rounds of synthetic batches in the JIT warm-up (each both ways, 1..64 packets). */
-const WARM_UP_ROUNDS = 2000;
-
-/**
- * The warm-up's flows, one per peer: an inner address the peer owns (the first of its prefixes
- * that routes to it, host part 1 when there is room) and one of ours that routes to no peer and
- * is no endpoint (the TUN's address, or the first such of a few candidates).
- */
-export function warmUpFlows(c: Config, tunnel: Tunnel): WarmFlow[] {
-  const usable = (a: number): boolean => !tunnel.isTunnelAddress(a) && tunnel.routes.lookup(a) === undefined;
-  const candidates = [c.tun.address?.addr, 0x0a000001, 0x64400001, 0xc6120001 | 0, 0xac100001 | 0, 0xc0a80001 | 0];
-  const local = candidates.find((a): a is number => a !== undefined && usable(a));
-  if (local === undefined) return [];
-  const flows: WarmFlow[] = [];
-  c.peers.forEach((p, i) => {
-    const peer = tunnel.peers[i]!;
-    for (const x of p.prefixes) {
-      const remote = x.len < 31 ? (x.addr + 1) | 0 : x.addr;
-      if (!tunnel.isTunnelAddress(remote) && tunnel.routes.lookup(remote) === peer) {
-        flows.push({ endpoint: peer.endpoint, remote, local });
-        return;
-      }
-    }
-  });
-  return flows;
 }
 
 function nonZero(o: Record<string, number>): Record<string, number> {

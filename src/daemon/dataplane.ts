@@ -139,6 +139,8 @@ export interface DataplaneOptions {
    * super-packets read from the TUN are cut into datagrams. Default false.
    */
   udpGro?: boolean;
+  /** Called after a path MTU learned from underlay ICMP lowered `peer.mtu` (queue 0 tells the other queues). */
+  onPathMtu?: (peer: Peer) => void;
 }
 
 function slotSize(payload: number): number {
@@ -163,6 +165,7 @@ export class Dataplane {
   private readonly batch: number;
   private readonly now: () => number;
   private readonly offload: boolean;
+  private readonly onPathMtu: ((peer: Peer) => void) | undefined;
 
   // TUN -> underlay: txBuf = [TUN slab: batch slots | segment region: gsoSlots slots]
   private readonly tunSlot: number;
@@ -235,6 +238,7 @@ export class Dataplane {
     this.batch = o.batch;
     this.now = o.now ?? Date.now;
     this.offload = o.offload ?? false;
+    this.onPathMtu = o.onPathMtu;
     const b = o.batch;
     // Offload mode: a slot takes the largest super-packet (64 KiB) and its virtio_net_hdr.
     const vnet = this.offload ? VNET_HDR_LEN : 0;
@@ -770,6 +774,7 @@ export class Dataplane {
     peer.mtu = tunnelMtu;
     peer.pmtuLearnedAt = this.now();
     this.counters[C.pmtu_updates]++;
+    this.onPathMtu?.(peer);
     // Each update lowers the MTU, so there are few of them: no rate limit needed.
     this.log.info({ peer: peer.name, from, to: tunnelMtu, router: formatIPv4(this.icmpInSlab.readInt32BE(icmpOff + 12)) }, 'path MTU toward peer lowered');
   }
@@ -840,19 +845,29 @@ export class Dataplane {
   }
 
   /** Counters as a plain object, for status and logs. Drops list every reason, zeros included. */
-  snapshot(): { counters: Record<CounterName, number>; drops: Record<Exclude<VerdictName, 'forward'>, number> } {
-    const counters = {} as Record<CounterName, number>;
-    COUNTER_NAMES.forEach((name, i) => (counters[name] = this.counters[i]));
-    const drops = {} as Record<Exclude<VerdictName, 'forward'>, number>;
-    VERDICT_NAMES.forEach((name, i) => {
-      if (name !== 'forward') drops[name] = this.drops[i];
-    });
-    return { counters, drops };
+  snapshot(): NamedFigures {
+    return nameFigures(this.counters, this.drops);
   }
 
   get batchSize(): number {
     return this.batch;
   }
+}
+
+export interface NamedFigures {
+  counters: Record<CounterName, number>;
+  drops: Record<Exclude<VerdictName, 'forward'>, number>;
+}
+
+/** Counters (indexed as COUNTER_NAMES) and drops (as VERDICT_NAMES) as plain objects. */
+export function nameFigures(counters: ArrayLike<number>, drops: ArrayLike<number>): NamedFigures {
+  const c = {} as Record<CounterName, number>;
+  COUNTER_NAMES.forEach((name, i) => (c[name] = counters[i]!));
+  const d = {} as Record<Exclude<VerdictName, 'forward'>, number>;
+  VERDICT_NAMES.forEach((name, i) => {
+    if (name !== 'forward') d[name] = drops[i]!;
+  });
+  return { counters: c, drops: d };
 }
 
 const UNREACH_NAMES = ['net unreachable', 'host unreachable', 'protocol unreachable'];

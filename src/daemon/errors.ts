@@ -43,6 +43,10 @@ export const ERRORS = Object.freeze({
     exit: 1,
     doc: 'The control socket cannot be created; `EADDRINUSE` means another ipipd answers on that path.',
   },
+  ERR_QUEUE: {
+    exit: 1,
+    doc: 'A data-path queue thread (`io.queues` > 1) could not start, or failed while running; the daemon shuts down cleanly.',
+  },
   ERR_STATUS_UNREACHABLE: { exit: 1, doc: '`ipipd status` found no daemon answering on the control socket.' },
 } as const satisfies Record<string, ErrorSpec>);
 

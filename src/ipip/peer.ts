@@ -45,6 +45,12 @@ export interface PeerOptions {
   readonly mtu?: number;
   /** First outer Identification value, 0..0xffff; default 0. The daemon may pass a random one. */
   readonly initialId?: number;
+  /**
+   * What `nextId` advances by: 1, or with several data-path queues (each its own Peer copy) a
+   * power of two >= the queue count, each queue starting at its own offset, so that the queues'
+   * IDs toward one endpoint never collide (RFC 6864 §4.1). Default 1.
+   */
+  readonly idStep?: number;
 }
 
 function isInt32(v: number): boolean {
@@ -65,6 +71,8 @@ export class Peer {
   mtu: number;
   /** Next outer Identification (16 bits, wraps), one counter per (local, endpoint, 4) as RFC 6864 §4.1 asks. */
   nextId: number;
+  /** What `nextId` advances by (a power of two, so that the wrap keeps a queue's IDs its own). */
+  readonly idStep: number;
   /** Encapsulated packets sent to this peer (incremented by the I/O layer after the send). */
   txPackets = DOUBLE_ZERO;
   /** Inner bytes of those packets (the outer header is not counted, so tx and rx compare). */
@@ -104,7 +112,7 @@ export class Peer {
   outerSum = 0;
 
   constructor(options: PeerOptions) {
-    const { index, name, endpoint, mtu = MAX_TUNNEL_MTU, initialId = 0 } = options;
+    const { index, name, endpoint, mtu = MAX_TUNNEL_MTU, initialId = 0, idStep = 1 } = options;
     if (!Number.isInteger(index) || index < 0) throw new RangeError(`ipip: peer index must be an integer >= 0, got ${index}`);
     if (!isInt32(endpoint)) throw new RangeError(`ipip: peer ${name}: endpoint must be an int32 address, got ${endpoint}`);
     if (!Number.isInteger(mtu) || mtu < MIN_TUNNEL_MTU || mtu > MAX_TUNNEL_MTU) {
@@ -113,12 +121,16 @@ export class Peer {
     if (!Number.isInteger(initialId) || initialId < 0 || initialId > 0xffff) {
       throw new RangeError(`ipip: peer ${name}: initialId must be an integer 0..65535, got ${initialId}`);
     }
+    if (!Number.isInteger(idStep) || idStep < 1 || idStep > 0x8000 || (idStep & (idStep - 1)) !== 0) {
+      throw new RangeError(`ipip: peer ${name}: idStep must be a power of two 1..32768, got ${idStep}`);
+    }
     this.index = index;
     this.name = name;
     this.endpoint = endpoint;
     this.mtu = mtu;
     this.baseMtu = mtu;
     this.nextId = initialId;
+    this.idStep = idStep;
   }
 
   /**

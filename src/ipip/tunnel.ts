@@ -216,7 +216,7 @@ export class Tunnel {
    *     kernel never fragments; fragmenting is the caller's choice) -> too_big
    * Then writes the outer header at `off - 20` (the inner header is not touched): 0x45; TOS:
    * DSCP fixed or copied, ECN copied from the inner except that CE becomes ECT(0) (RFC 6040
-   * §4.1, as Linux's INET_ECN_encapsulate); Total Length len + 20; ID = peer.nextId (then advanced, mod 2^16); DF fixed
+   * §4.1, as Linux's INET_ECN_encapsulate); Total Length len + 20; ID = peer.nextId (then advanced by peer.idStep, mod 2^16); DF fixed
    * or copied from the inner, no MF, offset 0; TTL fixed or copied; protocol 4; checksum; source
    * `local`; destination `peer.endpoint`. Sets `out` to `[off - 20, len + 20)` and the peer,
    * returns `forward`.
@@ -252,7 +252,7 @@ export class Tunnel {
     const ttlIn = ttl & this.ttlMask;
     const df = (buf[off + OFF_FLAGS_FRAG] << 8) & this.dfMask;
     const id = peer.nextId;
-    peer.nextId = (id + 1) & 0xffff;
+    peer.nextId = (id + peer.idStep) & 0xffff;
     const total = len + IPV4_MIN_HEADER;
     // RFC 1071 §2 (C): precomputed partial sum + the words that change per packet.
     let sum = peer.outerSum + tos + (ttlIn << 8) + df + total + id;

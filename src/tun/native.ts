@@ -50,10 +50,15 @@ export interface NativeBinding {
    * TUNSETOFFLOAD `options.offload` (TUN_F_* flags, default 0). Every packet read then starts with
    * a 10-byte struct virtio_net_hdr (src/ipip/gso.ts parses it), and every packet written must
    * start with one (all zero for a plain packet). `offload` without `vnetHdr` is a RangeError.
+   *
+   * `options.multiQueue`: IFF_MULTI_QUEUE. Each call with the same name and the same options
+   * attaches one more queue to the device and returns its fd (the kernel spreads the packets it
+   * sends into the TUN over the queues by flow); the device lives until the last queue's fd is
+   * closed. Mixing single- and multi-queue opens of one name fails with 'EINVAL'.
    */
-  openTun(name: string, options?: { vnetHdr?: boolean; offload?: number }): { fd: number; name: string };
+  openTun(name: string, options?: { vnetHdr?: boolean; offload?: number; multiQueue?: boolean }): { fd: number; name: string };
   /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
-  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number): number;
+  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number, steer?: RawSteering): number;
   /**
    * TUNSETOFFLOAD `flags` (TUN_F_*) on a TUN opened with `vnetHdr`: what the reader takes from
    * now on. Throws a NativeError (syscall 'ioctl'): 'EINVAL' for flags the kernel does not know
@@ -125,6 +130,17 @@ export interface NativeBinding {
   readonly TUN_F_USO4: number;
   /** TUNSETOFFLOAD: the same for UDP/IPv6. */
   readonly TUN_F_USO6: number;
+}
+
+/**
+ * Queue steering for a raw protocol-4 socket (config io.queues > 1): the socket keeps only the
+ * datagrams whose inner flow hashes to queue `index` of `count` (1..64), by a classic BPF filter
+ * attached before the socket is bound. The hash is `steeringQueue` in src/daemon/queues.ts; a
+ * datagram too short to hash goes to queue 0.
+ */
+export interface RawSteering {
+  index: number;
+  count: number;
 }
 
 /** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */

@@ -1,0 +1,67 @@
+/**
+ * Worker thread entry for one data-path queue (config io.queues > 1; src/daemon/queues.ts says
+ * why and what is shared). Flow: build the Tunnel from the config with this queue's ID plan,
+ * build a Dataplane on the queue's TUN fd and steered raw socket (no ICMP socket: queue 0 reads
+ * underlay ICMP for all), warm it up, start reading, say `ready`; then answer the main thread's
+ * messages until `stop`, after which the Readers are released, the final figures are posted
+ * and, with no handle left, the thread ends. The fds are the daemon's: never closed here.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { LevelWithSilent } from 'pino';
+import { Dataplane } from './dataplane.js';
+import { createLogger } from './logger.js';
+import type { FromWorker, QueueSnapshot, QueueWorkerData, ToWorker } from './queues.js';
+import { WARM_UP_ROUNDS, buildTunnel, queueIds, warmUpFlows } from './setup.js';
+
+const d = workerData as QueueWorkerData;
+const port = parentPort!;
+const c = d.config;
+const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });
+const { tunnel, peers } = buildTunnel(c, d.tunMtu, queueIds(c.peers.length, d.queue, d.queues, d.idStarts));
+const dp = new Dataplane({
+  tunFd: d.tunFd,
+  rawFd: d.rawFd,
+  icmpFd: -1,
+  tunnel,
+  icmpSource: d.icmpSource,
+  // The daemon's ICMP rate is shared by its queues.
+  icmpRate: Math.max(1, Math.floor(c.icmp.rate / d.queues)),
+  icmpBurst: Math.max(1, Math.floor(c.icmp.burst / d.queues)),
+  batch: c.io.batch,
+  offload: c.io.offload,
+  udpGro: d.udpGro,
+  tunMtu: d.tunMtu,
+  underlayMax: d.underlayMax,
+  log,
+});
+
+function snapshot(): QueueSnapshot {
+  return {
+    counters: Array.from(dp.counters),
+    drops: Array.from(dp.drops),
+    lastErrors: { ...dp.lastErrors } as Record<string, string>,
+    peers: peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt })),
+  };
+}
+
+function send(m: FromWorker): void {
+  port.postMessage(m);
+}
+
+port.on('message', (m: ToWorker) => {
+  if (m.type === 'snapshot') send({ type: 'snapshot', id: m.id, snap: snapshot() });
+  else if (m.type === 'mtu') {
+    const p = peers[m.peer];
+    if (p) p.mtu = m.mtu;
+  } else if (m.type === 'stop') {
+    dp.stop();
+    dp.close();
+    send({ type: 'stopped', snap: snapshot() });
+    port.close(); // the last handle: the thread ends
+  }
+});
+
+const t0 = performance.now();
+const packets = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
+dp.start();
+send({ type: 'ready', packets, ms: Math.round(performance.now() - t0) });

@@ -1,0 +1,235 @@
+/**
+ * Data-path queues 1..n-1 (config io.queues > 1), each a worker thread with its own Dataplane on
+ * its own TUN queue fd and its own steered raw socket (src/daemon/queue-worker.ts); the main
+ * thread runs queue 0 and everything else (ICMP from the underlay, control socket, routes).
+ *
+ * Why threads: past one queue, an end's forwarding is bounded by one core (one read(2) per
+ * packet from the TUN and the raw socket's send path, docs/performance.md). A multi-queue TUN
+ * spreads flows over queues, and the steering filters spread the underlay's datagrams by inner
+ * flow the same way, so each queue's thread forwards its flows start to end, in order, sharing
+ * no buffer and no lock with the others.
+ *
+ * What is shared, and how (the data path stays free of locks and atomics):
+ * - Peers: each queue has its own Peer copies. Outer IDs are kept apart by the ID plan
+ *   (src/daemon/setup.ts `queueIds`). A path MTU learned by queue 0 (it alone reads underlay
+ *   ICMP) or aged out is posted to the workers (`setPeerMtu`): rare, and a worker applies it
+ *   between two batches.
+ * - Counters: each queue counts its own; `snapshots()` asks every worker for its counters, drop
+ *   counts, last errors and per-peer figures, which the daemon adds to its own for the status.
+ * - ICMP errors ipipd originates: each queue's token bucket gets the configured rate and burst
+ *   divided by the queue count, so the daemon as a whole keeps to `icmp.rate`.
+ *
+ * Lifecycle (STYLE rule 13):
+ *
+ *   start() --all ready--> running --stop()--> stopped (workers exited; final snapshots)
+ *      |                      |
+ *      |                      +--a worker fails (uncaught exception, early exit)--> onFailure(err)
+ *      +--a worker fails before ready--> the others are terminated, start() rejects
+ *
+ * The fds belong to the daemon: workers never close them, and the daemon closes them only after
+ * stop() has resolved (every worker's Readers released first).
+ */
+import { Worker } from 'node:worker_threads';
+import type { Config } from './config.js';
+import type { Logger } from './logger.js';
+
+/** What a worker needs to run queue `queue`, passed as its workerData (structured clone). */
+export interface QueueWorkerData {
+  queue: number;
+  queues: number;
+  config: Config;
+  tunFd: number;
+  rawFd: number;
+  tunMtu: number;
+  underlayMax: number;
+  udpGro: boolean;
+  icmpSource: number;
+  /** The per-peer random ID starts drawn by the main thread (src/daemon/setup.ts `queueIds`). */
+  idStarts: number[];
+  logLevel: string;
+}
+
+/** One queue's figures: counters and drops indexed as COUNTER_NAMES / VERDICT_NAMES. */
+export interface QueueSnapshot {
+  counters: number[];
+  drops: number[];
+  lastErrors: Record<string, string>;
+  /** Per peer, in config order. */
+  peers: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxAt: number }[];
+}
+
+/** Main thread -> worker. */
+export type ToWorker = { type: 'snapshot'; id: number } | { type: 'mtu'; peer: number; mtu: number } | { type: 'stop' };
+/** Worker -> main thread. */
+export type FromWorker =
+  | { type: 'ready'; packets: number; ms: number }
+  | { type: 'snapshot'; id: number; snap: QueueSnapshot }
+  | { type: 'stopped'; snap: QueueSnapshot };
+
+/** How long a worker may take to answer a snapshot request or to stop. */
+const ANSWER_MS = 5000;
+
+interface Pending {
+  resolve: (s: QueueSnapshot) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
+
+class QueueWorker {
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private stopping: Pending | null = null;
+  exited = false;
+
+  constructor(
+    readonly queue: number,
+    readonly worker: Worker,
+  ) {}
+
+  request(): Promise<QueueSnapshot> {
+    if (this.exited) return Promise.reject(new Error(`queue ${this.queue}: worker has exited`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`queue ${this.queue}: no snapshot within ${ANSWER_MS} ms`));
+      }, ANSWER_MS);
+      this.pending.set(id, { resolve, reject, timer });
+      this.post({ type: 'snapshot', id });
+    });
+  }
+
+  stop(): Promise<QueueSnapshot> {
+    if (this.exited) return Promise.reject(new Error(`queue ${this.queue}: worker has exited`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.stopping = null;
+        reject(new Error(`queue ${this.queue}: did not stop within ${ANSWER_MS} ms`));
+      }, ANSWER_MS);
+      this.stopping = { resolve, reject, timer };
+      this.post({ type: 'stop' });
+    });
+  }
+
+  post(m: ToWorker): void {
+    if (!this.exited) this.worker.postMessage(m);
+  }
+
+  onMessage(m: FromWorker): void {
+    if (m.type === 'snapshot') {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      clearTimeout(p.timer);
+      p.resolve(m.snap);
+    } else if (m.type === 'stopped' && this.stopping) {
+      clearTimeout(this.stopping.timer);
+      this.stopping.resolve(m.snap);
+      this.stopping = null;
+    }
+  }
+
+  /** The worker is gone: fail whatever still waits on it. */
+  onGone(err: Error): void {
+    this.exited = true;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.pending.clear();
+    if (this.stopping) {
+      clearTimeout(this.stopping.timer);
+      this.stopping.reject(err);
+      this.stopping = null;
+    }
+  }
+}
+
+export class QueueWorkers {
+  private state: 'running' | 'stopping' | 'stopped' = 'running';
+
+  private constructor(private readonly workers: QueueWorker[]) {}
+
+  /**
+   * Start one worker per entry and wait until each has warmed up its data path and started
+   * reading. `onFailure` is called once if a worker fails later, while running. `script` is the
+   * worker's entry (tests pass their own).
+   */
+  static async start(
+    data: QueueWorkerData[],
+    log: Logger,
+    onFailure: (err: Error) => void,
+    script: URL = new URL('./queue-worker.js', import.meta.url),
+  ): Promise<QueueWorkers> {
+    const url = script;
+    const workers: QueueWorker[] = [];
+    let set: QueueWorkers | null = null;
+    const ready = data.map(
+      (d) =>
+        new Promise<void>((resolve, reject) => {
+          const w = new QueueWorker(d.queue, new Worker(url, { workerData: d, name: `ipipd queue ${d.queue}` }));
+          workers.push(w);
+          const fail = (err: Error): void => {
+            const first = !w.exited;
+            w.onGone(err);
+            reject(err); // no effect once ready
+            if (first && set !== null && set.state === 'running') onFailure(err);
+          };
+          w.worker.on('message', (m: FromWorker) => {
+            if (m.type === 'ready') {
+              log.debug({ queue: d.queue, packets: m.packets, ms: m.ms }, 'queue up (data path warmed up)');
+              resolve();
+            } else w.onMessage(m);
+          });
+          w.worker.on('error', (err) => fail(new Error(`queue ${d.queue}: worker failed: ${err.message}`, { cause: err })));
+          w.worker.on('exit', (code) => fail(new Error(`queue ${d.queue}: worker exited (code ${code})`)));
+        }),
+    );
+    try {
+      await Promise.all(ready);
+    } catch (err) {
+      await Promise.all(workers.map((w) => w.worker.terminate()));
+      throw err;
+    }
+    set = new QueueWorkers(workers);
+    return set;
+  }
+
+  get count(): number {
+    return this.workers.length;
+  }
+
+  /** Every worker's figures, in queue order; null for one that did not answer. */
+  snapshotsSettled(): Promise<(QueueSnapshot | null)[]> {
+    return Promise.all(this.workers.map((w) => w.request().catch(() => null)));
+  }
+
+  /** Tell every worker that the tunnel MTU toward peer `index` is now `mtu`. */
+  setPeerMtu(index: number, mtu: number): void {
+    for (const w of this.workers) w.post({ type: 'mtu', peer: index, mtu });
+  }
+
+  /**
+   * Stop every worker (its Readers stop and are released; it exits) and return the final
+   * snapshots of those that stopped cleanly; a worker that does not answer is terminated.
+   * Idempotent: a second call returns [].
+   */
+  async stop(): Promise<QueueSnapshot[]> {
+    if (this.state !== 'running') return [];
+    this.state = 'stopping';
+    const finals = await Promise.all(
+      this.workers.map(async (w) => {
+        try {
+          const snap = await w.stop();
+          await new Promise<void>((resolve) => (w.exited ? resolve() : w.worker.once('exit', () => resolve())));
+          return snap;
+        } catch {
+          await w.worker.terminate();
+          return null;
+        }
+      }),
+    );
+    this.state = 'stopped';
+    return finals.filter((s): s is QueueSnapshot => s !== null);
+  }
+}
