@@ -75,9 +75,12 @@ export async function iperfTcp(ns: string, to: string, streams: number, duration
   return { gbps, bytes: Number(rx.bytes), retransmits: Number(j.end?.sum_sent?.retransmits ?? 0), seconds: Number(rx.seconds) };
 }
 
-/** `iperf3 -c -u -l payload` at an unlimited offered rate (`-b 0`) unless `rate` is given. */
-export async function iperfUdp(ns: string, to: string, payload: number, durationS: number, rate = '0', port = IPERF_PORT): Promise<UdpResult> {
-  const j = await iperfClient(ns, to, ['-u', '-b', rate, '-l', String(payload)], durationS, port);
+/**
+ * `iperf3 -c -u -l payload` at an unlimited offered rate (`-b 0`) unless `rate` is given, with
+ * `streams` flows (-P, each its own source port; the figures are their sum).
+ */
+export async function iperfUdp(ns: string, to: string, payload: number, durationS: number, rate = '0', port = IPERF_PORT, streams = 1): Promise<UdpResult> {
+  const j = await iperfClient(ns, to, ['-u', '-b', rate, '-l', String(payload), ...(streams > 1 ? ['-P', String(streams)] : [])], durationS, port);
   // sum_received is the server's report (iperf3 >= 3.?); older versions put it in sum.
   const rx = j.end?.sum_received ?? j.end?.sum;
   const packets = Number(rx?.packets);

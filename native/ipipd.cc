@@ -15,7 +15,7 @@
 //   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
 //     sizes, bind to the local underlay address; with a steering option, a classic BPF filter
 //     that keeps only the datagrams whose inner flow hashes to this socket's queue;
-//   - closeFd;
+//   - setThreadName (a queue worker names its thread), closeFd;
 //   - writeTun: one write(2) per packet;
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail;
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
@@ -43,6 +43,7 @@
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -400,9 +401,13 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 // header). The share is a hash of the inner flow, so that one flow's packets all go to one
 // queue, in order:
 //
-//   h = inner src + inner dst + (first 4 bytes after the inner header: the TCP/UDP ports, for an
-//       unfragmented TCP or UDP packet whose header is there; else 0)   (mod 2^32)
-//   h ^= h >> 16;  h ^= h >> 8;  queue = h % count
+//   p = the first 4 bytes after the inner header (the TCP/UDP ports) for an unfragmented TCP or
+//       UDP packet whose header is there, else 0
+//   h = ((inner src * K + inner dst) * K + p) * K   (mod 2^32, K = 0x9e3779b1, Fibonacci hashing)
+//   queue = (h >> 16) % count
+//
+// The multiplications carry every input bit into the high half: Linux picks even source ports
+// for connect(), so a hash whose low bit is a port's low bit puts every TCP flow on one queue.
 //
 // A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
 // the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
@@ -438,10 +443,13 @@ class BpfAsm {
   std::vector<int> jt_, jf_, at_;
 };
 
+// 2^32 / golden ratio, odd.
+constexpr uint32_t kFib = 0x9e3779b1u;
+
 std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
   enum { kOuterOk, kPorts, kNoPorts, kSum, kShort, kAccept, kDrop };
   // Scratch memory: M[1] outer header length, M[2] inner src, M[3] inner dst, M[4] both header
-  // lengths, M[5] the hash.
+  // lengths, M[5] the ports word (p).
   BpfAsm a;
   a.Stmt(BPF_LDX | BPF_B | BPF_MSH, 0);            // X = outer IHL * 4
   a.Stmt(BPF_STX, 1);
@@ -478,22 +486,16 @@ std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
   a.Label(kNoPorts);
   a.Stmt(BPF_LD | BPF_IMM, 0);
   a.Label(kSum);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
+  a.Stmt(BPF_ST, 5);                               // M[5] = p
   a.Stmt(BPF_LD | BPF_W | BPF_MEM, 2);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
-  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 3);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // h = src + dst + ports
-  a.Stmt(BPF_ST, 5);
+  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);         // src * K
+  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 3);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + dst
+  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
+  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 5);
+  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + p
+  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
   a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
-  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 5);
-  a.Stmt(BPF_ALU | BPF_XOR | BPF_X, 0);            // h ^= h >> 16
-  a.Stmt(BPF_ST, 5);
-  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 8);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
-  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 5);
-  a.Stmt(BPF_ALU | BPF_XOR | BPF_X, 0);            // h ^= h >> 8
   a.Stmt(BPF_ALU | BPF_MOD | BPF_K, count);
   a.Jump(BPF_JMP | BPF_JEQ | BPF_K, index, kAccept, kDrop);
   a.Label(kShort);
@@ -600,6 +602,22 @@ Napi::Value SetTunOffload(const Napi::CallbackInfo& info) {
   if (ioctl(fd, TUNSETOFFLOAD, static_cast<unsigned long>(flags)) < 0) {
     throw ErrnoError(env, errno, "ioctl", "setTunOffload(" + std::to_string(fd) + "): ioctl TUNSETOFFLOAD");
   }
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// setThreadName(name): the calling thread's name as `top -H` and /proc/<pid>/task/*/comm show it
+// (each data-path queue's worker names itself, e.g. "ipipd-q1"). At most 15 bytes.
+
+Napi::Value SetThreadName(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "name must be a string");
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  if (name.empty() || name.size() > 15 || name.find('\0') != std::string::npos) {
+    throw Napi::RangeError::New(env, "name must be 1 to 15 bytes");
+  }
+  int err = pthread_setname_np(pthread_self(), name.c_str());
+  if (err != 0) throw ErrnoError(env, err, "prctl", "setThreadName(" + name + ")");
   return env.Undefined();
 }
 
@@ -998,6 +1016,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("openRaw", Napi::Function::New(env, OpenRaw, "openRaw"));
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
+  exports.Set("setThreadName", Napi::Function::New(env, SetThreadName, "setThreadName"));
   exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));

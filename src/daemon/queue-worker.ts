@@ -8,12 +8,14 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
+import { native } from '../tun/native.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
 import type { FromWorker, QueueSnapshot, QueueWorkerData, ToWorker } from './queues.js';
 import { WARM_UP_ROUNDS, buildTunnel, queueIds, warmUpFlows } from './setup.js';
 
 const d = workerData as QueueWorkerData;
+native.setThreadName(`ipipd-q${d.queue}`);
 const port = parentPort!;
 const c = d.config;
 const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });

@@ -66,6 +66,8 @@ export interface NativeBinding {
    * fd that is not such a TUN; a RangeError for flags outside the TUN_F_* set.
    */
   setTunOffload(fd: number, flags: number): void;
+  /** Name the calling thread (pthread_setname_np; shown by `top -H`, /proc/<pid>/task/<tid>/comm): 1 to 15 bytes, else a RangeError. */
+  setThreadName(name: string): void;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
   close(fd: number): void;
   /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */
