@@ -364,7 +364,9 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  // Every queue of a multi-queue TUN must be opened with the same flags (else EINVAL).
+  // Every queue of a multi-queue TUN is opened with the same flags: the kernel refuses a
+  // single-queue open of a multi-queue device (EINVAL) and silently keeps the first open's
+  // IFF_VNET_HDR, whatever a later one asks for.
   ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0) | (multiQueue ? IFF_MULTI_QUEUE : 0);
   memcpy(ifr.ifr_name, name.data(), name.size());
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
@@ -411,7 +413,8 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 //
 // A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
 // the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
-// test/integration/native.test.ts checks the filter against a TypeScript model of this hash.
+// test/integration/steering.test.ts checks the filter against a TypeScript model of this hash
+// (test/helpers/steering-model.ts).
 
 // A cBPF program with symbolic jump targets, resolved when built.
 class BpfAsm {

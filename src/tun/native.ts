@@ -54,7 +54,9 @@ export interface NativeBinding {
    * `options.multiQueue`: IFF_MULTI_QUEUE. Each call with the same name and the same options
    * attaches one more queue to the device and returns its fd (the kernel spreads the packets it
    * sends into the TUN over the queues by flow); the device lives until the last queue's fd is
-   * closed. Mixing single- and multi-queue opens of one name fails with 'EINVAL'.
+   * closed. Mixing single- and multi-queue opens of one name fails with 'EINVAL'. Open every
+   * queue with the same options: the kernel keeps the first open's `vnetHdr` and silently
+   * ignores a different one later.
    */
   openTun(name: string, options?: { vnetHdr?: boolean; offload?: number; multiQueue?: boolean }): { fd: number; name: string };
   /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
@@ -137,8 +139,9 @@ export interface NativeBinding {
 /**
  * Queue steering for a raw protocol-4 socket (config io.queues > 1): the socket keeps only the
  * datagrams whose inner flow hashes to queue `index` of `count` (1..64), by a classic BPF filter
- * attached before the socket is bound. The hash is `steeringQueue` in src/daemon/queues.ts; a
- * datagram too short to hash goes to queue 0.
+ * attached before the socket is bound. The hash is described at `SteeringFilter` in
+ * native/ipipd.cc (and modelled in test/helpers/steering-model.ts); a datagram too short to hash
+ * goes to queue 0.
  */
 export interface RawSteering {
   index: number;
