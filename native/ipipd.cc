@@ -406,10 +406,11 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 //   p = the first 4 bytes after the inner header (the TCP/UDP ports) for an unfragmented TCP or
 //       UDP packet whose header is there, else 0
 //   h = ((inner src * K + inner dst) * K + p) * K   (mod 2^32, K = 0x9e3779b1, Fibonacci hashing)
-//   queue = (h >> 16) % count
+//   queue = ((h >> 16) * count) >> 16   (the top bits of h pick the queue)
 //
-// The multiplications carry every input bit into the high half: Linux picks even source ports
-// for connect(), so a hash whose low bit is a port's low bit puts every TCP flow on one queue.
+// A multiplication carries each input bit only upward, so only h's top bits depend on all of
+// the input: Linux picks even source ports for connect(), and a queue taken from a lower bit
+// (as `h % count` or `(h >> 16) % count` would) put every TCP flow of a host on one queue.
 //
 // A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
 // the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
@@ -499,7 +500,8 @@ std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
   a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + p
   a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
   a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);
-  a.Stmt(BPF_ALU | BPF_MOD | BPF_K, count);
+  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, count);
+  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);           // queue = ((h >> 16) * count) >> 16
   a.Jump(BPF_JMP | BPF_JEQ | BPF_K, index, kAccept, kDrop);
   a.Label(kShort);
   a.Stmt(BPF_JMP | BPF_JA, index == 0 ? kAccept : kDrop);  // too short to hash: queue 0

@@ -8,11 +8,14 @@
  *   p = the first 32-bit word after the inner header (inner IHL * 4), big-endian, for an
  *       inner TCP (6) or UDP (17) packet that is not a fragment (MF clear and offset 0; DF
  *       and the reserved bit do not matter) and whose 4 port bytes are all there; else 0
- *   h = ((src * K + dst) * K + p) * K (mod 2^32, K = 0x9e3779b1);  queue = (h >>> 16) % count
+ *   h = ((src * K + dst) * K + p) * K (mod 2^32, K = 0x9e3779b1)
+ *   queue = ((h >>> 16) * count) >>> 16   (the top bits of h)
  *
- * (Commit 725310d replaced the first hash, src + dst + p folded by h ^= h >> 16, h ^= h >> 8 and
- * taken mod count, whose low bit was the source port's: Linux's even connect() ports then put
- * every TCP flow on one queue.)
+ * (Two earlier hashes took the queue from low bits: src + dst + p folded and taken mod count
+ * (until 725310d), then (h >>> 16) % count. A multiplication moves each input bit only upward,
+ * so bit 16 of h depended on bits 0..16 of the inputs alone, and the port word's bit 16 is the
+ * source port's low bit, always 0 for Linux's even connect() ports: every TCP flow of a host
+ * went to one queue of two.)
  *
  * Used by test/integration/steering.test.ts (the filter against hand-made datagrams) and
  * test/integration/queues.test.ts (which daemon queue a UDP flow must land on).
@@ -39,6 +42,11 @@ export function flowHash(src: number, dst: number, ports: number): number {
   return h >>> 16;
 }
 
+/** The queue of `count` for the hash's upper 16 bits `hash`: its top bits, by multiply and shift. */
+export function queueOf(hash: number, count: number): number {
+  return (hash * count) >>> 16;
+}
+
 /** The queue of `count` that keeps datagram `d` (outer IPv4 header first), and why. */
 export function steer(d: Uint8Array, count: number): SteerVerdict {
   const b = Buffer.from(d.buffer, d.byteOffset, d.byteLength);
@@ -51,11 +59,11 @@ export function steer(d: Uint8Array, count: number): SteerVerdict {
   const l4 = outer + (b[outer]! & 0x0f) * 4;
   const hasPorts = frag === 0 && (proto === 6 || proto === 17) && b.length >= l4 + 4;
   const hash = flowHash(src, dst, hasPorts ? b.readUInt32BE(l4) : 0);
-  return { queue: hash % count, path: hasPorts ? 'ports' : 'no-ports', hash };
+  return { queue: queueOf(hash, count), path: hasPorts ? 'ports' : 'no-ports', hash };
 }
 
 /** The queue of `count` for an unfragmented TCP/UDP packet of this flow (addresses as dotted quads). */
 export function flowQueue(src: string, dst: string, sport: number, dport: number, count: number): number {
   const a = (s: string): number => s.split('.').reduce((acc, x) => ((acc << 8) | Number(x)) >>> 0, 0);
-  return flowHash(a(src), a(dst), ((sport << 16) | dport) >>> 0) % count;
+  return queueOf(flowHash(a(src), a(dst), ((sport << 16) | dport) >>> 0), count);
 }

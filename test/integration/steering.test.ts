@@ -35,7 +35,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createNetns, deleteNetns, netnsSkipReason, runInNetns, type ChildResult } from '../helpers/netns-mini.js';
 import { refChecksum, rng } from '../helpers/packets.js';
-import { flowHash, steer, type SteerPath } from '../helpers/steering-model.js';
+import { flowHash, queueOf, steer, type SteerPath } from '../helpers/steering-model.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/steer-child.js', import.meta.url));
 const ADDON = fileURLToPath(new URL('../../build/Release/ipipd_native.node', import.meta.url));
@@ -131,6 +131,9 @@ function datagrams(): Crafted[] {
   // One flow between two fixed hosts, many port pairs: only the ports tell them apart.
   const [fa, fb] = [0xc633640a, 0xcb00710a];
   for (let k = 0; k < 200; k++) add('ports-only', { src: fa, dst: fb, proto: tcpOrUdp(k), l4: l4(tcpOrUdp(k), 40000 + k, 5201) });
+  // TCP between two fixed hosts from even source ports only, as Linux's connect() picks them:
+  // the hash must still spread these over every queue.
+  for (let k = 0; k < 128; k++) add('even-ports', { src: fa, dst: fb, proto: 6, l4: l4(6, 32768 + 2 * k, 5201) });
   // The reserved flag bit is no fragment: ports count.
   for (let k = 0; k < 40; k++) add('reserved-bit', { src: addr(), dst: addr(), proto: tcpOrUdp(k), frag: 0x8000, l4: l4(tcpOrUdp(k)) });
   // ICMP (its type, code and checksum sit where ports would) and other protocols (SCTP has
@@ -162,7 +165,7 @@ function datagrams(): Crafted[] {
 
 /** What each kind must exercise in the model (a check that the datagrams are what they say). */
 const PATHS: Record<string, SteerPath> = {
-  tcp: 'ports', udp: 'ports', 'ports-only': 'ports', 'reserved-bit': 'ports', icmp: 'no-ports', 'other-proto': 'no-ports',
+  tcp: 'ports', udp: 'ports', 'ports-only': 'ports', 'even-ports': 'ports', 'reserved-bit': 'ports', icmp: 'no-ports', 'other-proto': 'no-ports',
   'frag-first': 'no-ports', 'frag-last': 'no-ports', 'frag-middle': 'no-ports', 'inner-ihl6': 'ports', 'inner-ihl15': 'ports',
   short: 'short', 'ports-cut': 'no-ports', 'ports-cut-ihl6': 'no-ports', 'ports-exact': 'ports', 'outer-options': 'ports',
   'outer-options-frag': 'no-ports', 'outer-options-short': 'short',
@@ -185,7 +188,7 @@ function wrongQueue(d: Buffer, count: number, how: 'always-ports' | 'inner-20' |
   if (how === 'always-ports') withPorts = true;
   else if (how === 'inner-20') withPorts = right.path === 'ports';
   else withPorts = (b.readUInt16BE(outer + 6) & 0x3fff) === 0 && [6, 17].includes(b[outer + 9]!) && d.length >= outer + innerHdr + 4;
-  return flowHash(src, dst, withPorts ? b.readUInt32BE(outer + innerHdr) : 0) % count;
+  return queueOf(flowHash(src, dst, withPorts ? b.readUInt32BE(outer + innerHdr) : 0), count);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -365,6 +368,12 @@ describe.skipIf(skipReason !== undefined)('multi-queue TUN and underlay steering
       expect(wrong.slice(0, 20), `${wrong.length} of ${sent.length} datagrams misrouted`).toEqual([]);
       // Nothing but the datagrams sent.
       expect([...where.keys()].filter((id) => id < 1 || id > sent.length)).toEqual([]);
+      // TCP flows that differ only in an even source port use every queue, none more than twice
+      // its share (a hash that took the queue from a low bit put them all on one).
+      const even = sent.filter((d) => d.kind === 'even-ports');
+      const perQueue = group.map((sock) => even.filter((d) => sock.ids.includes(d.id)).length);
+      expect(Math.min(...perQueue), `even-port flows per queue: ${perQueue.join(' ')}`).toBeGreaterThan(0);
+      expect(Math.max(...perQueue), `even-port flows per queue: ${perQueue.join(' ')}`).toBeLessThanOrEqual((2 * even.length) / count);
       // The short ones, unhashable, all went to queue 0 (the data path there drops and counts them).
       const shorts = sent.filter((d) => steer(d.bytes, count).path === 'short').map((d) => d.id);
       expect(shorts.length).toBeGreaterThan(0);
