@@ -164,6 +164,8 @@ export class QueueWorkers {
     const url = script;
     const workers: QueueWorker[] = [];
     let set: QueueWorkers | null = null;
+    // A worker that fails after its `ready` but before the others are: start() must still fail.
+    let failedWhileStarting: Error | null = null;
     const ready = data.map(
       (d) =>
         new Promise<void>((resolve, reject) => {
@@ -173,7 +175,9 @@ export class QueueWorkers {
             const first = !w.exited;
             w.onGone(err);
             reject(err); // no effect once ready
-            if (first && set !== null && set.state === 'running') onFailure(err);
+            if (!first) return;
+            if (set === null) failedWhileStarting ??= err;
+            else if (set.state === 'running') onFailure(err);
           };
           w.worker.on('message', (m: FromWorker) => {
             if (m.type === 'ready') {
@@ -187,6 +191,7 @@ export class QueueWorkers {
     );
     try {
       await Promise.all(ready);
+      if (failedWhileStarting) throw failedWhileStarting;
     } catch (err) {
       await Promise.all(workers.map((w) => w.worker.terminate()));
       throw err;
@@ -221,7 +226,16 @@ export class QueueWorkers {
       this.workers.map(async (w) => {
         try {
           const snap = await w.stop();
-          await new Promise<void>((resolve) => (w.exited ? resolve() : w.worker.once('exit', () => resolve())));
+          // It said `stopped`; its thread must now end by itself, or it is terminated.
+          const exited = await new Promise<boolean>((resolve) => {
+            if (w.exited) return resolve(true);
+            const timer = setTimeout(() => resolve(false), ANSWER_MS);
+            w.worker.once('exit', () => {
+              clearTimeout(timer);
+              resolve(true);
+            });
+          });
+          if (!exited) await w.worker.terminate();
           return snap;
         } catch {
           await w.worker.terminate();
