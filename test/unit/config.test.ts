@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { describeConfig, parseConfig, validateConfig, formatPath, type Config } from '../../src/daemon/config.js';
+import { MAX_QUEUES, describeConfig, parseConfig, validateConfig, formatPath, type Config } from '../../src/daemon/config.js';
 import { IpipdError } from '../../src/daemon/errors.js';
 
 const GOOD = `
@@ -45,7 +45,7 @@ describe('config: valid input', () => {
     expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
     expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
     expect(c.routes).toEqual({ install: true, table: 254 });
-    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true });
+    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true, queues: 1 });
     expect(c.control.socket).toBe('/run/ipipd/ipip0.sock');
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
     expect(c.icmp).toEqual({ rate: 1000, burst: 50 });
@@ -72,7 +72,7 @@ peers:
   - { name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25, 203.0.113.128/26] }
   - { name: b, endpoint: 192.0.2.3, prefixes: [198.51.100.128/25] }
 routes: { install: false, table: 100, metric: 20 }
-io: { batch: 8, socket_buffer: 65536, offload: true }
+io: { batch: 8, socket_buffer: 65536, offload: true, queues: 3 }
 control: { socket: false }
 log: { level: debug, stats_interval: 0 }
 `);
@@ -80,7 +80,7 @@ log: { level: debug, stats_interval: 0 }
     expect(c.encap).toEqual({ ttl: 'inherit', tos: 184, df: 'always' });
     expect(c.control.socket).toBe(false);
     expect(c.routes.metric).toBe(20);
-    expect(c.io).toEqual({ batch: 8, socket_buffer: 65536, offload: true });
+    expect(c.io).toEqual({ batch: 8, socket_buffer: 65536, offload: true, queues: 3 });
     expect(c.peers.map((p) => p.name)).toEqual(['a', 'b']);
   });
 });
@@ -90,7 +90,50 @@ describe('config: io.offload', () => {
     expect(describeConfig(parseConfig(GOOD)).find((l) => l.startsWith('io '))).toMatch(/offload on/);
     const off = parseConfig(GOOD + 'io: { offload: false }\n');
     expect(off.io.offload).toBe(false);
-    expect(describeConfig(off)).toContain('io batch 64 socket_buffer 4194304 offload off');
+    expect(describeConfig(off)).toContain('io batch 64 queues 1 socket_buffer 4194304 offload off');
+  });
+});
+
+describe('config: io.queues', () => {
+  test('MAX_QUEUES is 8, the schema\'s upper bound', () => {
+    expect(MAX_QUEUES).toBe(8);
+  });
+
+  // 1, 2 and the maximum are taken as given and printed on the io line.
+  test.each([1, 2, 8])('io.queues %i is accepted and described', (n) => {
+    const c = parseConfig(GOOD + `io: { queues: ${n} }\n`);
+    expect(c.io.queues).toBe(n);
+    // The other io fields keep their defaults.
+    expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true, queues: n });
+    expect(describeConfig(c).find((l) => l.startsWith('io '))).toMatch(new RegExp(`^io batch 64 queues ${n} socket_buffer 4194304 offload on `));
+  });
+
+  test('the block form is read the same as the flow form', () => {
+    expect(parseConfig(GOOD + 'io:\n  queues: 4\n').io.queues).toBe(4);
+  });
+
+  // Below the range, above it, not an integer, and a number given as a string (no coercion):
+  // each is ERR_CONFIG_INVALID with one problem line at the path io.queues, and only that one.
+  // The problem text also says which rule was broken (the bound, integer, number).
+  test.each([
+    ['0', '0', />= ?1\b/],
+    ['9 (MAX_QUEUES + 1)', '9', /<= ?8\b/],
+    ['1.5', '1.5', /\bint/],
+    ['"2" (a string)', '"2"', /string/],
+    ['-1', '-1', />= ?1\b/],
+  ])('io.queues %s is rejected at its path', (_name, value, why) => {
+    const text = GOOD + `io: { queues: ${value} }\n`;
+    expect(code(text)).toBe('ERR_CONFIG_INVALID');
+    const p = problems(text);
+    expect(p, p.join('\n')).toHaveLength(1);
+    expect(p[0]).toMatch(/^io\.queues: /);
+    expect(p[0]).toMatch(why);
+  });
+
+  test('a bad io.queues is reported together with other problems', () => {
+    const p = problems(GOOD + 'io: { queues: 0, batch: 0 }\n');
+    expect(p.filter((l) => l.startsWith('io.queues: '))).toHaveLength(1);
+    expect(p.filter((l) => l.startsWith('io.batch: '))).toHaveLength(1);
   });
 });
 
@@ -113,6 +156,7 @@ describe('config: every bad field names its path', () => {
     ['peer prefixes empty', GOOD.replace('[203.0.113.0/25]', '[]'), /^peers\[0\]\.prefixes: /],
     ['peer name bad', GOOD.replace('name: h2', 'name: "h 2"'), /^peers\[0\]\.name: /],
     ['io.batch 0', GOOD + 'io: { batch: 0 }\n', /^io\.batch: /],
+    ['io.queues 9', GOOD + 'io: { queues: 9 }\n', /^io\.queues: /],
     ['io.offload not a boolean', GOOD + 'io: { offload: yes please }\n', /^io\.offload: /],
     ['peer mtu too small', GOOD.replace('    prefixes:', '    mtu: 60\n    prefixes:'), /^peers\[0\]\.mtu: /],
     ['icmp.rate 0', GOOD + 'icmp: { rate: 0 }\n', /^icmp\.rate: /],
