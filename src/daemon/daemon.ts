@@ -27,6 +27,7 @@
  * A failing undo step is logged and the rest still run: close() never throws.
  */
 import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { formatIPv4 } from '../routing/prefix.js';
 import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
@@ -159,6 +160,10 @@ export class Daemon {
     // hand us TCP super-packets and partial checksums, which the dataplane completes. Several
     // queues: the same name opened once per queue, with the same flags.
     const queues = c.io.queues;
+    const cores = availableParallelism();
+    if (queues > cores) {
+      this.log.warn({ queues, cores }, 'io.queues is larger than the number of CPUs: the extra queue threads only contend for the same cores');
+    }
     const tunOptions = {
       ...(c.io.offload ? { vnetHdr: true, offload: native.TUN_F_CSUM | native.TUN_F_TSO4 } : {}),
       ...(queues > 1 ? { multiQueue: true } : {}),
