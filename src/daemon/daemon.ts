@@ -95,6 +95,8 @@ export class Daemon {
   private queues: QueueWorkers | undefined;
   /** Called once if the data path fails while up (a queue worker died); the CLI shuts down. */
   onFatal: ((err: Error) => void) | undefined;
+  /** A queue worker that failed while the daemon was still starting. */
+  private queueFailure: Error | undefined;
   private peers: Peer[] = [];
   private startedAt = 0;
   private tunMtu = 0;
@@ -116,6 +118,7 @@ export class Daemon {
     this.state = 'starting';
     try {
       await this.acquire();
+      if (this.queueFailure) throw new IpipdError('ERR_QUEUE', this.queueFailure.message, { cause: this.queueFailure });
     } catch (err) {
       this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'start failed; undoing what was set up');
       await this.release();
@@ -442,6 +445,12 @@ export class Daemon {
 
   /** A queue worker failed while up: log it and hand it to `onFatal` (the CLI shuts down). */
   private queueFailed(err: Error): void {
+    // Still starting (routes, control socket): start() fails instead, and undoes what it did.
+    if (this.state === 'starting') {
+      this.queueFailure ??= err;
+      return;
+    }
+    if (this.state !== 'up') return; // closing: nothing more to do
     this.log.error({ subsystem: 'queues', err: err.message }, 'a data-path queue failed; shutting down');
     this.onFatal?.(new IpipdError('ERR_QUEUE', err.message, { cause: err }));
   }
