@@ -71,7 +71,8 @@ Options:
                      topology; both daemons' VmRSS/VmHWM every 10 s; start (after 30 s of
                      warm-up), end, max, slope in MiB/min, packets forwarded, and a verdict
                      against issue 4 (slope < 0.5 MiB/min, max <= 100 MiB); writes
-                     soak-<timestamp>.json and .svg. Takes only --out besides.
+                     soak-<timestamp>.json and .svg. Takes only --out besides, and
+                     --modes ipipd-2q to soak the daemon with 2 data-path queues.
   -h, --help         this text
 
 Output: a progress line on stderr, the table on stdout, the JSON (raw per-round figures,
@@ -141,8 +142,11 @@ function parseOptions(argv: string[]): Options | null {
   let soak: number | null = null;
   if (values.soak !== undefined) {
     soak = int('soak', values.soak, SOAK_DEFAULT_MINUTES, 1, 1440);
-    const others = (['quick', 'rounds', 'duration', 'pings', 'modes', 'peers'] as const).filter((k) => values[k] !== undefined);
-    if (others.length > 0) throw new UsageError(`--soak takes only --out, not ${others.map((k) => `--${k}`).join(', ')}`);
+    const others = (['quick', 'rounds', 'duration', 'pings', 'peers'] as const).filter((k) => values[k] !== undefined);
+    if (others.length > 0) throw new UsageError(`--soak takes only --out and --modes, not ${others.map((k) => `--${k}`).join(', ')}`);
+    if (values.modes !== undefined && !(modes.length === 1 && (modes[0] === 'ipipd' || modes[0] === 'ipipd-2q'))) {
+      throw new UsageError(`--soak --modes: one of ipipd, ipipd-2q, not '${values.modes}'`);
+    }
   }
   return {
     soak,
@@ -463,7 +467,8 @@ interface Results {
 }
 
 async function soak(opts: Options, minutes: number): Promise<number> {
-  const why = MODES.ipipd.missing();
+  const mode = opts.modesExplicit ? (opts.modes[0] as 'ipipd' | 'ipipd-2q') : 'ipipd';
+  const why = MODES[mode].missing();
   if (why) {
     process.stderr.write(`bench: ipipd: ${why}\n`);
     return 2;
@@ -477,6 +482,7 @@ async function soak(opts: Options, minutes: number): Promise<number> {
     return await runSoak(
       {
         minutes,
+        mode,
         prefix,
         tmpDir,
         base: join(opts.out, `soak-${stamp(started)}`),

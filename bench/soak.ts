@@ -100,6 +100,7 @@ interface SoakResults {
   finishedAt: string | null;
   argv: string[];
   minutes: number;
+  mode: string;
   settings: Record<string, unknown>;
   machine: Record<string, unknown>;
   devices: Record<string, unknown>;
@@ -122,6 +123,8 @@ const CRITERIA_TEXT =
 
 export interface SoakOptions {
   minutes: number;
+  /** The daemon soaked: ipipd as configured, or with io.queues 2. */
+  mode: 'ipipd' | 'ipipd-2q';
   prefix: string;
   tmpDir: string;
   /** results/soak-<timestamp> without the extension. */
@@ -141,6 +144,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
     finishedAt: null,
     argv: opts.argv,
     minutes: opts.minutes,
+    mode: opts.mode,
     settings: {
       sampleEverySeconds: SAMPLE_S,
       warmupSeconds: WARMUP_S,
@@ -168,7 +172,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
   const when = opts.started.toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
   const trafficText = `iperf3 TCP 1 stream at ${TCP_RATE_TEXT} (-b ${TCP_RATE}) + UDP ${UDP_PAYLOAD} B at ${UDP_PPS / 1000} kpps (-b ${udpRate}), pod A -> pod B, clients restarted every ${CHUNK_S} s`;
 
-  io.say(`bench: soak: ipipd for ${opts.minutes} min; ${trafficText}; namespaces ${opts.prefix}-*`);
+  io.say(`bench: soak: ${opts.mode} for ${opts.minutes} min; ${trafficText}; namespaces ${opts.prefix}-*`);
   io.say(`bench: note: ${opts.machine.note as string}`);
 
   const step = (s: string): void => io.progress(`[soak] ${s}`);
@@ -183,7 +187,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
     const [h1, h2] = topo.hosts;
     const { podA, podB } = topo;
     step('starting the two ipipd daemons');
-    act = await MODES.ipipd.start(topo, { prefix: opts.prefix, tmpDir: opts.tmpDir });
+    act = await MODES[opts.mode].start(topo, { prefix: opts.prefix, tmpDir: opts.tmpDir });
     const a = act;
     const [dev1, dev2] = a.devs;
     const there = await routeGet(h1.ns, podB.address);
@@ -364,7 +368,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
 
   const m = opts.machine;
   const heading = [
-    `ipipd soak, ${when}: ${opts.minutes} min of traffic through the tunnel, both daemons' memory sampled every ${SAMPLE_S} s`,
+    `${opts.mode} soak, ${when}: ${opts.minutes} min of traffic through the tunnel, both daemons' memory sampled every ${SAMPLE_S} s`,
     `machine: ${m.nproc as number} cores (${m.cpuModel as string}), kernel ${m.kernel as string}, node ${m.node as string}, ipipd ${m.ipipdCommit as string}`,
     `traffic: ${trafficText}`,
     `start: first sample after the ${WARMUP_S} s warm-up; max: largest sampled VmRSS; peak: VmHWM at the end; slope: least squares over the samples after the warm-up`,
@@ -385,7 +389,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
   opts.write(
     `${opts.base}.svg`,
     soakChart({
-      title: `ipipd soak: daemon RSS over ${opts.minutes} min of traffic`,
+      title: `${opts.mode} soak: daemon RSS over ${opts.minutes} min of traffic`,
       subtitle: [`${when} · ${trafficText}`],
       footer: [
         `criteria: ${CRITERIA_TEXT}`,
