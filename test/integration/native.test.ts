@@ -19,15 +19,13 @@
  *   |     header -> dgram 203.0.113.129                                 |
  *   +------------------------------------------------------------------+
  */
-import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import { payloadFor, payloadLen, writeIpv4Udp } from '../fixtures/native-packets.js';
-import { createNetns, deleteNetns, netnsSkipReason, runInNetns, type ChildResult } from '../helpers/netns-mini.js';
+import { expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/native-child.js', import.meta.url));
-const ADDON = fileURLToPath(new URL('../../build/Release/ipipd_native.node', import.meta.url));
 
 interface ErrShape { threw?: boolean; name?: string; code?: string; errno?: number; syscall?: string; message?: string }
 interface TunPacket {
@@ -36,9 +34,7 @@ interface TunPacket {
   dport: number; udpLength: number; payload: string;
 }
 interface RawSeen { len: number; outerSrc?: string; outerDst?: string; protocol?: number; totalLength?: number; id?: number; inner?: string }
-interface Report {
-  fatal?: string;
-  failures: Record<string, string>;
+interface Report extends ChildReport {
   openTun: { name: string; fdIsInt: boolean };
   tunRead: { batches: number[]; packets: TunPacket[]; errors: unknown[] };
   tunRounds: {
@@ -80,36 +76,15 @@ const skipReason = netnsSkipReason();
 if (skipReason !== undefined) console.warn(`native.test.ts skipped: ${skipReason}`);
 
 describe.skipIf(skipReason !== undefined)('native addon (in a private network namespace)', () => {
-  let ns: string | undefined;
   let child: ChildResult;
   let r: Report;
 
   beforeAll(async () => {
-    if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npx node-gyp rebuild\``);
-    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\``);
-    try {
-      ns = createNetns('ntv');
-      child = await runInNetns(ns, [process.execPath, FIXTURE, ns], 30_000);
-    } finally {
-      deleteNetns(ns);
-      ns = undefined;
-    }
-    const line = child.stdout.trim().split('\n').pop() ?? '';
-    try {
-      r = JSON.parse(line) as Report;
-    } catch {
-      throw new Error(`fixture printed no report (code ${child.code}, signal ${child.signal}):\n${child.stdout}\n${child.stderr}`);
-    }
+    ({ child, report: r } = await runFixtureInNetns<Report>(FIXTURE, 'ntv', [], 30_000));
   });
 
-  afterAll(() => deleteNetns(ns));
-
   it('the child ran every step inside the namespace and exited by itself after close()', () => {
-    expect(r.fatal).toBeUndefined();
-    expect(r.failures).toEqual({});
-    expect(child.timedOut).toBe(false);
-    expect(child.signal).toBeNull();
-    expect(child.code).toBe(0);
+    expectCleanRun(child, r);
   });
 
   it('openTun returns the fd and the kernel name', () => {

@@ -19,17 +19,15 @@
  * each advancing by 2 with no repeat, as many of each as that queue counted; after SIGTERM the
  * daemons exit 0, leave no device or route, and their final counters include the worker's.
  */
-import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { StatusReport } from '../../src/daemon/daemon.js';
-import { expectedSha256 } from '../fixtures/payload.js';
-import { IPIPD, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { IPIPD, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { expectFreshPair, expectNothingLeft, have, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
 import { flowQueue } from '../helpers/steering-model.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../helpers/topology.js';
 
-const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
 const why = Topology.requirements() ?? (have('tcpdump') ? null : "'tcpdump' not installed: it captures the underlay");
 if (why) console.log(`queue tests skipped: ${why}`);
 
@@ -41,14 +39,6 @@ const QUEUE_FIELDS = [
   ['rxPackets', 'rx_packets'],
 ] as const;
 type QueueField = (typeof QUEUE_FIELDS)[number][0];
-
-/** Packets through `dev` in namespace `ns` so far, from the kernel's link statistics. */
-async function linkPackets(topo: Topology, ns: string, dev: string): Promise<{ tx: number; rx: number }> {
-  const r = await topo.exec(ns, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]);
-  if (r.code !== 0) throw new Error(`ip -s link show ${dev} in ${ns}: ${r.stderr}`);
-  const s = JSON.parse(r.stdout)[0].stats64;
-  return { tx: s.tx.packets, rx: s.rx.packets };
-}
 
 /** The status once two reports 300 ms apart agree on the packet counters (traffic has settled). */
 async function settled(h: HostInfo): Promise<StatusReport> {
@@ -64,17 +54,6 @@ async function settled(h: HostInfo): Promise<StatusReport> {
 
 function perQueue(s: StatusReport, field: QueueField): number[] {
   return s.queues.map((q) => q[field]);
-}
-
-/** Send `bytes` from pod `from` to pod `to` over TCP and check the SHA-256 on both ends. */
-async function transfer(topo: Topology, from: PodInfo, to: PodInfo, bytes: number, seed: number): Promise<void> {
-  const sink = await topo.serve(to.ns, ['tcp-sink', '--bind', to.address, '--port', '0', '--timeout', '90']);
-  const send = await topo.traffic(from.ns, ['tcp-send', '--to', to.address, '--port', String(sink.port), '--bytes', String(bytes), '--seed', String(seed), '--timeout', '90'], { timeoutMs: 100_000 });
-  const got = await sink.result;
-  expect(send.code, send.stderr).toBe(0);
-  expect(got.code, got.stderr).toBe(0);
-  expect(got.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
-  expect(send.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
 }
 
 /** The outer IPv4 headers of a pcap file (Ethernet, Linux cooked v1/v2 or raw IP framing). */
@@ -105,9 +84,8 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
   let h2: HostInfo;
   let d1: RunningDaemon;
   let d2: RunningDaemon;
-  let underlayBefore: { tx: number; rx: number }[];
-  let underlayAfter: { tx: number; rx: number }[];
-  let fresh: StatusReport[];
+  // The underlay's packet counts around the start and the first status reports.
+  let started: StartedPair;
   // The capture of h1's underlay (h1 -> h2), from before the first packet to after the last.
   let pcap: string;
   let capture: ReturnType<Topology['spawn']>;
@@ -116,15 +94,8 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
 
   beforeAll(async () => {
     topo = await Topology.up({ hosts: 2 });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    const hosts = [h1, h2];
-    underlayBefore = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
     const config = (h: HostInfo): string => editedConfig(topo, h, `queues2-offload-${offload}`, (c) => (c.io = { ...(c.io ?? {}), offload, queues: 2 }));
-    d1 = await startDaemon(topo, h1, config(h1));
-    d2 = await startDaemon(topo, h2, config(h2));
-    underlayAfter = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
-    fresh = await Promise.all(hosts.map((h) => status(h)));
+    ({ h1, h2, d1, d2 } = started = await startPair(topo, config));
 
     pcap = join(topo.info.outDir, 'h1-ul0.pcap');
     capture = topo.spawn(h1.ns, ['tcpdump', '-i', h1.underlayDev, '-n', '-U', '-B', '65536', '-s', '96', '-w', pcap, `ip proto 4 and src host ${h1.underlay}`]);
@@ -140,20 +111,11 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
 
   test('a freshly started pair has counted nothing in any queue, and starting it put nothing on the underlay', () => {
     // Each queue (the main thread's and the worker's) ran its JIT warm-up into the discard fd.
-    expect(underlayAfter).toEqual(underlayBefore);
-    for (const s of fresh) {
-      expect(s.state).toBe('up');
+    expectFreshPair(started, (s) => {
       expect(s.offload).toBe(offload);
       expect(s.queues).toEqual([0, 1].map((queue) => ({ queue, tunRxPackets: 0, txPackets: 0, underlayRxPackets: 0, rxPackets: 0 })));
-      const nonZero = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
-      expect(Object.keys(s.counters).length).toBeGreaterThan(0);
-      expect(Object.keys(s.drops).length).toBeGreaterThan(0);
-      expect(nonZero(s.counters)).toEqual({});
-      expect(nonZero(s.drops)).toEqual({});
-      expect(s.lastErrors).toEqual({});
-      expect(s.peers).toHaveLength(1);
       expect(s.peers[0]).toMatchObject({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, reachable: true, lastRxSecondsAgo: null });
-    }
+    });
   });
 
   test('the TUN is one multi-queue device with two queues, and queue 1 runs in its own thread', async () => {
@@ -175,19 +137,7 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
   });
 
   test('ping from pod A to pod B and back', async () => {
-    const a = h1.pods[0]!;
-    const b = h2.pods[0]!;
-    for (const [from, to] of [[a, b], [b, a]] as const) {
-      if (have('ping')) {
-        const r = await topo.exec(from.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '2', to.address], { timeoutMs: 15_000 });
-        expect(r.stdout).toMatch(/3 packets transmitted, 3 received/);
-      } else {
-        const echo = await topo.serve(to.ns, ['udp-echo', '--bind', to.address, '--port', '7']);
-        const r = await topo.traffic(from.ns, ['udp-ping', '--to', to.address, '--port', '7', '--count', '3']);
-        await echo.stop();
-        expect(r.json).toMatchObject({ sent: 3, received: 3 });
-      }
-    }
+    await pingBothWays(topo, h1.pods[0]!, h2.pods[0]!);
   });
 
   test('concurrent TCP transfers from different source ports, both ways, arrive byte for byte', async () => {
@@ -197,8 +147,8 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
     const base = offload ? 600 : 700;
     // Four flows A -> B and two B -> A at once (each connection its own source port).
     await Promise.all([
-      ...[1, 2, 3, 4].map((k) => transfer(topo, a, b, bytes, base + k)),
-      ...[5, 6].map((k) => transfer(topo, b, a, bytes, base + k)),
+      ...[1, 2, 3, 4].map((k) => tcpTransfer(topo, a, b, bytes, base + k)),
+      ...[5, 6].map((k) => tcpTransfer(topo, b, a, bytes, base + k)),
     ]);
     const s2 = await status(h2);
     expect(s2.counters.rx_bytes).toBeGreaterThan(4 * bytes);
@@ -300,14 +250,7 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
       expect(last.queues[1]!.txPackets, `${h.name}: the worker sent something`).toBeGreaterThan(0);
       expect(last.queues[1]!.rxPackets, `${h.name}: the worker received something`).toBeGreaterThan(0);
       expect(await stopDaemon(d)).toBe(0);
-      const link = await topo.exec(h.ns, ['ip', 'link', 'show', 'ipip0']);
-      expect(link.code).not.toBe(0);
-      const addrs = await topo.exec(h.ns, ['ip', '-o', 'addr']);
-      expect(addrs.stdout).not.toContain(h.tunAddress);
-      const routes = await topo.exec(h.ns, ['ip', 'route', 'show', 'table', 'all']);
-      expect(routes.stdout).not.toMatch(/ipip0/);
-      for (const other of topo.info.hosts.filter((x) => x !== h)) expect(routes.stdout).not.toContain(other.block);
-      expect(existsSync(h.socket)).toBe(false);
+      await expectNothingLeft(topo, h);
 
       const lines = d.log().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, any>);
       expect(lines.filter((l) => l.level >= 50), `${h.name}: error lines in the log`).toEqual([]);

@@ -27,18 +27,17 @@
  *    TCP whose port bytes are cut off, outer IP options) reach the control socket intact, and
  *    each one reaches exactly one socket of each steered group: the one the model predicts.
  */
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
-import { createNetns, deleteNetns, netnsSkipReason, runInNetns, type ChildResult } from '../helpers/netns-mini.js';
+import { expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
 import { refChecksum, rng } from '../helpers/packets.js';
 import { flowHash, queueOf, steer, type SteerPath } from '../helpers/steering-model.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/steer-child.js', import.meta.url));
-const ADDON = fileURLToPath(new URL('../../build/Release/ipipd_native.node', import.meta.url));
 
 const COUNTS = [2, 3, 5, 8];
 
@@ -195,9 +194,7 @@ function wrongQueue(d: Buffer, count: number, how: 'always-ports' | 'inner-20' |
 
 interface ErrShape { threw: boolean; name?: string; code?: string; errno?: number; syscall?: string; message?: string }
 interface LinkShape { count: number; numqueues: number | null; multiQueue: boolean | null }
-interface Report {
-  fatal?: string;
-  failures: Record<string, string>;
+interface Report extends ChildReport {
   multiQueue: {
     names: string[];
     distinctFds: boolean;
@@ -234,41 +231,22 @@ if (skipReason !== undefined) console.warn(`steering.test.ts skipped: ${skipReas
 
 describe.skipIf(skipReason !== undefined)('multi-queue TUN and underlay steering (native, in a private network namespace)', () => {
   const sent = datagrams();
-  let ns: string | undefined;
-  let dir: string | undefined;
   let child: ChildResult;
   let r: Report;
 
   beforeAll(async () => {
-    if (!existsSync(ADDON)) throw new Error(`${ADDON} is missing: run \`npx node-gyp rebuild\``);
-    if (!existsSync(FIXTURE)) throw new Error(`${FIXTURE} is missing: run \`npm run build\``);
+    const dir = mkdtempSync(join(tmpdir(), 'ipipd-steer-'));
     try {
-      dir = mkdtempSync(join(tmpdir(), 'ipipd-steer-'));
       const input = join(dir, 'input.json');
       writeFileSync(input, JSON.stringify({ datagrams: sent.map((d) => d.bytes.toString('hex')), sockets: SOCKETS }));
-      ns = createNetns('stq');
-      child = await runInNetns(ns, [process.execPath, FIXTURE, ns, input], 60_000);
+      ({ child, report: r } = await runFixtureInNetns<Report>(FIXTURE, 'stq', [input], 60_000));
     } finally {
-      deleteNetns(ns);
-      ns = undefined;
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-    const line = child.stdout.trim().split('\n').pop() ?? '';
-    try {
-      r = JSON.parse(line) as Report;
-    } catch {
-      throw new Error(`fixture printed no report (code ${child.code}, signal ${child.signal}):\n${child.stdout}\n${child.stderr}`);
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  afterAll(() => deleteNetns(ns));
-
   it('the child ran every step inside the namespace and exited by itself', () => {
-    expect(r.fatal).toBeUndefined();
-    expect(r.failures).toEqual({});
-    expect(child.timedOut).toBe(false);
-    expect(child.signal).toBeNull();
-    expect(child.code).toBe(0);
+    expectCleanRun(child, r);
   });
 
   describe('openTun with multiQueue', () => {

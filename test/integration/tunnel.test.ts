@@ -18,24 +18,14 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { expectedSha256 } from '../fixtures/payload.js';
-import { ROOT, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
-import type { StatusReport } from '../../src/daemon/daemon.js';
+import { ROOT, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { expectFreshPair, expectNothingLeft, have, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
 import { Topology, type HostInfo } from '../helpers/topology.js';
 
 const why = Topology.requirements();
 if (why) console.log(`integration tests skipped: ${why}`);
 
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
-const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
-
-/** Packets through `dev` in namespace `ns` so far, from the kernel's link statistics. */
-async function linkPackets(topo: Topology, ns: string, dev: string): Promise<{ tx: number; rx: number }> {
-  const r = await topo.exec(ns, ['ip', '-s', '-j', 'link', 'show', 'dev', dev]);
-  if (r.code !== 0) throw new Error(`ip -s link show ${dev} in ${ns}: ${r.stderr}`);
-  const s = JSON.parse(r.stdout)[0].stats64;
-  return { tx: s.tx.packets, rx: s.rx.packets };
-}
 
 // Both data paths: the plain one (a packet per read and write) and offload mode (the default).
 describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd between two hosts (io.offload: $offload)', ({ offload }) => {
@@ -46,20 +36,11 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
   let d2: RunningDaemon;
   // The underlay's packet counts just before the daemons start and just after both are up, and
   // their first status reports: for the test that starting sends and counts nothing.
-  let underlayBefore: { tx: number; rx: number }[];
-  let underlayAfter: { tx: number; rx: number }[];
-  let fresh: StatusReport[];
+  let started: StartedPair;
 
   beforeAll(async () => {
     topo = await Topology.up({ hosts: 2 });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    const hosts = [h1, h2];
-    underlayBefore = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
-    d1 = await startDaemon(topo, h1, editedConfig(topo, h1, `offload-${offload}`, (c) => (c.io = { offload })));
-    d2 = await startDaemon(topo, h2, editedConfig(topo, h2, `offload-${offload}`, (c) => (c.io = { offload })));
-    underlayAfter = await Promise.all(hosts.map((h) => linkPackets(topo, h.ns, h.underlayDev)));
-    fresh = await Promise.all(hosts.map((h) => status(h)));
+    ({ h1, h2, d1, d2 } = started = await startPair(topo, (h) => editedConfig(topo, h, `offload-${offload}`, (c) => (c.io = { offload }))));
   });
 
   afterAll(async () => {
@@ -69,21 +50,12 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
   test('a freshly started pair has counted nothing, and starting it put nothing on the underlay', () => {
     // Both daemons ran their JIT warm-up (tens of thousands of synthetic packets through the
     // real data path) before they came up: none of it may show, here or on the wire.
-    expect(underlayAfter).toEqual(underlayBefore);
-    for (const s of fresh) {
-      expect(s.state).toBe('up');
-      const nonZero = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
-      expect(Object.keys(s.counters).length).toBeGreaterThan(0);
-      expect(Object.keys(s.drops).length).toBeGreaterThan(0);
-      expect(nonZero(s.counters)).toEqual({});
-      expect(nonZero(s.drops)).toEqual({});
-      expect(s.lastErrors).toEqual({});
-      expect(s.peers).toHaveLength(1);
+    expectFreshPair(started, (s) => {
       for (const p of s.peers) {
         expect(p).toMatchObject({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, reachable: true, unreachableReason: null, lastRxSecondsAgo: null, pmtuLearnedSecondsAgo: null });
         expect(p.mtu).toBe(p.baseMtu);
       }
-    }
+    });
   });
 
   test('the TUN has its address, MTU (underlay 1500 - 20) and one route per peer prefix', async () => {
@@ -103,19 +75,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
   });
 
   test('ping from pod A to pod B and back', async () => {
-    const a = h1.pods[0]!;
-    const b = h2.pods[0]!;
-    for (const [from, to] of [[a, b], [b, a]] as const) {
-      if (have('ping')) {
-        const r = await topo.exec(from.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '2', to.address], { timeoutMs: 15_000 });
-        expect(r.stdout).toMatch(/3 packets transmitted, 3 received/);
-      } else {
-        const echo = await topo.serve(to.ns, ['udp-echo', '--bind', to.address, '--port', '7']);
-        const r = await topo.traffic(from.ns, ['udp-ping', '--to', to.address, '--port', '7', '--count', '3']);
-        await echo.stop();
-        expect(r.json).toMatchObject({ sent: 3, received: 3 });
-      }
-    }
+    await pingBothWays(topo, h1.pods[0]!, h2.pods[0]!);
     const s1 = await status(h1);
     expect(s1.peers[0]!.txPackets).toBeGreaterThanOrEqual(6);
     expect(s1.peers[0]!.rxPackets).toBeGreaterThanOrEqual(6);
@@ -125,15 +85,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
     const bytes = 8 * 1024 * 1024;
     const a = h1.pods[0]!;
     const b = h2.pods[0]!;
-    for (const [from, to, seed] of [[a, b, 11], [b, a, 12]] as const) {
-      const sink = await topo.serve(to.ns, ['tcp-sink', '--bind', to.address, '--port', '0', '--timeout', '60']);
-      const send = await topo.traffic(from.ns, ['tcp-send', '--to', to.address, '--port', String(sink.port), '--bytes', String(bytes), '--seed', String(seed), '--timeout', '60'], { timeoutMs: 70_000 });
-      const got = await sink.result;
-      expect(send.code, send.stderr).toBe(0);
-      expect(got.code, got.stderr).toBe(0);
-      expect(got.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
-      expect(send.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
-    }
+    for (const [from, to, seed] of [[a, b, 11], [b, a, 12]] as const) await tcpTransfer(topo, from, to, bytes, seed, 60);
     const s2 = await status(h2);
     expect(s2.counters.rx_bytes).toBeGreaterThan(bytes);
     expect(s2.counters.tx_bytes).toBeGreaterThan(bytes);
@@ -229,15 +181,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
   test('after SIGTERM, no device, address, route or socket the daemons added is left', async () => {
     for (const d of [d1, d2]) {
       expect(await stopDaemon(d)).toBe(0);
-      const h = d.host;
-      const link = await topo.exec(h.ns, ['ip', 'link', 'show', 'ipip0']);
-      expect(link.code).not.toBe(0);
-      const addrs = await topo.exec(h.ns, ['ip', '-o', 'addr']);
-      expect(addrs.stdout).not.toContain(h.tunAddress);
-      const routes = await topo.exec(h.ns, ['ip', 'route', 'show', 'table', 'all']);
-      expect(routes.stdout).not.toMatch(/ipip0/);
-      for (const other of topo.info.hosts.filter((x) => x !== h)) expect(routes.stdout).not.toContain(other.block);
-      expect(existsSync(h.socket)).toBe(false);
+      await expectNothingLeft(topo, d.host);
       const log = d.log();
       expect(log).toMatch(/"msg":"closed: final counters"/);
       const final = JSON.parse(log.split('\n').find((l) => l.includes('closed: final counters'))!);

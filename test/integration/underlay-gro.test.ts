@@ -25,13 +25,11 @@
  * Skipped with one line when the integration requirements are missing, when `ethtool` is not
  * installed, or when the kernel refuses GRO or threaded NAPI on the veth.
  */
-import { spawnSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { expectedSha256 } from '../fixtures/payload.js';
 import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
+import { have, tcpTransfer } from '../helpers/pair.js';
 import { Topology, type HostInfo } from '../helpers/topology.js';
 
-const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
 const why = Topology.requirements() ?? (have('ethtool') ? null : "'ethtool' not installed (apt-get install ethtool): it is what turns GRO on for a veth");
 if (why) console.log(`underlay GRO tests skipped: ${why}`);
 
@@ -89,13 +87,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('GRO on the u
     const r0 = await status(h2);
     expect(r0.offload).toBe(offload);
 
-    const sink = await topo.serve(b.ns, ['tcp-sink', '--bind', b.address, '--port', '0', '--timeout', '90']);
-    const send = await topo.traffic(a.ns, ['tcp-send', '--to', b.address, '--port', String(sink.port), '--bytes', String(bytes), '--seed', String(seed), '--timeout', '90'], { timeoutMs: 100_000 });
-    const got = await sink.result;
-    expect(send.code, send.stderr).toBe(0);
-    expect(got.code, got.stderr).toBe(0);
-    expect(send.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
-    expect(got.json).toMatchObject({ bytes, sha256: expectedSha256(bytes, seed) });
+    await tcpTransfer(topo, a, b, bytes, seed);
 
     const r1 = await status(h2);
     const s1 = await status(h1);

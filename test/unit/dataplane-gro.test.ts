@@ -8,10 +8,7 @@
  *   onRawBatch(1) --plain--> segments of (TUN MTU - 52) bytes, full checksums, in chunks of 64
  *                 --offload-> one write: virtio_net_hdr TCPV4 gso_size = TUN MTU - 52, the packet
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, constants as fsConstants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
 import { buildTunnel } from '../../src/daemon/daemon.js';
@@ -19,6 +16,7 @@ import { Dataplane } from '../../src/daemon/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
 import { WARM_TCP, writeWarmOuter, writeWarmPacket } from '../../src/daemon/warmup.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/gso.js';
+import { Fifos } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 
 const CONFIG = `
@@ -31,21 +29,15 @@ const TUN_MTU = 576;
 const PAYLOAD = 40_000;
 const MSS = TUN_MTU - 52; // IPv4 20 + TCP 32 (timestamps)
 
-const dir = mkdtempSync(join(tmpdir(), 'ipipd-gro-'));
-const fds: number[] = [];
+const fifos = new Fifos('ipipd-gro-');
+fifos.setUp();
 afterAll(() => {
-  for (const fd of fds) closeSync(fd);
-  rmSync(dir, { recursive: true, force: true });
+  fifos.closeAll();
+  fifos.remove();
 });
+const fifo = (name: string): number => fifos.fifo(name);
 
-function fifo(name: string): number {
-  const path = join(dir, name);
-  execFileSync('mkfifo', [path]);
-  const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
-  fds.push(fd);
-  return fd;
-}
-
+/** Everything waiting in a non-blocking FIFO, read until EAGAIN. */
 function drain(fd: number): Buffer {
   const out: Buffer[] = [];
   const b = Buffer.alloc(1 << 16);

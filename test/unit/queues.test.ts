@@ -24,9 +24,7 @@
  * Worker threads are observed from outside: `node:worker_threads` is wrapped so that every
  * Worker QueueWorkers creates is recorded with its exit code, by a listener of the test's own.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, constants as fsConstants, existsSync, mkdtempSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, statSync, writeSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Worker as NodeWorker } from 'node:worker_threads';
@@ -36,6 +34,7 @@ import { COUNTER_NAMES } from '../../src/daemon/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
 import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from '../../src/daemon/queues.js';
 import { VERDICT_NAMES } from '../../src/ipip/index.js';
+import { Fifos, drain } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
@@ -434,6 +433,17 @@ function named(s: QueueSnapshot): { counters: Record<string, number>; drops: Rec
   };
 }
 
+/** Wait (5 s at most) until the set's first worker's settled snapshot shows `value` for counter or drop `name`. */
+async function waitForFigure(set: QueueWorkers, kind: 'counters' | 'drops', name: string, value: number): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      const [s] = await set.snapshotsSettled();
+      expect(named(s!)[kind][name], `${kind}.${name}`).toBe(value);
+    },
+    { timeout: 5000, interval: 50 },
+  );
+}
+
 /** A snapshot with every counter, drop, error and peer figure zero. */
 function expectAllZero(s: QueueSnapshot | null | undefined, what: string): void {
   expect(s, what).toBeTruthy();
@@ -451,48 +461,28 @@ function expectAllZero(s: QueueSnapshot | null | undefined, what: string): void 
 }
 
 describe.each([{ offload: false }, { offload: true }])('the real queue worker on FIFOs (offload $offload)', ({ offload }) => {
-  let dir: string | undefined;
-  let n = 0;
-  const open: number[] = [];
+  // The worker's TUN and raw fds: FIFOs.
+  const fifos = new Fifos('ipipd-queues-');
 
   beforeAll(() => {
     const stale = staleDist();
     if (stale.length > 0) throw new Error(`dist/ is older than ${stale.slice(0, 3).join(', ')}${stale.length > 3 ? ', ...' : ''}: run 'npm run build'`);
-    dir = mkdtempSync(join(tmpdir(), 'ipipd-queues-'));
+    fifos.setUp();
   });
   afterAll(() => {
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    fifos.remove();
   });
   afterEach(async () => {
     // The worker's Readers must be released before their fds are closed (this hook runs
     // before the file's, which would stop the set too late).
     while (started.length > 0) await started.pop()!.stop();
-    while (open.length > 0) closeSync(open.pop()!);
+    fifos.closeAll();
   });
-
-  /** A fresh FIFO, opened read-write and non-blocking (so it opens at once and reads never block). */
-  function fifo(): number {
-    const path = join(dir!, `fifo-${++n}`);
-    execFileSync('mkfifo', [path]);
-    const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
-    open.push(fd);
-    return fd;
-  }
-
-  /** The bytes waiting in a non-blocking FIFO, or 'EAGAIN' when there are none. */
-  function drain(fd: number): string | Buffer {
-    const b = Buffer.alloc(70000);
-    try {
-      return b.subarray(0, readSync(fd, b, 0, b.length, null));
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code ?? String(err);
-    }
-  }
 
   async function startReal(): Promise<{ set: QueueWorkers; tunFd: number; rawFd: number }> {
     const c = parseConfig(REAL_CONFIG(offload));
-    const tunFd = fifo();
-    const rawFd = fifo();
+    const tunFd = fifos.fifo();
+    const rawFd = fifos.fifo();
     const d: QueueWorkerData = {
       queue: 1,
       queues: 2,
@@ -537,13 +527,7 @@ describe.each([{ offload: false }, { offload: true }])('the real queue worker on
   it('reads its TUN fd: a packet written there is encapsulated and sent on its raw fd (a FIFO: ENOTSOCK)', async () => {
     const { set, tunFd, rawFd } = await startReal();
     writeSync(tunFd, asTunRead(udpPacket('203.0.113.5', 100)));
-    await vi.waitFor(
-      async () => {
-        const [s] = await set.snapshotsSettled();
-        expect(named(s!).counters.tun_rx_packets).toBe(1);
-      },
-      { timeout: 5000, interval: 50 },
-    );
+    await waitForFigure(set, 'counters', 'tun_rx_packets', 1);
     const [s] = await set.snapshotsSettled();
     const { counters, drops } = named(s!);
     expect(counters.tun_rx_bytes).toBe(100);
@@ -561,22 +545,10 @@ describe.each([{ offload: false }, { offload: true }])('the real queue worker on
     // The snapshot request is handled after the MTU message (one port, in order).
     await set.snapshotsSettled();
     writeSync(tunFd, asTunRead(udpPacket('203.0.113.5', 200)));
-    await vi.waitFor(
-      async () => {
-        const [s] = await set.snapshotsSettled();
-        expect(named(s!).drops.too_big).toBe(1);
-      },
-      { timeout: 5000, interval: 50 },
-    );
+    await waitForFigure(set, 'drops', 'too_big', 1);
     // The other peer keeps its MTU: a packet of the same size toward it is sent (and fails on the FIFO).
     writeSync(tunFd, asTunRead(udpPacket('203.0.113.130', 200)));
-    await vi.waitFor(
-      async () => {
-        const [s] = await set.snapshotsSettled();
-        expect(named(s!).drops.socket_write_error).toBe(1);
-      },
-      { timeout: 5000, interval: 50 },
-    );
+    await waitForFigure(set, 'drops', 'socket_write_error', 1);
     const [s] = await set.snapshotsSettled();
     expect(named(s!).drops.too_big).toBe(1);
   });

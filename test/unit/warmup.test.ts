@@ -18,10 +18,6 @@
  *
  * Needs the native addon (build/Release/ipipd_native.node), as `npm ci` builds it.
  */
-import { execFileSync } from 'node:child_process';
-import { closeSync, constants as fsConstants, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig, type Config } from '../../src/daemon/config.js';
 import { buildTunnel, warmUpFlows } from '../../src/daemon/daemon.js';
@@ -46,6 +42,7 @@ import {
   type Tunnel,
 } from '../../src/ipip/index.js';
 import { native } from '../../src/tun/native.js';
+import { Fifos, drain } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
@@ -434,39 +431,19 @@ describe.each([
 ])('Dataplane.warmUp (offload $offload)', ({ offload, udpGro }) => {
   const NOW = 1_700_000_123_456;
   const BATCH = 64;
-  let dir: string;
-  let n = 0;
-  const open: number[] = [];
+  // The TUN and raw fds: FIFOs.
+  const fifos = new Fifos('ipipd-warmup-');
 
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), 'ipipd-warmup-'));
+    fifos.setUp();
   });
   afterAll(() => {
-    rmSync(dir, { recursive: true, force: true });
+    fifos.remove();
   });
   afterEach(() => {
     vi.restoreAllMocks();
-    while (open.length > 0) closeSync(open.pop()!);
+    fifos.closeAll();
   });
-
-  /** A fresh FIFO, opened read-write and non-blocking (so it opens at once and reads never block). */
-  function fifo(): number {
-    const path = join(dir, `fifo-${++n}`);
-    execFileSync('mkfifo', [path]);
-    const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_NONBLOCK);
-    open.push(fd);
-    return fd;
-  }
-
-  /** The bytes waiting in a non-blocking FIFO, or 'EAGAIN' when there are none. */
-  function drain(fd: number): string | Buffer {
-    const b = Buffer.alloc(70000);
-    try {
-      return b.subarray(0, readSync(fd, b, 0, b.length, null));
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code ?? String(err);
-    }
-  }
 
   /** Every peer field exactly as in `before` (`Object.is`: the -0 of an untouched counter too). */
   function expectPeersAsBefore(peers: Peer[], before: ReturnType<typeof peerState>[]): void {
@@ -479,8 +456,8 @@ describe.each([
   function setup(text = TWO_PEERS): { c: Config; tunnel: Tunnel; peers: Peer[]; dp: Dataplane; tunFd: number; rawFd: number } {
     const c = parseConfig(text);
     const { tunnel, peers } = buildTunnel(c, 1480);
-    const tunFd = fifo();
-    const rawFd = fifo();
+    const tunFd = fifos.fifo();
+    const rawFd = fifos.fifo();
     const dp = new Dataplane({
       tunFd,
       rawFd,
@@ -671,7 +648,7 @@ describe.each([
     const c = parseConfig(TWO_PEERS);
     const { tunnel } = buildTunnel(c, 1480);
     const dp = new Dataplane({
-      tunFd: fifo(), rawFd: fifo(), icmpFd: -1, tunnel, batch: 4, tunMtu: 1480, underlayMax: 1540,
+      tunFd: fifos.fifo(), rawFd: fifos.fifo(), icmpFd: -1, tunnel, batch: 4, tunMtu: 1480, underlayMax: 1540,
       icmpSource: 1, icmpRate: 1000, icmpBurst: 50, log: createLogger('silent'), offload, udpGro,
     });
     const { calls } = spyIo();
