@@ -2,7 +2,8 @@
  * What the integration tests of two hosts with a daemon each share (tunnel, queues, offload,
  * underlay-gro): starting the pair with the underlay's packet counts taken around the start,
  * the checks on a freshly started daemon, traffic between pods (echoes both ways, a TCP transfer
- * checked by SHA-256 on both ends), and the check that a stopped daemon left nothing behind.
+ * checked by SHA-256 on both ends), and the check that a stopped daemon left nothing behind;
+ * and the two hosts behind a router that the path-MTU and ICMP tests use (`routerPair`).
  *
  *   const topo = await Topology.up({ hosts: 2 });
  *   ({ h1, h2, d1, d2 } = started = await startPair(topo, (h) => h.config));
@@ -18,7 +19,7 @@ import { expect } from 'vitest';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { startDaemon, status, type RunningDaemon } from './daemons.js';
-import type { HostInfo, PodInfo, Topology } from './topology.js';
+import { Topology, type HostInfo, type PodInfo } from './topology.js';
 
 /** Whether `cmd` is on the PATH. */
 export const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
@@ -130,4 +131,23 @@ export async function expectNothingLeft(topo: Topology, h: HostInfo): Promise<vo
   expect(routes.stdout, `${h.name}: routes`).not.toMatch(/ipip0/);
   for (const other of topo.info.hosts.filter((x) => x !== h)) expect(routes.stdout, `${h.name}: routes`).not.toContain(other.block);
   expect(existsSync(h.socket), `${h.name}: ${h.socket} is still there`).toBe(false);
+}
+
+/** Two hosts behind a router (netns-setup.sh --underlay router), one pod each, no daemon yet. */
+export interface RouterPair {
+  topo: Topology;
+  h1: HostInfo;
+  h2: HostInfo;
+  /** Pod A (on h1) and pod B (on h2). */
+  A: PodInfo;
+  B: PodInfo;
+  /** The router's namespace. */
+  R: string;
+}
+
+export async function routerPair(): Promise<RouterPair> {
+  const topo = await Topology.up({ hosts: 2, underlay: 'router' });
+  const h1 = topo.host(1);
+  const h2 = topo.host(2);
+  return { topo, h1, h2, A: h1.pods[0]!, B: h2.pods[0]!, R: topo.info.router!.ns };
 }

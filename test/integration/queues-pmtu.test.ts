@@ -38,6 +38,7 @@ import { expectedSha256 } from '../fixtures/payload.js';
 import { editedConfig, startDaemon } from '../helpers/daemons.js';
 import { Capture, PYTHON, dc, delta, packetToolsMissing, settle, snapshot, type DecodedIp } from '../helpers/scapy.js';
 import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { routerPair } from '../helpers/pair.js';
 
 const why = Topology.requirements() ?? packetToolsMissing();
 if (why) console.log(`queue path-MTU tests skipped: ${why}`);
@@ -91,12 +92,7 @@ describe.skipIf(why)('io.queues: 2: a path MTU learned by queue 0 is used by que
   let R: string;
 
   beforeAll(async () => {
-    topo = await Topology.up({ hosts: 2, underlay: 'router' });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    A = h1.pods[0]!;
-    B = h2.pods[0]!;
-    R = topo.info.router!.ns;
+    ({ topo, h1, h2, A, B, R } = await routerPair());
     for (const h of [h1, h2]) await startDaemon(topo, h, editedConfig(topo, h, 'queues2-pmtu', (c) => (c.io = { ...(c.io ?? {}), queues: 2 })));
   });
 

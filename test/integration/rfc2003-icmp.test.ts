@@ -36,6 +36,7 @@ import {
   type Status,
 } from '../helpers/scapy.js';
 import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { routerPair } from '../helpers/pair.js';
 
 const why = Topology.requirements() ?? packetToolsMissing();
 if (why) console.log(`RFC 2003 conformance tests (ICMP from the tunnel) skipped: ${why}`);
@@ -148,12 +149,7 @@ describe.skipIf(why)('RFC 2003 §4/§5: ICMP from a router inside the tunnel', (
   };
 
   beforeAll(async () => {
-    topo = await Topology.up({ hosts: 2, underlay: 'router' });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    A = h1.pods[0]!;
-    B = h2.pods[0]!;
-    R = topo.info.router!.ns;
+    ({ topo, h1, h2, A, B, R } = await routerPair());
     await startDaemon(topo, h1);
     await startDaemon(topo, h2);
   });

@@ -18,6 +18,7 @@ import { expectedSha256 } from '../fixtures/payload.js';
 import { startDaemon } from '../helpers/daemons.js';
 import { Capture, dc, delta, packetToolsMissing, snapshot, tshark, type Delta } from '../helpers/scapy.js';
 import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { routerPair } from '../helpers/pair.js';
 
 const why = Topology.requirements() ?? packetToolsMissing();
 if (why) console.log(`RFC 2003 conformance tests (path MTU) skipped: ${why}`);
@@ -49,12 +50,7 @@ describe.skipIf(why)('RFC 2003 §5: path MTU through a router with a smaller lin
   };
 
   beforeAll(async () => {
-    topo = await Topology.up({ hosts: 2, underlay: 'router' });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    A = h1.pods[0]!;
-    B = h2.pods[0]!;
-    R = topo.info.router!.ns;
+    ({ topo, h1, h2, A, B, R } = await routerPair());
     await startDaemon(topo, h1);
     await startDaemon(topo, h2);
   });
