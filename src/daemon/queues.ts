@@ -161,7 +161,6 @@ export class QueueWorkers {
     onFailure: (err: Error) => void,
     script: URL = new URL('./queue-worker.js', import.meta.url),
   ): Promise<QueueWorkers> {
-    const url = script;
     const workers: QueueWorker[] = [];
     let set: QueueWorkers | null = null;
     // A worker that fails after its `ready` but before the others are: start() must still fail.
@@ -169,7 +168,7 @@ export class QueueWorkers {
     const ready = data.map(
       (d) =>
         new Promise<void>((resolve, reject) => {
-          const w = new QueueWorker(d.queue, new Worker(url, { workerData: d, name: `ipipd queue ${d.queue}` }));
+          const w = new QueueWorker(d.queue, new Worker(script, { workerData: d, name: `ipipd queue ${d.queue}` }));
           workers.push(w);
           const fail = (err: Error): void => {
             const first = !w.exited;
@@ -200,6 +199,7 @@ export class QueueWorkers {
     return set;
   }
 
+  /** Worker threads (queues 1..N-1). */
   get count(): number {
     return this.workers.length;
   }
