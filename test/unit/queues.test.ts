@@ -546,6 +546,11 @@ describe.each([{ offload: false }, { offload: true }])('the real queue worker on
     await set.snapshotsSettled();
     writeSync(tunFd, asTunRead(udpPacket('203.0.113.5', 200)));
     await waitForFigure(set, 'drops', 'too_big', 1);
+    // Its answer, ICMP Fragmentation Needed, is written into the "TUN": the same read-write FIFO,
+    // a byte stream. Wait until the worker has read it back (a second packet read), so that the
+    // next packet is read on its own and not glued to it.
+    await waitForFigure(set, 'counters', 'icmp_sent', 1);
+    await waitForFigure(set, 'counters', 'tun_rx_packets', 2);
     // The other peer keeps its MTU: a packet of the same size toward it is sent (and fails on the FIFO).
     writeSync(tunFd, asTunRead(udpPacket('203.0.113.130', 200)));
     await waitForFigure(set, 'drops', 'socket_write_error', 1);
