@@ -28,6 +28,7 @@ import {
   VNET_GSO_TCPV4,
   VNET_HDR_LEN,
   FLAG_DF,
+  IPPROTO_ICMP,
   IPPROTO_IPIP,
   computeHeaderChecksum,
   foldSum,
@@ -51,7 +52,6 @@ export const WARM_ICMP = 0;
 export const WARM_UDP = 1;
 export const WARM_TCP = 2;
 
-const IPPROTO_ICMP = 1;
 
 /** One inner flow of the warm-up: `local` (ours, behind the TUN) <-> `remote` (behind `endpoint`). */
 export interface WarmFlow {
