@@ -39,7 +39,7 @@ import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from './queues.js';
-import { WARM_UP_ROUNDS, buildTunnel, queueIds, warmUpFlows } from './setup.js';
+import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 export { buildTunnel, warmUpFlows };
 
@@ -257,9 +257,8 @@ export class Daemon {
       icmpFd,
       tunnel,
       icmpSource,
-      // The ICMP rate is the daemon's: each queue has its share (src/daemon/queues.ts).
-      icmpRate: Math.max(1, Math.floor(c.icmp.rate / queues)),
-      icmpBurst: Math.max(1, Math.floor(c.icmp.burst / queues)),
+      // The ICMP rate is the daemon's: each queue has its share.
+      ...icmpLimits(c, queues),
       // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
       onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
       batch: c.io.batch,

@@ -12,7 +12,7 @@ import { native } from '../tun/native.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
 import type { FromWorker, QueueSnapshot, QueueWorkerData, ToWorker } from './queues.js';
-import { WARM_UP_ROUNDS, buildTunnel, queueIds, warmUpFlows } from './setup.js';
+import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 const d = workerData as QueueWorkerData;
 native.setThreadName(`ipipd-q${d.queue}`);
@@ -27,8 +27,7 @@ const dp = new Dataplane({
   tunnel,
   icmpSource: d.icmpSource,
   // The daemon's ICMP rate is shared by its queues.
-  icmpRate: Math.max(1, Math.floor(c.icmp.rate / d.queues)),
-  icmpBurst: Math.max(1, Math.floor(c.icmp.burst / d.queues)),
+  ...icmpLimits(c, d.queues),
   batch: c.io.batch,
   offload: c.io.offload,
   udpGro: d.udpGro,

@@ -1,8 +1,9 @@
 /**
  * What the main thread and every data-path queue worker (src/daemon/queue-worker.ts) build alike
  * from a validated config, with no I/O: the pure tunnel core (`buildTunnel`), the JIT warm-up's
- * flows (`warmUpFlows`, src/daemon/warmup.ts says why), and the ID plan that keeps the queues'
- * outer Identifications apart (`queueIds`).
+ * flows (`warmUpFlows`, src/daemon/warmup.ts says why), the ID plan that keeps the queues'
+ * outer Identifications apart (`queueIds`), and each queue's share of the ICMP rate
+ * (`icmpLimits`).
  */
 import { randomInt } from 'node:crypto';
 import { PrefixTable } from '../routing/table.js';
@@ -28,6 +29,17 @@ export function queueIds(peers: number, queue: number, queues: number, starts?: 
   let step = 1;
   while (step < queues) step <<= 1;
   return { starts: starts ?? Array.from({ length: peers }, () => randomInt(0x10000)), queue, step };
+}
+
+/**
+ * One queue's share of the ICMP errors ipipd may send (`icmp.rate` per second, `icmp.burst` at
+ * once): each of `queues` has its own token bucket, so the daemon as a whole keeps to the config.
+ */
+export function icmpLimits(config: Config, queues: number): { icmpRate: number; icmpBurst: number } {
+  return {
+    icmpRate: Math.max(1, Math.floor(config.icmp.rate / queues)),
+    icmpBurst: Math.max(1, Math.floor(config.icmp.burst / queues)),
+  };
 }
 
 /** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
