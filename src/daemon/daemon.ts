@@ -38,7 +38,7 @@ import { COUNTER_NAMES, Dataplane, nameFigures } from './dataplane.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
-import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from './queues.js';
+import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 export { buildTunnel, warmUpFlows };
@@ -376,13 +376,14 @@ export class Daemon {
     return report;
   }
 
-  /** The report from this thread's figures plus the workers' `snaps`. */
+  /** The report from this thread's figures (queue 0) plus the workers' `snaps` (queues 1..). */
   private report(snaps: readonly QueueSnapshot[]): StatusReport {
     const c = this.config;
     const dp = this.dataplane;
-    const counters = Float64Array.from(dp?.counters ?? new Float64Array(COUNTER_NAMES.length));
-    const drops = Float64Array.from(dp?.drops ?? new Float64Array(VERDICT_NAMES.length));
-    const lastErrors: Record<string, string> = { ...(dp?.lastErrors ?? {}) };
+    const all = dp ? [queueSnapshot(dp, this.peers), ...snaps] : [];
+    const counters = new Float64Array(COUNTER_NAMES.length);
+    const drops = new Float64Array(VERDICT_NAMES.length);
+    const lastErrors: Record<string, string> = {};
     const queueFigures = (q: number, k: ArrayLike<number>): StatusReport['queues'][number] => ({
       queue: q,
       tunRxPackets: k[COUNTER_NAMES.indexOf('tun_rx_packets')]!,
@@ -390,13 +391,14 @@ export class Daemon {
       underlayRxPackets: k[COUNTER_NAMES.indexOf('underlay_rx_packets')]!,
       rxPackets: k[COUNTER_NAMES.indexOf('rx_packets')]!,
     });
-    const queues = dp ? [queueFigures(0, dp.counters)] : [];
-    const peerSums = this.peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt }));
-    snaps.forEach((q, i) => {
+    const queues: StatusReport['queues'] = [];
+    const peerSums = this.peers.map(() => ({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxAt: 0 }));
+    all.forEach((q, i) => {
       q.counters.forEach((v, j) => (counters[j] += v));
       q.drops.forEach((v, j) => (drops[j] += v));
+      // Queue 0's first: its errors win over a worker's of the same name.
       for (const [k, v] of Object.entries(q.lastErrors)) lastErrors[k] ??= v;
-      queues.push(queueFigures(i + 1, q.counters));
+      queues.push(queueFigures(i, q.counters));
       q.peers.forEach((x, j) => {
         const sum = peerSums[j];
         if (!sum) return;

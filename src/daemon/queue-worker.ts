@@ -11,7 +11,7 @@ import type { LevelWithSilent } from 'pino';
 import { native } from '../tun/native.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
-import type { FromWorker, QueueSnapshot, QueueWorkerData, ToWorker } from './queues.js';
+import { queueSnapshot, type FromWorker, type QueueSnapshot, type QueueWorkerData, type ToWorker } from './queues.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 const d = workerData as QueueWorkerData;
@@ -36,14 +36,7 @@ const dp = new Dataplane({
   log,
 });
 
-function snapshot(): QueueSnapshot {
-  return {
-    counters: Array.from(dp.counters),
-    drops: Array.from(dp.drops),
-    lastErrors: { ...dp.lastErrors } as Record<string, string>,
-    peers: peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt })),
-  };
-}
+const snapshot = (): QueueSnapshot => queueSnapshot(dp, peers);
 
 function send(m: FromWorker): void {
   port.postMessage(m);

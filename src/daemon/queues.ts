@@ -30,7 +30,9 @@
  * stop() has resolved (every worker's Readers released first).
  */
 import { Worker } from 'node:worker_threads';
+import type { Peer } from '../ipip/index.js';
 import type { Config } from './config.js';
+import type { Dataplane } from './dataplane.js';
 import type { Logger } from './logger.js';
 
 /** What a worker needs to run queue `queue`, passed as its workerData (structured clone). */
@@ -56,6 +58,16 @@ export interface QueueSnapshot {
   lastErrors: Record<string, string>;
   /** Per peer, in config order. */
   peers: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxAt: number }[];
+}
+
+/** A queue's figures as they stand: its Dataplane's counters, drops and last errors, and its peers'. */
+export function queueSnapshot(dp: Dataplane, peers: readonly Peer[]): QueueSnapshot {
+  return {
+    counters: Array.from(dp.counters),
+    drops: Array.from(dp.drops),
+    lastErrors: { ...dp.lastErrors } as Record<string, string>,
+    peers: peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt })),
+  };
 }
 
 /** Main thread -> worker. */
