@@ -166,7 +166,11 @@ export async function loadClockTicks(): Promise<number> {
 
 /** utime and stime of the whole process (all threads), in µs. */
 export function cpuTimes(pid: number): { user: number; sys: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return statCpu(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+}
+
+/** utime and stime, in µs, from the text of a /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat. */
+export function statCpu(stat: string): { user: number; sys: number } {
   // Fields after "(comm)": state is field 3; utime and stime are fields 14 and 15.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return { user: (Number(rest[11]) * 1e6) / clkTck, sys: (Number(rest[12]) * 1e6) / clkTck };

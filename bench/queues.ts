@@ -22,7 +22,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Background, ROOT, Topology, installSafetyNet, sleep } from './harness.js';
-import { iperfTcp, iperfUdp, loadClockTicks, startIperfServer } from './measure.js';
+import { iperfTcp, iperfUdp, loadClockTicks, startIperfServer, statCpu } from './measure.js';
 import { type ActiveMode, MODES, POD_MTU } from './modes.js';
 
 const UDP_FLOWS = 4;
@@ -35,16 +35,14 @@ interface ThreadCpu {
   cpuS: number;
 }
 
-let clkTck = 100;
-
 function threadTimes(pid: number): ThreadCpu[] {
   const out: ThreadCpu[] = [];
   for (const t of readdirSync(`/proc/${pid}/task`)) {
     try {
       const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
       const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.push({ tid: Number(t), comm, cpuS: (Number(rest[11]) + Number(rest[12])) / clkTck });
+      const { user, sys } = statCpu(stat);
+      out.push({ tid: Number(t), comm, cpuS: (user + sys) / 1e6 });
     } catch {
       // the thread ended between readdir and read
     }
@@ -149,7 +147,7 @@ async function main(): Promise<void> {
   if (!(rounds >= 1 && rounds <= 10) || !(duration >= 1 && duration <= 60)) throw new Error('--rounds 1..10, --duration 1..60');
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
   installSafetyNet();
-  clkTck = await loadClockTicks();
+  await loadClockTicks();
   const say = (s: string): void => void process.stderr.write(`[queues] ${s}\n`);
   const outDir = join(ROOT, 'results');
   mkdirSync(outDir, { recursive: true });
