@@ -384,22 +384,33 @@ export class Dataplane {
         packets += 2 * n;
       }
     } finally {
+      // Put back only what the warm-up changed. V8 treats a field that was only ever
+      // initialised as a constant; a second store, even of the same value, makes it mutable and
+      // throws away the optimized batch handlers that relied on it (seen with --trace-deopt:
+      // `icmpOutCount = 0` and the peers' unchanged fields did it), and at a few packets per
+      // second they are not optimized again for minutes.
       tunnel.peers.forEach((p, i) => {
-        p.nextId = ids[i]!;
-        [p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt] = peerStates[i]!;
-        p.unreachableReason = reasons[i]!;
+        if (p.nextId !== ids[i]) p.nextId = ids[i]!;
+        const s = peerStates[i]!;
+        if (!Object.is(p.txPackets, s[0])) p.txPackets = s[0]!;
+        if (!Object.is(p.txBytes, s[1])) p.txBytes = s[1]!;
+        if (!Object.is(p.rxPackets, s[2])) p.rxPackets = s[2]!;
+        if (!Object.is(p.rxBytes, s[3])) p.rxBytes = s[3]!;
+        if (!Object.is(p.lastRxAt, s[4])) p.lastRxAt = s[4]!;
+        if (!Object.is(p.unreachableAt, s[5])) p.unreachableAt = s[5]!;
+        if (p.unreachableReason !== reasons[i]) p.unreachableReason = reasons[i]!;
       });
       this.tunFd = real.tunFd;
       this.rawFd = real.rawFd;
       this.counters.fill(0);
       this.drops.fill(0);
       for (const k of Object.keys(this.lastErrors)) delete this.lastErrors[k as keyof typeof this.lastErrors];
-      this.sendCount = 0;
-      this.segCursor = 0;
-      this.lastFailedOrigin = -1;
-      this.icmpOutCount = 0;
-      this.icmpId = icmpId;
-      this.icmpTokens = this.icmpBurst;
+      if (this.sendCount !== 0) this.sendCount = 0;
+      if (this.segCursor !== 0) this.segCursor = 0;
+      if (this.lastFailedOrigin !== -1) this.lastFailedOrigin = -1;
+      if (this.icmpOutCount !== 0) this.icmpOutCount = 0;
+      if (this.icmpId !== icmpId) this.icmpId = icmpId;
+      if (this.icmpTokens !== this.icmpBurst) this.icmpTokens = this.icmpBurst;
       this.icmpRefilledAt = this.now();
     }
     return packets;
