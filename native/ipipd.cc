@@ -17,7 +17,8 @@
 //     that keeps only the datagrams whose inner flow hashes to this socket's queue;
 //   - setThreadName (a queue worker names its thread), closeFd;
 //   - writeTun: one write(2) per packet;
-//   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail;
+//   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail; sendPacket: the
+//     same on an AF_PACKET socket to each peer's next-hop MAC (underlay.send: packet);
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
 //     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
 //     and calls onBatch(n) synchronously through MakeCallback;
@@ -40,6 +41,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -671,25 +674,26 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------------------------------------
 // sendRaw(fd, slab, offs, lens, dsts, n, res): sent
+// sendPacket(fd, slab, offs, lens, dsts, n, res, rawFd, hops, hopOf): sent
 
-// Messages per sendmmsg(2) call; the vectors live on the stack (64 * ~100 bytes).
+// Messages per sendmmsg(2) call; the vectors live on the stack (64 * ~200 bytes).
 constexpr int kSendChunk = 64;
 
-Napi::Value SendRaw(const Napi::CallbackInfo& info) {
-  PacketBatch b(info, 5);
-  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
-  CheckCount(info.Env(), b.n, dsts, "dsts");
-  const int32_t* dst = dsts.Data();
-  const int32_t n = b.n;
-
+// Send the packets i of `b` for which pick(i) holds on `fd` with sendmmsg(2), in chunks of
+// kSendChunk; addr(i, storage) writes packet i's destination and returns its length. A packet
+// that fails is marked with -errno and the rest go on.
+template <typename Pick, typename Addr>
+void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   struct mmsghdr msgs[kSendChunk];
   struct iovec iov[kSendChunk];
-  struct sockaddr_in to[kSendChunk];
+  struct sockaddr_storage to[kSendChunk];
   int32_t index[kSendChunk];  // message -> packet, to mark the packet a failure belongs to
+  const int32_t n = b.n;
   int32_t i = 0;
   while (i < n) {
     int count = 0;
     for (; i < n && count < kSendChunk; i++) {
+      if (!pick(i)) continue;
       if (!b.Usable(i)) continue;
       if (b.fd == kDiscardFd) {
         b.done++;
@@ -698,12 +702,9 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
       index[count] = i;
       iov[count].iov_base = b.base + b.off[i];
       iov[count].iov_len = static_cast<size_t>(b.len[i]);
-      memset(&to[count], 0, sizeof to[count]);
-      to[count].sin_family = AF_INET;
-      to[count].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
       memset(&msgs[count], 0, sizeof msgs[count]);
       msgs[count].msg_hdr.msg_name = &to[count];
-      msgs[count].msg_hdr.msg_namelen = sizeof to[count];
+      msgs[count].msg_hdr.msg_namelen = addr(i, &to[count]);
       msgs[count].msg_hdr.msg_iov = &iov[count];
       msgs[count].msg_hdr.msg_iovlen = 1;
       count++;
@@ -712,7 +713,7 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
     // or -1 if that message was the first. Skip the failing one and go on.
     int k = 0;
     while (k < count) {
-      int r = sendmmsg(b.fd, &msgs[k], static_cast<unsigned>(count - k), MSG_DONTWAIT);
+      int r = sendmmsg(fd, &msgs[k], static_cast<unsigned>(count - k), MSG_DONTWAIT);
       if (r > 0) {
         b.done += r;
         k += r;
@@ -724,7 +725,100 @@ Napi::Value SendRaw(const Napi::CallbackInfo& info) {
       }
     }
   }
+}
+
+socklen_t InetAddr(int32_t dst, struct sockaddr_storage* st) {
+  auto* to = reinterpret_cast<struct sockaddr_in*>(st);
+  memset(to, 0, sizeof *to);
+  to->sin_family = AF_INET;
+  to->sin_addr.s_addr = htonl(static_cast<uint32_t>(dst));
+  return sizeof *to;
+}
+
+Napi::Value SendRaw(const Napi::CallbackInfo& info) {
+  PacketBatch b(info, 5);
+  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
+  CheckCount(info.Env(), b.n, dsts, "dsts");
+  const int32_t* dst = dsts.Data();
+  SendChunks(
+      b, b.fd, [](int32_t) { return true; },
+      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
   return b.Finish(info.Env());
+}
+
+// The next-hop table of sendPacket: kHopInts int32s per peer, [ifindex, MAC bytes 0-3 big-endian,
+// MAC bytes 4-5 in the top 16 bits]; ifindex 0: no usable next hop, send through the raw socket.
+constexpr int32_t kHopInts = 3;
+
+// AF_PACKET (SOCK_DGRAM) on the underlay: each outer packet goes to its peer's next hop (the
+// link-layer header is the kernel's, from the MAC), with no route lookup and no IP output path
+// per packet; packets whose peer has no usable next hop go through the raw socket as sendRaw's.
+// Each peer's packets keep their order (all of them take one of the two ways).
+Napi::Value SendPacket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  PacketBatch b(info, 5);
+  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
+  int32_t rawFd = ArgInt(info, 7, "rawFd", INT32_MIN, INT32_MAX);
+  Napi::Int32Array hopsArr = ArgI32(info, 8, "hops");
+  Napi::Int32Array hopOfArr = ArgI32(info, 9, "hopOf");
+  CheckCount(env, b.n, dsts, "dsts");
+  CheckCount(env, b.n, hopOfArr, "hopOf");
+  const int32_t* dst = dsts.Data();
+  const int32_t* hops = hopsArr.Data();
+  const int32_t* hopOf = hopOfArr.Data();
+  const int32_t peers = static_cast<int32_t>(hopsArr.ElementLength() / kHopInts);
+  // The packet's next hop, or nullptr: no such peer, or none resolved.
+  auto hop = [=](int32_t i) -> const int32_t* {
+    int32_t p = hopOf[i];
+    if (p < 0 || p >= peers) return nullptr;
+    const int32_t* h = hops + p * kHopInts;
+    return h[0] > 0 ? h : nullptr;
+  };
+  SendChunks(
+      b, b.fd, [&](int32_t i) { return hop(i) != nullptr; },
+      [&](int32_t i, struct sockaddr_storage* st) {
+        const int32_t* h = hop(i);
+        auto* ll = reinterpret_cast<struct sockaddr_ll*>(st);
+        memset(ll, 0, sizeof *ll);
+        ll->sll_family = AF_PACKET;
+        ll->sll_protocol = htons(ETH_P_IP);
+        ll->sll_ifindex = h[0];
+        ll->sll_halen = 6;
+        uint32_t hi = static_cast<uint32_t>(h[1]);
+        uint32_t lo = static_cast<uint32_t>(h[2]);
+        ll->sll_addr[0] = static_cast<unsigned char>(hi >> 24);
+        ll->sll_addr[1] = static_cast<unsigned char>(hi >> 16);
+        ll->sll_addr[2] = static_cast<unsigned char>(hi >> 8);
+        ll->sll_addr[3] = static_cast<unsigned char>(hi);
+        ll->sll_addr[4] = static_cast<unsigned char>(lo >> 24);
+        ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
+        return static_cast<socklen_t>(sizeof *ll);
+      });
+  // The rest through the raw socket (the discard fd stays the discard fd).
+  int32_t packetFd = b.fd;
+  if (b.fd != kDiscardFd) b.fd = rawFd;
+  SendChunks(
+      b, b.fd, [&](int32_t i) { return hop(i) == nullptr; },
+      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
+  b.fd = packetFd;
+  return b.Finish(env);
+}
+
+// ---------------------------------------------------------------------------------------------
+// openPacket(sndbuf): an AF_PACKET SOCK_DGRAM socket for sending IPv4 on the underlay (protocol
+// 0: it receives nothing), non-blocking, close-on-exec.
+
+Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t sndbuf = ArgInt(info, 0, "sndbuf", 0, INT32_MAX);
+  int fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", "openPacket: socket(AF_PACKET, SOCK_DGRAM)");
+  if (SetBufSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf) < 0) {
+    int err = errno;
+    close(fd);
+    throw ErrnoError(env, err, "setsockopt", "openPacket: setsockopt SO_SNDBUF");
+  }
+  return Napi::Number::New(env, fd);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1025,9 +1119,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
+  exports.Set("sendPacket", Napi::Function::New(env, SendPacket, "sendPacket"));
+  exports.Set("openPacket", Napi::Function::New(env, OpenPacket, "openPacket"));
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
   exports.Set("DISCARD_FD", Napi::Number::New(env, kDiscardFd));
+  exports.Set("HOP_INTS", Napi::Number::New(env, kHopInts));
   exports.Set("IPPROTO_IPIP", Napi::Number::New(env, IPPROTO_IPIP));
   exports.Set("VNET_HDR_LEN", Napi::Number::New(env, kVnetHdrLen));
   exports.Set("TUN_F_CSUM", Napi::Number::New(env, TUN_F_CSUM));

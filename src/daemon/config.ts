@@ -84,6 +84,14 @@ const schema = z.strictObject({
     device: deviceName.optional(),
     /** Seconds a path MTU learned from ICMP is kept before trying the configured one again (RFC 1191 §6.3); 0 = forever. */
     pmtu_expires: z.number().int().min(0).max(86400).default(600),
+    /**
+     * How outer packets leave: `raw`, the raw IPv4 socket (the kernel routes each one, and the
+     * host's netfilter OUTPUT rules apply); `packet`, an AF_PACKET socket straight to each peer's
+     * next hop as the kernel's route and neighbour tables give it (no route lookup per packet,
+     * faster; netfilter OUTPUT/POSTROUTING do not see them). Default raw (README, "Underlay
+     * sending").
+     */
+    send: z.enum(['raw', 'packet']).default('raw'),
   }),
   encap: z
     .strictObject({
@@ -224,6 +232,8 @@ function crossCheck(c: Parsed): Problem[] {
   });
   if (typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
     problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
+  if (c.underlay.send === 'packet' && c.io.queues > 1)
+    problems.push({ path: 'underlay.send', message: `'packet' works with io.queues: 1 only (got ${c.io.queues}); use 'raw' with several queues` });
   if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
   return problems;
@@ -284,7 +294,7 @@ export function loadConfig(file: string): Config {
 export function describeConfig(c: Config): string[] {
   const lines = [
     `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? 'auto (underlay MTU - 20)'} txqueuelen ${c.tun.txqueuelen}`,
-    `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}`,
+    `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}, sent through ${c.underlay.send === 'packet' ? "AF_PACKET to each peer's next hop" : 'the raw socket'}`,
     `icmp errors at most ${c.icmp.rate}/s, burst ${c.icmp.burst}`,
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,
   ];

@@ -39,6 +39,7 @@ import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
+import { NextHops, type HopStatus } from './nexthop.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 export { buildTunnel, warmUpFlows };
@@ -58,7 +59,7 @@ export interface StatusReport {
   pid: number;
   uptimeSeconds: number;
   tun: { name: string; mtu: number; address: string | null; ifindex: number };
-  underlay: { address: string; device: string; mtu: number };
+  underlay: { address: string; device: string; mtu: number; send: 'raw' | 'packet' };
   batch: number;
   /** Offload mode (io.offload): TSO/GRO across the TUN. */
   offload: boolean;
@@ -81,6 +82,8 @@ export interface StatusReport {
     txBytes: number;
     rxPackets: number;
     rxBytes: number;
+    /** `underlay.send: packet`: where this peer's packets go on the link (null with `raw`). */
+    nextHop: HopStatus | null;
   }[];
   counters: Record<string, number>;
   drops: Record<string, number>;
@@ -93,6 +96,8 @@ export class Daemon {
   private readonly rtnl = new Rtnl();
   private dataplane: Dataplane | undefined;
   private queues: QueueWorkers | undefined;
+  /** `underlay.send: packet`: the peers' next hops, refreshed from the kernel's tables. */
+  private nextHops: NextHops | undefined;
   /** Called once if the data path fails while up (a queue worker died); the CLI shuts down. */
   onFatal: ((err: Error) => void) | undefined;
   /** A queue worker that failed while the daemon was still starting. */
@@ -245,6 +250,30 @@ export class Daemon {
     }
     this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
 
+    // underlay.send: packet: an AF_PACKET socket, and each peer's next hop from the kernel's
+    // route and neighbour tables before the first packet (src/daemon/nexthop.ts).
+    let packet: { fd: number; hops: Int32Array } | undefined;
+    if (c.underlay.send === 'packet') {
+      let fd: number;
+      try {
+        fd = native.openPacket(c.io.socket_buffer);
+      } catch (err) {
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket (underlay.send: packet): ${errnoName(err) ?? err}`, { cause: err });
+      }
+      this.undo.push({ what: 'close AF_PACKET socket', run: () => native.close(fd) });
+      const hops = new NextHops(
+        this.rtnl,
+        c.peers.map((p) => p.endpoint.value),
+        c.peers.map((p) => p.name),
+        c.underlay.address.value,
+        this.log.child({ subsystem: 'nexthop' }),
+      );
+      await hops.start();
+      this.nextHops = hops;
+      this.undo.push({ what: 'stop next-hop refresh', run: () => hops.stop() });
+      packet = { fd, hops: hops.table };
+    }
+
     // 6. The data path.
     const ids = queueIds(c.peers.length, 0, queues);
     const { tunnel, peers } = buildTunnel(c, this.tunMtu, ids);
@@ -267,6 +296,7 @@ export class Daemon {
       tunMtu: this.tunMtu,
       underlayMax,
       log: this.log.child({ subsystem: 'dataplane' }),
+      ...(packet ? { packet } : {}),
     });
     this.dataplane = dp;
     this.undo.push({ what: 'close dataplane', run: () => dp.close() });
@@ -415,7 +445,7 @@ export class Daemon {
       pid: process.pid,
       uptimeSeconds: this.startedAt ? Math.round((Date.now() - this.startedAt) / 1000) : 0,
       tun: { name: c.tun.name, mtu: this.tunMtu, address: c.tun.address?.text ?? null, ifindex: this.tunIndex },
-      underlay: { address: c.underlay.address.text, device: this.underlayDev, mtu: this.underlayMtu },
+      underlay: { address: c.underlay.address.text, device: this.underlayDev, mtu: this.underlayMtu, send: c.underlay.send },
       batch: c.io.batch,
       offload: c.io.offload,
       udpGro: this.udpGro,
@@ -437,6 +467,7 @@ export class Daemon {
         txBytes: peerSums[i]!.txBytes,
         rxPackets: peerSums[i]!.rxPackets,
         rxBytes: peerSums[i]!.rxBytes,
+        nextHop: this.nextHops ? this.nextHops.hopStatus(i) : null,
       })),
       counters: dp ? named.counters : {},
       drops: dp ? named.drops : {},

@@ -141,6 +141,12 @@ export interface DataplaneOptions {
   udpGro?: boolean;
   /** Called after a path MTU learned from underlay ICMP lowered `peer.mtu` (queue 0 tells the other queues). */
   onPathMtu?: (peer: Peer) => void;
+  /**
+   * `underlay.send: packet`: an AF_PACKET socket (native `openPacket`) and the next-hop table
+   * (src/daemon/nexthop.ts, HOP_INTS int32s per peer index) it sends by; a peer without an
+   * entry goes through `rawFd`. Default: none, everything through `rawFd`.
+   */
+  packet?: { fd: number; hops: Int32Array };
 }
 
 function slotSize(payload: number): number {
@@ -162,6 +168,9 @@ export class Dataplane {
   /** The TUN and raw socket fds; `native.DISCARD_FD` for the length of `warmUp` only. */
   private tunFd: number;
   private rawFd: number;
+  /** `underlay.send: packet`: the AF_PACKET fd (`native.DISCARD_FD` during `warmUp`), else -1. */
+  private packetFd: number;
+  private readonly hops: Int32Array;
   private readonly batch: number;
   private readonly now: () => number;
   private readonly offload: boolean;
@@ -181,6 +190,8 @@ export class Dataplane {
   private readonly sendOffs: Int32Array;
   private readonly sendLens: Int32Array;
   private readonly sendDsts: Int32Array;
+  /** Peer index per queued packet: its entry in the next-hop table (packet mode). */
+  private readonly sendHops: Int32Array;
   private readonly sendPeers: (Peer | null)[];
   /** The TUN slot (packet read) each queued packet comes from, to count a failure once per packet read. */
   private readonly sendOrigin: Int32Array;
@@ -191,6 +202,7 @@ export class Dataplane {
   private readonly fragLens: Int32Array;
   private readonly fragOffs: Int32Array;
   private readonly fragDsts: Int32Array;
+  private readonly fragHops: Int32Array;
   private readonly fragResult = new PacketResult();
   // underlay -> TUN: rxBuf = [raw slab: batch slots | coalescing pool (offload mode)]
   private readonly rawSlot: number;
@@ -235,6 +247,8 @@ export class Dataplane {
     this.log = o.log;
     this.tunFd = o.tunFd;
     this.rawFd = o.rawFd;
+    this.packetFd = o.packet?.fd ?? -1;
+    this.hops = o.packet?.hops ?? new Int32Array(0);
     this.batch = o.batch;
     this.now = o.now ?? Date.now;
     this.offload = o.offload ?? false;
@@ -254,6 +268,7 @@ export class Dataplane {
     this.sendOffs = new Int32Array(sends);
     this.sendLens = new Int32Array(sends);
     this.sendDsts = new Int32Array(sends);
+    this.sendHops = new Int32Array(sends);
     this.sendPeers = new Array<Peer | null>(sends).fill(null);
     this.sendOrigin = new Int32Array(sends);
 
@@ -262,6 +277,7 @@ export class Dataplane {
     this.fragLens = new Int32Array(MAX_FRAGMENTS);
     this.fragOffs = new Int32Array(MAX_FRAGMENTS);
     this.fragDsts = new Int32Array(MAX_FRAGMENTS);
+    this.fragHops = new Int32Array(MAX_FRAGMENTS);
 
     // Any IPv4 datagram, not just an underlay-MTU one: with GRO on the underlay device (the
     // default on most NICs) the kernel may merge IPIP/TCP packets before the raw socket.
@@ -333,7 +349,7 @@ export class Dataplane {
   warmUp(flows: readonly WarmFlow[], rounds: number): number {
     if (flows.length === 0 || rounds <= 0) return 0;
     const tunnel = this.tunnel;
-    const real = { tunFd: this.tunFd, rawFd: this.rawFd };
+    const real = { tunFd: this.tunFd, rawFd: this.rawFd, packetFd: this.packetFd };
     const icmpId = this.icmpId;
     // What the batch handlers change on a peer (path MTU is only learned from underlay ICMP).
     // IDs apart from the doubles: one array of both would hold the ID as a double too, and
@@ -343,6 +359,7 @@ export class Dataplane {
     const reasons = tunnel.peers.map((p) => p.unreachableReason);
     this.tunFd = native.DISCARD_FD;
     this.rawFd = native.DISCARD_FD;
+    if (real.packetFd >= 0) this.packetFd = native.DISCARD_FD;
     const { txBuf, tunSlot, rxBuf, rawSlot, tunLens, rawLens, batch } = this;
     const vnet = this.offload ? VNET_HDR_LEN : 0;
     const sizes = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 64];
@@ -402,6 +419,7 @@ export class Dataplane {
       });
       this.tunFd = real.tunFd;
       this.rawFd = real.rawFd;
+      if (real.packetFd >= 0) this.packetFd = real.packetFd;
       this.counters.fill(0);
       this.drops.fill(0);
       for (const k of Object.keys(this.lastErrors)) delete this.lastErrors[k as keyof typeof this.lastErrors];
@@ -506,8 +524,18 @@ export class Dataplane {
     this.sendOffs[k] = this.result.offset;
     this.sendLens[k] = this.result.length;
     this.sendDsts[k] = peer.endpoint;
+    this.sendHops[k] = peer.index;
     this.sendPeers[k] = peer;
     this.sendOrigin[k] = origin;
+  }
+
+  /**
+   * Send packets 0..n-1 on the underlay (`underlay.send`): through the raw socket, or in packet
+   * mode through AF_PACKET to each one's peer's next hop (`hopOf`: peer index). Results in ioRes.
+   */
+  private sendUnderlay(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, hopOf: Int32Array, n: number): number {
+    if (this.packetFd === -1) return native.sendRaw(this.rawFd, slab, offs, lens, dsts, n, this.ioRes);
+    return native.sendPacket(this.packetFd, slab, offs, lens, dsts, n, this.ioRes, this.rawFd, this.hops, hopOf);
   }
 
   /** Send what is queued in one sendRaw (sendmmsg) call; empties the queue and the segment region. */
@@ -517,7 +545,7 @@ export class Dataplane {
     this.segCursor = 0;
     if (k === 0) return;
     const { sendOffs, sendLens, sendDsts, sendPeers, sendOrigin, counters, drops } = this;
-    const sent = native.sendRaw(this.rawFd, this.txBuf, sendOffs, sendLens, sendDsts, k, this.ioRes);
+    const sent = this.sendUnderlay(this.txBuf, sendOffs, sendLens, sendDsts, this.sendHops, k);
     counters[C.tx_packets] += sent;
     for (let j = 0; j < k; j++) {
       const peer = sendPeers[j]!;
@@ -582,9 +610,10 @@ export class Dataplane {
       fragOffs[k] = fragResult.offset;
       fragLens[k] = fragResult.length;
       fragDsts[k] = peer.endpoint;
+      this.fragHops[k] = peer.index;
       k++;
     }
-    const sent = native.sendRaw(this.rawFd, fragSlab, fragOffs, fragLens, fragDsts, k, this.ioRes);
+    const sent = this.sendUnderlay(fragSlab, fragOffs, fragLens, fragDsts, this.fragHops, k);
     counters[C.tx_packets] += sent;
     counters[C.fragments_sent] += sent;
     for (let j = 0; j < k; j++) {

@@ -33,7 +33,7 @@ export const ERRORS = Object.freeze({
   ERR_TUN_SETUP: { exit: 1, doc: 'Setting the TUN device up (MTU, queue length, IPv6 off, address) failed.' },
   ERR_RAW_SOCKET: {
     exit: 1,
-    doc: 'Opening the raw IPv4 protocol-4 socket failed (needs root or CAP_NET_RAW), or binding it to the underlay address.',
+    doc: 'Opening the raw IPv4 protocol-4 socket failed (needs root or CAP_NET_RAW), or binding it to the underlay address; with `underlay.send: packet`, opening the AF_PACKET socket.',
   },
   ERR_ROUTE_ADD: {
     exit: 1,

@@ -77,6 +77,18 @@ export interface NativeBinding {
   /** Send packets i = 0..n-1 (complete IPv4 datagrams with their own header, IP_HDRINCL) to dsts[i] with sendmmsg(2), skipping and counting each packet that fails (EAGAIN, ENOBUFS, EMSGSIZE, ...) until all are attempted; never throws per packet: returns the number sent, with res[0] = failures and res[1] = last errno (0 if none); each failed packet's lens[i] is replaced by -errno. */
   sendRaw(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, res: Int32Array): number;
   /**
+   * `sendRaw` for `underlay.send: packet`: packet i goes to its peer's next hop, `hops` entry
+   * `hopOf[i]` (HOP_INTS int32s per peer: ifindex, MAC bytes 0-3 big-endian, MAC bytes 4-5 in
+   * the top 16 bits; see src/daemon/nexthop.ts), with sendmmsg(2) on `fd`, an AF_PACKET socket
+   * from `openPacket`: the kernel adds the link-layer header, and does no route lookup and no IP
+   * output processing (no netfilter OUTPUT/POSTROUTING). A packet whose peer's ifindex is 0 (no
+   * usable next hop) or whose hopOf is out of range goes to dsts[i] through `rawFd`, as
+   * `sendRaw` sends it. Results as `sendRaw`'s; the discard fd discards both ways.
+   */
+  sendPacket(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, res: Int32Array, rawFd: number, hops: Int32Array, hopOf: Int32Array): number;
+  /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
+  openPacket(sndbuf: number): number;
+  /**
    * Polls `fd` with libuv (uv_poll on the Node loop: no threads, no busy loop) and on each
    * readable wake-up drains it into the slab and calls `onBatch(n)` synchronously for packets in
    * slots 0..n-1, at most 16 batches per wake-up.
@@ -115,6 +127,8 @@ export interface NativeBinding {
    * count it as written, with no system call. Only for the data path's JIT warm-up.
    */
   readonly DISCARD_FD: number;
+  /** int32s per peer in `sendPacket`'s next-hop table (3). */
+  readonly HOP_INTS: number;
   /** Size of the struct virtio_net_hdr in front of each packet in offload mode (10). */
   readonly VNET_HDR_LEN: number;
   /** TUNSETOFFLOAD: the reader completes checksums (virtio_net_hdr NEEDS_CSUM). */

@@ -80,6 +80,44 @@ export interface RouteSpec {
   metric?: number;
 }
 
+/** What the kernel would do with a datagram to one address (`ip route get`). */
+export interface RouteLookup {
+  /** Output interface index. */
+  oif: number;
+  /** The next hop's address if the route has a gateway, else undefined (the address itself is on-link). */
+  gateway: number | undefined;
+}
+
+/** One IPv4 neighbour (ARP) entry. */
+export interface NeighbourInfo {
+  ifindex: number;
+  dst: number;
+  /** Link-layer address, if the entry has one. */
+  lladdr: Buffer | undefined;
+  /** NUD_* bits (include/uapi/linux/neighbour.h): REACHABLE 0x02, STALE 0x04, ... */
+  state: number;
+}
+
+/** NUD_* neighbour states (include/uapi/linux/neighbour.h). */
+export const NUD = {
+  INCOMPLETE: 0x01,
+  REACHABLE: 0x02,
+  STALE: 0x04,
+  DELAY: 0x08,
+  PROBE: 0x10,
+  FAILED: 0x20,
+  NOARP: 0x40,
+  PERMANENT: 0x80,
+} as const;
+
+const NUD_NAMES: ReadonlyArray<[string, number]> = Object.entries(NUD).map(([k, v]) => [k.toLowerCase(), v]);
+
+/** The names of the NUD_* bits in `state`, e.g. 'reachable', 'stale', or 'none'. */
+export function nudName(state: number): string {
+  const names = NUD_NAMES.filter(([, v]) => (state & v) !== 0).map(([k]) => k);
+  return names.length > 0 ? names.join('|') : 'none';
+}
+
 export interface RouteInfo {
   dst: number;
   dstLen: number;
@@ -235,6 +273,45 @@ export class Rtnl {
       });
     }
     return out;
+  }
+
+  /** Look up the route the kernel would take to `dst` from `src` (RTM_GETROUTE, `ip route get`). */
+  async routeGet(dst: number, src: number): Promise<RouteLookup> {
+    const msgs = await this.run(`route get ${fmt(dst)}`, () =>
+      this.sock.getRoute({ family: AF_INET, dstLen: 32, srcLen: 32 }, { dst: ipBuf(dst), src: ipBuf(src) }, { timeout: REQUEST_TIMEOUT_MS }),
+    );
+    const m = msgs.find((x) => x.data.family === AF_INET && x.attrs.oif !== undefined);
+    if (m === undefined) throw new NetlinkError(`route get ${fmt(dst)}`, { code: 'ENETUNREACH' });
+    return { oif: m.attrs.oif!, gateway: bufIp(m.attrs.gateway) };
+  }
+
+  /** Every IPv4 neighbour entry (RTM_GETNEIGH dump). */
+  async neighbours(): Promise<NeighbourInfo[]> {
+    const msgs = await this.run('list neighbours', () => this.sock.getNeighbors({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
+    const out: NeighbourInfo[] = [];
+    for (const m of msgs) {
+      const dst = bufIp(m.attrs.dst);
+      if (m.data.family !== AF_INET || dst === undefined) continue;
+      let state = 0;
+      for (const [k, v] of NUD_NAMES) if ((m.data.state as Record<string, unknown> | undefined)?.[k] === true) state |= v;
+      out.push({ ifindex: m.data.ifindex ?? 0, dst, lladdr: m.attrs.lladdr, state });
+    }
+    return out;
+  }
+
+  /**
+   * Tell the kernel that the neighbour entry for `dst` on `ifindex` is in use (RTM_NEWNEIGH with
+   * NTF_USE, no NLM_F_CREATE): a STALE entry goes to DELAY and is probed, as if a packet had
+   * been sent through it, so that a changed link-layer address is learned. With `create`, a
+   * missing entry is created and resolved (ARP) at once; without, ENOENT if there is none.
+   */
+  async useNeighbour(ifindex: number, dst: number, create = false): Promise<void> {
+    await this.run(`use neighbour ${fmt(dst)}`, () =>
+      this.sock.newNeighbor({ family: AF_INET, ifindex, flags: { use: true } }, { dst: ipBuf(dst) }, {
+        flags: NLM_F_REQUEST | NLM_F_ACK | (create ? NLM_F_CREATE : 0),
+        timeout: REQUEST_TIMEOUT_MS,
+      }),
+    );
   }
 
   close(): void {

@@ -1,0 +1,190 @@
+/**
+ * Next hops for `underlay.send: packet` (docs/performance.md, "AF_PACKET sending"): where each
+ * peer's outer packets go on the link, so that the data path can hand them to an AF_PACKET
+ * socket (native `sendPacket`) and skip the kernel's route lookup and IP output path per packet.
+ *
+ * The kernel stays the authority: every `REFRESH_MS` this asks it, per peer, for the route to
+ * the peer's endpoint from our underlay address (`ip route get`) and the neighbour (ARP) entry
+ * of that route's next hop (the gateway, or the endpoint itself), and writes the result into the
+ * shared next-hop table the data path reads (`HOP_INTS` int32s per peer: ifindex, MAC). A peer
+ * without a usable entry (none yet, INCOMPLETE, FAILED, or a link without 6-byte addresses) gets
+ * ifindex 0, and its packets go through the raw socket as in `underlay.send: raw`; that traffic
+ * makes the kernel resolve the neighbour, and the next refresh picks the address up. Because
+ * packets sent through AF_PACKET never tell the kernel the entry is in use, a STALE entry is
+ * nudged (NTF_USE), so that the kernel re-probes it and a changed address is learned; a missing
+ * one is created and resolved at once. The table is only ever written here, between batches
+ * (same thread), or through `onChange` for the data-path queues in worker threads.
+ *
+ * Not per packet: one netlink round trip per peer and one neighbour dump per refresh.
+ */
+import { formatIPv4 } from '../routing/prefix.js';
+import { NUD, nudName, type NeighbourInfo, type RouteLookup } from '../tun/netlink.js';
+import type { Logger } from './logger.js';
+
+/** int32s per peer in the next-hop table (native HOP_INTS). */
+export const HOP_INTS = 3;
+/** How often the kernel's route and neighbour tables are read again. */
+export const REFRESH_MS = 1000;
+
+/** Neighbour states whose link-layer address the kernel itself sends to. */
+const USABLE = NUD.REACHABLE | NUD.STALE | NUD.DELAY | NUD.PROBE | NUD.PERMANENT | NUD.NOARP;
+
+/** What NextHops needs from rtnetlink (src/tun/netlink.ts Rtnl). */
+export interface HopSource {
+  routeGet(dst: number, src: number): Promise<RouteLookup>;
+  neighbours(): Promise<NeighbourInfo[]>;
+  useNeighbour(ifindex: number, dst: number, create?: boolean): Promise<void>;
+}
+
+/** One peer's next hop as the status report shows it. */
+export interface HopStatus {
+  /** `packet`: sent through AF_PACKET to `mac`; `raw`: through the raw socket (no usable entry). */
+  send: 'packet' | 'raw';
+  /** The neighbour the packets go to: the route's gateway, or the endpoint itself. */
+  via?: string;
+  ifindex?: number;
+  mac?: string;
+  /** The neighbour entry's NUD state, or why there is none. */
+  state: string;
+}
+
+/** Write peer `i`'s entry: ifindex 0 (none) or ifindex and a 6-byte MAC. */
+export function writeHop(table: Int32Array, i: number, ifindex: number, mac: Uint8Array | null): void {
+  const o = i * HOP_INTS;
+  if (ifindex <= 0 || mac === null || mac.length !== 6) {
+    table[o] = 0;
+    table[o + 1] = 0;
+    table[o + 2] = 0;
+    return;
+  }
+  table[o + 1] = (mac[0]! << 24) | (mac[1]! << 16) | (mac[2]! << 8) | mac[3]!;
+  table[o + 2] = (mac[4]! << 24) | (mac[5]! << 16);
+  table[o] = ifindex;
+}
+
+/** Peer `i`'s entry as [ifindex, "aa:bb:cc:dd:ee:ff"], or null for none. */
+export function readHop(table: Int32Array, i: number): [number, string] | null {
+  const o = i * HOP_INTS;
+  if (table[o]! <= 0) return null;
+  const hi = table[o + 1]!;
+  const lo = table[o + 2]!;
+  const bytes = [hi >>> 24, (hi >>> 16) & 255, (hi >>> 8) & 255, hi & 255, lo >>> 24, (lo >>> 16) & 255];
+  return [table[o]!, bytes.map((b) => b.toString(16).padStart(2, '0')).join(':')];
+}
+
+export class NextHops {
+  /** The table the data path reads (native sendPacket), HOP_INTS int32s per peer. */
+  readonly table: Int32Array;
+  private readonly status: HopStatus[];
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  /**
+   * `endpoints[i]`: peer i's underlay address; `local`: ours (the routes' source). `onChange(i)`
+   * is called after peer i's entry changed (the daemon copies it to the queue workers).
+   */
+  constructor(
+    private readonly source: HopSource,
+    private readonly endpoints: readonly number[],
+    private readonly names: readonly string[],
+    private readonly local: number,
+    private readonly log: Logger,
+    private readonly onChange: (i: number) => void = () => {},
+  ) {
+    this.table = new Int32Array(endpoints.length * HOP_INTS);
+    this.status = endpoints.map(() => ({ send: 'raw', state: 'not looked up yet' }));
+  }
+
+  /** Peer i's next hop for `ipipd status`. */
+  hopStatus(i: number): HopStatus {
+    return { ...this.status[i]! };
+  }
+
+  /**
+   * Read the kernel's tables once and update every peer's entry. Never throws: a failed lookup
+   * leaves that peer on the raw socket, with the reason in its status.
+   */
+  async refresh(): Promise<void> {
+    let neighbours: NeighbourInfo[];
+    try {
+      neighbours = await this.source.neighbours();
+    } catch (err) {
+      for (let i = 0; i < this.endpoints.length; i++) this.set(i, null, { send: 'raw', state: `neighbour table unreadable: ${(err as Error).message}` });
+      return;
+    }
+    for (let i = 0; i < this.endpoints.length; i++) {
+      if (this.stopped) return;
+      const endpoint = this.endpoints[i]!;
+      let route: RouteLookup;
+      try {
+        route = await this.source.routeGet(endpoint, this.local);
+      } catch (err) {
+        this.set(i, null, { send: 'raw', state: `no route: ${(err as Error).message}` });
+        continue;
+      }
+      const via = route.gateway ?? endpoint;
+      const n = neighbours.find((x) => x.ifindex === route.oif && x.dst === via);
+      const base = { via: formatIPv4(via), ifindex: route.oif };
+      if (n === undefined || (n.state & (NUD.INCOMPLETE | NUD.FAILED)) !== 0 || n.state === 0) {
+        // Ask the kernel to resolve it now; meanwhile the raw socket carries the packets.
+        if (n === undefined) await this.nudge(route.oif, via, true);
+        this.set(i, null, { send: 'raw', ...base, state: n === undefined ? 'no neighbour entry yet' : nudName(n.state) });
+        continue;
+      }
+      if ((n.state & USABLE) === 0 || n.lladdr === undefined || n.lladdr.length !== 6) {
+        this.set(i, null, { send: 'raw', ...base, state: n.lladdr === undefined || n.lladdr.length === 6 ? nudName(n.state) : `${n.lladdr.length}-byte link-layer address` });
+        continue;
+      }
+      // Nothing the data path sends tells the kernel this entry is in use: have it re-probed.
+      if ((n.state & NUD.STALE) !== 0) await this.nudge(route.oif, via, false);
+      this.set(i, n.lladdr, { send: 'packet', ...base, state: nudName(n.state) });
+    }
+  }
+
+  /** Refresh now, then every REFRESH_MS until `stop` (the timer does not keep the process alive). */
+  async start(): Promise<void> {
+    await this.refresh();
+    const tick = (): void => {
+      if (this.stopped || this.running !== null) return;
+      this.running = this.refresh().finally(() => {
+        this.running = null;
+      });
+    };
+    this.timer = setInterval(tick, REFRESH_MS);
+    this.timer.unref();
+  }
+
+  /** Stop refreshing; waits for a refresh under way. The table keeps its last contents. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    this.timer = null;
+    await this.running;
+  }
+
+  private async nudge(ifindex: number, dst: number, create: boolean): Promise<void> {
+    try {
+      await this.source.useNeighbour(ifindex, dst, create);
+    } catch {
+      // The entry went away in between, or the device cannot resolve: the next refresh sees it.
+    }
+  }
+
+  private set(i: number, mac: Uint8Array | null, st: HopStatus): void {
+    const ifindex = mac === null ? 0 : st.ifindex ?? 0;
+    const before = readHop(this.table, i);
+    writeHop(this.table, i, ifindex, mac);
+    const after = readHop(this.table, i);
+    if (after !== null) st.mac = after[1];
+    const prev = this.status[i]!;
+    this.status[i] = st;
+    const changed = (before === null) !== (after === null) || (before !== null && after !== null && (before[0] !== after[0] || before[1] !== after[1]));
+    if (changed) {
+      this.log.info({ peer: this.names[i], send: st.send, via: st.via, ifindex: st.ifindex, mac: st.mac, state: st.state }, after === null ? 'peer sent through the raw socket' : 'peer sent through AF_PACKET');
+      this.onChange(i);
+    } else if (prev.state !== st.state && after === null) {
+      this.log.debug({ peer: this.names[i], state: st.state }, 'next hop not usable yet');
+    }
+  }
+}
