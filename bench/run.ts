@@ -61,8 +61,8 @@ Options:
   --rounds N         rounds (default 3; --quick: 2)
   --duration S       seconds per iperf3 test (default 5; --quick: 1)
   --pings N          pings per latency measurement, 10 ms apart (default 200; --quick: 100)
-  --modes LIST       comma-separated, from ${ALL_MODES.join(',')} (default: all; those not
-                     installed are skipped unless named here)
+  --modes LIST       comma-separated, from ${ALL_MODES.join(',')}
+                     (default: all; those not installed are skipped unless named here)
   --peers            first install the peers and tools: apt-get install -y quicktun
                      wireguard-go wireguard-tools iperf3
   --out DIR          where to write bench-<timestamp>.json and .svg (default: results/)
@@ -72,7 +72,8 @@ Options:
                      warm-up), end, max, slope in MiB/min, packets forwarded, and a verdict
                      against issue 4 (slope < 0.5 MiB/min, max <= 100 MiB); writes
                      soak-<timestamp>.json and .svg. Takes only --out besides, and
-                     --modes ipipd-2q to soak the daemon with 2 data-path queues.
+                     --modes ipipd-2q (2 data-path queues) or ipipd-pkt (underlay.send:
+                     packet) to soak that daemon instead.
   -h, --help         this text
 
 Output: a progress line on stderr, the table on stdout, the JSON (raw per-round figures,
@@ -144,8 +145,8 @@ function parseOptions(argv: string[]): Options | null {
     soak = int('soak', values.soak, SOAK_DEFAULT_MINUTES, 1, 1440);
     const others = (['quick', 'rounds', 'duration', 'pings', 'peers'] as const).filter((k) => values[k] !== undefined);
     if (others.length > 0) throw new UsageError(`--soak takes only --out and --modes, not ${others.map((k) => `--${k}`).join(', ')}`);
-    if (values.modes !== undefined && !(modes.length === 1 && (modes[0] === 'ipipd' || modes[0] === 'ipipd-2q'))) {
-      throw new UsageError(`--soak --modes: one of ipipd, ipipd-2q, not '${values.modes}'`);
+    if (values.modes !== undefined && !(modes.length === 1 && (modes[0] === 'ipipd' || modes[0] === 'ipipd-2q' || modes[0] === 'ipipd-pkt'))) {
+      throw new UsageError(`--soak --modes: one of ipipd, ipipd-2q, ipipd-pkt, not '${values.modes}'`);
     }
   }
   return {
@@ -467,7 +468,7 @@ interface Results {
 }
 
 async function soak(opts: Options, minutes: number): Promise<number> {
-  const mode = opts.modesExplicit ? (opts.modes[0] as 'ipipd' | 'ipipd-2q') : 'ipipd';
+  const mode = opts.modesExplicit ? (opts.modes[0] as 'ipipd' | 'ipipd-2q' | 'ipipd-pkt') : 'ipipd';
   const why = MODES[mode].missing();
   if (why) {
     process.stderr.write(`bench: ipipd: ${why}\n`);

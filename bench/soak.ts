@@ -123,8 +123,8 @@ const CRITERIA_TEXT =
 
 export interface SoakOptions {
   minutes: number;
-  /** The daemon soaked: ipipd as configured, or with io.queues 2. */
-  mode: 'ipipd' | 'ipipd-2q';
+  /** The daemon soaked: ipipd as configured, with io.queues 2, or with underlay.send: packet. */
+  mode: 'ipipd' | 'ipipd-2q' | 'ipipd-pkt';
   prefix: string;
   tmpDir: string;
   /** results/soak-<timestamp> without the extension. */
