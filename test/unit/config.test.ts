@@ -245,3 +245,56 @@ describe('config: file-level errors', () => {
     expect(formatPath([])).toBe('(top level)');
   });
 });
+
+describe('config: underlay.send', () => {
+  const underlayLine = (c: Config): string | undefined => describeConfig(c).find((l) => l.startsWith('underlay '));
+
+  test("defaults to 'raw', described as the raw socket", () => {
+    const c = parseConfig(GOOD);
+    expect(c.underlay.send).toBe('raw');
+    expect(underlayLine(c)).toMatch(/sent through the raw socket$/);
+    expect(underlayLine(c)).not.toMatch(/AF_PACKET/);
+  });
+
+  test("'raw' given explicitly is the same as the default", () => {
+    const c = parseConfig(GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  send: raw'));
+    expect(c.underlay.send).toBe('raw');
+    expect(underlayLine(c)).toBe(underlayLine(parseConfig(GOOD)));
+  });
+
+  test("'packet' is accepted with io.queues 1 and described as AF_PACKET", () => {
+    const c = parseConfig(GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  send: packet') + 'io: { queues: 1 }\n');
+    expect(c.underlay.send).toBe('packet');
+    expect(c.io.queues).toBe(1);
+    expect(underlayLine(c)).toMatch(/sent through AF_PACKET to each peer's next hop$/);
+    expect(underlayLine(c)).not.toMatch(/raw socket/);
+    // The other underlay fields keep their defaults and their text.
+    expect(underlayLine(c)).toMatch(/^underlay 192\.0\.2\.1, learned path MTUs kept 600s, /);
+  });
+
+  // Any other value (another word, a different case, a boolean) is ERR_CONFIG_INVALID with one
+  // problem line at the path underlay.send.
+  test.each(['udp', 'PACKET', 'true', '""'])('underlay.send %s is rejected at its path', (value) => {
+    const text = GOOD.replace('address: 192.0.2.1', `address: 192.0.2.1\n  send: ${value}`);
+    expect(code(text)).toBe('ERR_CONFIG_INVALID');
+    const p = problems(text);
+    expect(p, p.join('\n')).toHaveLength(1);
+    expect(p[0]).toMatch(/^underlay\.send: /);
+  });
+
+  test.each([2, 8])("'packet' with io.queues %i is refused, naming underlay.send and io.queues", (n) => {
+    const text = GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  send: packet') + `io: { queues: ${n} }\n`;
+    expect(code(text)).toBe('ERR_CONFIG_INVALID');
+    const p = problems(text);
+    expect(p, p.join('\n')).toHaveLength(1);
+    expect(p[0]).toMatch(/^underlay\.send: /);
+    expect(p[0]).toMatch(/io\.queues/);
+    expect(p[0]).toContain(`got ${n}`);
+  });
+
+  test("'raw' with several queues is fine", () => {
+    const c = parseConfig(GOOD.replace('address: 192.0.2.1', 'address: 192.0.2.1\n  send: raw') + 'io: { queues: 2 }\n');
+    expect(c.underlay.send).toBe('raw');
+    expect(c.io.queues).toBe(2);
+  });
+});
