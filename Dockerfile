@@ -25,11 +25,11 @@ RUN if [ -f /usr/local/include/node/node_api.h ]; then nodedir=/usr/local; \
  && npm run build
 
 # ---- runtime: node; iproute2 for the netns scripts and tests; tcpdump, tshark, scapy and ping for
-# the capture and RFC 2003 conformance tests ------------------------------------------------------
+# the capture and RFC 2003 conformance tests; iptables (and its arptables) for the AF_PACKET test --
 FROM node:20-bookworm-slim
 ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 ethtool tcpdump tshark python3-scapy iputils-ping procps \
+ && apt-get install -y --no-install-recommends iproute2 ethtool tcpdump tshark python3-scapy iputils-ping procps iptables \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ipipd
 COPY --from=build /opt/ipipd /opt/ipipd
