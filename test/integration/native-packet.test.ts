@@ -39,6 +39,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { checksum } from '../fixtures/native-packets.js';
+import type { BatchReport, Frame } from '../fixtures/packet-child.js';
 import { createNetns, deleteNetns, expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/packet-child.js', import.meta.url));
@@ -57,18 +58,8 @@ const ENETDOWN = 100;
 const ENETUNREACH = 101;
 
 interface ErrShape { threw: boolean; name?: string; message?: string }
-interface Frame { dst: string; src: string; type: number; hex: string }
-interface Sent { hopOf: number; to: string; id: number; len: number; hex: string }
-interface Batch {
-  n: number;
-  hops: number[];
-  packets: Sent[];
-  sent: number;
-  res: number[];
-  lensAfter: number[];
-  frames: Frame[];
-  captureDropped: number | null;
-}
+/** What the fixture reports per batch (its own types: the fixture is the one that fills them). */
+type Batch = BatchReport;
 interface FdInfo {
   isSocket: boolean;
   /** sk_sndbuf (ss skmem tb). */
