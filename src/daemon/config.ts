@@ -232,8 +232,6 @@ function crossCheck(c: Parsed): Problem[] {
   });
   if (typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
     problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
-  if (c.underlay.send === 'packet' && c.io.queues > 1)
-    problems.push({ path: 'underlay.send', message: `'packet' works with io.queues: 1 only (got ${c.io.queues}); use 'raw' with several queues` });
   if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
   return problems;

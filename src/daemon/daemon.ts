@@ -39,7 +39,7 @@ import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
-import { NextHops, type HopStatus } from './nexthop.js';
+import { HOP_INTS, NextHops, type HopStatus } from './nexthop.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 export { buildTunnel, warmUpFlows };
@@ -250,28 +250,34 @@ export class Daemon {
     }
     this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
 
-    // underlay.send: packet: an AF_PACKET socket, and each peer's next hop from the kernel's
-    // route and neighbour tables before the first packet (src/daemon/nexthop.ts).
+    // underlay.send: packet: an AF_PACKET socket per queue, and each peer's next hop from the
+    // kernel's route and neighbour tables before the first packet (src/daemon/nexthop.ts); a
+    // changed entry goes to the queue workers as a message.
     let packet: { fd: number; hops: Int32Array } | undefined;
+    const packetFds: number[] = [];
     if (c.underlay.send === 'packet') {
-      let fd: number;
-      try {
-        fd = native.openPacket(c.io.socket_buffer);
-      } catch (err) {
-        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket (underlay.send: packet): ${errnoName(err) ?? err}`, { cause: err });
+      for (let q = 0; q < queues; q++) {
+        let fd: number;
+        try {
+          fd = native.openPacket(c.io.socket_buffer);
+        } catch (err) {
+          throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket${queues > 1 ? ` of queue ${q}` : ''} (underlay.send: packet): ${errnoName(err) ?? err}`, { cause: err });
+        }
+        packetFds.push(fd);
+        this.undo.push({ what: queues > 1 ? `close AF_PACKET socket of queue ${q}` : 'close AF_PACKET socket', run: () => native.close(fd) });
       }
-      this.undo.push({ what: 'close AF_PACKET socket', run: () => native.close(fd) });
       const hops = new NextHops(
         this.rtnl,
         c.peers.map((p) => p.endpoint.value),
         c.peers.map((p) => p.name),
         c.underlay.address.value,
         this.log.child({ subsystem: 'nexthop' }),
+        (i) => this.queues?.setPeerHop(i, hopEntry(hops.table, i)),
       );
       await hops.start();
       this.nextHops = hops;
       this.undo.push({ what: 'stop next-hop refresh', run: () => hops.stop() });
-      packet = { fd, hops: hops.table };
+      packet = { fd: packetFds[0]!, hops: hops.table };
     }
 
     // 6. The data path.
@@ -321,6 +327,8 @@ export class Daemon {
           icmpSource,
           idStarts: [...ids.starts],
           logLevel: this.log.level,
+          packetFd: packetFds[q] ?? -1,
+          hops: packet ? Array.from(packet.hops) : [],
         });
       }
       let workers: QueueWorkers;
@@ -330,6 +338,8 @@ export class Daemon {
         throw new IpipdError('ERR_QUEUE', `cannot start the data-path queues: ${err instanceof Error ? err.message : err}`, { cause: err });
       }
       this.queues = workers;
+      // A next hop that changed while the workers started was not posted to them: post all.
+      if (packet) for (let i = 0; i < c.peers.length; i++) workers.setPeerHop(i, hopEntry(packet.hops, i));
       // Before the fds are closed (they were pushed earlier, so they are popped later).
       this.undo.push({ what: `stop ${queues - 1} queue worker(s)`, run: async () => void (await workers.stop()) });
     }
@@ -544,4 +554,9 @@ function probeUdpL4(fd: number, name: string): boolean {
 
 function nonZero(o: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
+}
+
+/** Peer i's entry of a next-hop table, as the queue workers are sent it. */
+function hopEntry(table: Int32Array, i: number): number[] {
+  return Array.from(table.subarray(i * HOP_INTS, (i + 1) * HOP_INTS));
 }

@@ -13,7 +13,8 @@
  * packets sent through AF_PACKET never tell the kernel the entry is in use, a STALE entry is
  * nudged (NTF_USE), so that the kernel re-probes it and a changed address is learned; a missing
  * one is created and resolved at once. The table is only ever written here, between batches
- * (same thread), or through `onChange` for the data-path queues in worker threads.
+ * (same thread); the data-path queues in worker threads have their own copies, to which
+ * `onChange` posts a changed entry (src/daemon/queues.ts `setPeerHop`).
  *
  * Not per packet: one netlink round trip per peer and one neighbour dump per refresh.
  */

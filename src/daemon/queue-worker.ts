@@ -1,7 +1,8 @@
 /**
  * Worker thread entry for one data-path queue (config io.queues > 1; src/daemon/queues.ts says
  * why and what is shared). Flow: build the Tunnel from the config with this queue's ID plan,
- * build a Dataplane on the queue's TUN fd and steered raw socket (no ICMP socket: queue 0 reads
+ * build a Dataplane on the queue's TUN fd and steered raw socket (and, with `underlay.send:
+ * packet`, its own AF_PACKET socket and next-hop table) (no ICMP socket: queue 0 reads
  * underlay ICMP for all), warm it up, start reading, say `ready`; then answer the main thread's
  * messages until `stop`, after which the Readers are released, the final figures are posted
  * and, with no handle left, the thread ends. The fds are the daemon's: never closed here.
@@ -11,6 +12,7 @@ import type { LevelWithSilent } from 'pino';
 import { native } from '../tun/native.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
+import { HOP_INTS } from './nexthop.js';
 import { queueSnapshot, type FromWorker, type QueueSnapshot, type QueueWorkerData, type ToWorker } from './queues.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
@@ -20,6 +22,8 @@ const port = parentPort!;
 const c = d.config;
 const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });
 const { tunnel, peers } = buildTunnel(c, d.tunMtu, queueIds(c.peers.length, d.queue, d.queues, d.idStarts));
+// underlay.send: packet: this queue's copy of the next-hop table, kept up to date by 'hop' messages.
+const hops = Int32Array.from(d.hops);
 const dp = new Dataplane({
   tunFd: d.tunFd,
   rawFd: d.rawFd,
@@ -34,6 +38,7 @@ const dp = new Dataplane({
   tunMtu: d.tunMtu,
   underlayMax: d.underlayMax,
   log,
+  ...(d.packetFd >= 0 ? { packet: { fd: d.packetFd, hops } } : {}),
 });
 
 const snapshot = (): QueueSnapshot => queueSnapshot(dp, peers);
@@ -47,6 +52,8 @@ port.on('message', (m: ToWorker) => {
   else if (m.type === 'mtu') {
     const p = peers[m.peer];
     if (p) p.mtu = m.mtu;
+  } else if (m.type === 'hop') {
+    if (m.entry.length === HOP_INTS && m.peer >= 0 && (m.peer + 1) * HOP_INTS <= hops.length) hops.set(m.entry, m.peer * HOP_INTS);
   } else if (m.type === 'stop') {
     dp.stop();
     dp.close();

@@ -18,6 +18,9 @@
  *   counts, last errors and per-peer figures, which the daemon adds to its own for the status.
  * - ICMP errors ipipd originates: each queue's token bucket gets the configured rate and burst
  *   divided by the queue count, so the daemon as a whole keeps to `icmp.rate`.
+ * - Next hops (`underlay.send: packet`): the main thread reads them from the kernel; each worker
+ *   has its own copy of the table and its own AF_PACKET socket, and a changed entry is posted
+ *   (`setPeerHop`), so that a worker never reads an entry half written.
  *
  * Lifecycle (STYLE rule 13):
  *
@@ -49,6 +52,12 @@ export interface QueueWorkerData {
   /** The per-peer random ID starts drawn by the main thread (src/daemon/setup.ts `queueIds`). */
   idStarts: number[];
   logLevel: string;
+  /**
+   * `underlay.send: packet`: this queue's AF_PACKET fd and the next-hop table as it stands
+   * (src/daemon/nexthop.ts; later changes come as 'hop' messages); -1 and [] with `raw`.
+   */
+  packetFd: number;
+  hops: number[];
 }
 
 /** One queue's figures: counters and drops indexed as COUNTER_NAMES / VERDICT_NAMES. */
@@ -71,7 +80,11 @@ export function queueSnapshot(dp: Dataplane, peers: readonly Peer[]): QueueSnaps
 }
 
 /** Main thread -> worker. */
-export type ToWorker = { type: 'snapshot'; id: number } | { type: 'mtu'; peer: number; mtu: number } | { type: 'stop' };
+export type ToWorker =
+  | { type: 'snapshot'; id: number }
+  | { type: 'mtu'; peer: number; mtu: number }
+  | { type: 'hop'; peer: number; entry: number[] }
+  | { type: 'stop' };
 /** Worker -> main thread. */
 export type FromWorker =
   | { type: 'ready'; packets: number; ms: number }
@@ -224,6 +237,11 @@ export class QueueWorkers {
   /** Tell every worker that the tunnel MTU toward peer `index` is now `mtu`. */
   setPeerMtu(index: number, mtu: number): void {
     for (const w of this.workers) w.post({ type: 'mtu', peer: index, mtu });
+  }
+
+  /** Give every worker peer `index`'s next-hop table entry (`underlay.send: packet`), applied between two batches. */
+  setPeerHop(index: number, entry: readonly number[]): void {
+    for (const w of this.workers) w.post({ type: 'hop', peer: index, entry: [...entry] });
   }
 
   /**

@@ -101,6 +101,8 @@ function data(n: number, extra: FixtureData = {}): QueueWorkerData[] {
     icmpSource: 1,
     idStarts: [7],
     logLevel: 'silent',
+    packetFd: -1,
+    hops: [],
     ...extra,
   }));
 }
@@ -495,6 +497,8 @@ describe.each([{ offload: false }, { offload: true }])('the real queue worker on
       icmpSource: c.tun.address!.addr,
       idStarts: [100, 65535],
       logLevel: 'silent',
+      packetFd: -1,
+      hops: [],
     };
     const set = await QueueWorkers.start([d], log, () => {}, REAL_WORKER);
     started.push(set);
