@@ -63,6 +63,12 @@ async function linkOf(topo: Topology, ns: string, dev: string): Promise<{ ifinde
   return { ifindex: l.ifindex, mac: l.address.toLowerCase() };
 }
 
+/** Both hosts' ul0: ifindex and MAC. */
+async function linksOf(topo: Topology, h1: HostInfo, h2: HostInfo): Promise<{ ul1: { ifindex: number; mac: string }; ul2: { ifindex: number; mac: string } }> {
+  const [ul1, ul2] = await Promise.all([linkOf(topo, h1.ns, 'ul0'), linkOf(topo, h2.ns, 'ul0')]);
+  return { ul1, ul2 };
+}
+
 /** The `Ip:` line of /proc/net/snmp in `ns`: IP datagrams received and sent by the host. */
 async function ipCounts(topo: Topology, ns: string): Promise<{ inReceives: number; outRequests: number }> {
   const r = await topo.exec(ns, ['cat', '/proc/net/snmp']);
@@ -174,7 +180,7 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('underlay.sen
     h2 = topo.host(2);
     A = h1.pods[0]!;
     B = h2.pods[0]!;
-    [ul1, ul2] = await Promise.all([linkOf(topo, h1.ns, 'ul0'), linkOf(topo, h2.ns, 'ul0')]);
+    ({ ul1, ul2 } = await linksOf(topo, h1, h2));
     ipBefore = await Promise.all([h1, h2].map((h) => ipCounts(topo, h.ns)));
     ({ d1, d2 } = started = await startPair(topo, packetConfig));
     ipAfter = await Promise.all([h1, h2].map((h) => ipCounts(topo, h.ns)));
@@ -360,39 +366,32 @@ describe.skipIf(why)('underlay.send: packet behind a router', () => {
 });
 
 describe.skipIf(why)('underlay.send: packet with io.queues: 2', () => {
-  let topo: Topology;
-  let h1: HostInfo;
-  let h2: HostInfo;
-  let A: PodInfo;
-  let B: PodInfo;
-  let d1: RunningDaemon;
-  let d2: RunningDaemon;
-  let ul1: { ifindex: number; mac: string };
-  let ul2: { ifindex: number; mac: string };
+  /** The pair of this block, set up once (one object: the other blocks' variables are their own). */
+  let t: { topo: Topology; h1: HostInfo; h2: HostInfo; ul1: { ifindex: number; mac: string }; ul2: { ifindex: number; mac: string }; daemons: RunningDaemon[] };
 
   beforeAll(async () => {
-    topo = await Topology.up({ hosts: 2 });
-    h1 = topo.host(1);
-    h2 = topo.host(2);
-    A = h1.pods[0]!;
-    B = h2.pods[0]!;
-    [ul1, ul2] = await Promise.all([linkOf(topo, h1.ns, 'ul0'), linkOf(topo, h2.ns, 'ul0')]);
+    const topo = await Topology.up({ hosts: 2 });
+    const [h1, h2] = [topo.host(1), topo.host(2)];
+    t = { topo, h1, h2, ...(await linksOf(topo, h1, h2)), daemons: [] };
     // No neighbour entry at start: each worker starts with an empty next-hop table and gets the
     // resolved entry only as a message from the main thread.
     for (const h of [h1, h2]) expect((await topo.exec(h.ns, ['ip', 'neigh', 'flush', 'dev', 'ul0'])).code).toBe(0);
-    ({ d1, d2 } = await startPair(topo, (h) =>
+    const { d1, d2 } = await startPair(topo, (h) =>
       editedConfig(topo, h, 'packet-queues2', (c) => {
         c.underlay.send = 'packet';
         c.io = { queues: 2 };
       }),
-    ));
+    );
+    t.daemons = [d1, d2];
   });
 
   afterAll(async () => {
-    await topo?.down();
+    await t?.topo.down();
   });
 
   test('every queue sends through AF_PACKET: with OUTPUT dropping protocol 4 on both hosts, concurrent TCP transfers both ways arrive and both of h1\'s queues sent', async () => {
+    const { topo, h1, h2, ul1, ul2 } = t;
+    const [A, B] = [h1.pods[0]!, h2.pods[0]!];
     const [s1, s2] = await Promise.all([resolvedTo(h1, ul2.mac), resolvedTo(h2, ul1.mac)]);
     expectHop(s1, { via: h2.underlay, ifindex: ul1.ifindex, mac: ul2.mac });
     expectHop(s2, { via: h1.underlay, ifindex: ul2.ifindex, mac: ul1.mac });
@@ -415,9 +414,9 @@ describe.skipIf(why)('underlay.send: packet with io.queues: 2', () => {
   });
 
   test('after SIGTERM both daemons exit 0 and leave nothing behind', async () => {
-    for (const d of [d1, d2]) {
+    for (const d of t.daemons) {
       expect(await stopDaemon(d)).toBe(0);
-      await expectNothingLeft(topo, d.host);
+      await expectNothingLeft(t.topo, d.host);
     }
   });
 });
