@@ -39,7 +39,7 @@ import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
-import { HOP_INTS, NextHops, type HopStatus } from './nexthop.js';
+import { NextHops, hopEntry, type HopStatus } from './nexthop.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
 export { buildTunnel, warmUpFlows };
@@ -554,9 +554,4 @@ function probeUdpL4(fd: number, name: string): boolean {
 
 function nonZero(o: Record<string, number>): Record<string, number> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
-}
-
-/** Peer i's entry of a next-hop table, as the queue workers are sent it. */
-function hopEntry(table: Int32Array, i: number): number[] {
-  return Array.from(table.subarray(i * HOP_INTS, (i + 1) * HOP_INTS));
 }

@@ -12,7 +12,7 @@ import type { LevelWithSilent } from 'pino';
 import { native } from '../tun/native.js';
 import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
-import { HOP_INTS } from './nexthop.js';
+import { setHopEntry } from './nexthop.js';
 import { queueSnapshot, type FromWorker, type QueueSnapshot, type QueueWorkerData, type ToWorker } from './queues.js';
 import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
 
@@ -53,7 +53,7 @@ port.on('message', (m: ToWorker) => {
     const p = peers[m.peer];
     if (p) p.mtu = m.mtu;
   } else if (m.type === 'hop') {
-    if (m.entry.length === HOP_INTS && m.peer >= 0 && (m.peer + 1) * HOP_INTS <= hops.length) hops.set(m.entry, m.peer * HOP_INTS);
+    setHopEntry(hops, m.peer, m.entry);
   } else if (m.type === 'stop') {
     dp.stop();
     dp.close();

@@ -239,9 +239,12 @@ export class QueueWorkers {
     for (const w of this.workers) w.post({ type: 'mtu', peer: index, mtu });
   }
 
-  /** Give every worker peer `index`'s next-hop table entry (`underlay.send: packet`), applied between two batches. */
-  setPeerHop(index: number, entry: readonly number[]): void {
-    for (const w of this.workers) w.post({ type: 'hop', peer: index, entry: [...entry] });
+  /**
+   * Give every worker peer `index`'s next-hop table entry (`underlay.send: packet`, nexthop.ts
+   * `hopEntry`), applied between two batches (postMessage copies it).
+   */
+  setPeerHop(index: number, entry: number[]): void {
+    for (const w of this.workers) w.post({ type: 'hop', peer: index, entry });
   }
 
   /**

@@ -25,7 +25,7 @@
 import { Buffer } from 'node:buffer';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createLogger, type Logger } from '../../src/daemon/logger.js';
-import { HOP_INTS, NextHops, REFRESH_MS, readHop, writeHop, type HopSource } from '../../src/daemon/nexthop.js';
+import { HOP_INTS, NextHops, REFRESH_MS, hopEntry, readHop, setHopEntry, writeHop, type HopSource } from '../../src/daemon/nexthop.js';
 import { NUD, type NeighbourInfo, type RouteLookup } from '../../src/tun/netlink.js';
 import { ip } from '../helpers/packets.js';
 
@@ -132,9 +132,7 @@ function hops(k: FakeKernel, log: Logger = createLogger('silent')): { nh: NextHo
 }
 
 /** Peer i's three int32s. */
-function ints(table: Int32Array, i: number): number[] {
-  return Array.from(table.subarray(i * HOP_INTS, (i + 1) * HOP_INTS));
-}
+const ints = hopEntry;
 
 // ---------------------------------------------------------------- 1. writeHop / readHop
 
@@ -212,6 +210,32 @@ describe('writeHop / readHop: the next-hop table', () => {
 });
 
 // ---------------------------------------------------------------- 2. which entry is used
+
+describe('hopEntry / setHopEntry: one entry as a queue worker is sent it', () => {
+  test('an entry copied into another table reads back the same, and only that peer changes', () => {
+    const src = new Int32Array(3 * HOP_INTS);
+    writeHop(src, 1, 9, mac('80:01:02:03:04:ff'));
+    const dst = new Int32Array(3 * HOP_INTS);
+    writeHop(dst, 0, 4, mac('02:00:00:00:00:01'));
+    expect(setHopEntry(dst, 1, hopEntry(src, 1))).toBe(true);
+    expect(readHop(dst, 1)).toEqual([9, '80:01:02:03:04:ff']);
+    expect(readHop(dst, 0)).toEqual([4, '02:00:00:00:00:01']);
+    expect(readHop(dst, 2)).toBeNull();
+  });
+
+  test.each([
+    ['a short entry', 0, [1, 2]],
+    ['a long entry', 0, [1, 2, 3, 4]],
+    ['a negative peer', -1, [1, 2, 3]],
+    ['a peer past the table', 3, [1, 2, 3]],
+  ])('%s is refused and nothing is written', (_name, peer, entry) => {
+    const t = new Int32Array(3 * HOP_INTS);
+    writeHop(t, 0, 4, mac('02:00:00:00:00:01'));
+    const before = Array.from(t);
+    expect(setHopEntry(t, peer as number, entry as number[])).toBe(false);
+    expect(Array.from(t)).toEqual(before);
+  });
+});
 
 describe('NextHops.refresh: which neighbour entry is used', () => {
   test('before the first refresh every peer is raw, not looked up yet', () => {
