@@ -680,8 +680,9 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
 constexpr int kSendChunk = 64;
 
 // Send the packets i of `b` for which pick(i) holds on `fd` with sendmmsg(2), in chunks of
-// kSendChunk; addr(i, storage) writes packet i's destination and returns its length. A packet
-// that fails is marked with -errno and the rest go on.
+// kSendChunk (the discard fd counts them as sent); addr(i, storage) writes packet i's
+// destination and returns its length. A packet that fails is marked with -errno and the rest
+// go on.
 template <typename Pick, typename Addr>
 void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   struct mmsghdr msgs[kSendChunk];
@@ -695,7 +696,7 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
     for (; i < n && count < kSendChunk; i++) {
       if (!pick(i)) continue;
       if (!b.Usable(i)) continue;
-      if (b.fd == kDiscardFd) {
+      if (fd == kDiscardFd) {
         b.done++;
         continue;
       }
@@ -794,13 +795,10 @@ Napi::Value SendPacket(const Napi::CallbackInfo& info) {
         ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
         return static_cast<socklen_t>(sizeof *ll);
       });
-  // The rest through the raw socket (the discard fd stays the discard fd).
-  int32_t packetFd = b.fd;
-  if (b.fd != kDiscardFd) b.fd = rawFd;
+  // The rest through the raw socket (the discard fd discards these too).
   SendChunks(
-      b, b.fd, [&](int32_t i) { return hop(i) == nullptr; },
+      b, b.fd == kDiscardFd ? kDiscardFd : rawFd, [&](int32_t i) { return hop(i) == nullptr; },
       [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
-  b.fd = packetFd;
   return b.Finish(env);
 }
 
