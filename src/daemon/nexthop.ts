@@ -187,14 +187,13 @@ export class NextHops {
 
   private set(i: number, mac: Uint8Array | null, st: HopStatus): void {
     const ifindex = mac === null ? 0 : st.ifindex ?? 0;
-    const before = readHop(this.table, i);
+    const before = hopEntry(this.table, i);
     writeHop(this.table, i, ifindex, mac);
     const after = readHop(this.table, i);
     if (after !== null) st.mac = after[1];
     const prev = this.status[i]!;
     this.status[i] = st;
-    const changed = (before === null) !== (after === null) || (before !== null && after !== null && (before[0] !== after[0] || before[1] !== after[1]));
-    if (changed) {
+    if (hopEntry(this.table, i).some((v, k) => v !== before[k])) {
       this.log.info({ peer: this.names[i], send: st.send, via: st.via, ifindex: st.ifindex, mac: st.mac, state: st.state }, after === null ? 'peer sent through the raw socket' : 'peer sent through AF_PACKET');
       this.onChange(i);
     } else if (prev.state !== st.state && after === null) {
