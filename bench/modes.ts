@@ -20,6 +20,10 @@ import { type Background, type HostInfo, ROOT, type Topology, hasCommand, inNs, 
 
 export type ModeName = 'direct' | 'ipipd' | 'ipipd-2q' | 'ipipd-pkt' | 'quicktun' | 'wireguard-go';
 export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'ipipd-2q', 'ipipd-pkt', 'quicktun', 'wireguard-go'];
+/** The modes that run ipipd itself (the ones `--soak` can take). */
+export const IPIPD_MODES = ['ipipd', 'ipipd-2q', 'ipipd-pkt'] as const satisfies readonly ModeName[];
+export type IpipdModeName = (typeof IPIPD_MODES)[number];
+export const isIpipdMode = (m: string): m is IpipdModeName => (IPIPD_MODES as readonly string[]).includes(m);
 
 export const POD_MTU = 1480;
 

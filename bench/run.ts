@@ -40,7 +40,7 @@ import {
   startIperfServer,
   udpPingLatency,
 } from './measure.js';
-import { ALL_MODES, type ActiveMode, MODES, type ModeName, POD_MTU } from './modes.js';
+import { ALL_MODES, type ActiveMode, IPIPD_MODES, type IpipdModeName, MODES, type ModeName, POD_MTU, isIpipdMode } from './modes.js';
 import { type Figures, type ModeSummary, type RoundEntry, FIGURES, ratiosTo, summarize, table } from './report.js';
 import { runSoak } from './soak.js';
 import { chart } from './svg.js';
@@ -145,8 +145,8 @@ function parseOptions(argv: string[]): Options | null {
     soak = int('soak', values.soak, SOAK_DEFAULT_MINUTES, 1, 1440);
     const others = (['quick', 'rounds', 'duration', 'pings', 'peers'] as const).filter((k) => values[k] !== undefined);
     if (others.length > 0) throw new UsageError(`--soak takes only --out and --modes, not ${others.map((k) => `--${k}`).join(', ')}`);
-    if (values.modes !== undefined && !(modes.length === 1 && (modes[0] === 'ipipd' || modes[0] === 'ipipd-2q' || modes[0] === 'ipipd-pkt'))) {
-      throw new UsageError(`--soak --modes: one of ipipd, ipipd-2q, ipipd-pkt, not '${values.modes}'`);
+    if (values.modes !== undefined && !(modes.length === 1 && isIpipdMode(modes[0]!))) {
+      throw new UsageError(`--soak --modes: one of ${IPIPD_MODES.join(', ')}, not '${values.modes}'`);
     }
   }
   return {
@@ -468,7 +468,7 @@ interface Results {
 }
 
 async function soak(opts: Options, minutes: number): Promise<number> {
-  const mode = opts.modesExplicit ? (opts.modes[0] as 'ipipd' | 'ipipd-2q' | 'ipipd-pkt') : 'ipipd';
+  const mode = opts.modesExplicit ? (opts.modes[0] as IpipdModeName) : 'ipipd';
   const why = MODES[mode].missing();
   if (why) {
     process.stderr.write(`bench: ipipd: ${why}\n`);

@@ -20,7 +20,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { Topology, sleep } from './harness.js';
 import { type TcpResult, type UdpResult, cpuTimes, iperfTcp, iperfUdp, linkInfo, memKiB, routeGet, startIperfServer } from './measure.js';
-import { type ActiveMode, MODES, POD_MTU } from './modes.js';
+import { type ActiveMode, type IpipdModeName, MODES, POD_MTU } from './modes.js';
 import { sig3, slope } from './report.js';
 import { soakChart } from './svg.js';
 
@@ -124,7 +124,7 @@ const CRITERIA_TEXT =
 export interface SoakOptions {
   minutes: number;
   /** The daemon soaked: ipipd as configured, with io.queues 2, or with underlay.send: packet. */
-  mode: 'ipipd' | 'ipipd-2q' | 'ipipd-pkt';
+  mode: IpipdModeName;
   prefix: string;
   tmpDir: string;
   /** results/soak-<timestamp> without the extension. */
