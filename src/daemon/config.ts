@@ -179,7 +179,6 @@ export type Config = DeepReadonly<
     control: { socket: string | false };
   }
 >;
-export type PeerConfig = Config['peers'][number];
 
 type DeepReadonly<T> = T extends (infer U)[]
   ? readonly DeepReadonly<U>[]

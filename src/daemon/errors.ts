@@ -2,7 +2,7 @@
  * The one registry of ipipd's errors (after fastify's lib/errors.js): every error the control
  * path raises is an `IpipdError` with a stable `code` from this table, a message for humans and
  * the process exit status the CLI uses for it. The README's error table is checked against this
- * registry by test/unit/errors.test.ts, so the two cannot drift apart.
+ * registry by test/unit/readme.test.ts ("error table"), so the two cannot drift apart.
  *
  * The data path never throws: bad packets become drop counters (src/ipip/verdict.ts).
  */
@@ -55,7 +55,7 @@ export type ErrorCode = keyof typeof ERRORS;
 export class IpipdError extends Error {
   readonly code: ErrorCode;
   readonly exitCode: number;
-  /** The system error name behind it, when there is one (EPERM, EEXIST, ...). */
+  /** The error behind it, when there is one (a system error's errno name: `errnoName(cause)`). */
   override readonly cause?: unknown;
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {

@@ -1,6 +1,6 @@
 /**
  * Structured logs (pino): JSON lines on stderr, one child logger per subsystem
- * (`{ subsystem: 'tun' | 'dataplane' | 'control' | ... }`). Nothing on the data path logs per
+ * (`{ subsystem: 'tun' | 'nexthop' | 'dataplane' | 'queues' | 'stats' }`). Nothing on the data path logs per
  * packet: drops are counters, and the dataplane logs rate-limited summaries (STYLE rule 10).
  * stdout is left to command output (`ipipd check`, `ipipd status`).
  */

@@ -14,8 +14,8 @@
  *   (src/daemon/setup.ts `queueIds`). A path MTU learned by queue 0 (it alone reads underlay
  *   ICMP) or aged out is posted to the workers (`setPeerMtu`): rare, and a worker applies it
  *   between two batches.
- * - Counters: each queue counts its own; `snapshots()` asks every worker for its counters, drop
- *   counts, last errors and per-peer figures, which the daemon adds to its own for the status.
+ * - Counters: each queue counts its own; `snapshotsSettled()` asks every worker for its counters,
+ *   drop counts, last errors and per-peer figures, which the daemon adds to its own for the status.
  * - ICMP errors ipipd originates: each queue's token bucket gets the configured rate and burst
  *   divided by the queue count, so the daemon as a whole keeps to `icmp.rate`.
  * - Next hops (`underlay.send: packet`): the main thread reads them from the kernel; each worker
