@@ -57,7 +57,7 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
     process.stdout.write(text);
     return;
   }
-  const s = JSON.parse(text) as import('./daemon.js').StatusReport;
+  const s = JSON.parse(text) as import('./status.js').StatusReport;
   const out: string[] = [];
   out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}, sending ${s.underlay.send === 'packet' ? 'through AF_PACKET' : 'through the raw socket'}); batch ${s.batch}${s.offload ? `; offload on (${s.udpGro ? 'TSO, USO, TCP and UDP GRO' : 'TSO, TCP GRO'})` : ''}`);

@@ -1,0 +1,368 @@
+/**
+ * What the daemon holds on the system, and the start-up steps that acquire it: one method per
+ * numbered step of the state diagram in src/daemon/daemon.ts, in its order (`Daemon.acquire`
+ * calls them one after the other). A step that changes the system pushes its undo on the stack
+ * as soon as the change is made, so a step that fails halfway leaves only undoable changes
+ * behind; `release` pops the stack, in reverse order of acquisition (STYLE rule 13).
+ *
+ * Flow, in the order of this file: 1 `checkHost` (underlay address, TUN name; nothing touched),
+ * 2 `openTun`, 3 `setUpTun`, 4 `addTunAddress`, 5 `openUnderlaySockets` and `openPacketSockets`
+ * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes`, 8 `openControlSocket`; then
+ * `release`, and `probeUdpL4` (step 2's offload probe).
+ */
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
+import { native } from '../tun/native.js';
+import { Rtnl, type RouteSpec } from '../tun/netlink.js';
+import type { Config } from './config.js';
+import { ControlServer } from './control.js';
+import { Dataplane } from './dataplane.js';
+import { IpipdError, errnoName } from './errors.js';
+import type { Logger } from './logger.js';
+import { QueueWorkers, type QueueWorkerData } from './queues.js';
+import { NextHops, hopEntry } from './nexthop.js';
+import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
+
+/** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
+const OUTER_MAX = 60;
+
+interface Undo {
+  what: string;
+  run: () => void | Promise<void>;
+}
+
+/**
+ * The system resources of one daemon run, filled in step by step; the daemon reads them for its
+ * status report and its shutdown. Each field is written by the step that acquires it, and not
+ * after.
+ */
+export class Resources {
+  private readonly undo: Undo[] = [];
+  private readonly rtnl = new Rtnl();
+  /** Step 1: the device holding the underlay address, and its MTU. */
+  underlayDev = '';
+  underlayMtu = 0;
+  /** Step 1: the TUN's MTU (configured, or the underlay's less the outer header). */
+  tunMtu = 0;
+  /** Step 2: the TUN device, one fd per queue; whether it takes UDP super-packets (USO). */
+  tunName = '';
+  tunIndex = 0;
+  tunFds: number[] = [];
+  udpGro = false;
+  /** Step 5: the raw protocol-4 socket of each queue, and the raw ICMP socket. */
+  rawFds: number[] = [];
+  icmpFd = -1;
+  /** Step 5, `underlay.send: packet`: an AF_PACKET socket per queue, the peers' next hops. */
+  packetFds: number[] = [];
+  packet: { fd: number; hops: Int32Array } | undefined;
+  nextHops: NextHops | undefined;
+  /** Step 6: queue 0's data path (this thread), its peers, and the worker threads of the others. */
+  dataplane: Dataplane | undefined;
+  peers: Peer[] = [];
+  queues: QueueWorkers | undefined;
+  /** Step 7: the routes installed, as `ip route` shows them. */
+  readonly routes: string[] = [];
+
+  /** `queueFailed`: a queue worker failed (while starting or up); the daemon decides what follows. */
+  constructor(
+    readonly config: Config,
+    private readonly log: Logger,
+    private readonly queueFailed: (err: Error) => void,
+  ) {}
+
+  /** 1. The underlay address must be ours, and the TUN name free, before anything is touched. */
+  async checkHost(): Promise<void> {
+    const c = this.config;
+    const addrs = await this.rtnl.addresses();
+    const links = await this.rtnl.links();
+    const owner = addrs.find((a) => a.address === c.underlay.address.value);
+    const ownerLink = owner && links.find((l) => l.index === owner.index);
+    if (!owner || !ownerLink) {
+      throw new IpipdError('ERR_UNDERLAY_ADDRESS', `underlay.address ${c.underlay.address.text} is not configured on any interface of this host`);
+    }
+    if (c.underlay.device !== undefined && ownerLink.name !== c.underlay.device) {
+      throw new IpipdError('ERR_UNDERLAY_ADDRESS', `underlay.address ${c.underlay.address.text} is on ${ownerLink.name}, not on underlay.device ${c.underlay.device}`);
+    }
+    this.underlayDev = ownerLink.name;
+    this.underlayMtu = ownerLink.mtu;
+    // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
+    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - 20;
+    if (links.some((l) => l.name === c.tun.name)) {
+      throw new IpipdError('ERR_TUN_EXISTS', `a device named ${c.tun.name} already exists; choose another tun.name or remove it`);
+    }
+  }
+
+  /**
+   * 2. The TUN device: it exists as long as its fds are open.
+   * Offload mode (io.offload): every read and write carries a virtio_net_hdr; the kernel may
+   * hand us TCP super-packets and partial checksums, which the dataplane completes. Several
+   * queues: the same name opened once per queue, with the same flags.
+   */
+  async openTun(): Promise<void> {
+    const c = this.config;
+    const queues = c.io.queues;
+    const cores = availableParallelism();
+    if (queues > cores) {
+      this.log.warn({ queues, cores }, 'io.queues is larger than the number of CPUs: the extra queue threads only contend for the same cores');
+    }
+    const tunOptions = {
+      ...(c.io.offload ? { vnetHdr: true, offload: native.TUN_F_CSUM | native.TUN_F_TSO4 } : {}),
+      ...(queues > 1 ? { multiQueue: true } : {}),
+    };
+    let tun: { fd: number; name: string } | undefined;
+    for (let q = 0; q < queues; q++) {
+      let opened: { fd: number; name: string };
+      try {
+        opened = native.openTun(c.tun.name, tunOptions);
+      } catch (err) {
+        const what = q === 0 ? `cannot create TUN ${c.tun.name}` : `cannot open queue ${q} of TUN ${c.tun.name}`;
+        throw new IpipdError('ERR_TUN_OPEN', `${what}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
+      }
+      tun ??= opened;
+      this.tunFds.push(opened.fd);
+      this.undo.push({ what: q === 0 ? `close TUN ${opened.name}` : `close TUN ${opened.name} queue ${q}`, run: () => native.close(opened.fd) });
+    }
+    if (tun === undefined) throw new Error('io.queues < 1'); // the config schema forbids it
+    this.tunName = tun.name;
+    // TUNSETOFFLOAD is the device's, not a queue's: probed once, after every queue is open.
+    if (c.io.offload) this.udpGro = probeUdpL4(tun.fd, tun.name);
+    const link = await this.rtnl.link(tun.name);
+    if (!link) throw new IpipdError('ERR_TUN_SETUP', `TUN ${tun.name} was opened but is not listed by rtnetlink`);
+    this.tunIndex = link.index;
+  }
+
+  /**
+   * 3. IPv6 off first (autoconfiguration would send packets into a fresh TUN), accept_local on,
+   * then MTU, queue length, up.
+   */
+  async setUpTun(): Promise<void> {
+    const name = this.tunName;
+    const tunLog = this.log.child({ subsystem: 'tun' });
+    try {
+      writeFileSync(`/proc/sys/net/ipv6/conf/${name}/disable_ipv6`, '1');
+    } catch (err) {
+      // No IPv6 in this kernel or namespace: nothing to turn off. Non-IPv4 would be counted anyway.
+      if (errnoName(err) !== 'ENOENT') tunLog.warn({ code: errnoName(err) }, 'could not disable IPv6 on the TUN; IPv6 packets will be dropped as not_ipv4');
+    }
+    // The ICMP errors ipipd writes into the TUN come from the TUN's own address; the kernel
+    // drops packets arriving with a local source unless accept_local is on for that device.
+    try {
+      writeFileSync(`/proc/sys/net/ipv4/conf/${name}/accept_local`, '1');
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_SETUP', `cannot set net.ipv4.conf.${name}.accept_local=1: ${errnoName(err) ?? err}`, { cause: err });
+    }
+    try {
+      await this.rtnl.setLink(this.tunIndex, { mtu: this.tunMtu, txqlen: this.config.tun.txqueuelen, up: true });
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_SETUP', `cannot set ${name} up with mtu ${this.tunMtu}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+  }
+
+  /** 4. The TUN's own address, if the config gives one. */
+  async addTunAddress(): Promise<void> {
+    const ta = this.config.tun.address;
+    if (!ta) return;
+    const index = this.tunIndex;
+    try {
+      await this.rtnl.addAddress(index, ta.addr, ta.len);
+    } catch (err) {
+      throw new IpipdError('ERR_TUN_SETUP', `cannot add address ${ta.text} to ${this.tunName}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+    this.undo.push({ what: `delete address ${ta.text}`, run: () => this.rtnl.delAddress(index, ta.addr, ta.len) });
+  }
+
+  /**
+   * 5. The underlay sockets, bound to the underlay address: the raw protocol-4 socket and the
+   * raw ICMP socket (path MTU, RFC 2003 §4 relaying). Several queues: one protocol-4 socket
+   * each, keeping only its share of the inner flows (every raw socket would otherwise get a
+   * copy of every datagram).
+   */
+  openUnderlaySockets(): void {
+    const c = this.config;
+    const queues = c.io.queues;
+    for (let q = 0; q < queues; q++) {
+      let fd: number;
+      try {
+        fd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer, undefined, queues > 1 ? { index: q, count: queues } : undefined);
+      } catch (err) {
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket${queues > 1 ? ` of queue ${q}` : ''} on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+      }
+      this.rawFds.push(fd);
+      this.undo.push({ what: queues > 1 ? `close raw socket of queue ${q}` : 'close raw socket', run: () => native.close(fd) });
+    }
+    let icmpFd: number;
+    try {
+      icmpFd = native.openRaw(c.underlay.address.value, 1 << 18, 0, IPPROTO_ICMP);
+    } catch (err) {
+      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw ICMP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+    }
+    this.icmpFd = icmpFd;
+    this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
+  }
+
+  /**
+   * 5, `underlay.send: packet`: an AF_PACKET socket per queue, and each peer's next hop from the
+   * kernel's route and neighbour tables before the first packet (src/daemon/nexthop.ts); a
+   * changed entry goes to the queue workers as a message.
+   */
+  async openPacketSockets(): Promise<void> {
+    const c = this.config;
+    const queues = c.io.queues;
+    if (c.underlay.send !== 'packet') return;
+    for (let q = 0; q < queues; q++) {
+      let fd: number;
+      try {
+        fd = native.openPacket(c.io.socket_buffer);
+      } catch (err) {
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket${queues > 1 ? ` of queue ${q}` : ''} (underlay.send: packet): ${errnoName(err) ?? err}`, { cause: err });
+      }
+      this.packetFds.push(fd);
+      this.undo.push({ what: queues > 1 ? `close AF_PACKET socket of queue ${q}` : 'close AF_PACKET socket', run: () => native.close(fd) });
+    }
+    const hops = new NextHops(
+      this.rtnl,
+      c.peers.map((p) => p.endpoint.value),
+      c.peers.map((p) => p.name),
+      c.underlay.address.value,
+      this.log.child({ subsystem: 'nexthop' }),
+      (i) => this.queues?.setPeerHop(i, hopEntry(hops.table, i)),
+    );
+    await hops.start();
+    this.nextHops = hops;
+    this.undo.push({ what: 'stop next-hop refresh', run: () => hops.stop() });
+    this.packet = { fd: this.packetFds[0]!, hops: hops.table };
+  }
+
+  /**
+   * 6. The data path: queue 0 on this thread, warmed up and started, then one worker thread per
+   * further queue (src/daemon/queues.ts), each warmed up before it reads.
+   */
+  async startDataPath(): Promise<void> {
+    const c = this.config;
+    const queues = c.io.queues;
+    const { tunFds, rawFds, icmpFd, packetFds, packet } = this;
+    const ta = c.tun.address;
+    const ids = queueIds(c.peers.length, 0, queues);
+    const { tunnel, peers } = buildTunnel(c, this.tunMtu, ids);
+    this.peers = peers;
+    const icmpSource = ta ? ta.addr : c.underlay.address.value;
+    const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
+    const dp = new Dataplane({
+      tunFd: tunFds[0]!,
+      rawFd: rawFds[0]!,
+      icmpFd,
+      tunnel,
+      icmpSource,
+      // The ICMP rate is the daemon's: each queue has its share.
+      ...icmpLimits(c, queues),
+      // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
+      onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
+      batch: c.io.batch,
+      offload: c.io.offload,
+      udpGro: this.udpGro,
+      tunMtu: this.tunMtu,
+      underlayMax,
+      log: this.log.child({ subsystem: 'dataplane' }),
+      ...(packet ? { packet } : {}),
+    });
+    this.dataplane = dp;
+    this.undo.push({ what: 'close dataplane', run: () => dp.close() });
+    // JIT warm-up (src/daemon/warmup.ts): the real data path over synthetic packets, into the
+    // discard fd; nothing leaves the process, and the peers' state is put back.
+    const warmT0 = performance.now();
+    const warmed = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
+    this.log.debug({ packets: warmed, ms: Math.round(performance.now() - warmT0) }, 'data path warmed up');
+    dp.start();
+    if (queues > 1) {
+      const data: QueueWorkerData[] = [];
+      for (let q = 1; q < queues; q++) {
+        data.push({
+          queue: q,
+          queues,
+          config: c,
+          tunFd: tunFds[q]!,
+          rawFd: rawFds[q]!,
+          tunMtu: this.tunMtu,
+          underlayMax,
+          udpGro: this.udpGro,
+          icmpSource,
+          idStarts: [...ids.starts],
+          logLevel: this.log.level,
+          packetFd: packetFds[q] ?? -1,
+          hops: packet ? Array.from(packet.hops) : [],
+        });
+      }
+      let workers: QueueWorkers;
+      try {
+        workers = await QueueWorkers.start(data, this.log.child({ subsystem: 'queues' }), (err) => this.queueFailed(err));
+      } catch (err) {
+        throw new IpipdError('ERR_QUEUE', `cannot start the data-path queues: ${err instanceof Error ? err.message : err}`, { cause: err });
+      }
+      this.queues = workers;
+      // A next hop that changed while the workers started was not posted to them: post all.
+      if (packet) for (let i = 0; i < c.peers.length; i++) workers.setPeerHop(i, hopEntry(packet.hops, i));
+      // Before the fds are closed (they were pushed earlier, so they are popped later).
+      this.undo.push({ what: `stop ${queues - 1} queue worker(s)`, run: async () => void (await workers.stop()) });
+    }
+  }
+
+  /** 7. Kernel routes, if `routes.install`: every peer prefix into the TUN. */
+  async installRoutes(): Promise<void> {
+    const c = this.config;
+    if (!c.routes.install) return;
+    for (const p of c.peers) {
+      for (const x of p.prefixes) {
+        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table };
+        if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
+        try {
+          await this.rtnl.addRoute(spec);
+        } catch (err) {
+          throw new IpipdError('ERR_ROUTE_ADD', `cannot add route ${x.text} dev ${this.tunName} (peer ${p.name}): ${errnoName(err) ?? err}`, { cause: err });
+        }
+        this.routes.push(`${x.text} dev ${this.tunName}`);
+        this.undo.push({ what: `delete route ${x.text}`, run: () => this.rtnl.delRoute(spec) });
+      }
+    }
+  }
+
+  /** 8. The control socket, unless disabled: every connection gets `answer()` as JSON. */
+  async openControlSocket(answer: () => unknown | Promise<unknown>): Promise<void> {
+    const socket = this.config.control.socket;
+    if (socket === false) return;
+    const ctl = await ControlServer.listen(socket, answer);
+    this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
+  }
+
+  /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */
+  async release(): Promise<void> {
+    this.dataplane?.stop();
+    while (this.undo.length > 0) {
+      const u = this.undo.pop()!;
+      try {
+        await u.run();
+        this.log.debug({ step: u.what }, 'released');
+      } catch (err) {
+        this.log.error({ step: u.what, code: errnoName(err), err: err instanceof Error ? err.message : String(err) }, 'cleanup step failed');
+      }
+    }
+    this.rtnl.close();
+  }
+}
+
+/**
+ * UDP segmentation offload on the TUN `fd` (Linux 6.2+): TUNSETOFFLOAD with TUN_F_USO4|USO6 on
+ * top of TSO (EINVAL on older kernels, as wireguard-go probes it). With it the kernel takes
+ * UDP_L4 super-packets written to the TUN (ipipd's UDP GRO) and may hand ipipd UDP super-packets
+ * from sockets that send with UDP_SEGMENT (cut into datagrams before encapsulation). Returns
+ * whether it is on; any failure but EINVAL is a setup error.
+ */
+function probeUdpL4(fd: number, name: string): boolean {
+  try {
+    native.setTunOffload(fd, native.TUN_F_CSUM | native.TUN_F_TSO4 | native.TUN_F_USO4 | native.TUN_F_USO6);
+  } catch (err) {
+    if (errnoName(err) === 'EINVAL') return false;
+    throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
+  }
+  return true;
+}

@@ -1,0 +1,138 @@
+/**
+ * The status report: what the control socket answers (`ipipd status`), what SIGUSR1 and the
+ * periodic stats log print, and the final counters at shutdown. `statusReport` adds queue 0's
+ * figures (this thread's Dataplane and peers) to those of the queue workers (their snapshots,
+ * src/daemon/queues.ts), per queue, per counter and per peer, and puts them beside what start-up
+ * found (src/daemon/lifecycle.ts `Resources`).
+ */
+import { formatIPv4 } from '../routing/prefix.js';
+import type { Peer } from '../ipip/index.js';
+import { VERDICT_NAMES } from '../ipip/verdict.js';
+import type { Config } from './config.js';
+import { COUNTER_NAMES, nameFigures, type Dataplane } from './dataplane.js';
+import { queueSnapshot, type QueueSnapshot } from './queues.js';
+import type { HopStatus, NextHops } from './nexthop.js';
+
+export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
+
+export interface StatusReport {
+  state: DaemonState;
+  pid: number;
+  uptimeSeconds: number;
+  tun: { name: string; mtu: number; address: string | null; ifindex: number };
+  underlay: { address: string; device: string; mtu: number; send: 'raw' | 'packet' };
+  batch: number;
+  /** Offload mode (io.offload): TSO/GRO across the TUN. */
+  offload: boolean;
+  /** Offload mode on a kernel that takes UDP_L4 super-packets from a TUN (6.2+): UDP GRO too. */
+  udpGro: boolean;
+  /** Per data-path queue (io.queues; queue 0 is the main thread): what it forwarded each way. */
+  queues: { queue: number; tunRxPackets: number; txPackets: number; underlayRxPackets: number; rxPackets: number }[];
+  routesInstalled: string[];
+  peers: {
+    name: string;
+    endpoint: string;
+    prefixes: string[];
+    mtu: number;
+    baseMtu: number;
+    pmtuLearnedSecondsAgo: number | null;
+    reachable: boolean;
+    unreachableReason: string | null;
+    lastRxSecondsAgo: number | null;
+    txPackets: number;
+    txBytes: number;
+    rxPackets: number;
+    rxBytes: number;
+    /** `underlay.send: packet`: where this peer's packets go on the link (null with `raw`). */
+    nextHop: HopStatus | null;
+  }[];
+  counters: Record<string, number>;
+  drops: Record<string, number>;
+  lastErrors: Record<string, string>;
+}
+
+/** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
+export interface StatusSource {
+  readonly config: Config;
+  readonly dataplane: Dataplane | undefined;
+  readonly peers: readonly Peer[];
+  readonly nextHops: NextHops | undefined;
+  readonly tunMtu: number;
+  readonly tunIndex: number;
+  readonly udpGro: boolean;
+  readonly underlayDev: string;
+  readonly underlayMtu: number;
+  readonly routes: readonly string[];
+}
+
+/**
+ * The report in `state`, up since `startedAt` (0: not yet), from this thread's figures (queue 0)
+ * plus the workers' `snaps` (queues 1..).
+ */
+export function statusReport(state: DaemonState, startedAt: number, s: StatusSource, snaps: readonly QueueSnapshot[]): StatusReport {
+  const c = s.config;
+  const dp = s.dataplane;
+  const all = dp ? [queueSnapshot(dp, s.peers), ...snaps] : [];
+  const counters = new Float64Array(COUNTER_NAMES.length);
+  const drops = new Float64Array(VERDICT_NAMES.length);
+  const lastErrors: Record<string, string> = {};
+  const queueFigures = (q: number, k: ArrayLike<number>): StatusReport['queues'][number] => ({
+    queue: q,
+    tunRxPackets: k[COUNTER_NAMES.indexOf('tun_rx_packets')]!,
+    txPackets: k[COUNTER_NAMES.indexOf('tx_packets')]!,
+    underlayRxPackets: k[COUNTER_NAMES.indexOf('underlay_rx_packets')]!,
+    rxPackets: k[COUNTER_NAMES.indexOf('rx_packets')]!,
+  });
+  const queues: StatusReport['queues'] = [];
+  const peerSums = s.peers.map(() => ({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxAt: 0 }));
+  all.forEach((q, i) => {
+    q.counters.forEach((v, j) => (counters[j] += v));
+    q.drops.forEach((v, j) => (drops[j] += v));
+    // Queue 0's first: its errors win over a worker's of the same name.
+    for (const [k, v] of Object.entries(q.lastErrors)) lastErrors[k] ??= v;
+    queues.push(queueFigures(i, q.counters));
+    q.peers.forEach((x, j) => {
+      const sum = peerSums[j];
+      if (!sum) return;
+      sum.txPackets += x.txPackets;
+      sum.txBytes += x.txBytes;
+      sum.rxPackets += x.rxPackets;
+      sum.rxBytes += x.rxBytes;
+      sum.lastRxAt = Math.max(sum.lastRxAt, x.lastRxAt);
+    });
+  });
+  const named = nameFigures(counters, drops);
+  return {
+    state,
+    pid: process.pid,
+    uptimeSeconds: startedAt ? Math.round((Date.now() - startedAt) / 1000) : 0,
+    tun: { name: c.tun.name, mtu: s.tunMtu, address: c.tun.address?.text ?? null, ifindex: s.tunIndex },
+    underlay: { address: c.underlay.address.text, device: s.underlayDev, mtu: s.underlayMtu, send: c.underlay.send },
+    batch: c.io.batch,
+    offload: c.io.offload,
+    udpGro: s.udpGro,
+    queues,
+    routesInstalled: [...s.routes],
+    peers: s.peers.map((p, i) => ({
+      name: p.name,
+      endpoint: formatIPv4(p.endpoint),
+      prefixes: c.peers[i]!.prefixes.map((x) => x.text),
+      mtu: p.mtu,
+      baseMtu: p.baseMtu,
+      pmtuLearnedSecondsAgo: p.pmtuLearnedAt ? Math.round((Date.now() - p.pmtuLearnedAt) / 1000) : null,
+      // Queue 0 alone hears underlay ICMP; a packet any queue accepted since proves the peer
+      // reachable again (RFC 2003 §5 soft state).
+      reachable: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt,
+      unreachableReason: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt ? null : p.unreachableReason,
+      lastRxSecondsAgo: peerSums[i]!.lastRxAt ? Math.round((Date.now() - peerSums[i]!.lastRxAt) / 1000) : null,
+      txPackets: peerSums[i]!.txPackets,
+      txBytes: peerSums[i]!.txBytes,
+      rxPackets: peerSums[i]!.rxPackets,
+      rxBytes: peerSums[i]!.rxBytes,
+      nextHop: s.nextHops ? s.nextHops.hopStatus(i) : null,
+    })),
+    counters: dp ? named.counters : {},
+    drops: dp ? named.drops : {},
+    lastErrors,
+  };
+}
