@@ -33,9 +33,9 @@ interface Undo {
 }
 
 /**
- * The system resources of one daemon run, filled in step by step; the daemon reads them for its
- * status report and its shutdown. Each field is written by the step that acquires it, and not
- * after.
+ * The system resources of one daemon run, filled in step by step; the daemon reads the public
+ * ones for its status report and its shutdown. Each field is written by the step that acquires
+ * it, and not after.
  */
 export class Resources {
   private readonly undo: Undo[] = [];
@@ -46,16 +46,16 @@ export class Resources {
   /** Step 1: the TUN's MTU (configured, or the underlay's less the outer header). */
   tunMtu = 0;
   /** Step 2: the TUN device, one fd per queue; whether it takes UDP super-packets (USO). */
-  tunName = '';
+  private tunName = '';
   tunIndex = 0;
-  tunFds: number[] = [];
+  private readonly tunFds: number[] = [];
   udpGro = false;
   /** Step 5: the raw protocol-4 socket of each queue, and the raw ICMP socket. */
-  rawFds: number[] = [];
-  icmpFd = -1;
+  private readonly rawFds: number[] = [];
+  private icmpFd = -1;
   /** Step 5, `underlay.send: packet`: an AF_PACKET socket per queue, the peers' next hops. */
-  packetFds: number[] = [];
-  packet: { fd: number; hops: Int32Array } | undefined;
+  private readonly packetFds: number[] = [];
+  private packet: { fd: number; hops: Int32Array } | undefined;
   nextHops: NextHops | undefined;
   /** Step 6: queue 0's data path (this thread), its peers, and the worker threads of the others. */
   dataplane: Dataplane | undefined;
