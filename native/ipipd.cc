@@ -13,8 +13,8 @@
 //     With `multiQueue` (IFF_MULTI_QUEUE) the same name may be opened again: one fd per queue,
 //     each read by its own thread (config io.queues);
 //   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
-//     sizes, bind to the local underlay address; with a steering option, a classic BPF filter
-//     that keeps only the datagrams whose inner flow hashes to this socket's queue;
+//     sizes, bind to the local underlay address; on request, a classic BPF filter given as
+//     bytes (JavaScript builds the queue steering program: src/tun/steering.ts);
 //   - setThreadName (a queue worker names its thread), closeFd;
 //   - writeTun: one write(2) per packet;
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail; sendPacket: the
@@ -398,125 +398,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Underlay steering (io.queues > 1)
-//
-// Every raw socket of protocol 4 gets a copy of every IPIP datagram, so with one socket per
-// queue each socket keeps only its share, chosen by a classic BPF filter (SO_ATTACH_FILTER) the
-// kernel runs before queueing (a raw IPv4 socket's filter sees the packet from the outer IP
-// header). The share is a hash of the inner flow, so that one flow's packets all go to one
-// queue, in order:
-//
-//   p = the first 4 bytes after the inner header (the TCP/UDP ports) for an unfragmented TCP or
-//       UDP packet whose header is there, else 0
-//   h = ((inner src * K + inner dst) * K + p) * K   (mod 2^32, K = 0x9e3779b1, Fibonacci hashing)
-//   queue = ((h >> 16) * count) >> 16   (the top bits of h pick the queue)
-//
-// A multiplication carries each input bit only upward, so only h's top bits depend on all of
-// the input: Linux picks even source ports for connect(), and a queue taken from a lower bit
-// (as `h % count` or `(h >> 16) % count` would) put every TCP flow of a host on one queue.
-//
-// A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
-// the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
-// test/integration/steering.test.ts checks the filter against a TypeScript model of this hash
-// (test/helpers/steering-model.ts).
-
-// A cBPF program with symbolic jump targets, resolved when built.
-class BpfAsm {
- public:
-  // One instruction; for BPF_JA, `k` is the target label.
-  void Stmt(uint16_t code, uint32_t k) { code_.push_back({code, 0, 0, k}); jt_.push_back(-1); jf_.push_back(-1); }
-  // A conditional jump to labels `jt` / `jf` (-1: the next instruction).
-  void Jump(uint16_t code, uint32_t k, int jt, int jf) { code_.push_back({code, 0, 0, k}); jt_.push_back(jt); jf_.push_back(jf); }
-  void Label(int label) {
-    if (static_cast<size_t>(label) >= at_.size()) at_.resize(label + 1, -1);
-    at_[label] = static_cast<int>(code_.size());
-  }
-  std::vector<struct sock_filter> Build() {
-    for (size_t i = 0; i < code_.size(); i++) {
-      code_[i].jt = Offset(i, jt_[i]);
-      code_[i].jf = Offset(i, jf_[i]);
-      // An unconditional jump keeps its target in k.
-      if (code_[i].code == (BPF_JMP | BPF_JA)) code_[i].k = Offset(i, static_cast<int>(code_[i].k));
-    }
-    return code_;
-  }
-
- private:
-  uint8_t Offset(size_t from, int label) {
-    if (label < 0) return 0;
-    return static_cast<uint8_t>(at_[label] - static_cast<int>(from) - 1);  // forward jumps only
-  }
-  std::vector<struct sock_filter> code_;
-  std::vector<int> jt_, jf_, at_;
-};
-
-// 2^32 / golden ratio, odd.
-constexpr uint32_t kFib = 0x9e3779b1u;
-
-std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
-  enum { kOuterOk, kPorts, kNoPorts, kSum, kShort, kAccept, kDrop };
-  // Scratch memory: M[1] outer header length, M[2] inner src, M[3] inner dst, M[4] both header
-  // lengths, M[5] the ports word (p).
-  BpfAsm a;
-  a.Stmt(BPF_LDX | BPF_B | BPF_MSH, 0);            // X = outer IHL * 4
-  a.Stmt(BPF_STX, 1);
-  a.Stmt(BPF_MISC | BPF_TXA, 0);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 20);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);                   // X = outer + 20
-  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
-  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, kOuterOk, kShort);
-  a.Label(kOuterOk);
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 1);            // X = outer IHL * 4
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 12);            // inner source
-  a.Stmt(BPF_ST, 2);
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 16);            // inner destination
-  a.Stmt(BPF_ST, 3);
-  a.Stmt(BPF_LD | BPF_H | BPF_IND, 6);             // inner flags + fragment offset
-  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0x3fff);       // MF or an offset: a fragment, no ports
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, 0, -1, kNoPorts);
-  a.Stmt(BPF_LD | BPF_B | BPF_IND, 9);             // inner protocol
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, kPorts, -1);
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, kPorts, kNoPorts);
-  a.Label(kPorts);
-  a.Stmt(BPF_LD | BPF_B | BPF_IND, 0);             // inner version/IHL
-  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0xf);
-  a.Stmt(BPF_ALU | BPF_LSH | BPF_K, 2);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // A = outer + inner header lengths
-  a.Stmt(BPF_ST, 4);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 4);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
-  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
-  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, -1, kNoPorts);  // the 4 port bytes are there
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 4);
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 0);             // source and destination port
-  a.Stmt(BPF_JMP | BPF_JA, kSum);
-  a.Label(kNoPorts);
-  a.Stmt(BPF_LD | BPF_IMM, 0);
-  a.Label(kSum);
-  a.Stmt(BPF_ST, 5);                               // M[5] = p
-  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 2);
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);         // src * K
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 3);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + dst
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 5);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + p
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
-  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, count);
-  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);           // queue = ((h >> 16) * count) >> 16
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, index, kAccept, kDrop);
-  a.Label(kShort);
-  a.Stmt(BPF_JMP | BPF_JA, index == 0 ? kAccept : kDrop);  // too short to hash: queue 0
-  a.Label(kAccept);
-  a.Stmt(BPF_RET | BPF_K, 0xffffffffu);            // the whole datagram
-  a.Label(kDrop);
-  a.Stmt(BPF_RET | BPF_K, 0);
-  return a.Build();
-}
-
-// ---------------------------------------------------------------------------------------------
-// openRaw(localAddr, rcvbuf, sndbuf, protocol?, steer?): fd
+// openRaw(localAddr, rcvbuf, sndbuf, protocol?, filter?): fd
 
 // Set a socket buffer size, forcing past net.core.[rw]mem_max when we may (CAP_NET_ADMIN).
 // A size of 0 leaves the kernel default.
@@ -535,23 +417,19 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   // Optional 4th argument: the IP protocol (default 4, IPIP). ipipd also reads ICMP (1) from the
   // underlay with a second socket, to learn path MTUs and relay errors (RFC 2003 §4, §5).
   int32_t protocol = info.Length() > 3 && !info[3].IsUndefined() ? ArgInt(info, 3, "protocol", 1, 255) : IPPROTO_IPIP;
-  // Optional 5th argument: { index, count }, steering (io.queues > 1): this socket keeps only
-  // the datagrams whose inner flow hashes to queue `index` of `count`.
-  int32_t steerIndex = 0;
-  int32_t steerCount = 1;
+  // Optional 5th argument: a classic BPF program, `struct sock_filter` entries as bytes (the
+  // queue steering of io.queues > 1, built in src/tun/steering.ts), attached before the socket
+  // is bound.
+  struct sock_fprog filter = {0, nullptr};
   if (info.Length() > 4 && !info[4].IsUndefined()) {
-    if (!info[4].IsObject()) throw Napi::TypeError::New(env, "steer must be an object");
-    Napi::Object o = info[4].As<Napi::Object>();
-    Napi::Value c = o.Get("count");
-    Napi::Value i = o.Get("index");
-    if (!c.IsNumber() || !i.IsNumber()) throw Napi::TypeError::New(env, "steer.index and steer.count must be numbers");
-    double cd = c.As<Napi::Number>().DoubleValue();
-    double id = i.As<Napi::Number>().DoubleValue();
-    if (!(cd >= 1 && cd <= 64) || std::floor(cd) != cd || !(id >= 0 && id < cd) || std::floor(id) != id) {
-      throw Napi::RangeError::New(env, "steer.count must be an integer in [1, 64] and steer.index in [0, count)");
+    Napi::Uint8Array prog = ArgBytes(info, 4, "filter");
+    size_t len = prog.ByteLength() / sizeof(struct sock_filter);
+    if (prog.ByteLength() % sizeof(struct sock_filter) != 0 || len == 0 || len > BPF_MAXINSNS) {
+      throw Napi::RangeError::New(env, "filter must hold 1 to " + std::to_string(BPF_MAXINSNS) +
+                                           " whole struct sock_filter entries");
     }
-    steerCount = static_cast<int32_t>(cd);
-    steerIndex = static_cast<int32_t>(id);
+    filter.len = static_cast<unsigned short>(len);
+    filter.filter = reinterpret_cast<struct sock_filter*>(prog.Data());
   }
   std::string what = "openRaw(" + Ipv4Text(local) + ", protocol " + std::to_string(protocol) + ")";
 
@@ -563,16 +441,12 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
     close(fd);
     return ErrnoError(env, err, syscall, what + ": " + step);
   };
-  if (steerCount > 1) {
-    std::vector<struct sock_filter> prog = SteeringFilter(static_cast<uint32_t>(steerIndex), static_cast<uint32_t>(steerCount));
-    struct sock_fprog fprog;
-    fprog.len = static_cast<unsigned short>(prog.size());
-    fprog.filter = prog.data();
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0) {
-      throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER (queue steering)");
+  if (filter.filter != nullptr) {
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0) {
+      throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER");
     }
-    // Whatever arrived between socket() and the filter is every queue's: drop it, so that each
-    // datagram is read by one queue only.
+    // Whatever arrived between socket() and the filter did not pass it (with queue steering,
+    // it is every queue's): drop it, so that each datagram is read by one queue only.
     uint8_t scratch[64];
     while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno == EINTR) {
     }

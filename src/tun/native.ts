@@ -59,8 +59,19 @@ export interface NativeBinding {
    * ignores a different one later.
    */
   openTun(name: string, options?: { vnetHdr?: boolean; offload?: number; multiQueue?: boolean }): { fd: number; name: string };
-  /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
-  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number, steer?: RawSteering): number;
+  /**
+   * Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also
+   * opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced
+   * past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr
+   * (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun.
+   *
+   * `filter`: a classic BPF program, `struct sock_filter` entries (8 bytes each, host byte
+   * order; 1 to 4096 of them, else a RangeError), attached with SO_ATTACH_FILTER before the bind;
+   * what was queued before it is dropped. The queue steering of io.queues > 1 is one
+   * (src/tun/steering.ts `steeringFilter`). A program the kernel refuses: 'EINVAL', syscall
+   * 'setsockopt'.
+   */
+  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number, filter?: Uint8Array): number;
   /**
    * TUNSETOFFLOAD `flags` (TUN_F_*) on a TUN opened with `vnetHdr`: what the reader takes from
    * now on. Throws a NativeError (syscall 'ioctl'): 'EINVAL' for flags the kernel does not know
@@ -148,18 +159,6 @@ export interface NativeBinding {
   readonly TUN_F_USO4: number;
   /** TUNSETOFFLOAD: the same for UDP/IPv6. */
   readonly TUN_F_USO6: number;
-}
-
-/**
- * Queue steering for a raw protocol-4 socket (config io.queues > 1): the socket keeps only the
- * datagrams whose inner flow hashes to queue `index` of `count` (1..64), by a classic BPF filter
- * attached before the socket is bound. The hash is described at `SteeringFilter` in
- * native/ipipd.cc (and modelled in test/helpers/steering-model.ts); a datagram too short to hash
- * goes to queue 0.
- */
-export interface RawSteering {
-  index: number;
-  count: number;
 }
 
 /** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */
