@@ -18,7 +18,8 @@
 //   - setThreadName (a queue worker names its thread), closeFd;
 //   - writeTun: one write(2) per packet;
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail; sendPacket: the
-//     same on an AF_PACKET socket to each peer's next-hop MAC (underlay.send: packet);
+//     same on an AF_PACKET socket to each packet's next-hop MAC (underlay.send: packet; which
+//     packets take that way and which sendRaw's is JavaScript's choice);
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
 //     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
 //     and calls onBatch(n) synchronously through MakeCallback;
@@ -517,9 +518,9 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The discard fd: writeTun and sendRaw given it check every packet as usual, then count it as
-// written without a system call. For the JIT warm-up, which runs the real data path over
-// synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
+// The discard fd: writeTun, sendRaw and sendPacket given it check every packet as usual, then
+// count it as written without a system call. For the JIT warm-up, which runs the real data path
+// over synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
 constexpr int32_t kDiscardFd = -2;
 
 // ---------------------------------------------------------------------------------------------
@@ -548,17 +549,18 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------------------------------------
 // sendRaw(fd, slab, offs, lens, dsts, n, res): sent
-// sendPacket(fd, slab, offs, lens, dsts, n, res, rawFd, hops, hopOf): sent
+// sendPacket(fd, slab, offs, lens, hopOf, n, res, hops): sent
 
 // Messages per sendmmsg(2) call; the vectors live on the stack (64 * ~200 bytes).
 constexpr int kSendChunk = 64;
 
-// Send the packets i of `b` for which pick(i) holds on `fd` with sendmmsg(2), in chunks of
-// kSendChunk (the discard fd counts them as sent); addr(i, storage) writes packet i's
-// destination and returns its length. A packet that fails is marked with -errno and the rest
-// go on.
-template <typename Pick, typename Addr>
-void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
+// Send packets 0..n-1 of `b` on its fd with sendmmsg(2), in chunks of kSendChunk (the discard fd
+// counts them as sent); addr(i, storage) writes packet i's destination and returns its length,
+// or 0 if it has none (the packet fails with EINVAL). A packet that fails is marked with -errno
+// and the rest go on.
+template <typename Addr>
+void SendChunks(PacketBatch& b, Addr addr) {
+  const int fd = b.fd;
   struct mmsghdr msgs[kSendChunk];
   struct iovec iov[kSendChunk];
   struct sockaddr_storage to[kSendChunk];
@@ -568,8 +570,12 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   while (i < n) {
     int count = 0;
     for (; i < n && count < kSendChunk; i++) {
-      if (!pick(i)) continue;
       if (!b.Usable(i)) continue;
+      socklen_t namelen = addr(i, &to[count]);
+      if (namelen == 0) {
+        b.Fail(i, EINVAL);
+        continue;
+      }
       if (fd == kDiscardFd) {
         b.done++;
         continue;
@@ -579,7 +585,7 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
       iov[count].iov_len = static_cast<size_t>(b.len[i]);
       memset(&msgs[count], 0, sizeof msgs[count]);
       msgs[count].msg_hdr.msg_name = &to[count];
-      msgs[count].msg_hdr.msg_namelen = addr(i, &to[count]);
+      msgs[count].msg_hdr.msg_namelen = namelen;
       msgs[count].msg_hdr.msg_iov = &iov[count];
       msgs[count].msg_hdr.msg_iovlen = 1;
       count++;
@@ -602,77 +608,58 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   }
 }
 
-socklen_t InetAddr(int32_t dst, struct sockaddr_storage* st) {
-  auto* to = reinterpret_cast<struct sockaddr_in*>(st);
-  memset(to, 0, sizeof *to);
-  to->sin_family = AF_INET;
-  to->sin_addr.s_addr = htonl(static_cast<uint32_t>(dst));
-  return sizeof *to;
-}
-
 Napi::Value SendRaw(const Napi::CallbackInfo& info) {
   PacketBatch b(info, 5);
   Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
   CheckCount(info.Env(), b.n, dsts, "dsts");
   const int32_t* dst = dsts.Data();
-  SendChunks(
-      b, b.fd, [](int32_t) { return true; },
-      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
+  SendChunks(b, [dst](int32_t i, struct sockaddr_storage* st) {
+    auto* to = reinterpret_cast<struct sockaddr_in*>(st);
+    memset(to, 0, sizeof *to);
+    to->sin_family = AF_INET;
+    to->sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
+    return static_cast<socklen_t>(sizeof *to);
+  });
   return b.Finish(info.Env());
 }
 
 // The next-hop table of sendPacket: kHopInts int32s per peer, [ifindex, MAC bytes 0-3 big-endian,
-// MAC bytes 4-5 in the top 16 bits]; ifindex 0: no usable next hop, send through the raw socket.
+// MAC bytes 4-5 in the top 16 bits] (src/daemon/nexthop.ts writes it).
 constexpr int32_t kHopInts = 3;
 
-// AF_PACKET (SOCK_DGRAM) on the underlay: each outer packet goes to its peer's next hop (the
+// AF_PACKET (SOCK_DGRAM) on the underlay: packet i goes to the next hop of entry hopOf[i] (the
 // link-layer header is the kernel's, from the MAC), with no route lookup and no IP output path
-// per packet; packets whose peer has no usable next hop go through the raw socket as sendRaw's.
-// Each peer's packets keep their order (all of them take one of the two ways).
+// per packet. JavaScript decides which packets go this way (src/dataplane/underlay-send.ts);
+// an entry outside the table fails its packet with EINVAL.
 Napi::Value SendPacket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   PacketBatch b(info, 5);
-  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
-  int32_t rawFd = ArgInt(info, 7, "rawFd", INT32_MIN, INT32_MAX);
-  Napi::Int32Array hopsArr = ArgI32(info, 8, "hops");
-  Napi::Int32Array hopOfArr = ArgI32(info, 9, "hopOf");
-  CheckCount(env, b.n, dsts, "dsts");
+  Napi::Int32Array hopOfArr = ArgI32(info, 4, "hopOf");
+  Napi::Int32Array hopsArr = ArgI32(info, 7, "hops");
   CheckCount(env, b.n, hopOfArr, "hopOf");
-  const int32_t* dst = dsts.Data();
-  const int32_t* hops = hopsArr.Data();
   const int32_t* hopOf = hopOfArr.Data();
+  const int32_t* hops = hopsArr.Data();
   const int32_t peers = static_cast<int32_t>(hopsArr.ElementLength() / kHopInts);
-  // The packet's next hop, or nullptr: no such peer, or none resolved.
-  auto hop = [=](int32_t i) -> const int32_t* {
+  SendChunks(b, [=](int32_t i, struct sockaddr_storage* st) -> socklen_t {
     int32_t p = hopOf[i];
-    if (p < 0 || p >= peers) return nullptr;
+    if (p < 0 || p >= peers) return 0;
     const int32_t* h = hops + p * kHopInts;
-    return h[0] > 0 ? h : nullptr;
-  };
-  SendChunks(
-      b, b.fd, [&](int32_t i) { return hop(i) != nullptr; },
-      [&](int32_t i, struct sockaddr_storage* st) {
-        const int32_t* h = hop(i);
-        auto* ll = reinterpret_cast<struct sockaddr_ll*>(st);
-        memset(ll, 0, sizeof *ll);
-        ll->sll_family = AF_PACKET;
-        ll->sll_protocol = htons(ETH_P_IP);
-        ll->sll_ifindex = h[0];
-        ll->sll_halen = 6;
-        uint32_t hi = static_cast<uint32_t>(h[1]);
-        uint32_t lo = static_cast<uint32_t>(h[2]);
-        ll->sll_addr[0] = static_cast<unsigned char>(hi >> 24);
-        ll->sll_addr[1] = static_cast<unsigned char>(hi >> 16);
-        ll->sll_addr[2] = static_cast<unsigned char>(hi >> 8);
-        ll->sll_addr[3] = static_cast<unsigned char>(hi);
-        ll->sll_addr[4] = static_cast<unsigned char>(lo >> 24);
-        ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
-        return static_cast<socklen_t>(sizeof *ll);
-      });
-  // The rest through the raw socket (the discard fd discards these too).
-  SendChunks(
-      b, b.fd == kDiscardFd ? kDiscardFd : rawFd, [&](int32_t i) { return hop(i) == nullptr; },
-      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
+    auto* ll = reinterpret_cast<struct sockaddr_ll*>(st);
+    memset(ll, 0, sizeof *ll);
+    ll->sll_family = AF_PACKET;
+    ll->sll_protocol = htons(ETH_P_IP);
+    ll->sll_ifindex = h[0];
+    ll->sll_halen = 6;
+    uint32_t hi = static_cast<uint32_t>(h[1]);
+    uint32_t lo = static_cast<uint32_t>(h[2]);
+    ll->sll_addr[0] = static_cast<unsigned char>(hi >> 24);
+    ll->sll_addr[1] = static_cast<unsigned char>(hi >> 16);
+    ll->sll_addr[2] = static_cast<unsigned char>(hi >> 8);
+    ll->sll_addr[3] = static_cast<unsigned char>(hi);
+    ll->sll_addr[4] = static_cast<unsigned char>(lo >> 24);
+    ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
+    return static_cast<socklen_t>(sizeof *ll);
+  });
   return b.Finish(env);
 }
 
