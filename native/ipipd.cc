@@ -13,12 +13,13 @@
 //     With `multiQueue` (IFF_MULTI_QUEUE) the same name may be opened again: one fd per queue,
 //     each read by its own thread (config io.queues);
 //   - openRaw: raw AF_INET socket of protocol 4 (RFC 2003 IP-in-IP) with IP_HDRINCL, buffer
-//     sizes, bind to the local underlay address; with a steering option, a classic BPF filter
-//     that keeps only the datagrams whose inner flow hashes to this socket's queue;
+//     sizes, bind to the local underlay address; on request, a classic BPF filter given as
+//     bytes (JavaScript builds the queue steering program: src/tun/steering.ts);
 //   - setThreadName (a queue worker names its thread), closeFd;
 //   - writeTun: one write(2) per packet;
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail; sendPacket: the
-//     same on an AF_PACKET socket to each peer's next-hop MAC (underlay.send: packet);
+//     same on an AF_PACKET socket to each packet's next-hop MAC (underlay.send: packet; which
+//     packets take that way and which sendRaw's is JavaScript's choice);
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
 //     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
 //     and calls onBatch(n) synchronously through MakeCallback;
@@ -398,125 +399,7 @@ Napi::Value OpenTun(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Underlay steering (io.queues > 1)
-//
-// Every raw socket of protocol 4 gets a copy of every IPIP datagram, so with one socket per
-// queue each socket keeps only its share, chosen by a classic BPF filter (SO_ATTACH_FILTER) the
-// kernel runs before queueing (a raw IPv4 socket's filter sees the packet from the outer IP
-// header). The share is a hash of the inner flow, so that one flow's packets all go to one
-// queue, in order:
-//
-//   p = the first 4 bytes after the inner header (the TCP/UDP ports) for an unfragmented TCP or
-//       UDP packet whose header is there, else 0
-//   h = ((inner src * K + inner dst) * K + p) * K   (mod 2^32, K = 0x9e3779b1, Fibonacci hashing)
-//   queue = ((h >> 16) * count) >> 16   (the top bits of h pick the queue)
-//
-// A multiplication carries each input bit only upward, so only h's top bits depend on all of
-// the input: Linux picks even source ports for connect(), and a queue taken from a lower bit
-// (as `h % count` or `(h >> 16) % count` would) put every TCP flow of a host on one queue.
-//
-// A datagram too short to hold an inner IPv4 header after the outer one hashes to queue 0, so
-// the data path there still sees it, drops it and counts it (nothing is lost in the kernel).
-// test/integration/steering.test.ts checks the filter against a TypeScript model of this hash
-// (test/helpers/steering-model.ts).
-
-// A cBPF program with symbolic jump targets, resolved when built.
-class BpfAsm {
- public:
-  // One instruction; for BPF_JA, `k` is the target label.
-  void Stmt(uint16_t code, uint32_t k) { code_.push_back({code, 0, 0, k}); jt_.push_back(-1); jf_.push_back(-1); }
-  // A conditional jump to labels `jt` / `jf` (-1: the next instruction).
-  void Jump(uint16_t code, uint32_t k, int jt, int jf) { code_.push_back({code, 0, 0, k}); jt_.push_back(jt); jf_.push_back(jf); }
-  void Label(int label) {
-    if (static_cast<size_t>(label) >= at_.size()) at_.resize(label + 1, -1);
-    at_[label] = static_cast<int>(code_.size());
-  }
-  std::vector<struct sock_filter> Build() {
-    for (size_t i = 0; i < code_.size(); i++) {
-      code_[i].jt = Offset(i, jt_[i]);
-      code_[i].jf = Offset(i, jf_[i]);
-      // An unconditional jump keeps its target in k.
-      if (code_[i].code == (BPF_JMP | BPF_JA)) code_[i].k = Offset(i, static_cast<int>(code_[i].k));
-    }
-    return code_;
-  }
-
- private:
-  uint8_t Offset(size_t from, int label) {
-    if (label < 0) return 0;
-    return static_cast<uint8_t>(at_[label] - static_cast<int>(from) - 1);  // forward jumps only
-  }
-  std::vector<struct sock_filter> code_;
-  std::vector<int> jt_, jf_, at_;
-};
-
-// 2^32 / golden ratio, odd.
-constexpr uint32_t kFib = 0x9e3779b1u;
-
-std::vector<struct sock_filter> SteeringFilter(uint32_t index, uint32_t count) {
-  enum { kOuterOk, kPorts, kNoPorts, kSum, kShort, kAccept, kDrop };
-  // Scratch memory: M[1] outer header length, M[2] inner src, M[3] inner dst, M[4] both header
-  // lengths, M[5] the ports word (p).
-  BpfAsm a;
-  a.Stmt(BPF_LDX | BPF_B | BPF_MSH, 0);            // X = outer IHL * 4
-  a.Stmt(BPF_STX, 1);
-  a.Stmt(BPF_MISC | BPF_TXA, 0);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 20);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);                   // X = outer + 20
-  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
-  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, kOuterOk, kShort);
-  a.Label(kOuterOk);
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 1);            // X = outer IHL * 4
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 12);            // inner source
-  a.Stmt(BPF_ST, 2);
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 16);            // inner destination
-  a.Stmt(BPF_ST, 3);
-  a.Stmt(BPF_LD | BPF_H | BPF_IND, 6);             // inner flags + fragment offset
-  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0x3fff);       // MF or an offset: a fragment, no ports
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, 0, -1, kNoPorts);
-  a.Stmt(BPF_LD | BPF_B | BPF_IND, 9);             // inner protocol
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_TCP, kPorts, -1);
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, IPPROTO_UDP, kPorts, kNoPorts);
-  a.Label(kPorts);
-  a.Stmt(BPF_LD | BPF_B | BPF_IND, 0);             // inner version/IHL
-  a.Stmt(BPF_ALU | BPF_AND | BPF_K, 0xf);
-  a.Stmt(BPF_ALU | BPF_LSH | BPF_K, 2);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // A = outer + inner header lengths
-  a.Stmt(BPF_ST, 4);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_K, 4);
-  a.Stmt(BPF_MISC | BPF_TAX, 0);
-  a.Stmt(BPF_LD | BPF_W | BPF_LEN, 0);
-  a.Jump(BPF_JMP | BPF_JGE | BPF_X, 0, -1, kNoPorts);  // the 4 port bytes are there
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 4);
-  a.Stmt(BPF_LD | BPF_W | BPF_IND, 0);             // source and destination port
-  a.Stmt(BPF_JMP | BPF_JA, kSum);
-  a.Label(kNoPorts);
-  a.Stmt(BPF_LD | BPF_IMM, 0);
-  a.Label(kSum);
-  a.Stmt(BPF_ST, 5);                               // M[5] = p
-  a.Stmt(BPF_LD | BPF_W | BPF_MEM, 2);
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);         // src * K
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 3);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + dst
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
-  a.Stmt(BPF_LDX | BPF_W | BPF_MEM, 5);
-  a.Stmt(BPF_ALU | BPF_ADD | BPF_X, 0);            // + p
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, kFib);
-  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);
-  a.Stmt(BPF_ALU | BPF_MUL | BPF_K, count);
-  a.Stmt(BPF_ALU | BPF_RSH | BPF_K, 16);           // queue = ((h >> 16) * count) >> 16
-  a.Jump(BPF_JMP | BPF_JEQ | BPF_K, index, kAccept, kDrop);
-  a.Label(kShort);
-  a.Stmt(BPF_JMP | BPF_JA, index == 0 ? kAccept : kDrop);  // too short to hash: queue 0
-  a.Label(kAccept);
-  a.Stmt(BPF_RET | BPF_K, 0xffffffffu);            // the whole datagram
-  a.Label(kDrop);
-  a.Stmt(BPF_RET | BPF_K, 0);
-  return a.Build();
-}
-
-// ---------------------------------------------------------------------------------------------
-// openRaw(localAddr, rcvbuf, sndbuf, protocol?, steer?): fd
+// openRaw(localAddr, rcvbuf, sndbuf, protocol?, filter?): fd
 
 // Set a socket buffer size, forcing past net.core.[rw]mem_max when we may (CAP_NET_ADMIN).
 // A size of 0 leaves the kernel default.
@@ -535,23 +418,19 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   // Optional 4th argument: the IP protocol (default 4, IPIP). ipipd also reads ICMP (1) from the
   // underlay with a second socket, to learn path MTUs and relay errors (RFC 2003 §4, §5).
   int32_t protocol = info.Length() > 3 && !info[3].IsUndefined() ? ArgInt(info, 3, "protocol", 1, 255) : IPPROTO_IPIP;
-  // Optional 5th argument: { index, count }, steering (io.queues > 1): this socket keeps only
-  // the datagrams whose inner flow hashes to queue `index` of `count`.
-  int32_t steerIndex = 0;
-  int32_t steerCount = 1;
+  // Optional 5th argument: a classic BPF program, `struct sock_filter` entries as bytes (the
+  // queue steering of io.queues > 1, built in src/tun/steering.ts), attached before the socket
+  // is bound.
+  struct sock_fprog filter = {0, nullptr};
   if (info.Length() > 4 && !info[4].IsUndefined()) {
-    if (!info[4].IsObject()) throw Napi::TypeError::New(env, "steer must be an object");
-    Napi::Object o = info[4].As<Napi::Object>();
-    Napi::Value c = o.Get("count");
-    Napi::Value i = o.Get("index");
-    if (!c.IsNumber() || !i.IsNumber()) throw Napi::TypeError::New(env, "steer.index and steer.count must be numbers");
-    double cd = c.As<Napi::Number>().DoubleValue();
-    double id = i.As<Napi::Number>().DoubleValue();
-    if (!(cd >= 1 && cd <= 64) || std::floor(cd) != cd || !(id >= 0 && id < cd) || std::floor(id) != id) {
-      throw Napi::RangeError::New(env, "steer.count must be an integer in [1, 64] and steer.index in [0, count)");
+    Napi::Uint8Array prog = ArgBytes(info, 4, "filter");
+    size_t len = prog.ByteLength() / sizeof(struct sock_filter);
+    if (prog.ByteLength() % sizeof(struct sock_filter) != 0 || len == 0 || len > BPF_MAXINSNS) {
+      throw Napi::RangeError::New(env, "filter must hold 1 to " + std::to_string(BPF_MAXINSNS) +
+                                           " whole struct sock_filter entries");
     }
-    steerCount = static_cast<int32_t>(cd);
-    steerIndex = static_cast<int32_t>(id);
+    filter.len = static_cast<unsigned short>(len);
+    filter.filter = reinterpret_cast<struct sock_filter*>(prog.Data());
   }
   std::string what = "openRaw(" + Ipv4Text(local) + ", protocol " + std::to_string(protocol) + ")";
 
@@ -563,16 +442,12 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
     close(fd);
     return ErrnoError(env, err, syscall, what + ": " + step);
   };
-  if (steerCount > 1) {
-    std::vector<struct sock_filter> prog = SteeringFilter(static_cast<uint32_t>(steerIndex), static_cast<uint32_t>(steerCount));
-    struct sock_fprog fprog;
-    fprog.len = static_cast<unsigned short>(prog.size());
-    fprog.filter = prog.data();
-    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0) {
-      throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER (queue steering)");
+  if (filter.filter != nullptr) {
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0) {
+      throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER");
     }
-    // Whatever arrived between socket() and the filter is every queue's: drop it, so that each
-    // datagram is read by one queue only.
+    // Whatever arrived between socket() and the filter did not pass it (with queue steering,
+    // it is every queue's): drop it, so that each datagram is read by one queue only.
     uint8_t scratch[64];
     while (recv(fd, scratch, sizeof scratch, MSG_DONTWAIT | MSG_TRUNC) >= 0 || errno == EINTR) {
     }
@@ -643,9 +518,9 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The discard fd: writeTun and sendRaw given it check every packet as usual, then count it as
-// written without a system call. For the JIT warm-up, which runs the real data path over
-// synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
+// The discard fd: writeTun, sendRaw and sendPacket given it check every packet as usual, then
+// count it as written without a system call. For the JIT warm-up, which runs the real data path
+// over synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
 constexpr int32_t kDiscardFd = -2;
 
 // ---------------------------------------------------------------------------------------------
@@ -674,17 +549,18 @@ Napi::Value WriteTun(const Napi::CallbackInfo& info) {
 
 // ---------------------------------------------------------------------------------------------
 // sendRaw(fd, slab, offs, lens, dsts, n, res): sent
-// sendPacket(fd, slab, offs, lens, dsts, n, res, rawFd, hops, hopOf): sent
+// sendPacket(fd, slab, offs, lens, hopOf, n, res, hops): sent
 
 // Messages per sendmmsg(2) call; the vectors live on the stack (64 * ~200 bytes).
 constexpr int kSendChunk = 64;
 
-// Send the packets i of `b` for which pick(i) holds on `fd` with sendmmsg(2), in chunks of
-// kSendChunk (the discard fd counts them as sent); addr(i, storage) writes packet i's
-// destination and returns its length. A packet that fails is marked with -errno and the rest
-// go on.
-template <typename Pick, typename Addr>
-void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
+// Send packets 0..n-1 of `b` on its fd with sendmmsg(2), in chunks of kSendChunk (the discard fd
+// counts them as sent); addr(i, storage) writes packet i's destination and returns its length,
+// or 0 if it has none (the packet fails with EINVAL). A packet that fails is marked with -errno
+// and the rest go on.
+template <typename Addr>
+void SendChunks(PacketBatch& b, Addr addr) {
+  const int fd = b.fd;
   struct mmsghdr msgs[kSendChunk];
   struct iovec iov[kSendChunk];
   struct sockaddr_storage to[kSendChunk];
@@ -694,8 +570,12 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   while (i < n) {
     int count = 0;
     for (; i < n && count < kSendChunk; i++) {
-      if (!pick(i)) continue;
       if (!b.Usable(i)) continue;
+      socklen_t namelen = addr(i, &to[count]);
+      if (namelen == 0) {
+        b.Fail(i, EINVAL);
+        continue;
+      }
       if (fd == kDiscardFd) {
         b.done++;
         continue;
@@ -705,7 +585,7 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
       iov[count].iov_len = static_cast<size_t>(b.len[i]);
       memset(&msgs[count], 0, sizeof msgs[count]);
       msgs[count].msg_hdr.msg_name = &to[count];
-      msgs[count].msg_hdr.msg_namelen = addr(i, &to[count]);
+      msgs[count].msg_hdr.msg_namelen = namelen;
       msgs[count].msg_hdr.msg_iov = &iov[count];
       msgs[count].msg_hdr.msg_iovlen = 1;
       count++;
@@ -728,77 +608,58 @@ void SendChunks(PacketBatch& b, int fd, Pick pick, Addr addr) {
   }
 }
 
-socklen_t InetAddr(int32_t dst, struct sockaddr_storage* st) {
-  auto* to = reinterpret_cast<struct sockaddr_in*>(st);
-  memset(to, 0, sizeof *to);
-  to->sin_family = AF_INET;
-  to->sin_addr.s_addr = htonl(static_cast<uint32_t>(dst));
-  return sizeof *to;
-}
-
 Napi::Value SendRaw(const Napi::CallbackInfo& info) {
   PacketBatch b(info, 5);
   Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
   CheckCount(info.Env(), b.n, dsts, "dsts");
   const int32_t* dst = dsts.Data();
-  SendChunks(
-      b, b.fd, [](int32_t) { return true; },
-      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
+  SendChunks(b, [dst](int32_t i, struct sockaddr_storage* st) {
+    auto* to = reinterpret_cast<struct sockaddr_in*>(st);
+    memset(to, 0, sizeof *to);
+    to->sin_family = AF_INET;
+    to->sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
+    return static_cast<socklen_t>(sizeof *to);
+  });
   return b.Finish(info.Env());
 }
 
 // The next-hop table of sendPacket: kHopInts int32s per peer, [ifindex, MAC bytes 0-3 big-endian,
-// MAC bytes 4-5 in the top 16 bits]; ifindex 0: no usable next hop, send through the raw socket.
+// MAC bytes 4-5 in the top 16 bits] (src/daemon/nexthop.ts writes it).
 constexpr int32_t kHopInts = 3;
 
-// AF_PACKET (SOCK_DGRAM) on the underlay: each outer packet goes to its peer's next hop (the
+// AF_PACKET (SOCK_DGRAM) on the underlay: packet i goes to the next hop of entry hopOf[i] (the
 // link-layer header is the kernel's, from the MAC), with no route lookup and no IP output path
-// per packet; packets whose peer has no usable next hop go through the raw socket as sendRaw's.
-// Each peer's packets keep their order (all of them take one of the two ways).
+// per packet. JavaScript decides which packets go this way (src/dataplane/underlay-send.ts);
+// an entry outside the table fails its packet with EINVAL.
 Napi::Value SendPacket(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   PacketBatch b(info, 5);
-  Napi::Int32Array dsts = ArgI32(info, 4, "dsts");
-  int32_t rawFd = ArgInt(info, 7, "rawFd", INT32_MIN, INT32_MAX);
-  Napi::Int32Array hopsArr = ArgI32(info, 8, "hops");
-  Napi::Int32Array hopOfArr = ArgI32(info, 9, "hopOf");
-  CheckCount(env, b.n, dsts, "dsts");
+  Napi::Int32Array hopOfArr = ArgI32(info, 4, "hopOf");
+  Napi::Int32Array hopsArr = ArgI32(info, 7, "hops");
   CheckCount(env, b.n, hopOfArr, "hopOf");
-  const int32_t* dst = dsts.Data();
-  const int32_t* hops = hopsArr.Data();
   const int32_t* hopOf = hopOfArr.Data();
+  const int32_t* hops = hopsArr.Data();
   const int32_t peers = static_cast<int32_t>(hopsArr.ElementLength() / kHopInts);
-  // The packet's next hop, or nullptr: no such peer, or none resolved.
-  auto hop = [=](int32_t i) -> const int32_t* {
+  SendChunks(b, [=](int32_t i, struct sockaddr_storage* st) -> socklen_t {
     int32_t p = hopOf[i];
-    if (p < 0 || p >= peers) return nullptr;
+    if (p < 0 || p >= peers) return 0;
     const int32_t* h = hops + p * kHopInts;
-    return h[0] > 0 ? h : nullptr;
-  };
-  SendChunks(
-      b, b.fd, [&](int32_t i) { return hop(i) != nullptr; },
-      [&](int32_t i, struct sockaddr_storage* st) {
-        const int32_t* h = hop(i);
-        auto* ll = reinterpret_cast<struct sockaddr_ll*>(st);
-        memset(ll, 0, sizeof *ll);
-        ll->sll_family = AF_PACKET;
-        ll->sll_protocol = htons(ETH_P_IP);
-        ll->sll_ifindex = h[0];
-        ll->sll_halen = 6;
-        uint32_t hi = static_cast<uint32_t>(h[1]);
-        uint32_t lo = static_cast<uint32_t>(h[2]);
-        ll->sll_addr[0] = static_cast<unsigned char>(hi >> 24);
-        ll->sll_addr[1] = static_cast<unsigned char>(hi >> 16);
-        ll->sll_addr[2] = static_cast<unsigned char>(hi >> 8);
-        ll->sll_addr[3] = static_cast<unsigned char>(hi);
-        ll->sll_addr[4] = static_cast<unsigned char>(lo >> 24);
-        ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
-        return static_cast<socklen_t>(sizeof *ll);
-      });
-  // The rest through the raw socket (the discard fd discards these too).
-  SendChunks(
-      b, b.fd == kDiscardFd ? kDiscardFd : rawFd, [&](int32_t i) { return hop(i) == nullptr; },
-      [dst](int32_t i, struct sockaddr_storage* st) { return InetAddr(dst[i], st); });
+    auto* ll = reinterpret_cast<struct sockaddr_ll*>(st);
+    memset(ll, 0, sizeof *ll);
+    ll->sll_family = AF_PACKET;
+    ll->sll_protocol = htons(ETH_P_IP);
+    ll->sll_ifindex = h[0];
+    ll->sll_halen = 6;
+    uint32_t hi = static_cast<uint32_t>(h[1]);
+    uint32_t lo = static_cast<uint32_t>(h[2]);
+    ll->sll_addr[0] = static_cast<unsigned char>(hi >> 24);
+    ll->sll_addr[1] = static_cast<unsigned char>(hi >> 16);
+    ll->sll_addr[2] = static_cast<unsigned char>(hi >> 8);
+    ll->sll_addr[3] = static_cast<unsigned char>(hi);
+    ll->sll_addr[4] = static_cast<unsigned char>(lo >> 24);
+    ll->sll_addr[5] = static_cast<unsigned char>(lo >> 16);
+    return static_cast<socklen_t>(sizeof *ll);
+  });
   return b.Finish(env);
 }
 

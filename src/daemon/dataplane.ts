@@ -84,6 +84,7 @@ import {
 import { Verdict, VERDICT_NAMES, type VerdictName } from '../ipip/verdict.js';
 import { formatIPv4 } from '../routing/prefix.js';
 import { native, type NativeReader } from '../tun/native.js';
+import { underlaySend } from '../dataplane/underlay-send.js';
 import type { Logger } from './logger.js';
 import { COUNTER_NAMES, type CounterName } from './dataplane-counters.js';
 import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet, type WarmFlow } from './warmup.js';
@@ -534,8 +535,7 @@ export class Dataplane {
    * mode through AF_PACKET to each one's peer's next hop (`hopOf`: peer index). Results in ioRes.
    */
   private sendUnderlay(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, hopOf: Int32Array, n: number): number {
-    if (this.packetFd === -1) return native.sendRaw(this.rawFd, slab, offs, lens, dsts, n, this.ioRes);
-    return native.sendPacket(this.packetFd, slab, offs, lens, dsts, n, this.ioRes, this.rawFd, this.hops, hopOf);
+    return underlaySend(native, this.rawFd, this.packetFd, this.hops, slab, offs, lens, dsts, hopOf, n, this.ioRes);
   }
 
   /** Send what is queued in one sendRaw (sendmmsg) call; empties the queue and the segment region. */

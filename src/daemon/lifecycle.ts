@@ -15,6 +15,7 @@ import { availableParallelism } from 'node:os';
 import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
+import { steeringFilter } from '../tun/steering.js';
 import type { Config } from './config.js';
 import { ControlServer } from './control.js';
 import { Dataplane } from './dataplane.js';
@@ -184,7 +185,7 @@ export class Resources {
     for (let q = 0; q < queues; q++) {
       let fd: number;
       try {
-        fd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer, undefined, queues > 1 ? { index: q, count: queues } : undefined);
+        fd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer, undefined, queues > 1 ? steeringFilter({ index: q, count: queues }) : undefined);
       } catch (err) {
         throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket${queues > 1 ? ` of queue ${q}` : ''} on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
       }

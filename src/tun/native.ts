@@ -13,7 +13,7 @@
  * - An IPv4 address is a signed 32-bit integer in network byte order, as `buf.readInt32BE`
  *   returns it (0 = INADDR_ANY); unsigned values (`>>> 0`) are accepted too.
  * - Packet batches are described by `Int32Array`s of offsets and lengths into one slab.
- * - Data-path calls (`writeTun`, `sendRaw`, the Reader) never throw for a per-packet error;
+ * - Data-path calls (`writeTun`, `sendRaw`, `sendPacket`, the Reader) never throw for a per-packet error;
  *   wrong argument types throw `TypeError`, impossible sizes `RangeError`.
  */
 import { existsSync } from 'node:fs';
@@ -59,8 +59,19 @@ export interface NativeBinding {
    * ignores a different one later.
    */
   openTun(name: string, options?: { vnetHdr?: boolean; offload?: number; multiQueue?: boolean }): { fd: number; name: string };
-  /** Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun. */
-  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number, steer?: RawSteering): number;
+  /**
+   * Open a non-blocking raw AF_INET socket of `protocol` (default IPPROTO_IPIP = 4; ipipd also
+   * opens one of ICMP = 1) with IP_HDRINCL, set SO_RCVBUF/SO_SNDBUF to the sizes in bytes (forced
+   * past the sysctl limits when permitted; 0 keeps the kernel default) and bind it to localAddr
+   * (0 = INADDR_ANY), returning the fd; throws a NativeError like openTun.
+   *
+   * `filter`: a classic BPF program, `struct sock_filter` entries (8 bytes each, host byte
+   * order; 1 to 4096 of them, else a RangeError), attached with SO_ATTACH_FILTER before the bind;
+   * what was queued before it is dropped. The queue steering of io.queues > 1 is one
+   * (src/tun/steering.ts `steeringFilter`). A program the kernel refuses: 'EINVAL', syscall
+   * 'setsockopt'.
+   */
+  openRaw(localAddr: number, rcvbuf: number, sndbuf: number, protocol?: number, filter?: Uint8Array): number;
   /**
    * TUNSETOFFLOAD `flags` (TUN_F_*) on a TUN opened with `vnetHdr`: what the reader takes from
    * now on. Throws a NativeError (syscall 'ioctl'): 'EINVAL' for flags the kernel does not know
@@ -77,15 +88,17 @@ export interface NativeBinding {
   /** Send packets i = 0..n-1 (complete IPv4 datagrams with their own header, IP_HDRINCL) to dsts[i] with sendmmsg(2), skipping and counting each packet that fails (EAGAIN, ENOBUFS, EMSGSIZE, ...) until all are attempted; never throws per packet: returns the number sent, with res[0] = failures and res[1] = last errno (0 if none); each failed packet's lens[i] is replaced by -errno. */
   sendRaw(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, res: Int32Array): number;
   /**
-   * `sendRaw` for `underlay.send: packet`: packet i goes to its peer's next hop, `hops` entry
+   * `sendRaw` for `underlay.send: packet`: packet i goes to the next hop of `hops` entry
    * `hopOf[i]` (HOP_INTS int32s per peer: ifindex, MAC bytes 0-3 big-endian, MAC bytes 4-5 in
    * the top 16 bits; see src/daemon/nexthop.ts), with sendmmsg(2) on `fd`, an AF_PACKET socket
    * from `openPacket`: the kernel adds the link-layer header, and does no route lookup and no IP
-   * output processing (no netfilter OUTPUT/POSTROUTING). A packet whose peer's ifindex is 0 (no
-   * usable next hop) or whose hopOf is out of range goes to dsts[i] through `rawFd`, as
-   * `sendRaw` sends it. Results as `sendRaw`'s; the discard fd discards both ways.
+   * output processing (no netfilter OUTPUT/POSTROUTING). Every packet goes this way, with no
+   * fallback: src/dataplane/underlay-send.ts picks the packets that go here and those that go
+   * through `sendRaw`. A packet whose hopOf is outside the table fails with EINVAL; an ifindex
+   * the kernel does not know, with its errno (ENXIO). Results as `sendRaw`'s; the discard fd
+   * discards.
    */
-  sendPacket(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, res: Int32Array, rawFd: number, hops: Int32Array, hopOf: Int32Array): number;
+  sendPacket(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, hopOf: Int32Array, n: number, res: Int32Array, hops: Int32Array): number;
   /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
   openPacket(sndbuf: number): number;
   /**
@@ -123,8 +136,8 @@ export interface NativeBinding {
   /** IP protocol number of IP-in-IP (4, RFC 2003). */
   readonly IPPROTO_IPIP: number;
   /**
-   * The discard fd (-2): `writeTun` and `sendRaw` given it check every packet as usual, then
-   * count it as written, with no system call. Only for the data path's JIT warm-up.
+   * The discard fd (-2): `writeTun`, `sendRaw` and `sendPacket` given it check every packet as
+   * usual, then count it as written, with no system call. Only for the data path's JIT warm-up.
    */
   readonly DISCARD_FD: number;
   /** int32s per peer in `sendPacket`'s next-hop table (3). */
@@ -148,18 +161,6 @@ export interface NativeBinding {
   readonly TUN_F_USO4: number;
   /** TUNSETOFFLOAD: the same for UDP/IPv6. */
   readonly TUN_F_USO6: number;
-}
-
-/**
- * Queue steering for a raw protocol-4 socket (config io.queues > 1): the socket keeps only the
- * datagrams whose inner flow hashes to queue `index` of `count` (1..64), by a classic BPF filter
- * attached before the socket is bound. The hash is described at `SteeringFilter` in
- * native/ipipd.cc (and modelled in test/helpers/steering-model.ts); a datagram too short to hash
- * goes to queue 0.
- */
-export interface RawSteering {
-  index: number;
-  count: number;
 }
 
 /** A batched reader on one fd (see `NativeBinding.Reader`); created stopped. */

@@ -1,7 +1,7 @@
 /**
  * A reference model of ipipd's underlay steering (io.queues > 1), written from its description
- * and sharing no code with it (the filter is a classic BPF program in native/ipipd.cc,
- * `SteeringFilter`): which queue of `count` keeps an IPIP datagram, given the datagram as the
+ * and sharing no code with it (the filter is a classic BPF program built by src/tun/steering.ts
+ * `steeringFilter`): which queue of `count` keeps an IPIP datagram, given the datagram as the
  * raw socket receives it (from the outer IPv4 header on).
  *
  *   outer = outer IHL * 4; a datagram shorter than outer + 20 (no whole inner header): queue 0
@@ -17,8 +17,9 @@
  * source port's low bit, always 0 for Linux's even connect() ports: every TCP flow of a host
  * went to one queue of two.)
  *
- * Used by test/integration/steering.test.ts (the filter against hand-made datagrams) and
- * test/integration/queues.test.ts (which daemon queue a UDP flow must land on).
+ * Used by test/unit/steering.test.ts (the program in a cBPF interpreter, on hand-made and random
+ * datagrams), test/integration/steering.test.ts (the program in the kernel, on hand-made
+ * datagrams) and test/integration/queues.test.ts (which daemon queue a UDP flow must land on).
  */
 
 /** Why a datagram hashes the way it does: with ports, without them, or too short to hash. */

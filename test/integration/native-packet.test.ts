@@ -1,6 +1,7 @@
 /**
  * The native side of `underlay.send: packet` (native/ipipd.cc openPacket, sendPacket; the
- * contract is in src/tun/native.ts) against the real kernel, in two network namespaces this test
+ * contract is in src/tun/native.ts), with src/dataplane/underlay-send.ts choosing each packet's
+ * way as the data path does, against the real kernel, in two network namespaces this test
  * creates and always deletes, joined by a veth. The child fixture (test/fixtures/packet-child.ts,
  * run from dist/ after `npm run build`) sends IPIP datagrams from the sender namespace and
  * captures, with tcpdump, every frame that reaches the peer's end of the veth; it reports what it
@@ -31,8 +32,10 @@
  *    packet arrives once, each peer's in order; entries past n are never sent.
  * 4. Per-packet failures on either way mark exactly those packets (-errno), res = [count, last
  *    errno], the others are still sent.
- * 5. DISCARD_FD: nothing leaves either way, every usable packet is counted.
- * 6. Argument checks: TypeError / RangeError, and nothing is sent.
+ * 5. Native sendPacket alone has no raw way: ifindex 0 fails with the kernel's ENXIO, a hopOf
+ *    outside the table with EINVAL.
+ * 6. DISCARD_FD: nothing leaves either way, every usable packet is counted.
+ * 7. Argument checks: TypeError / RangeError, and nothing is sent.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -74,6 +77,7 @@ interface Report extends ChildReport {
   packetOnly: Batch;
   mixed: Batch;
   perPacket: { downThenMissing: Batch; missingThenDown: Batch; bothWays: Batch; bulk: Batch };
+  direct: Batch;
   discard: { all: Batch; withBad: Batch; none: Batch };
   args: { checks: Record<string, ErrShape>; frames: Frame[]; captureDropped: number | null; lensUnchanged: boolean };
 }
@@ -253,6 +257,18 @@ describe.skipIf(skipReason !== undefined)('native openPacket/sendPacket (AF_PACK
     expectDelivered(b, [1, 2, 6, 7]);
   });
 
+  it('native sendPacket alone sends every packet to its hop entry: ifindex 0 fails with ENXIO, a hopOf outside the table with EINVAL', () => {
+    const b = r.direct;
+    // [hop 0, hop 2 (ifindex 0), hop 1, hopOf -1, hopOf 3 (past 3 entries), hop 0]
+    expect(b.packets.map((p) => p.hopOf)).toEqual([0, 2, 1, -1, 3, 0]);
+    expect(b.sent).toBe(3);
+    // The EINVALs are found while the chunk is gathered, the ENXIO when it is sent: that is last.
+    expect(b.res).toEqual([3, ENXIO]);
+    expectMarked(b, { 1: ENXIO, 3: EINVAL, 4: EINVAL });
+    expectDelivered(b, [0, 2, 5]);
+    expect(b.frames.map((f) => f.dst)).toEqual([PEER_MAC, MADE_UP_MAC, PEER_MAC]);
+  });
+
   it('DISCARD_FD discards both ways: nothing leaves, every usable packet is counted', () => {
     const { all, withBad, none } = r.discard;
     // 80 packets, half of them the raw way (a real raw fd).
@@ -274,14 +290,13 @@ describe.skipIf(skipReason !== undefined)('native openPacket/sendPacket (AF_PACK
 
   it('argument checks throw TypeError / RangeError, and a call that throws sends nothing', () => {
     const a = r.args;
-    const typeErrors = ['fdString', 'slabNotBuffer', 'offsNotInt32', 'lensNotInt32', 'dstsNotInt32', 'nString', 'resNotInt32', 'rawFdString', 'hopsNotInt32', 'hopOfNotInt32', 'hopsMissing', 'hopOfMissing', 'openPacketString', 'openPacketMissing'];
-    const rangeErrors = ['hopOfShort', 'dstsShort', 'offsShort', 'lensShort', 'nNegative', 'nFractional', 'resShort', 'rawFdFractional', 'rawFdTooBig', 'fdTooBig', 'openPacketNegative', 'openPacketFractional'];
+    const typeErrors = ['fdString', 'slabNotBuffer', 'offsNotInt32', 'lensNotInt32', 'hopOfNotInt32', 'nString', 'resNotInt32', 'hopsNotInt32', 'hopsMissing', 'hopOfMissing', 'openPacketString', 'openPacketMissing'];
+    const rangeErrors = ['hopOfShort', 'offsShort', 'lensShort', 'nNegative', 'nFractional', 'resShort', 'fdTooBig', 'openPacketNegative', 'openPacketFractional'];
     expect(Object.keys(a.checks).sort()).toEqual([...typeErrors, ...rangeErrors].sort());
     for (const k of typeErrors) expect(a.checks[k], k).toMatchObject({ threw: true, name: 'TypeError' });
     for (const k of rangeErrors) expect(a.checks[k], k).toMatchObject({ threw: true, name: 'RangeError' });
     expect(a.checks.hopOfShort.message).toContain('hopOf');
     expect(a.checks.hopsNotInt32.message).toContain('hops');
-    expect(a.checks.rawFdString.message).toContain('rawFd');
     expect(a.frames).toEqual([]);
     expect(a.captureDropped).toBe(0);
     expect(a.lensUnchanged).toBe(true);
