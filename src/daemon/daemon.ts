@@ -34,13 +34,13 @@ import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import type { Config } from './config.js';
 import { ControlServer } from './control.js';
-import { COUNTER_NAMES, Dataplane, nameFigures } from './dataplane.js';
+import { COUNTER_NAMES, Dataplane, nameFigures } from '../dataplane/dataplane.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
 import { NextHops, hopEntry, type HopStatus } from './nexthop.js';
-import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
+import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from '../dataplane/queue.js';
 
 export { buildTunnel, warmUpFlows };
 

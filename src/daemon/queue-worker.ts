@@ -10,11 +10,11 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
 import { native } from '../tun/native.js';
-import { Dataplane } from './dataplane.js';
+import { Dataplane } from '../dataplane/dataplane.js';
 import { createLogger } from './logger.js';
 import { setHopEntry } from './nexthop.js';
 import { queueSnapshot, type FromWorker, type QueueSnapshot, type QueueWorkerData, type ToWorker } from './queues.js';
-import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
+import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from '../dataplane/queue.js';
 
 const d = workerData as QueueWorkerData;
 native.setThreadName(`ipipd-q${d.queue}`);

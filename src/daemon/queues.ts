@@ -35,7 +35,7 @@
 import { Worker } from 'node:worker_threads';
 import type { Peer } from '../ipip/index.js';
 import type { Config } from './config.js';
-import type { Dataplane } from './dataplane.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
 import type { Logger } from './logger.js';
 
 /** What a worker needs to run queue `queue`, passed as its workerData (structured clone). */

@@ -19,7 +19,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { buildTunnel, queueIds } from '../../src/daemon/setup.js';
+import { buildTunnel, queueIds } from '../../src/dataplane/queue.js';
 import { PacketResult, Verdict, type Peer, type Tunnel } from '../../src/ipip/index.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 

@@ -21,9 +21,9 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig, type Config } from '../../src/daemon/config.js';
 import { buildTunnel, warmUpFlows } from '../../src/daemon/daemon.js';
-import { COUNTER_NAMES, Dataplane, HEADROOM } from '../../src/daemon/dataplane.js';
+import { COUNTER_NAMES, Dataplane, HEADROOM } from '../../src/dataplane/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
-import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet } from '../../src/daemon/warmup.js';
+import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet } from '../../src/dataplane/warmup.js';
 import {
   PacketResult,
   Verdict,

@@ -8,7 +8,7 @@
 import { randomInt } from 'node:crypto';
 import { PrefixTable } from '../routing/table.js';
 import { Peer, Tunnel } from '../ipip/index.js';
-import type { Config } from './config.js';
+import type { Config } from '../daemon/config.js';
 import type { WarmFlow } from './warmup.js';
 
 /**

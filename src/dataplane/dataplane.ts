@@ -84,8 +84,8 @@ import {
 import { Verdict, VERDICT_NAMES, type VerdictName } from '../ipip/verdict.js';
 import { formatIPv4 } from '../routing/prefix.js';
 import { native, type NativeReader } from '../tun/native.js';
-import type { Logger } from './logger.js';
-import { COUNTER_NAMES, type CounterName } from './dataplane-counters.js';
+import type { Logger } from '../daemon/logger.js';
+import { COUNTER_NAMES, type CounterName } from './figures.js';
 import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet, type WarmFlow } from './warmup.js';
 
 export { COUNTER_NAMES, type CounterName };
