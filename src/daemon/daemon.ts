@@ -34,13 +34,16 @@ import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import type { Config } from './config.js';
 import { ControlServer } from './control.js';
-import { COUNTER_NAMES, Dataplane, nameFigures } from '../dataplane/dataplane.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
+import { hopEntry } from '../dataplane/hops.js';
+import { buildTunnel, createQueue } from '../dataplane/queue.js';
+import { warmUpFlows } from '../dataplane/warmup.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
-import { QueueWorkers, queueSnapshot, type QueueSnapshot, type QueueWorkerData } from './queues.js';
-import { NextHops, hopEntry, type HopStatus } from './nexthop.js';
-import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from '../dataplane/queue.js';
+import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from './queues.js';
+import { NextHops, type HopStatus } from './nexthop.js';
 
 export { buildTunnel, warmUpFlows };
 
@@ -280,52 +283,37 @@ export class Daemon {
       packet = { fd: packetFds[0]!, hops: hops.table };
     }
 
-    // 6. The data path.
-    const ids = queueIds(c.peers.length, 0, queues);
-    const { tunnel, peers } = buildTunnel(c, this.tunMtu, ids);
-    this.peers = peers;
+    // 6. The data path: queue 0 here, built, warmed up (src/dataplane/warmup.ts) and started.
     const icmpSource = ta ? ta.addr : c.underlay.address.value;
     const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
-    const dp = new Dataplane({
+    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource };
+    const q0 = createQueue(c, {
+      ...shared,
+      queue: 0,
       tunFd: tunFds[0]!,
       rawFd: rawFds[0]!,
       icmpFd,
-      tunnel,
-      icmpSource,
-      // The ICMP rate is the daemon's: each queue has its share.
-      ...icmpLimits(c, queues),
+      log: this.log.child({ subsystem: 'dataplane' }),
       // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
       onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
-      batch: c.io.batch,
-      offload: c.io.offload,
-      udpGro: this.udpGro,
-      tunMtu: this.tunMtu,
-      underlayMax,
-      log: this.log.child({ subsystem: 'dataplane' }),
       ...(packet ? { packet } : {}),
     });
+    const dp = q0.dataplane;
+    this.peers = q0.peers;
     this.dataplane = dp;
     this.undo.push({ what: 'close dataplane', run: () => dp.close() });
-    // JIT warm-up (src/daemon/warmup.ts): the real data path over synthetic packets, into the
-    // discard fd; nothing leaves the process, and the peers' state is put back.
-    const warmT0 = performance.now();
-    const warmed = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
-    this.log.debug({ packets: warmed, ms: Math.round(performance.now() - warmT0) }, 'data path warmed up');
+    this.log.debug({ packets: q0.warmUp.packets, ms: q0.warmUp.ms }, 'data path warmed up');
     dp.start();
     if (queues > 1) {
       const data: QueueWorkerData[] = [];
       for (let q = 1; q < queues; q++) {
         data.push({
+          ...shared,
           queue: q,
-          queues,
           config: c,
           tunFd: tunFds[q]!,
           rawFd: rawFds[q]!,
-          tunMtu: this.tunMtu,
-          underlayMax,
-          udpGro: this.udpGro,
-          icmpSource,
-          idStarts: [...ids.starts],
+          idStarts: [...q0.idStarts],
           logLevel: this.log.level,
           packetFd: packetFds[q] ?? -1,
           hops: packet ? Array.from(packet.hops) : [],
@@ -420,7 +408,7 @@ export class Daemon {
   private report(snaps: readonly QueueSnapshot[]): StatusReport {
     const c = this.config;
     const dp = this.dataplane;
-    const all = dp ? [queueSnapshot(dp, this.peers), ...snaps] : [];
+    const all = dp ? [queueSnapshot(dp.figures), ...snaps] : [];
     const counters = new Float64Array(COUNTER_NAMES.length);
     const drops = new Float64Array(VERDICT_NAMES.length);
     const lastErrors: Record<string, string> = {};
@@ -450,6 +438,9 @@ export class Daemon {
       });
     });
     const named = nameFigures(counters, drops);
+    // Reachability is queue 0's figure: it alone hears underlay ICMP.
+    const unreachableAt = dp ? dp.figures.peers.unreachableAt : new Float64Array(this.peers.length);
+    const unreachableReason = dp ? dp.figures.peers.unreachableReason : [];
     return {
       state: this.state,
       pid: process.pid,
@@ -470,8 +461,8 @@ export class Daemon {
         pmtuLearnedSecondsAgo: p.pmtuLearnedAt ? Math.round((Date.now() - p.pmtuLearnedAt) / 1000) : null,
         // Queue 0 alone hears underlay ICMP; a packet any queue accepted since proves the peer
         // reachable again (RFC 2003 §5 soft state).
-        reachable: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt,
-        unreachableReason: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt ? null : p.unreachableReason,
+        reachable: unreachableAt[i] === 0 || peerSums[i]!.lastRxAt > unreachableAt[i]!,
+        unreachableReason: unreachableAt[i] === 0 || peerSums[i]!.lastRxAt > unreachableAt[i]! ? null : unreachableReason[i]!,
         lastRxSecondsAgo: peerSums[i]!.lastRxAt ? Math.round((Date.now() - peerSums[i]!.lastRxAt) / 1000) : null,
         txPackets: peerSums[i]!.txPackets,
         txBytes: peerSums[i]!.txBytes,

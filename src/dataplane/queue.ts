@@ -1,15 +1,36 @@
 /**
- * What the main thread and every data-path queue worker (src/daemon/queue-worker.ts) build alike
- * from a validated config, with no I/O: the pure tunnel core (`buildTunnel`), the JIT warm-up's
- * flows (`warmUpFlows`, src/daemon/warmup.ts says why), the ID plan that keeps the queues'
- * outer Identifications apart (`queueIds`), and each queue's share of the ICMP rate
- * (`icmpLimits`).
+ * One data-path queue built from the frozen config, the same way on the main thread (queue 0,
+ * src/daemon/daemon.ts) and in each queue worker (src/daemon/queue-worker.ts), with no I/O of
+ * its own. Flow of this file:
+ *   - `QueueConfig`: the part of the config a queue reads (the daemon's frozen Config has it);
+ *   - `queueIds`: the ID plan that keeps the queues' outer Identifications apart;
+ *   - `icmpLimits`: each queue's share of the ICMP rate;
+ *   - `buildTunnel`: the pure tunnel core (peers, prefix table, encapsulation policy);
+ *   - `createQueue`: all of the above, the Dataplane on the queue's fds, and its JIT warm-up
+ *     (warmup.ts); the caller starts it.
  */
 import { randomInt } from 'node:crypto';
-import { PrefixTable } from '../routing/table.js';
+import type { Logger } from 'pino';
 import { Peer, Tunnel } from '../ipip/index.js';
-import type { Config } from '../daemon/config.js';
-import type { WarmFlow } from './warmup.js';
+import { PrefixTable } from '../routing/table.js';
+import { Dataplane } from './dataplane.js';
+import type { DataplaneIo } from './io.js';
+import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
+
+/** What a queue reads from the validated, frozen config (src/daemon/config.ts `Config`). */
+export interface QueueConfig {
+  readonly tun: { readonly address?: { readonly addr: number } | undefined };
+  readonly underlay: { readonly address: { readonly value: number } };
+  readonly peers: readonly {
+    readonly name: string;
+    readonly endpoint: { readonly value: number };
+    readonly mtu?: number | undefined;
+    readonly prefixes: readonly { readonly addr: number; readonly len: number }[];
+  }[];
+  readonly encap: { readonly ttl: number | 'inherit'; readonly tos: number | 'inherit'; readonly df: 'inherit' | 'always' };
+  readonly icmp: { readonly rate: number; readonly burst: number };
+  readonly io: { readonly batch: number; readonly offload: boolean };
+}
 
 /**
  * Where a queue's outer IDs start and what they advance by: with `queues` > 1, queue q of peer
@@ -35,7 +56,7 @@ export function queueIds(peers: number, queue: number, queues: number, starts?: 
  * One queue's share of the ICMP errors ipipd may send (`icmp.rate` per second, `icmp.burst` at
  * once): each of `queues` has its own token bucket, so the daemon as a whole keeps to the config.
  */
-export function icmpLimits(config: Config, queues: number): { icmpRate: number; icmpBurst: number } {
+export function icmpLimits(config: QueueConfig, queues: number): { icmpRate: number; icmpBurst: number } {
   return {
     icmpRate: Math.max(1, Math.floor(config.icmp.rate / queues)),
     icmpBurst: Math.max(1, Math.floor(config.icmp.burst / queues)),
@@ -43,8 +64,7 @@ export function icmpLimits(config: Config, queues: number): { icmpRate: number; 
 }
 
 /** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
-export function buildTunnel(config: Config, tunMtu: number, ids?: QueueIds): { tunnel: Tunnel; peers: Peer[] } {
-  const local = config.underlay.address.value;
+export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds): { tunnel: Tunnel; peers: Peer[] } {
   const plan = ids ?? queueIds(config.peers.length, 0, 1);
   const peers = config.peers.map(
     (p, index) =>
@@ -61,7 +81,7 @@ export function buildTunnel(config: Config, tunMtu: number, ids?: QueueIds): { t
     config.peers.flatMap((p, i) => p.prefixes.map((x) => ({ addr: x.addr, len: x.len, value: peers[i]! }))),
   );
   const tunnel = new Tunnel({
-    local,
+    local: config.underlay.address.value,
     routes,
     peers,
     ttl: config.encap.ttl,
@@ -72,30 +92,74 @@ export function buildTunnel(config: Config, tunMtu: number, ids?: QueueIds): { t
   return { tunnel, peers };
 }
 
-/** Rounds of synthetic batches in the JIT warm-up (each both ways, 1..64 packets). */
-export const WARM_UP_ROUNDS = 2000;
-
-/**
- * The warm-up's flows, one per peer: an inner address the peer owns (the first of its prefixes
- * that routes to it, host part 1 when there is room) and one of ours that routes to no peer and
- * is no endpoint (the TUN's address, or the first such of a few candidates).
- */
-export function warmUpFlows(c: Config, tunnel: Tunnel): WarmFlow[] {
-  const usable = (a: number): boolean => !tunnel.isTunnelAddress(a) && tunnel.routes.lookup(a) === undefined;
-  const candidates = [c.tun.address?.addr, 0x0a000001, 0x64400001, 0xc6120001 | 0, 0xac100001 | 0, 0xc0a80001 | 0];
-  const local = candidates.find((a): a is number => a !== undefined && usable(a));
-  if (local === undefined) return [];
-  const flows: WarmFlow[] = [];
-  c.peers.forEach((p, i) => {
-    const peer = tunnel.peers[i]!;
-    for (const x of p.prefixes) {
-      const remote = x.len < 31 ? (x.addr + 1) | 0 : x.addr;
-      if (!tunnel.isTunnelAddress(remote) && tunnel.routes.lookup(remote) === peer) {
-        flows.push({ endpoint: peer.endpoint, remote, local });
-        return;
-      }
-    }
-  });
-  return flows;
+/** What differs from queue to queue, and what the caller found out while setting up. */
+export interface QueueSpec {
+  /** This queue's number, 0..queues-1 (queue 0 runs on the main thread). */
+  queue: number;
+  queues: number;
+  /** The per-peer random ID starts (`queueIds`); drawn here when absent (queue 0). */
+  idStarts?: readonly number[];
+  tunFd: number;
+  rawFd: number;
+  /** The raw ICMP socket (queue 0 alone reads underlay ICMP), or -1. */
+  icmpFd?: number;
+  tunMtu: number;
+  /** Largest datagram the raw socket may hand us (outer header included). */
+  underlayMax: number;
+  /** Offload mode with UDP_L4 on the TUN (the daemon probes it). */
+  udpGro: boolean;
+  /** Source address of the ICMP errors written into the TUN, int32. */
+  icmpSource: number;
+  log: Logger;
+  /** Queue 0: a path MTU it learns goes to the other queues. */
+  onPathMtu?: (peer: Peer) => void;
+  /** `underlay.send: packet`: this queue's AF_PACKET fd and next-hop table. */
+  packet?: { fd: number; hops: Int32Array };
+  /** Tests: the I/O to use instead of the native binding. */
+  io?: DataplaneIo;
 }
 
+export interface Queue {
+  dataplane: Dataplane;
+  tunnel: Tunnel;
+  peers: Peer[];
+  /** The ID starts this queue used (queue 0 hands them to the workers). */
+  idStarts: readonly number[];
+  /** The JIT warm-up: packets processed, and how long it took. */
+  warmUp: { packets: number; ms: number };
+}
+
+/** Build queue `spec.queue` from the config and warm it up; not started. */
+export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
+  const ids = queueIds(c.peers.length, spec.queue, spec.queues, spec.idStarts);
+  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids);
+  const dataplane = new Dataplane({
+    tunFd: spec.tunFd,
+    rawFd: spec.rawFd,
+    icmpFd: spec.icmpFd ?? -1,
+    tunnel,
+    icmpSource: spec.icmpSource,
+    // The ICMP rate is the daemon's: each queue has its share.
+    ...icmpLimits(c, spec.queues),
+    batch: c.io.batch,
+    offload: c.io.offload,
+    udpGro: spec.udpGro,
+    tunMtu: spec.tunMtu,
+    underlayMax: spec.underlayMax,
+    log: spec.log,
+    ...(spec.onPathMtu ? { onPathMtu: spec.onPathMtu } : {}),
+    ...(spec.packet ? { packet: spec.packet } : {}),
+    ...(spec.io ? { io: spec.io } : {}),
+  });
+  // JIT warm-up (warmup.ts): the real data path over synthetic packets, into the discard fd;
+  // nothing leaves the process, and the peers' state is put back.
+  const t0 = performance.now();
+  let packets: number;
+  try {
+    packets = warmUp(dataplane, warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
+  } catch (err) {
+    dataplane.close();
+    throw err;
+  }
+  return { dataplane, tunnel, peers, idStarts: ids.starts, warmUp: { packets, ms: Math.round(performance.now() - t0) } };
+}

@@ -1,17 +1,23 @@
 /**
- * Synthetic packets for the data path's JIT warm-up (`Dataplane.warmUp`, issue 4).
+ * The data path's JIT warm-up (issue 4), in one file: the synthetic packets, the flows they
+ * travel, and the procedure that runs them through a queue before it starts reading.
  *
  * Why: V8 runs a function in its interpreter or baseline tier until it has been called often
  * enough; at a few packets per second (a ping every 10 ms) the encapsulation path stays there
  * for minutes, and each cold wake-up costs ~100 µs more than an optimized one (docs/
- * performance.md, "Latency"). Before the readers start, the daemon runs its real data path over
- * these packets into the discard fd (nothing is sent anywhere) with a throwaway Tunnel, so the
- * first real packet already meets optimized code.
+ * performance.md, "Latency"). Before the Readers start, the queue runs its real data path over
+ * these packets into the discard fd (nothing is sent anywhere), so the first real packet
+ * already meets optimized code.
  *
- * What: well-formed IPv4 packets of the shapes real traffic has: ICMP echo (84 bytes), UDP (64
- * and 1400 byte payloads), TCP segments with Linux's timestamp option; in offload mode also
- * packets with a partial checksum (NEEDS_CSUM) and TCP super-packets (GSO TCPV4), as the kernel
- * hands them over. Pure: no I/O; writes into the caller's buffer.
+ * Flow of this file:
+ *   1. the packets (`writeWarmPacket`, `writeWarmVnet`, `writeWarmOuter`): well-formed IPv4
+ *      packets of the shapes real traffic has: ICMP echo (84 bytes), UDP (64 and 1400 byte
+ *      payloads), TCP segments with Linux's timestamp option; in offload mode also packets with
+ *      a partial checksum (NEEDS_CSUM) and TCP super-packets (GSO TCPV4), as the kernel hands
+ *      them over. Pure: they write into the caller's buffer;
+ *   2. the flows (`warmUpFlows`): one inner flow per peer, from the config;
+ *   3. the procedure (`warmUp`, `WARM_UP_ROUNDS`): rounds of synthetic batches through the
+ *      real batch handlers, both ways, then everything put back as it was.
  */
 import type { Buffer } from 'node:buffer';
 import {
@@ -46,12 +52,17 @@ import {
   onesSum32,
   tcpPseudoSum,
   writeVnetHdr,
+  type Tunnel,
 } from '../ipip/index.js';
+import type { Dataplane } from './dataplane.js';
+import type { QueueConfig } from './queue.js';
+import { HEADROOM } from './slabs.js';
+
+// ---- 1. the packets
 
 export const WARM_ICMP = 0;
 export const WARM_UDP = 1;
 export const WARM_TCP = 2;
-
 
 /** One inner flow of the warm-up: `local` (ours, behind the TUN) <-> `remote` (behind `endpoint`). */
 export interface WarmFlow {
@@ -150,4 +161,127 @@ function writeWarmIPv4(buf: Buffer, off: number, total: number, id: number, prot
   setSrc(buf, off, src);
   setDst(buf, off, dst);
   setChecksum(buf, off, computeHeaderChecksum(buf, off));
+}
+
+// ---- 2. the flows
+
+/**
+ * The warm-up's flows, one per peer: an inner address the peer owns (the first of its prefixes
+ * that routes to it, host part 1 when there is room) and one of ours that routes to no peer and
+ * is no endpoint (the TUN's address, or the first such of a few candidates).
+ */
+export function warmUpFlows(c: QueueConfig, tunnel: Tunnel): WarmFlow[] {
+  const usable = (a: number): boolean => !tunnel.isTunnelAddress(a) && tunnel.routes.lookup(a) === undefined;
+  const candidates = [c.tun.address?.addr, 0x0a000001, 0x64400001, 0xc6120001 | 0, 0xac100001 | 0, 0xc0a80001 | 0];
+  const local = candidates.find((a): a is number => a !== undefined && usable(a));
+  if (local === undefined) return [];
+  const flows: WarmFlow[] = [];
+  c.peers.forEach((p, i) => {
+    const peer = tunnel.peers[i]!;
+    for (const x of p.prefixes) {
+      const remote = x.len < 31 ? (x.addr + 1) | 0 : x.addr;
+      if (!tunnel.isTunnelAddress(remote) && tunnel.routes.lookup(remote) === peer) {
+        flows.push({ endpoint: peer.endpoint, remote, local });
+        return;
+      }
+    }
+  });
+  return flows;
+}
+
+// ---- 3. the procedure
+
+/** Rounds of synthetic batches in the JIT warm-up (each both ways, 1..64 packets). */
+export const WARM_UP_ROUNDS = 2000;
+
+/** Batch sizes of successive rounds (capped at the queue's batch size). */
+const WARM_SIZES = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 64];
+
+/**
+ * Before `dp.start()`: run `rounds` rounds of synthetic batches through the real batch handlers
+ * and the real Tunnel, TUN -> underlay and underlay -> TUN, for each flow, with the fds swapped
+ * for the discard fd, so that nothing is sent anywhere. The real objects, not copies, so that
+ * the code V8 optimizes has seen exactly their shapes. Batch sizes cycle from 1 to the batch
+ * size; in offload mode some packets carry partial checksums and some are TCP super-packets.
+ * Afterwards the fds are back, every peer's state (IDs, figures, soft state) is as it was, and
+ * every counter, drop count and last error is reset: the status report starts from zero.
+ * Returns the packets processed.
+ */
+export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number): number {
+  if (flows.length === 0 || rounds <= 0) return 0;
+  const { ports, figures } = dp;
+  const peers = dp.tunnel.peers;
+  const real = { tun: ports.tun, raw: ports.raw, packet: ports.packet };
+  const icmpId = dp.icmpErrors.id;
+  // What the batch handlers change on a Peer: only the ID (path MTU is only learned from
+  // underlay ICMP). In an Int32Array: an array of doubles would hold the ID as a double, and
+  // writing that back would make nextId a double field, deoptimizing `encapsulate`.
+  const ids = new Int32Array(peers.map((p) => p.nextId));
+  const saved = figures.peers.clone();
+  ports.tun = ports.io.DISCARD_FD;
+  ports.raw = ports.io.DISCARD_FD;
+  if (real.packet >= 0) ports.packet = ports.io.DISCARD_FD;
+  let packets = 0;
+  const seq = { next: 1 };
+  try {
+    for (let r = 0; r < rounds; r++) {
+      const n = Math.min(dp.batchSize, WARM_SIZES[r % WARM_SIZES.length]!);
+      warmRound(dp, flows[r % flows.length]!, r, n, seq);
+      packets += 2 * n;
+    }
+  } finally {
+    // Put back only what the warm-up changed. V8 treats a field that was only ever
+    // initialised as a constant; a second store, even of the same value, makes it mutable and
+    // throws away the optimized batch handlers that relied on it (seen with --trace-deopt:
+    // `icmpOutCount = 0` and the peers' unchanged fields did it), and at a few packets per
+    // second they are not optimized again for minutes. Typed-array elements (the figures) are
+    // no fields: storing them is free.
+    peers.forEach((p, i) => {
+      if (p.nextId !== ids[i]) p.nextId = ids[i]!;
+    });
+    figures.peers.setFrom(saved);
+    ports.tun = real.tun;
+    ports.raw = real.raw;
+    if (real.packet >= 0) ports.packet = real.packet;
+    figures.resetCounters();
+    dp.send.settle();
+    dp.icmpErrors.settle(icmpId);
+  }
+  return packets;
+}
+
+/** One round of `n` packets each way on flow `f`; `seq.next` is the running TCP sequence number. */
+function warmRound(dp: Dataplane, f: WarmFlow, r: number, n: number, seq: { next: number }): void {
+  const { txBuf, tunSlot, rxBuf, rawSlot, tunLens, rawLens } = dp.slabs;
+  const { offload, tunnel } = dp;
+  const vnet = offload ? VNET_HDR_LEN : 0;
+  // Full-sized packets as large as the path takes (TCP with timestamps: 52 header bytes), so
+  // that they are forwarded, not answered as too big.
+  const peer = tunnel.peerByEndpoint(f.endpoint);
+  const mtu = peer === null ? tunnel.mtu : tunnel.mtuFor(peer);
+  const bigTcp = Math.max(1, Math.min(1400, mtu - 52));
+  const bigUdp = Math.max(1, Math.min(1400, mtu - 28));
+  // TUN -> underlay: a mix of kinds; a super-packet now and then (offload mode).
+  for (let i = 0; i < n; i++) {
+    const off = i * tunSlot + HEADROOM;
+    const kind = (r + i) % 3;
+    const gso = offload && kind === WARM_TCP && i === 0 && r % 4 === 0 ? bigTcp : 0;
+    const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? (i % 2 === 0 ? 64 : bigUdp) : gso > 0 ? 8 * gso : bigTcp;
+    const partial = offload && (r + i) % 2 === 0;
+    const len = writeWarmPacket(txBuf, off, kind, f.local, f.remote, payload, r + i, seq.next, partial || gso > 0);
+    if (offload) writeWarmVnet(txBuf, off, kind, partial || gso > 0, gso);
+    seq.next += payload;
+    tunLens[i] = len + vnet;
+  }
+  dp.send.onTunBatch(n);
+  // underlay -> TUN: runs of one kind, so that offload mode coalesces them.
+  const kind = r % 3;
+  for (let i = 0; i < n; i++) {
+    const off = i * rawSlot;
+    const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? 64 : bigTcp;
+    const len = writeWarmPacket(rxBuf, off + 20, kind, f.remote, f.local, payload, r * 64 + i, seq.next, false);
+    seq.next += payload;
+    rawLens[i] = writeWarmOuter(rxBuf, off, len, f.endpoint, tunnel.local, r * 64 + i);
+  }
+  dp.receive.onRawBatch(n);
 }

@@ -25,7 +25,8 @@
 import { Buffer } from 'node:buffer';
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { createLogger, type Logger } from '../../src/daemon/logger.js';
-import { HOP_INTS, NextHops, REFRESH_MS, hopEntry, readHop, setHopEntry, writeHop, type HopSource } from '../../src/daemon/nexthop.js';
+import { NextHops, REFRESH_MS, type HopSource } from '../../src/daemon/nexthop.js';
+import { HOP_INTS, hopEntry, readHop, setHopEntry, writeHop } from '../../src/dataplane/hops.js';
 import { NUD, type NeighbourInfo, type RouteLookup } from '../../src/tun/netlink.js';
 import { ip } from '../helpers/packets.js';
 

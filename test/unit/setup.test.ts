@@ -1,5 +1,5 @@
 /**
- * The outer-ID plan of the data-path queues (config io.queues, src/daemon/setup.ts):
+ * The outer-ID plan of the data-path queues (config io.queues, src/dataplane/queue.ts):
  * `queueIds` and the Peers `buildTunnel` makes from it.
  *
  *   queue q of n, peer i:   ID_k = starts[i] + q + k * step  (mod 2^16),  step = 2^ceil(log2 n)
