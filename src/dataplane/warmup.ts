@@ -38,6 +38,7 @@ import {
   IPPROTO_IPIP,
   computeHeaderChecksum,
   foldSum,
+  getProtocol,
   internetChecksum,
   setChecksum,
   setDst,
@@ -113,7 +114,7 @@ export function writeWarmPacket(buf: Buffer, off: number, kind: number, src: num
     buf.writeInt32BE(0x05060708, t + 28);
     csumAt = t + TCP_OFF_CHECKSUM;
   }
-  const pseudo = foldSum(tcpPseudoSum(buf, off, buf[off + 9], l4 + payload));
+  const pseudo = foldSum(tcpPseudoSum(buf, off, getProtocol(buf, off), l4 + payload));
   if (partial) {
     buf.writeUInt16BE(pseudo, csumAt);
   } else {
