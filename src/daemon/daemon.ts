@@ -37,15 +37,12 @@ import { ControlServer } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
 import { hopEntry } from '../dataplane/hops.js';
-import { buildTunnel, createQueue } from '../dataplane/queue.js';
-import { warmUpFlows } from '../dataplane/warmup.js';
+import { createQueue } from '../dataplane/queue.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from './queues.js';
 import { NextHops, type HopStatus } from './nexthop.js';
-
-export { buildTunnel, warmUpFlows };
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
 
