@@ -11,8 +11,9 @@
  * They share one `Slabs` (slabs.ts: every buffer, and who owns it), one `Figures` (figures.ts:
  * counters, drops, last errors, per-peer figures) and one `Ports` (io.ts: the fds). Flow of this
  * file: the options; the constructor, which builds those and the Readers; start / stop / close
- * (STYLE rule 13); `setTunnel`; the figures for the status report. The JIT warm-up that runs
- * before `start` is warmup.ts; the queue is built from the config by queue.ts.
+ * (STYLE rule 13); `setTunnel`; read errors (counted, logged at most every 5 s); the figures for
+ * the status report. The JIT warm-up that runs before `start` is warmup.ts; the queue is built
+ * from the config by queue.ts.
  *
  * Offload mode (`offload`, config `io.offload`; the TUN is opened with IFF_VNET_HDR, TSO4 and
  * checksum offload, src/ipip/gso.ts): every TUN read and write carries a virtio_net_hdr (TUN

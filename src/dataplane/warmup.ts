@@ -233,10 +233,10 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
   } finally {
     // Put back only what the warm-up changed. V8 treats a field that was only ever
     // initialised as a constant; a second store, even of the same value, makes it mutable and
-    // throws away the optimized batch handlers that relied on it (seen with --trace-deopt:
-    // `icmpOutCount = 0` and the peers' unchanged fields did it), and at a few packets per
-    // second they are not optimized again for minutes. Typed-array elements (the figures) are
-    // no fields: storing them is free.
+    // throws away the optimized batch handlers that relied on it (seen with --trace-deopt: the
+    // ICMP queue's count set to 0 again did it, and so did the peers' counters when they were
+    // Peer fields), and at a few packets per second they are not optimized again for minutes.
+    // Typed-array elements (the figures) are no fields: storing them changes no shape.
     peers.forEach((p, i) => {
       if (p.nextId !== ids[i]) p.nextId = ids[i]!;
     });
