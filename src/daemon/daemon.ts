@@ -42,10 +42,8 @@ import { IpipdError } from './errors.js';
 import { Resources } from './lifecycle.js';
 import type { Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
-import { buildTunnel, warmUpFlows } from './setup.js';
 import { statusReport, type DaemonState, type StatusReport } from './status.js';
 
-export { buildTunnel, warmUpFlows };
 /** The report's type, for the tests and helpers that import it from here. */
 export type { StatusReport };
 

@@ -18,12 +18,13 @@ import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import { steeringFilter } from '../tun/steering.js';
 import type { Config } from './config.js';
 import { ControlServer } from './control.js';
-import { Dataplane } from './dataplane.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import { hopEntry } from '../dataplane/hops.js';
+import { createQueue } from '../dataplane/queue.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
-import { NextHops, hopEntry } from './nexthop.js';
-import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
+import { NextHops } from './nexthop.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -244,51 +245,37 @@ export class Resources {
     const queues = c.io.queues;
     const { tunFds, rawFds, icmpFd, packetFds, packet } = this;
     const ta = c.tun.address;
-    const ids = queueIds(c.peers.length, 0, queues);
-    const { tunnel, peers } = buildTunnel(c, this.tunMtu, ids);
-    this.peers = peers;
     const icmpSource = ta ? ta.addr : c.underlay.address.value;
     const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
-    const dp = new Dataplane({
+    // Queue 0 here, built, warmed up (src/dataplane/warmup.ts) and started; the others below.
+    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource };
+    const q0 = createQueue(c, {
+      ...shared,
+      queue: 0,
       tunFd: tunFds[0]!,
       rawFd: rawFds[0]!,
       icmpFd,
-      tunnel,
-      icmpSource,
-      // The ICMP rate is the daemon's: each queue has its share.
-      ...icmpLimits(c, queues),
+      log: this.log.child({ subsystem: 'dataplane' }),
       // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
       onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
-      batch: c.io.batch,
-      offload: c.io.offload,
-      udpGro: this.udpGro,
-      tunMtu: this.tunMtu,
-      underlayMax,
-      log: this.log.child({ subsystem: 'dataplane' }),
       ...(packet ? { packet } : {}),
     });
+    const dp = q0.dataplane;
+    this.peers = q0.peers;
     this.dataplane = dp;
     this.undo.push({ what: 'close dataplane', run: () => dp.close() });
-    // JIT warm-up (src/daemon/warmup.ts): the real data path over synthetic packets, into the
-    // discard fd; nothing leaves the process, and the peers' state is put back.
-    const warmT0 = performance.now();
-    const warmed = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
-    this.log.debug({ packets: warmed, ms: Math.round(performance.now() - warmT0) }, 'data path warmed up');
+    this.log.debug({ packets: q0.warmUp.packets, ms: q0.warmUp.ms }, 'data path warmed up');
     dp.start();
     if (queues > 1) {
       const data: QueueWorkerData[] = [];
       for (let q = 1; q < queues; q++) {
         data.push({
+          ...shared,
           queue: q,
-          queues,
           config: c,
           tunFd: tunFds[q]!,
           rawFd: rawFds[q]!,
-          tunMtu: this.tunMtu,
-          underlayMax,
-          udpGro: this.udpGro,
-          icmpSource,
-          idStarts: [...ids.starts],
+          idStarts: [...q0.idStarts],
           logLevel: this.log.level,
           packetFd: packetFds[q] ?? -1,
           hops: packet ? Array.from(packet.hops) : [],

@@ -1,47 +1,36 @@
 /**
  * Worker thread entry for one data-path queue (config io.queues > 1; src/daemon/queues.ts says
- * why and what is shared). Flow: build the Tunnel from the config with this queue's ID plan,
- * build a Dataplane on the queue's TUN fd and steered raw socket (and, with `underlay.send:
- * packet`, its own AF_PACKET socket and next-hop table) (no ICMP socket: queue 0 reads
- * underlay ICMP for all), warm it up, start reading, say `ready`; then answer the main thread's
- * messages until `stop`, after which the Readers are released, the final figures are posted
- * and, with no handle left, the thread ends. The fds are the daemon's: never closed here.
+ * why and what is shared). Flow: build the queue from the config with `createQueue`
+ * (src/dataplane/queue.ts, as the main thread builds queue 0) on the queue's TUN fd and steered
+ * raw socket (and, with `underlay.send: packet`, its own AF_PACKET socket and next-hop table),
+ * with no ICMP socket (queue 0 reads underlay ICMP for all), warmed up; start reading, say
+ * `ready`; then answer the main thread's messages until `stop`, after which the Readers are
+ * released, the final figures are posted and, with no handle left, the thread ends. The fds are
+ * the daemon's: never closed here. This thread entry stays in the control plane because it owns
+ * what src/dataplane does not: the thread, its logger and its messages.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
+import { queueSnapshot, type QueueSnapshot } from '../dataplane/figures.js';
+import { setHopEntry } from '../dataplane/hops.js';
+import { createQueue } from '../dataplane/queue.js';
 import { native } from '../tun/native.js';
-import { Dataplane } from './dataplane.js';
 import { createLogger } from './logger.js';
-import { setHopEntry } from './nexthop.js';
-import { queueSnapshot, type FromWorker, type QueueSnapshot, type QueueWorkerData, type ToWorker } from './queues.js';
-import { WARM_UP_ROUNDS, buildTunnel, icmpLimits, queueIds, warmUpFlows } from './setup.js';
+import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
 
 const d = workerData as QueueWorkerData;
 native.setThreadName(`ipipd-q${d.queue}`);
 const port = parentPort!;
-const c = d.config;
 const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });
-const { tunnel, peers } = buildTunnel(c, d.tunMtu, queueIds(c.peers.length, d.queue, d.queues, d.idStarts));
 // underlay.send: packet: this queue's copy of the next-hop table, kept up to date by 'hop' messages.
 const hops = Int32Array.from(d.hops);
-const dp = new Dataplane({
-  tunFd: d.tunFd,
-  rawFd: d.rawFd,
-  icmpFd: -1,
-  tunnel,
-  icmpSource: d.icmpSource,
-  // The daemon's ICMP rate is shared by its queues.
-  ...icmpLimits(c, d.queues),
-  batch: c.io.batch,
-  offload: c.io.offload,
-  udpGro: d.udpGro,
-  tunMtu: d.tunMtu,
-  underlayMax: d.underlayMax,
+const { dataplane: dp, peers, warmUp } = createQueue(d.config, {
+  ...d,
   log,
   ...(d.packetFd >= 0 ? { packet: { fd: d.packetFd, hops } } : {}),
 });
 
-const snapshot = (): QueueSnapshot => queueSnapshot(dp, peers);
+const snapshot = (): QueueSnapshot => queueSnapshot(dp.figures);
 
 function send(m: FromWorker): void {
   port.postMessage(m);
@@ -62,7 +51,5 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
-const t0 = performance.now();
-const packets = dp.warmUp(warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
 dp.start();
-send({ type: 'ready', packets, ms: Math.round(performance.now() - t0) });
+send({ type: 'ready', packets: warmUp.packets, ms: warmUp.ms });

@@ -11,7 +11,7 @@
  *
  * What is shared, and how (the data path stays free of locks and atomics):
  * - Peers: each queue has its own Peer copies. Outer IDs are kept apart by the ID plan
- *   (src/daemon/setup.ts `queueIds`). A path MTU learned by queue 0 (it alone reads underlay
+ *   (src/dataplane/queue.ts `queueIds`). A path MTU learned by queue 0 (it alone reads underlay
  *   ICMP) or aged out is posted to the workers (`setPeerMtu`): rare, and a worker applies it
  *   between two batches.
  * - Counters: each queue counts its own; `snapshotsSettled()` asks every worker for its counters,
@@ -33,50 +33,29 @@
  * stop() has resolved (every worker's Readers released first).
  */
 import { Worker } from 'node:worker_threads';
-import type { Peer } from '../ipip/index.js';
+import type { QueueSnapshot } from '../dataplane/figures.js';
+import type { QueueSpec } from '../dataplane/queue.js';
 import type { Config } from './config.js';
-import type { Dataplane } from './dataplane.js';
 import type { Logger } from './logger.js';
 
-/** What a worker needs to run queue `queue`, passed as its workerData (structured clone). */
-export interface QueueWorkerData {
-  queue: number;
-  queues: number;
+export type { QueueSnapshot };
+
+/**
+ * What a worker needs to run queue `queue`, passed as its workerData (structured clone): the
+ * plain-data part of its `QueueSpec` (src/dataplane/queue.ts), the config, and what the worker
+ * turns into the rest.
+ */
+export interface QueueWorkerData extends Pick<QueueSpec, 'queue' | 'queues' | 'tunFd' | 'rawFd' | 'tunMtu' | 'underlayMax' | 'udpGro' | 'icmpSource'> {
   config: Config;
-  tunFd: number;
-  rawFd: number;
-  tunMtu: number;
-  underlayMax: number;
-  udpGro: boolean;
-  icmpSource: number;
-  /** The per-peer random ID starts drawn by the main thread (src/daemon/setup.ts `queueIds`). */
+  /** The per-peer random ID starts drawn by the main thread (src/dataplane/queue.ts `queueIds`). */
   idStarts: number[];
   logLevel: string;
   /**
    * `underlay.send: packet`: this queue's AF_PACKET fd and the next-hop table as it stands
-   * (src/daemon/nexthop.ts; later changes come as 'hop' messages); -1 and [] with `raw`.
+   * (src/dataplane/hops.ts; later changes come as 'hop' messages); -1 and [] with `raw`.
    */
   packetFd: number;
   hops: number[];
-}
-
-/** One queue's figures: counters and drops indexed as COUNTER_NAMES / VERDICT_NAMES. */
-export interface QueueSnapshot {
-  counters: number[];
-  drops: number[];
-  lastErrors: Record<string, string>;
-  /** Per peer, in config order. */
-  peers: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxAt: number }[];
-}
-
-/** A queue's figures as they stand: its Dataplane's counters, drops and last errors, and its peers'. */
-export function queueSnapshot(dp: Dataplane, peers: readonly Peer[]): QueueSnapshot {
-  return {
-    counters: Array.from(dp.counters),
-    drops: Array.from(dp.drops),
-    lastErrors: { ...dp.lastErrors } as Record<string, string>,
-    peers: peers.map((p) => ({ txPackets: p.txPackets, txBytes: p.txBytes, rxPackets: p.rxPackets, rxBytes: p.rxBytes, lastRxAt: p.lastRxAt })),
-  };
 }
 
 /** Main thread -> worker. */

@@ -9,8 +9,9 @@ import { formatIPv4 } from '../routing/prefix.js';
 import type { Peer } from '../ipip/index.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import type { Config } from './config.js';
-import { COUNTER_NAMES, nameFigures, type Dataplane } from './dataplane.js';
-import { queueSnapshot, type QueueSnapshot } from './queues.js';
+import type { Dataplane } from '../dataplane/dataplane.js';
+import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
+import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
@@ -72,7 +73,7 @@ export interface StatusSource {
 export function statusReport(state: DaemonState, startedAt: number, s: StatusSource, snaps: readonly QueueSnapshot[]): StatusReport {
   const c = s.config;
   const dp = s.dataplane;
-  const all = dp ? [queueSnapshot(dp, s.peers), ...snaps] : [];
+  const all = dp ? [queueSnapshot(dp.figures), ...snaps] : [];
   const counters = new Float64Array(COUNTER_NAMES.length);
   const drops = new Float64Array(VERDICT_NAMES.length);
   const lastErrors: Record<string, string> = {};
@@ -102,6 +103,9 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     });
   });
   const named = nameFigures(counters, drops);
+  // Reachability is queue 0's figure: it alone hears underlay ICMP.
+  const unreachableAt = dp ? dp.figures.peers.unreachableAt : new Float64Array(s.peers.length);
+  const unreachableReason = dp ? dp.figures.peers.unreachableReason : [];
   return {
     state,
     pid: process.pid,
@@ -122,8 +126,8 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
       pmtuLearnedSecondsAgo: p.pmtuLearnedAt ? Math.round((Date.now() - p.pmtuLearnedAt) / 1000) : null,
       // Queue 0 alone hears underlay ICMP; a packet any queue accepted since proves the peer
       // reachable again (RFC 2003 §5 soft state).
-      reachable: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt,
-      unreachableReason: p.unreachableAt === 0 || peerSums[i]!.lastRxAt > p.unreachableAt ? null : p.unreachableReason,
+      reachable: unreachableAt[i] === 0 || peerSums[i]!.lastRxAt > unreachableAt[i]!,
+      unreachableReason: unreachableAt[i] === 0 || peerSums[i]!.lastRxAt > unreachableAt[i]! ? null : unreachableReason[i]!,
       lastRxSecondsAgo: peerSums[i]!.lastRxAt ? Math.round((Date.now() - peerSums[i]!.lastRxAt) / 1000) : null,
       txPackets: peerSums[i]!.txPackets,
       txBytes: peerSums[i]!.txBytes,

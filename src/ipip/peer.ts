@@ -2,18 +2,19 @@
  * One remote tunnel endpoint and its soft state (RFC 2003 §5).
  *
  * Flow, in the order the members appear: identity (`index`, `name`, `endpoint`); soft state the
- * data path reads and updates (`mtu`, `nextId`, the four counters); the outer-header template
- * (written by `Tunnel`'s constructor through `bindOuter`, read by `Tunnel.encapsulate`); and
- * `inheritSoftState`, which carries soft state across a config reload.
+ * data path reads and updates (`mtu`, `nextId`, and `baseMtu` / `pmtuLearnedAt` for the path MTU);
+ * the outer-header template (written by `Tunnel`'s constructor through `bindOuter`, read by
+ * `Tunnel.encapsulate`); and `inheritSoftState`, which carries the ID sequence across a config
+ * reload.
  *
  * Who writes what:
- * - The I/O layer (src/daemon) increments `txPackets`/`txBytes` and `rxPackets`/`rxBytes` after
- *   the write of a packet that `Tunnel` returned as `forward` succeeded, so a failed write is
- *   counted only under `tun_write_error` / `socket_write_error`. src/ipip never touches them.
  * - `Tunnel.encapsulate` takes `nextId` for the outer Identification and advances it.
- * - The daemon may lower `mtu` when the underlay reports Fragmentation Needed for our outer
- *   packets (RFC 2003 §5.1: tunnel MTU = path MTU - 20).
+ * - The data path may lower `mtu` (and stamp `pmtuLearnedAt`) when the underlay reports
+ *   Fragmentation Needed for our outer packets (RFC 2003 §5.1: tunnel MTU = path MTU - 20); the
+ *   daemon puts it back to `baseMtu` when that ages out (RFC 1191 §6.3).
  * - `bindOuter` is for `Tunnel` only.
+ * The data path's statistics about a peer (packets, bytes, last packet time, reachability) are
+ * not here: they are figures of each data-path queue, indexed by `index` (src/dataplane/figures.ts).
  *
  * No I/O; the template is a handful of numbers, not a Buffer, so encapsulation writes fields
  * directly without a copy call.
@@ -27,10 +28,10 @@ export const MAX_TUNNEL_MTU = IPV4_MAX_TOTAL_LENGTH - IPV4_MIN_HEADER;
 export const MIN_TUNNEL_MTU = 68;
 
 /**
- * 0 for the counters and timestamps below, stored as a double (-0 is not a small integer to
- * V8, and equals 0 for every comparison and in JSON): their fields are doubles from the start,
- * so the first timestamp or the first counter past 2^30 does not change the Peer's shape, which
- * would throw the optimized data path back to slower code in the middle of traffic.
+ * 0 for the timestamp below, stored as a double (-0 is not a small integer to V8, and equals 0
+ * for every comparison and in JSON): the field is a double from the start, so the first
+ * timestamp does not change the Peer's shape, which would throw the optimized data path back to
+ * slower code in the middle of traffic.
  */
 const DOUBLE_ZERO = -0;
 
@@ -73,27 +74,13 @@ export class Peer {
   nextId: number;
   /** What `nextId` advances by (a power of two, so that the wrap keeps a queue's IDs its own). */
   readonly idStep: number;
-  /** Encapsulated packets sent to this peer (incremented by the I/O layer after the send). */
-  txPackets = DOUBLE_ZERO;
-  /** Inner bytes of those packets (the outer header is not counted, so tx and rx compare). */
-  txBytes = DOUBLE_ZERO;
-  /** Decapsulated packets from this peer written to the TUN (incremented by the I/O layer). */
-  rxPackets = DOUBLE_ZERO;
-  /** Inner bytes of those packets (what was written to the TUN). */
-  rxBytes = DOUBLE_ZERO;
 
-  // Soft state kept by the daemon (RFC 2003 §5): times are milliseconds since the epoch, 0 for
-  // "never". src/ipip only stores them.
+  // Path MTU soft state (RFC 1191 §6.3) kept beside `mtu`, which it qualifies: the time is
+  // milliseconds since the epoch, 0 for "never". src/ipip only stores them.
   /** The configured tunnel MTU toward this peer; `mtu` returns to it when a learned one ages out. */
   readonly baseMtu: number;
   /** When `mtu` was last lowered by an ICMP Fragmentation Needed from the underlay. */
   pmtuLearnedAt = DOUBLE_ZERO;
-  /** When the last packet from this peer was accepted. */
-  lastRxAt = DOUBLE_ZERO;
-  /** When an ICMP unreachable about our packets to this peer arrived (0: none since the last packet from it). */
-  unreachableAt = DOUBLE_ZERO;
-  /** What that ICMP said, e.g. "host unreachable from 192.0.2.126". */
-  unreachableReason: string | null = null;
 
   // Outer-header template (STYLE rule 7). Written only by bindOuter(); read by Tunnel.encapsulate.
   /** Outer Source Address: our underlay address, int32. */
@@ -155,15 +142,12 @@ export class Peer {
 
   /**
    * Copies soft state from the Peer with the same identity in the previous configuration, so a
-   * reload keeps counters and the ID sequence (RFC 6864: no early reuse of an ID toward the
-   * same endpoint). `mtu` is not carried: it restarts from this peer's configured value, as a
-   * learned path MTU is soft state that ages anyway (RFC 1191 §6.3). Control path.
+   * reload keeps the ID sequence (RFC 6864: no early reuse of an ID toward the same endpoint);
+   * the data path's figures are carried by `PeerFigures.carry` (src/dataplane/figures.ts).
+   * `mtu` is not carried: it restarts from this peer's configured value, as a learned path MTU
+   * is soft state that ages anyway (RFC 1191 §6.3). Control path.
    */
   inheritSoftState(previous: Peer): void {
     this.nextId = previous.nextId;
-    this.txPackets = previous.txPackets;
-    this.txBytes = previous.txBytes;
-    this.rxPackets = previous.rxPackets;
-    this.rxBytes = previous.rxBytes;
   }
 }

@@ -1,6 +1,6 @@
 /**
  * The underlay -> TUN path for an IPIP datagram the kernel's GRO merged before the raw socket
- * (src/daemon/dataplane.ts onRawBatch, writeSegmented): a real Dataplane, the batch handler
+ * (src/dataplane/receive.ts onRawBatch, writeSegmented): a real Dataplane, the batch handler
  * driven by hand with one crafted datagram, the TUN side a FIFO whose bytes are read back.
  *
  *   raw slot 0: [outer IPv4, proto 4][inner IPv4 | TCP (pseudo-header sum) | 40 000 bytes]
@@ -11,10 +11,10 @@
 import { readSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { buildTunnel } from '../../src/daemon/daemon.js';
-import { Dataplane } from '../../src/daemon/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
-import { WARM_TCP, writeWarmOuter, writeWarmPacket } from '../../src/daemon/warmup.js';
+import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { buildTunnel } from '../../src/dataplane/queue.js';
+import { WARM_TCP, writeWarmOuter, writeWarmPacket } from '../../src/dataplane/warmup.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/gso.js';
 import { Fifos } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
@@ -64,14 +64,13 @@ function tcpCheck(p: Buffer): number {
 
 describe.each([{ offload: false }, { offload: true }])('a GRO-merged IPIP datagram (offload $offload)', ({ offload }) => {
   const c = parseConfig(CONFIG);
-  const { tunnel, peers } = buildTunnel(c, TUN_MTU);
+  const { tunnel } = buildTunnel(c, TUN_MTU);
   const tunFd = fifo(`tun-${offload}`);
   const dp = new Dataplane({
     tunFd, rawFd: fifo(`raw-${offload}`), icmpFd: -1, tunnel, batch: 8, tunMtu: TUN_MTU, underlayMax: 1500,
     icmpSource: ip('198.51.100.1'), icmpRate: 100, icmpBurst: 10, log: createLogger('silent'), offload, udpGro: offload,
   });
   afterAll(() => dp.close());
-  const internals = dp as unknown as { rxBuf: Buffer; rawLens: Int32Array; onRawBatch(n: number): void };
 
   // What the kernel's GRO hands the raw socket: inner total length over all the payload, a
   // valid inner header checksum, the TCP checksum field holding only the pseudo-header sum.
@@ -80,10 +79,10 @@ describe.each([{ offload: false }, { offload: true }])('a GRO-merged IPIP datagr
   const payload = Buffer.from(inner.subarray(52));
 
   it('reaches the TUN whole, cut for the TUN MTU, and counts as one merged datagram', () => {
-    const rx = internals.rxBuf;
+    const rx = dp.slabs.rxBuf;
     inner.copy(rx, 20);
-    internals.rawLens[0] = writeWarmOuter(rx, 0, inner.length, ip('192.0.2.2'), ip('192.0.2.1'), 5);
-    internals.onRawBatch(1);
+    dp.slabs.rawLens[0] = writeWarmOuter(rx, 0, inner.length, ip('192.0.2.2'), ip('192.0.2.1'), 5);
+    dp.receive.onRawBatch(1);
     const snap = dp.snapshot();
     expect(snap.drops).toEqual(Object.fromEntries(Object.keys(snap.drops).map((k) => [k, 0])));
     expect(snap.counters.underlay_gro_packets).toBe(1);
@@ -97,7 +96,7 @@ describe.each([{ offload: false }, { offload: true }])('a GRO-merged IPIP datagr
       expect(bytes.length).toBe(10 + inner.length);
       expect(bytes.subarray(10 + 52).equals(payload)).toBe(true);
       expect(snap.counters.rx_packets).toBe(1);
-      expect(peers[0]!.rxPackets).toBe(1);
+      expect(dp.figures.peers.rxPackets[0]).toBe(1);
       return;
     }
     // Plain: the segments back to back in the FIFO, more than one chunk of 64.
@@ -115,6 +114,6 @@ describe.each([{ offload: false }, { offload: true }])('a GRO-merged IPIP datagr
     expect(Buffer.concat(segs.map((s) => s.subarray(52))).equals(payload)).toBe(true);
     expect(snap.counters.rx_packets).toBe(want);
     expect(snap.counters.rx_bytes).toBe(bytes.length);
-    expect(peers[0]!.rxPackets).toBe(want);
+    expect(dp.figures.peers.rxPackets[0]).toBe(want);
   });
 });

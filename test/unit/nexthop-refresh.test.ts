@@ -18,7 +18,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { describe, expect, test } from 'vitest';
-import { HOP_INTS, hopEntry, readHop } from '../../src/daemon/nexthop.js';
+import { HOP_INTS, hopEntry, readHop } from '../../src/dataplane/hops.js';
 import { NUD } from '../../src/tun/netlink.js';
 import { ETH0, ETH1, GW, H2, H3, LOCAL, MAC_A, MAC_B, MAC_C, hops, kernel, mac } from '../helpers/hop-kernel.js';
 

@@ -10,7 +10,7 @@
  * No device and no netlink socket (the addon is loaded for its HOP_INTS only).
  */
 import { describe, expect, test } from 'vitest';
-import { HOP_INTS, hopEntry, readHop, setHopEntry, writeHop } from '../../src/daemon/nexthop.js';
+import { HOP_INTS, hopEntry, readHop, setHopEntry, writeHop } from '../../src/dataplane/hops.js';
 import { MAC_A, MAC_B, MAC_C, mac } from '../helpers/hop-kernel.js';
 
 // ---------------------------------------------------------------- 1. writeHop / readHop

@@ -10,7 +10,8 @@
  * No device and no netlink socket: everything here is in-process.
  */
 import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
-import { REFRESH_MS, hopEntry, readHop } from '../../src/daemon/nexthop.js';
+import { REFRESH_MS } from '../../src/daemon/nexthop.js';
+import { hopEntry, readHop } from '../../src/dataplane/hops.js';
 import { NUD } from '../../src/tun/netlink.js';
 import { ETH0, ETH1, GW, H2, MAC_A, MAC_B, MAC_C, deferred, hops, kernel, mac, recordingLogger } from '../helpers/hop-kernel.js';
 

@@ -30,7 +30,7 @@ import { fileURLToPath } from 'node:url';
 import type { Worker as NodeWorker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { COUNTER_NAMES } from '../../src/daemon/dataplane.js';
+import { COUNTER_NAMES } from '../../src/dataplane/figures.js';
 import { createLogger } from '../../src/daemon/logger.js';
 import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from '../../src/daemon/queues.js';
 import { VERDICT_NAMES } from '../../src/ipip/index.js';

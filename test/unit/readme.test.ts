@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { ERRORS } from '../../src/daemon/errors.js';
-import { COUNTER_NAMES } from '../../src/daemon/dataplane-counters.js';
+import { COUNTER_NAMES } from '../../src/dataplane/figures.js';
 import { VERDICT_DESCRIPTIONS, VERDICT_NAMES, type VerdictName } from '../../src/ipip/verdict.js';
 
 const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');

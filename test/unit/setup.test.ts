@@ -1,6 +1,7 @@
 /**
- * The outer-ID plan of the data-path queues (config io.queues, src/daemon/setup.ts):
- * `queueIds` and the Peers `buildTunnel` makes from it.
+ * How a data-path queue is built from the config (src/dataplane/queue.ts): the outer-ID plan of
+ * the queues (config io.queues), `queueIds`, and the Peers `buildTunnel` makes from it; each
+ * queue's share of the ICMP rate; and `createQueue`, which the main thread and the workers use.
  *
  *   queue q of n, peer i:   ID_k = starts[i] + q + k * step  (mod 2^16),  step = 2^ceil(log2 n)
  *
@@ -15,13 +16,20 @@
  *      65535, so the wrap is crossed): real Tunnels encapsulate real packets for a while (IDs read
  *      from the wire bytes), then the sequences are continued by arithmetic to 2 * 65536 packets
  *      per queue. No ID toward a peer is ever used by two queues, and each queue repeats an ID
- *      only after 65536 / step packets.
+ *      only after 65536 / step packets;
+ *   4. `icmpLimits` and `createQueue`: a queue on FIFOs with a recording I/O
+ *      (test/helpers/recording-io.ts): its Peers on its ID plan, its batch from the config,
+ *      warmed up into the discard fd only, every figure zero, not started.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { buildTunnel, queueIds } from '../../src/daemon/setup.js';
+import { createLogger } from '../../src/daemon/logger.js';
+import { queueSnapshot } from '../../src/dataplane/figures.js';
+import { buildTunnel, createQueue, icmpLimits, queueIds } from '../../src/dataplane/queue.js';
 import { PacketResult, Verdict, type Peer, type Tunnel } from '../../src/ipip/index.js';
+import { Fifos, drain } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
+import { RecordingIo } from '../helpers/recording-io.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -245,4 +253,76 @@ describe('the ID plan keeps n queues apart (RFC 6864 §4.1)', () => {
       }
     });
   }
+});
+
+// ---------------------------------------------------------------- 4. icmpLimits, createQueue
+
+describe('icmpLimits', () => {
+  it('each of n queues gets rate / n and burst / n, rounded down, at least 1', () => {
+    const c = parseConfig(`${FOUR_PEERS}icmp: { rate: 1000, burst: 50 }\n`);
+    expect(icmpLimits(c, 1)).toEqual({ icmpRate: 1000, icmpBurst: 50 });
+    expect(icmpLimits(c, 3)).toEqual({ icmpRate: 333, icmpBurst: 16 });
+    expect(icmpLimits(c, 64)).toEqual({ icmpRate: 15, icmpBurst: 1 });
+    expect(icmpLimits(parseConfig(`${FOUR_PEERS}icmp: { rate: 1, burst: 1 }\n`), 8)).toEqual({ icmpRate: 1, icmpBurst: 1 });
+  });
+});
+
+describe('createQueue', () => {
+  const fifos = new Fifos('ipipd-queue-');
+  fifos.setUp();
+  afterAll(() => {
+    fifos.closeAll();
+    fifos.remove();
+  });
+
+  for (const offload of [false, true]) {
+    it(`queue 1 of 3 (offload ${offload}): Peers on its ID plan, batch from the config, warmed up into the discard fd only, figures zero`, () => {
+      const c = parseConfig(`${FOUR_PEERS}io: { batch: 32, offload: ${offload} }\n`);
+      const starts = [100, 65535, 0, 40000];
+      const tunFd = fifos.fifo();
+      const rawFd = fifos.fifo();
+      const io = new RecordingIo();
+      const q = createQueue(c, {
+        queue: 1, queues: 3, idStarts: starts, tunFd, rawFd, tunMtu: 1480, underlayMax: 1540, udpGro: offload,
+        icmpSource: ip('198.51.100.0'), log: createLogger('silent'), io,
+      });
+      try {
+        expect(q.idStarts).toEqual(starts);
+        expect(q.tunnel).toBe(q.dataplane.tunnel);
+        expect(q.tunnel.peers).toEqual(q.peers);
+        // The warm-up put every ID back where the plan starts it: start + queue, step 4.
+        expect(q.peers.map((p) => [p.nextId, p.idStep])).toEqual(starts.map((s) => [(s + 1) & 0xffff, 4]));
+        expect(q.peers.map((p) => p.mtu)).toEqual([1480, 1400, 1480, 1480]);
+        expect(q.dataplane.batchSize).toBe(32);
+        expect(q.dataplane.offload).toBe(offload);
+        expect(q.warmUp.packets).toBeGreaterThan(0);
+        expect(q.warmUp.ms).toBeGreaterThanOrEqual(0);
+        expect(io.calls.length).toBeGreaterThan(0);
+        expect(io.calls.filter((x) => x.fd !== io.DISCARD_FD || x.failed !== 0)).toEqual([]);
+        const snap = queueSnapshot(q.dataplane.figures);
+        expect([...snap.counters, ...snap.drops].every((v) => v === 0)).toBe(true);
+        expect(snap.peers.every((p) => Object.values(p).every((v) => v === 0))).toBe(true);
+        expect(snap.lastErrors).toEqual({});
+        // Not started: nothing reads the FIFOs, and nothing was written to them.
+        expect(drain(tunFd)).toBe('EAGAIN');
+        expect(drain(rawFd)).toBe('EAGAIN');
+      } finally {
+        q.dataplane.close();
+      }
+    });
+  }
+
+  it('queue 0 without starts draws them, one per peer, and hands them back for the workers', () => {
+    const c = parseConfig(FOUR_PEERS);
+    const q = createQueue(c, {
+      queue: 0, queues: 2, tunFd: fifos.fifo(), rawFd: fifos.fifo(), tunMtu: 1480, underlayMax: 1540, udpGro: false,
+      icmpSource: 1, log: createLogger('silent'), io: new RecordingIo(),
+    });
+    try {
+      expect(q.idStarts).toHaveLength(4);
+      expect(q.peers.map((p) => [p.nextId, p.idStep])).toEqual(q.idStarts.map((s) => [s, 2]));
+    } finally {
+      q.dataplane.close();
+    }
+  });
 });

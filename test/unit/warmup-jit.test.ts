@@ -1,7 +1,8 @@
 /**
- * The JIT warm-up's point, checked on V8 itself: after `Dataplane.warmUp` the batch handlers
- * that the native Readers call on each wake-up are optimized (TurboFan) code, and the warm-up's
- * clean-up (putting the fds, counters and peers back) has not invalidated them. It did once: a second store of the same
+ * The JIT warm-up's point, checked on V8 itself: after `warmUp` (src/dataplane/warmup.ts) the
+ * batch handlers that the native Readers call on each wake-up (send.ts `onTunBatch`, receive.ts
+ * `onRawBatch`) are optimized (TurboFan) code, and the warm-up's clean-up (putting the fds,
+ * counters and peers back) has not invalidated them. It did once: a second store of the same
  * value into a field V8 still treated as a constant (`icmpOutCount = 0`, the peers' unchanged
  * counters) deoptimized `onTunBatch` and `onRawBatch` before the first real packet, and at a ping
  * every 10 ms they stayed unoptimized for minutes.

@@ -1,6 +1,6 @@
 /**
- * The data path's JIT warm-up: the synthetic packets (src/daemon/warmup.ts), the flows the daemon
- * picks for them (`warmUpFlows`, src/daemon/daemon.ts), and `Dataplane.warmUp` run for real.
+ * The data path's JIT warm-up (src/dataplane/warmup.ts): the synthetic packets, the flows it
+ * picks for them, and the procedure run for real.
  *
  * Flow of this file:
  *   1. `writeWarmPacket`: every field and checksum of each kind, checked with references that
@@ -10,20 +10,25 @@
  *      real offload code (completeChecksum, checkTcp4Gso, writeTcp4Segment);
  *   3. `writeWarmOuter`: an outer header that `Tunnel.decapsulate` forwards;
  *   4. `warmUpFlows` on configs from `parseConfig`;
- *   5. `Dataplane.warmUp` with a real Tunnel, over FIFOs standing in for the TUN and raw fds:
+ *   5. `warmUp` with a real Tunnel and Dataplane, over FIFOs standing in for the TUN and raw
+ *      fds, with a recording I/O (test/helpers/recording-io.ts) that hands every call to the
+ *      native binding:
  *
  *        warmUp --> onTunBatch --encapsulate--> sendRaw(DISCARD_FD)   raw FIFO: stays empty
  *               --> onRawBatch --decapsulate--> writeTun(DISCARD_FD)  TUN FIFO: stays empty
- *        afterwards: fds back (a real write reaches the FIFO), peers as before, counters 0
+ *        afterwards: fds back (a real write reaches the FIFO), peers and their figures as
+ *        before, counters 0
  *
  * Needs the native addon (build/Release/ipipd_native.node), as `npm ci` builds it.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig, type Config } from '../../src/daemon/config.js';
-import { buildTunnel, warmUpFlows } from '../../src/daemon/daemon.js';
-import { COUNTER_NAMES, Dataplane, HEADROOM } from '../../src/daemon/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
-import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket, writeWarmVnet } from '../../src/daemon/warmup.js';
+import { Dataplane } from '../../src/dataplane/dataplane.js';
+import { COUNTER_NAMES } from '../../src/dataplane/figures.js';
+import { buildTunnel } from '../../src/dataplane/queue.js';
+import { HEADROOM } from '../../src/dataplane/slabs.js';
+import { WARM_ICMP, WARM_TCP, WARM_UDP, warmUp, warmUpFlows, writeWarmOuter, writeWarmPacket, writeWarmVnet } from '../../src/dataplane/warmup.js';
 import {
   PacketResult,
   Verdict,
@@ -41,9 +46,9 @@ import {
   type Peer,
   type Tunnel,
 } from '../../src/ipip/index.js';
-import { native } from '../../src/tun/native.js';
 import { Fifos, drain } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
+import { RecordingIo } from '../helpers/recording-io.js';
 
 // ---------------------------------------------------------------- helpers
 
@@ -415,9 +420,9 @@ peers:
   });
 });
 
-// ---------------------------------------------------------------- 5. Dataplane.warmUp
+// ---------------------------------------------------------------- 5. warmUp
 
-/** The sum of the batch sizes warmUp uses over `rounds` rounds, as dataplane.ts cycles them. */
+/** The sum of the batch sizes warmUp uses over `rounds` rounds, as warmup.ts cycles them. */
 function warmBatchTotal(rounds: number, batch: number): number {
   const sizes = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 64];
   let total = 0;
@@ -428,7 +433,7 @@ function warmBatchTotal(rounds: number, batch: number): number {
 describe.each([
   { offload: false, udpGro: false },
   { offload: true, udpGro: true },
-])('Dataplane.warmUp (offload $offload)', ({ offload, udpGro }) => {
+])('warmUp (offload $offload)', ({ offload, udpGro }) => {
   const NOW = 1_700_000_123_456;
   const BATCH = 64;
   // The TUN and raw fds: FIFOs.
@@ -441,23 +446,30 @@ describe.each([
     fifos.remove();
   });
   afterEach(() => {
-    vi.restoreAllMocks();
     fifos.closeAll();
   });
 
-  /** Every peer field exactly as in `before` (`Object.is`: the -0 of an untouched counter too). */
-  function expectPeersAsBefore(peers: Peer[], before: ReturnType<typeof peerState>[]): void {
-    const after = peers.map(peerState);
+  /** Everything the warm-up may touch about peer `p`: its own fields and its figures. */
+  const peerState = (dp: Dataplane, p: Peer): unknown[] => {
+    const f = dp.figures.peers;
+    const i = p.index;
+    return [p.nextId, f.txPackets[i], f.txBytes[i], f.rxPackets[i], f.rxBytes[i], f.lastRxAt[i], f.unreachableAt[i], f.unreachableReason[i], p.mtu, p.pmtuLearnedAt];
+  };
+
+  /** Every peer field and figure exactly as in `before` (`Object.is`: the -0 of pmtuLearnedAt too). */
+  function expectPeersAsBefore(dp: Dataplane, peers: Peer[], before: unknown[][]): void {
+    const after = peers.map((p) => peerState(dp, p));
     for (let i = 0; i < peers.length; i++) {
       before[i]!.forEach((v, j) => expect(Object.is(after[i]![j], v), `peer ${i} field ${j}: ${String(after[i]![j])} vs ${String(v)}`).toBe(true));
     }
   }
 
-  function setup(text = TWO_PEERS): { c: Config; tunnel: Tunnel; peers: Peer[]; dp: Dataplane; tunFd: number; rawFd: number } {
+  function setup(text = TWO_PEERS): { c: Config; tunnel: Tunnel; peers: Peer[]; dp: Dataplane; io: RecordingIo; tunFd: number; rawFd: number } {
     const c = parseConfig(text);
     const { tunnel, peers } = buildTunnel(c, 1480);
     const tunFd = fifos.fifo();
     const rawFd = fifos.fifo();
+    const io = new RecordingIo();
     const dp = new Dataplane({
       tunFd,
       rawFd,
@@ -473,56 +485,38 @@ describe.each([
       now: () => NOW,
       offload,
       udpGro,
+      io,
     });
-    return { c, tunnel, peers, dp, tunFd, rawFd };
-  }
-
-  const peerState = (p: Peer): unknown[] => [p.nextId, p.txPackets, p.txBytes, p.rxPackets, p.rxBytes, p.lastRxAt, p.unreachableAt, p.unreachableReason, p.mtu, p.pmtuLearnedAt];
-
-  /** Record every writeTun/sendRaw call: its fd, and how many packets it reported written and failed. */
-  function spyIo(): { calls: { fn: string; fd: number; done: number; failed: number }[] } {
-    const calls: { fn: string; fd: number; done: number; failed: number }[] = [];
-    const sendRaw = native.sendRaw.bind(native);
-    const writeTun = native.writeTun.bind(native);
-    vi.spyOn(native, 'sendRaw').mockImplementation((fd, slab, offs, lens, dsts, k, res) => {
-      const done = sendRaw(fd, slab, offs, lens, dsts, k, res);
-      calls.push({ fn: 'sendRaw', fd, done, failed: res[0]! });
-      return done;
-    });
-    vi.spyOn(native, 'writeTun').mockImplementation((fd, slab, offs, lens, k, res) => {
-      const done = writeTun(fd, slab, offs, lens, k, res);
-      calls.push({ fn: 'writeTun', fd, done, failed: res[0]! });
-      return done;
-    });
-    return { calls };
+    return { c, tunnel, peers, dp, io, tunFd, rawFd };
   }
 
   it('runs the real data path into the discard fd only, then leaves counters, drops, errors and peers as they were', () => {
-    const { c, tunnel, peers, dp, tunFd, rawFd } = setup();
+    const { c, tunnel, peers, dp, io, tunFd, rawFd } = setup();
     // Soft state a running daemon could have: all of it must come back exactly.
     const p = peers[0]!;
+    const f = dp.figures.peers;
     p.nextId = 0xfff0; // wraps during the warm-up
-    p.txPackets = 5;
-    p.txBytes = 500;
-    p.rxPackets = 7;
-    p.rxBytes = 700;
-    p.lastRxAt = NOW - 60_000;
-    p.unreachableAt = NOW - 1000; // a packet from the peer would clear it
-    p.unreachableReason = 'host unreachable from 192.0.2.126';
-    const before = peers.map(peerState);
-    const { calls } = spyIo();
+    f.txPackets[0] = 5;
+    f.txBytes[0] = 500;
+    f.rxPackets[0] = 7;
+    f.rxBytes[0] = 700;
+    f.lastRxAt[0] = NOW - 60_000;
+    f.unreachableAt[0] = NOW - 1000; // a packet from the peer would clear it
+    f.unreachableReason[0] = 'host unreachable from 192.0.2.126';
+    const before = peers.map((x) => peerState(dp, x));
 
     const flows = warmUpFlows(c, tunnel);
     expect(flows).toHaveLength(2);
     const rounds = 2000; // what the daemon runs
-    const got = dp.warmUp(flows, rounds);
+    const got = warmUp(dp, flows, rounds);
     const perWay = warmBatchTotal(rounds, BATCH);
     expect(got).toBeGreaterThan(0);
     expect(got).toBe(2 * perWay);
 
     // Everything went to the discard fd, every packet was taken (none failed the slab check),
     // and the synthetic traffic was forwarded, not dropped: one call per batch and direction.
-    expect(calls.filter((x) => x.fd !== native.DISCARD_FD)).toEqual([]);
+    const calls = io.calls;
+    expect(calls.filter((x) => x.fd !== io.DISCARD_FD)).toEqual([]);
     expect(calls.filter((x) => x.failed !== 0)).toEqual([]);
     const sends = calls.filter((x) => x.fn === 'sendRaw');
     const writes = calls.filter((x) => x.fn === 'writeTun');
@@ -544,29 +538,29 @@ describe.each([
     expect(drain(rawFd)).toBe('EAGAIN');
 
     // The status report starts from zero.
-    expect(dp.counters.every((v) => v === 0)).toBe(true);
-    expect(dp.drops.every((v) => v === 0)).toBe(true);
-    expect(dp.lastErrors).toEqual({});
+    expect(dp.figures.counters.every((v) => v === 0)).toBe(true);
+    expect(dp.figures.drops.every((v) => v === 0)).toBe(true);
+    expect(dp.figures.lastErrors).toEqual({});
     const snap = dp.snapshot();
     expect(Object.keys(snap.counters)).toEqual([...COUNTER_NAMES]);
     expect(Object.values(snap.counters).every((v) => v === 0)).toBe(true);
     expect(Object.values(snap.drops).every((v) => v === 0)).toBe(true);
 
-    // Every peer exactly as before, -0 (the double zero of an untouched counter) included.
-    expectPeersAsBefore(peers, before);
-    expect(Object.is(peers[1]!.txPackets, -0)).toBe(true);
+    // Every peer and its figures exactly as before; the untouched peer's figures still 0.
+    expectPeersAsBefore(dp, peers, before);
+    expect([f.txPackets[1], f.txBytes[1], f.rxPackets[1], f.rxBytes[1], f.lastRxAt[1], f.unreachableAt[1]]).toEqual([0, 0, 0, 0, 0, 0]);
     dp.close();
   });
 
   it('puts the real fds back: a packet after the warm-up goes to the TUN fd, a send to the raw fd', () => {
     const { c, tunnel, peers, dp, tunFd } = setup();
-    dp.warmUp(warmUpFlows(c, tunnel), 50);
+    warmUp(dp, warmUpFlows(c, tunnel), 50);
     // The data path's own batch handlers, as the Readers would call them.
-    const d = dp as unknown as { rxBuf: Buffer; rawLens: Int32Array; txBuf: Buffer; tunLens: Int32Array; tunSlot: number; onRawBatch(n: number): void; onTunBatch(n: number): void };
-    const inner = writeWarmPacket(d.rxBuf, 20, WARM_UDP, ip('203.0.113.5'), ip('198.51.100.10'), 32, 77, 0, false);
-    const expected = Buffer.from(d.rxBuf.subarray(20, 20 + inner));
-    d.rawLens[0] = writeWarmOuter(d.rxBuf, 0, inner, peers[0]!.endpoint, tunnel.local, 1);
-    d.onRawBatch(1);
+    const { rxBuf, rawLens, txBuf, tunLens } = dp.slabs;
+    const inner = writeWarmPacket(rxBuf, 20, WARM_UDP, ip('203.0.113.5'), ip('198.51.100.10'), 32, 77, 0, false);
+    const expected = Buffer.from(rxBuf.subarray(20, 20 + inner));
+    rawLens[0] = writeWarmOuter(rxBuf, 0, inner, peers[0]!.endpoint, tunnel.local, 1);
+    dp.receive.onRawBatch(1);
     const tunGot = drain(tunFd);
     expect(Buffer.isBuffer(tunGot)).toBe(true);
     // Offload mode writes a (zero) virtio_net_hdr in front of each packet.
@@ -574,36 +568,35 @@ describe.each([
     expect([...(tunGot as Buffer).subarray(0, vnet)]).toEqual(new Array(vnet).fill(0));
     expect((tunGot as Buffer).subarray(vnet).equals(expected)).toBe(true);
     expect(dp.snapshot().counters.rx_packets).toBe(1);
-    expect(peers[0]!.rxPackets).toBe(1);
-    expect(peers[0]!.lastRxAt).toBe(NOW);
+    expect(dp.figures.peers.rxPackets[0]).toBe(1);
+    expect(dp.figures.peers.lastRxAt[0]).toBe(NOW);
 
     // A raw send to a FIFO fails (ENOTSOCK): proof that the real raw fd is back, not the discard fd.
     const off = HEADROOM;
-    const len = writeWarmPacket(d.txBuf, off, WARM_ICMP, ip('198.51.100.10'), ip('203.0.113.5'), 56, 1, 1, false);
-    if (offload) d.txBuf.fill(0, off - 10, off);
-    d.tunLens[0] = len + vnet;
-    d.onTunBatch(1);
+    const len = writeWarmPacket(txBuf, off, WARM_ICMP, ip('198.51.100.10'), ip('203.0.113.5'), 56, 1, 1, false);
+    if (offload) txBuf.fill(0, off - 10, off);
+    tunLens[0] = len + vnet;
+    dp.send.onTunBatch(1);
     expect(dp.snapshot().drops.socket_write_error).toBe(1);
-    expect(dp.lastErrors.underlaySend).toBe('ENOTSOCK');
+    expect(dp.figures.lastErrors.underlaySend).toBe('ENOTSOCK');
     dp.close();
   });
 
   it('with no flows, 0 rounds or negative rounds: returns 0 and touches nothing', () => {
-    const { c, tunnel, peers, dp, tunFd, rawFd } = setup();
-    dp.counters[0] = 3;
-    dp.drops[1] = 4;
-    dp.lastErrors.tunRead = 'EIO';
+    const { c, tunnel, peers, dp, io, tunFd, rawFd } = setup();
+    dp.figures.counters[0] = 3;
+    dp.figures.drops[1] = 4;
+    dp.figures.lastErrors.tunRead = 'EIO';
     peers[0]!.nextId = 1234;
-    const before = peers.map(peerState);
-    const { calls } = spyIo();
-    expect(dp.warmUp([], 2000)).toBe(0);
-    expect(dp.warmUp(warmUpFlows(c, tunnel), 0)).toBe(0);
-    expect(dp.warmUp(warmUpFlows(c, tunnel), -1)).toBe(0);
-    expect(calls).toEqual([]);
-    expect(dp.counters[0]).toBe(3);
-    expect(dp.drops[1]).toBe(4);
-    expect(dp.lastErrors).toEqual({ tunRead: 'EIO' });
-    expectPeersAsBefore(peers, before);
+    const before = peers.map((p) => peerState(dp, p));
+    expect(warmUp(dp, [], 2000)).toBe(0);
+    expect(warmUp(dp, warmUpFlows(c, tunnel), 0)).toBe(0);
+    expect(warmUp(dp, warmUpFlows(c, tunnel), -1)).toBe(0);
+    expect(io.calls).toEqual([]);
+    expect(dp.figures.counters[0]).toBe(3);
+    expect(dp.figures.drops[1]).toBe(4);
+    expect(dp.figures.lastErrors).toEqual({ tunRead: 'EIO' });
+    expectPeersAsBefore(dp, peers, before);
     expect(drain(tunFd)).toBe('EAGAIN');
     expect(drain(rawFd)).toBe('EAGAIN');
     dp.close();
@@ -612,33 +605,26 @@ describe.each([
   it('a peer with a small MTU: warm packets are sized to its path, so every one is forwarded', () => {
     // Toward a 1000-byte tunnel the full-sized TCP segments are 1000 bytes (payload 948), the
     // super-packets cut at 948: nothing is too big, no ICMP answer is written.
-    const { c, tunnel, peers, dp, tunFd, rawFd } = setup(TWO_PEERS.replace('prefixes: [203.0.113.0/25] }', 'prefixes: [203.0.113.0/25], mtu: 1000 }'));
+    const { c, tunnel, peers, dp, io, tunFd, rawFd } = setup(TWO_PEERS.replace('prefixes: [203.0.113.0/25] }', 'prefixes: [203.0.113.0/25], mtu: 1000 }'));
     expect(tunnel.mtuFor(peers[0]!)).toBe(1000);
-    const before = peers.map(peerState);
-    const { calls } = spyIo();
+    const before = peers.map((p) => peerState(dp, p));
+    // What was counted by the time of each write (the last one: just before the reset).
     let drops = -1;
     let forwarded = -1;
-    const fill = dp.drops.fill.bind(dp.drops);
-    const fillCounters = dp.counters.fill.bind(dp.counters);
-    // What was counted just before the reset.
-    vi.spyOn(dp.drops, 'fill').mockImplementation((v) => {
-      drops = dp.drops.reduce((s, x) => s + x, 0);
-      return fill(v);
-    });
-    vi.spyOn(dp.counters, 'fill').mockImplementation((v) => {
-      forwarded = dp.counters[COUNTER_NAMES.indexOf('tx_packets')]!;
-      return fillCounters(v);
-    });
-    expect(dp.warmUp(warmUpFlows(c, tunnel), 200)).toBe(2 * warmBatchTotal(200, BATCH));
+    io.onCall = () => {
+      drops = dp.figures.drops.reduce((s, x) => s + x, 0);
+      forwarded = dp.figures.counters[COUNTER_NAMES.indexOf('tx_packets')]!;
+    };
+    expect(warmUp(dp, warmUpFlows(c, tunnel), 200)).toBe(2 * warmBatchTotal(200, BATCH));
     expect(drops).toBe(0);
     expect(forwarded).toBeGreaterThan(0);
-    expect(calls.filter((x) => x.fd !== native.DISCARD_FD || x.failed !== 0)).toEqual([]);
+    expect(io.calls.filter((x) => x.fd !== io.DISCARD_FD || x.failed !== 0)).toEqual([]);
     // One writeTun per underlay batch: no ICMP answers.
-    expect(calls.filter((x) => x.fn === 'writeTun').length).toBe(200);
-    expect(dp.counters.every((v) => v === 0)).toBe(true);
-    expect(dp.drops.every((v) => v === 0)).toBe(true);
-    expect(dp.lastErrors).toEqual({});
-    expectPeersAsBefore(peers, before);
+    expect(io.calls.filter((x) => x.fn === 'writeTun').length).toBe(200);
+    expect(dp.figures.counters.every((v) => v === 0)).toBe(true);
+    expect(dp.figures.drops.every((v) => v === 0)).toBe(true);
+    expect(dp.figures.lastErrors).toEqual({});
+    expectPeersAsBefore(dp, peers, before);
     expect(drain(tunFd)).toBe('EAGAIN');
     expect(drain(rawFd)).toBe('EAGAIN');
     dp.close();
@@ -647,14 +633,14 @@ describe.each([
   it('a batch smaller than the largest warm-up batch: sizes are capped at it', () => {
     const c = parseConfig(TWO_PEERS);
     const { tunnel } = buildTunnel(c, 1480);
+    const io = new RecordingIo();
     const dp = new Dataplane({
       tunFd: fifos.fifo(), rawFd: fifos.fifo(), icmpFd: -1, tunnel, batch: 4, tunMtu: 1480, underlayMax: 1540,
-      icmpSource: 1, icmpRate: 1000, icmpBurst: 50, log: createLogger('silent'), offload, udpGro,
+      icmpSource: 1, icmpRate: 1000, icmpBurst: 50, log: createLogger('silent'), offload, udpGro, io,
     });
-    const { calls } = spyIo();
-    expect(dp.warmUp(warmUpFlows(c, tunnel), 22)).toBe(2 * warmBatchTotal(22, 4));
-    expect(calls.filter((x) => x.fd !== native.DISCARD_FD || x.failed !== 0)).toEqual([]);
-    expect(dp.counters.every((v) => v === 0)).toBe(true);
+    expect(warmUp(dp, warmUpFlows(c, tunnel), 22)).toBe(2 * warmBatchTotal(22, 4));
+    expect(io.calls.filter((x) => x.fd !== io.DISCARD_FD || x.failed !== 0)).toEqual([]);
+    expect(dp.figures.counters.every((v) => v === 0)).toBe(true);
     dp.close();
   });
 });

@@ -1,0 +1,165 @@
+/**
+ * One data-path queue built from the frozen config, the same way on the main thread (queue 0,
+ * src/daemon/daemon.ts) and in each queue worker (src/daemon/queue-worker.ts), with no I/O of
+ * its own. Flow of this file:
+ *   - `QueueConfig`: the part of the config a queue reads (the daemon's frozen Config has it);
+ *   - `queueIds`: the ID plan that keeps the queues' outer Identifications apart;
+ *   - `icmpLimits`: each queue's share of the ICMP rate;
+ *   - `buildTunnel`: the pure tunnel core (peers, prefix table, encapsulation policy);
+ *   - `createQueue`: all of the above, the Dataplane on the queue's fds, and its JIT warm-up
+ *     (warmup.ts); the caller starts it.
+ */
+import { randomInt } from 'node:crypto';
+import type { Logger } from 'pino';
+import { Peer, Tunnel } from '../ipip/index.js';
+import { PrefixTable } from '../routing/table.js';
+import { Dataplane } from './dataplane.js';
+import type { DataplaneIo } from './io.js';
+import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
+
+/** What a queue reads from the validated, frozen config (src/daemon/config.ts `Config`). */
+export interface QueueConfig {
+  readonly tun: { readonly address?: { readonly addr: number } | undefined };
+  readonly underlay: { readonly address: { readonly value: number } };
+  readonly peers: readonly {
+    readonly name: string;
+    readonly endpoint: { readonly value: number };
+    readonly mtu?: number | undefined;
+    readonly prefixes: readonly { readonly addr: number; readonly len: number }[];
+  }[];
+  readonly encap: { readonly ttl: number | 'inherit'; readonly tos: number | 'inherit'; readonly df: 'inherit' | 'always' };
+  readonly icmp: { readonly rate: number; readonly burst: number };
+  readonly io: { readonly batch: number; readonly offload: boolean };
+}
+
+/**
+ * Where a queue's outer IDs start and what they advance by: with `queues` > 1, queue q of peer
+ * i starts at `starts[i] + q` and advances by the smallest power of two >= `queues`, so no two
+ * queues ever use the same ID toward one endpoint (RFC 6864 §4.1), and each queue still goes
+ * 65536 / step packets before repeating one. `starts` are random per peer (RFC 6864 §4.1: IDs
+ * do not repeat across daemon restarts); the main thread draws them and hands them to workers.
+ */
+export interface QueueIds {
+  starts: readonly number[];
+  queue: number;
+  step: number;
+}
+
+/** The ID plan for queue `queue` of `queues`, on random starts (or the given ones). */
+export function queueIds(peers: number, queue: number, queues: number, starts?: readonly number[]): QueueIds {
+  let step = 1;
+  while (step < queues) step <<= 1;
+  return { starts: starts ?? Array.from({ length: peers }, () => randomInt(0x10000)), queue, step };
+}
+
+/**
+ * One queue's share of the ICMP errors ipipd may send (`icmp.rate` per second, `icmp.burst` at
+ * once): each of `queues` has its own token bucket, so the daemon as a whole keeps to the config.
+ */
+export function icmpLimits(config: QueueConfig, queues: number): { icmpRate: number; icmpBurst: number } {
+  return {
+    icmpRate: Math.max(1, Math.floor(config.icmp.rate / queues)),
+    icmpBurst: Math.max(1, Math.floor(config.icmp.burst / queues)),
+  };
+}
+
+/** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
+export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds): { tunnel: Tunnel; peers: Peer[] } {
+  const plan = ids ?? queueIds(config.peers.length, 0, 1);
+  const peers = config.peers.map(
+    (p, index) =>
+      new Peer({
+        index,
+        name: p.name,
+        endpoint: p.endpoint.value,
+        mtu: Math.min(p.mtu ?? tunMtu, tunMtu),
+        initialId: (plan.starts[index]! + plan.queue) & 0xffff,
+        idStep: plan.step,
+      }),
+  );
+  const routes = PrefixTable.build(
+    config.peers.flatMap((p, i) => p.prefixes.map((x) => ({ addr: x.addr, len: x.len, value: peers[i]! }))),
+  );
+  const tunnel = new Tunnel({
+    local: config.underlay.address.value,
+    routes,
+    peers,
+    ttl: config.encap.ttl,
+    tos: config.encap.tos,
+    df: config.encap.df,
+    mtu: tunMtu,
+  });
+  return { tunnel, peers };
+}
+
+/** What differs from queue to queue, and what the caller found out while setting up. */
+export interface QueueSpec {
+  /** This queue's number, 0..queues-1 (queue 0 runs on the main thread). */
+  queue: number;
+  queues: number;
+  /** The per-peer random ID starts (`queueIds`); drawn here when absent (queue 0). */
+  idStarts?: readonly number[];
+  tunFd: number;
+  rawFd: number;
+  /** The raw ICMP socket (queue 0 alone reads underlay ICMP), or -1. */
+  icmpFd?: number;
+  tunMtu: number;
+  /** Largest datagram the raw socket may hand us (outer header included). */
+  underlayMax: number;
+  /** Offload mode with UDP_L4 on the TUN (the daemon probes it). */
+  udpGro: boolean;
+  /** Source address of the ICMP errors written into the TUN, int32. */
+  icmpSource: number;
+  log: Logger;
+  /** Queue 0: a path MTU it learns goes to the other queues. */
+  onPathMtu?: (peer: Peer) => void;
+  /** `underlay.send: packet`: this queue's AF_PACKET fd and next-hop table. */
+  packet?: { fd: number; hops: Int32Array };
+  /** Tests: the I/O to use instead of the native binding. */
+  io?: DataplaneIo;
+}
+
+export interface Queue {
+  dataplane: Dataplane;
+  tunnel: Tunnel;
+  peers: Peer[];
+  /** The ID starts this queue used (queue 0 hands them to the workers). */
+  idStarts: readonly number[];
+  /** The JIT warm-up: packets processed, and how long it took. */
+  warmUp: { packets: number; ms: number };
+}
+
+/** Build queue `spec.queue` from the config and warm it up; not started. */
+export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
+  const ids = queueIds(c.peers.length, spec.queue, spec.queues, spec.idStarts);
+  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids);
+  const dataplane = new Dataplane({
+    tunFd: spec.tunFd,
+    rawFd: spec.rawFd,
+    icmpFd: spec.icmpFd ?? -1,
+    tunnel,
+    icmpSource: spec.icmpSource,
+    // The ICMP rate is the daemon's: each queue has its share.
+    ...icmpLimits(c, spec.queues),
+    batch: c.io.batch,
+    offload: c.io.offload,
+    udpGro: spec.udpGro,
+    tunMtu: spec.tunMtu,
+    underlayMax: spec.underlayMax,
+    log: spec.log,
+    ...(spec.onPathMtu ? { onPathMtu: spec.onPathMtu } : {}),
+    ...(spec.packet ? { packet: spec.packet } : {}),
+    ...(spec.io ? { io: spec.io } : {}),
+  });
+  // JIT warm-up (warmup.ts): the real data path over synthetic packets, into the discard fd;
+  // nothing leaves the process, and the peers' state is put back.
+  const t0 = performance.now();
+  let packets: number;
+  try {
+    packets = warmUp(dataplane, warmUpFlows(c, tunnel), WARM_UP_ROUNDS);
+  } catch (err) {
+    dataplane.close();
+    throw err;
+  }
+  return { dataplane, tunnel, peers, idStarts: ids.starts, warmUp: { packets, ms: Math.round(performance.now() - t0) } };
+}
