@@ -16,12 +16,14 @@
  * only when a mode does not carry traffic or a tool fails. Every exit path kills what it started
  * and deletes its namespaces (bench/harness.ts).
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Background, ROOT, Topology, hasCommand, installSafetyNet, listNamespaces, onCleanup, run, sleep } from './harness.js';
+import { type Background, hasCommand, run, sleep } from '../tools/netns/exec.js';
+import { ROOT, freshPrefix } from '../tools/netns/namespaces.js';
+import { installSafetyNet, onCleanup } from '../tools/netns/safety-net.js';
+import { TRAFFIC_JS } from '../tools/netns/topology.js';
 import {
   type DevCounters,
   type PingResult,
@@ -40,12 +42,10 @@ import {
   startIperfServer,
   udpPingLatency,
 } from './measure.js';
-import { ALL_MODES, type ActiveMode, IPIPD_MODES, type IpipdModeName, MODES, type ModeName, POD_MTU, isIpipdMode } from './modes.js';
+import { ALL_MODES, type ActiveMode, IPIPD_MODES, type IpipdModeName, MODES, type ModeName, POD_MTU, benchTopology, isIpipdMode } from './modes.js';
 import { type Figures, type ModeSummary, type RoundEntry, FIGURES, ratiosTo, summarize, table } from './report.js';
 import { runSoak } from './soak.js';
 import { chart } from './svg.js';
-
-const TRAFFIC_JS = join(ROOT, 'dist', 'test', 'fixtures', 'traffic.js');
 
 const HELP = `Usage: npm run bench -- [options]      (root; run 'npm run build' first)
 
@@ -288,7 +288,7 @@ function diffCounters(
 async function measureMode(mode: ModeName, opts: Options, prefix: string, tmpDir: string, step: (s: string) => void): Promise<ModeRaw> {
   const spec = MODES[mode];
   step(`topology (underlay MTU ${spec.underlayMtu}, pods ${POD_MTU})`);
-  const topo = await Topology.up(prefix, { underlayMtu: spec.underlayMtu, podMtu: POD_MTU });
+  const topo = await benchTopology(prefix, spec.underlayMtu);
   let active: ActiveMode | undefined;
   let server: Background | undefined;
   const warnings: string[] = [];
@@ -474,8 +474,7 @@ async function soak(opts: Options, minutes: number): Promise<number> {
     process.stderr.write(`bench: ipipd: ${why}\n`);
     return 2;
   }
-  const prefix = `b${randomBytes(3).toString('hex').slice(0, 5)}`;
-  if (listNamespaces(prefix).length > 0) throw new Error(`namespaces with prefix ${prefix} already exist`);
+  const prefix = freshPrefix('b');
   const tmpDir = mkdtempSync(join(tmpdir(), 'ipipd-bench-'));
   onCleanup(() => rmSync(tmpDir, { recursive: true, force: true }));
   const started = new Date();
@@ -554,8 +553,7 @@ async function main(): Promise<number> {
   for (const s of skipped) say(`bench: skipping ${s.mode}: ${s.reason}`);
   if (!modes.includes('direct')) say('bench: direct routing is not among the modes: ratios and added latency will be n/a');
 
-  const prefix = `b${randomBytes(3).toString('hex').slice(0, 5)}`;
-  if (listNamespaces(prefix).length > 0) throw new Error(`namespaces with prefix ${prefix} already exist`);
+  const prefix = freshPrefix('b');
   const tmpDir = mkdtempSync(join(tmpdir(), 'ipipd-bench-'));
   onCleanup(() => rmSync(tmpDir, { recursive: true, force: true })); // wireguard keys live here
   const started = new Date();

@@ -17,10 +17,10 @@
  * do not go through ipip0, or iperf3 fails several chunks in a row.
  */
 import { loadavg } from 'node:os';
-import { join } from 'node:path';
-import { Topology, sleep } from './harness.js';
+import { sleep } from '../tools/netns/exec.js';
+import type { Topology } from '../tools/netns/topology.js';
 import { type TcpResult, type UdpResult, cpuTimes, iperfTcp, iperfUdp, linkInfo, memKiB, routeGet, startIperfServer } from './measure.js';
-import { type ActiveMode, type IpipdModeName, MODES, POD_MTU } from './modes.js';
+import { type ActiveMode, type IpipdModeName, MODES, POD_MTU, benchTopology } from './modes.js';
 import { sig3, slope } from './report.js';
 import { soakChart } from './svg.js';
 
@@ -183,7 +183,7 @@ export async function runSoak(opts: SoakOptions, io: SoakIo): Promise<number> {
   /** Set when the soak ends (the loops start no new iperf3 run) and by the first failing loop. */
   const state: { stopping: boolean; error: Error | null } = { stopping: false, error: null };
   try {
-    topo = await Topology.up(opts.prefix, { underlayMtu: MODES.ipipd.underlayMtu, podMtu: POD_MTU });
+    topo = await benchTopology(opts.prefix, MODES.ipipd.underlayMtu);
     const [h1, h2] = topo.hosts;
     const { podA, podB } = topo;
     step('starting the two ipipd daemons');

@@ -13,16 +13,16 @@
  *   expect(await stopDaemon(d1)).toBe(0);
  *   await expectNothingLeft(topo, h1);
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { startDaemon, status, type RunningDaemon } from './daemons.js';
-import { Topology, type HostInfo, type PodInfo } from './topology.js';
+import { hasCommand } from '../../tools/netns/exec.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
 
 /** Whether `cmd` is on the PATH. */
-export const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
+export const have = hasCommand;
 
 export interface LinkPackets {
   tx: number;

@@ -17,7 +17,7 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, status } from './daemons.js';
-import type { HostInfo, Topology } from './topology.js';
+import type { HostInfo, Topology } from '../../tools/netns/topology.js';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 
 /** Debian's scapy runs under the system interpreter, not whatever `python3` is on PATH. */

@@ -38,10 +38,10 @@ import {
   type Fields,
   type PacketSpec,
 } from '../helpers/scapy.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 
-const why = Topology.requirements() ?? packetToolsMissing();
-if (why) console.log(`RFC 2003 conformance tests (direct) skipped: ${why}`);
+const why = integrationSkip('RFC 2003 conformance tests (direct)', packetToolsMissing());
 
 /** The counters the RFC 2003 §4/§5 work added; all start at 0. */
 const NEW_COUNTERS = [
