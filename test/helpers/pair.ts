@@ -3,7 +3,8 @@
  * underlay-gro): starting the pair with the underlay's packet counts taken around the start,
  * the checks on a freshly started daemon, traffic between pods (echoes both ways, a TCP transfer
  * checked by SHA-256 on both ends), and the check that a stopped daemon left nothing behind;
- * and the two hosts behind a router that the path-MTU and ICMP tests use (`routerPair`).
+ * and the two hosts behind a router that the path-MTU and ICMP tests use (`routerPair`), or
+ * directly connected with a daemon each, as the RFC 2003 direct tests use them (`directPair`).
  *
  *   const topo = await Topology.up({ hosts: 2 });
  *   ({ h1, h2, d1, d2 } = started = await startPair(topo, (h) => h.config));
@@ -150,4 +151,25 @@ export async function routerPair(): Promise<RouterPair> {
   const h1 = topo.host(1);
   const h2 = topo.host(2);
   return { topo, h1, h2, A: h1.pods[0]!, B: h2.pods[0]!, R: topo.info.router!.ns };
+}
+
+/** Two directly connected hosts (netns-setup.sh's default), one pod each, ipipd started on both. */
+export interface DirectPair {
+  topo: Topology;
+  h1: HostInfo;
+  h2: HostInfo;
+  /** Pod A (on h1) and pod B (on h2). */
+  A: PodInfo;
+  B: PodInfo;
+  /** h1's daemon (h2's runs until the topology goes down). */
+  d1: RunningDaemon;
+}
+
+export async function directPair(): Promise<DirectPair> {
+  const topo = await Topology.up({ hosts: 2 });
+  const h1 = topo.host(1);
+  const h2 = topo.host(2);
+  const d1 = await startDaemon(topo, h1);
+  await startDaemon(topo, h2);
+  return { topo, h1, h2, A: h1.pods[0]!, B: h2.pods[0]!, d1 };
 }
