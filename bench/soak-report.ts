@@ -15,7 +15,7 @@ import {
   type SoakResults,
   WARMUP_S,
 } from './soak-settings.js';
-import { soakChart } from './svg.js';
+import { soakChart } from './svg-soak.js';
 
 export function verdictOf(daemons: DaemonMemory[]): { flat: boolean; text: string } {
   const flatOf = (d: DaemonMemory): boolean => d.slopeMiBPerMin !== null && d.slopeMiBPerMin < MAX_SLOPE_MIB_PER_MIN && d.peakMiB <= MAX_RSS_MIB;
