@@ -4,9 +4,8 @@
  * machine can make namespaces at all, and bare namespaces (one empty namespace, for the tests
  * that run a child fixture against the native addon and build their own devices inside it).
  *
- * Why tools/netns/: both bench/ (run from dist/bench) and test/ (run by vitest from source) use
- * this module, so it belongs to neither; tsconfig.build.json compiles it to dist/tools/netns.
- * ROOT is therefore found by looking for package.json upwards, which works from both places.
+ * The module runs from source (the tests, under vitest) and from dist/tools/netns (the bench),
+ * so ROOT is found by looking for package.json upwards, which is right from both places.
  *
  * Flow of this file: ROOT and SETUP_SCRIPT; listNamespaces and freshPrefix; netnsMissing;
  * createNetns and deleteNetns (registered with the safety net until deleted).

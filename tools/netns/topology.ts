@@ -1,6 +1,10 @@
 /**
  * Topology: the one wrapper around scripts/netns-setup.sh, for the bench and the integration
- * tests alike.
+ * tests alike. It lives in tools/netns/, beside neither of them, because both use it: bench/
+ * runs from dist/bench (tsconfig.build.json compiles tools/ to dist/tools), the tests run it
+ * from source under vitest. The rest of the module: exec.ts (commands, in a namespace or not),
+ * namespaces.ts (listing, prefixes, bare namespaces, whether namespaces work here) and
+ * safety-net.ts (what tears it all down on every exit path).
  *
  *   const topo = await Topology.up({ hosts: 2 });        // namespaces t<5 hex>-h1, -h1p1, ...
  *   const echo = await topo.serve(h2.ns, ['udp-echo', '--bind', h2.underlay, '--port', '7000']);
