@@ -7,7 +7,7 @@
  * (iperf3 error, zero packets delivered, no reply to any ping).
  */
 import { readFileSync } from 'node:fs';
-import { type Background, inNs, must, run, start, waitFor } from './harness.js';
+import { type Background, inNs, must, run, start, waitFor } from '../tools/netns/exec.js';
 
 // ---------------------------------------------------------------------------------------------
 // iperf3

@@ -16,7 +16,10 @@
  */
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Background, type HostInfo, ROOT, type Topology, hasCommand, inNs, must, onCleanup, run, start, waitFor } from './harness.js';
+import { type Background, hasCommand, inNs, must, run, start, waitFor } from '../tools/netns/exec.js';
+import { ROOT } from '../tools/netns/namespaces.js';
+import { onCleanup } from '../tools/netns/safety-net.js';
+import { type HostInfo, Topology } from '../tools/netns/topology.js';
 
 export type ModeName = 'direct' | 'ipipd' | 'ipipd-2q' | 'ipipd-pkt' | 'quicktun' | 'wireguard-go';
 export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'ipipd-2q', 'ipipd-pkt', 'quicktun', 'wireguard-go'];
@@ -26,6 +29,11 @@ export type IpipdModeName = (typeof IPIPD_MODES)[number];
 export const isIpipdMode = (m: string): m is IpipdModeName => (IPIPD_MODES as readonly string[]).includes(m);
 
 export const POD_MTU = 1480;
+
+/** The bench's topology: two hosts with one pod each on a direct veth underlay, pods at POD_MTU. */
+export function benchTopology(prefix: string, underlayMtu: number): Promise<Topology> {
+  return Topology.up({ prefix, hosts: 2, pods: 1, underlay: 'direct', underlayMtu, podMtu: POD_MTU });
+}
 
 /** What a mode needs to start: the run's prefix (for unique device names) and a private directory. */
 export interface ModeContext {

@@ -16,14 +16,15 @@
  * not the machine, was the limit. The machine's busy share says which: near 100% of all cores,
  * a second thread can only take time from the other end and the traffic generator.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Background, ROOT, Topology, installSafetyNet, sleep } from './harness.js';
+import { type Background, sleep } from '../tools/netns/exec.js';
+import { ROOT, freshPrefix } from '../tools/netns/namespaces.js';
+import { installSafetyNet } from '../tools/netns/safety-net.js';
 import { iperfTcp, iperfUdp, loadClockTicks, startIperfServer, statCpu } from './measure.js';
-import { type ActiveMode, MODES, POD_MTU } from './modes.js';
+import { type ActiveMode, MODES, benchTopology } from './modes.js';
 
 const UDP_FLOWS = 4;
 const BASE_PORT = 5201;
@@ -101,7 +102,7 @@ async function measure(name: string, act: ActiveMode, run: () => Promise<{ rate:
 
 async function oneMode(mode: 'ipipd' | 'ipipd-2q', prefix: string, tmpDir: string, duration: number, say: (s: string) => void): Promise<TestResult[]> {
   const spec = MODES[mode];
-  const topo = await Topology.up(prefix, { underlayMtu: spec.underlayMtu, podMtu: POD_MTU });
+  const topo = await benchTopology(prefix, spec.underlayMtu);
   const servers: Background[] = [];
   let act: ActiveMode | undefined;
   try {
@@ -155,7 +156,7 @@ async function main(): Promise<void> {
   const results: Record<string, TestResult[][]> = { ipipd: [], 'ipipd-2q': [] };
   for (let r = 0; r < rounds; r++) {
     for (const mode of r % 2 === 0 ? (['ipipd', 'ipipd-2q'] as const) : (['ipipd-2q', 'ipipd'] as const)) {
-      const prefix = `q${randomBytes(3).toString('hex').slice(0, 5)}`;
+      const prefix = freshPrefix('q');
       say(`round ${r + 1}/${rounds}`);
       results[mode]!.push(await oneMode(mode, prefix, tmpDir, duration, say));
     }

@@ -4,14 +4,14 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { parse, stringify } from 'yaml';
 import { queryControl } from '../../src/daemon/control.js';
 import type { StatusReport } from '../../src/daemon/daemon.js';
-import type { HostInfo, Topology } from './topology.js';
+import { ROOT } from '../../tools/netns/namespaces.js';
+import type { HostInfo, Topology } from '../../tools/netns/topology.js';
 
-export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+export { ROOT };
 export const IPIPD = resolve(ROOT, 'bin', 'ipipd.js');
 
 export interface RunningDaemon {

@@ -3,7 +3,8 @@
  * underlay-gro): starting the pair with the underlay's packet counts taken around the start,
  * the checks on a freshly started daemon, traffic between pods (echoes both ways, a TCP transfer
  * checked by SHA-256 on both ends), and the check that a stopped daemon left nothing behind;
- * and the two hosts behind a router that the path-MTU and ICMP tests use (`routerPair`).
+ * and the two hosts behind a router that the path-MTU and ICMP tests use (`routerPair`), or
+ * directly connected with a daemon each, as the RFC 2003 direct tests use them (`directPair`).
  *
  *   const topo = await Topology.up({ hosts: 2 });
  *   ({ h1, h2, d1, d2 } = started = await startPair(topo, (h) => h.config));
@@ -13,16 +14,16 @@
  *   expect(await stopDaemon(d1)).toBe(0);
  *   await expectNothingLeft(topo, h1);
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { expect } from 'vitest';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { startDaemon, status, type RunningDaemon } from './daemons.js';
-import { Topology, type HostInfo, type PodInfo } from './topology.js';
+import { hasCommand } from '../../tools/netns/exec.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
 
 /** Whether `cmd` is on the PATH. */
-export const have = (cmd: string): boolean => !spawnSync('sh', ['-c', `command -v ${cmd}`]).status;
+export const have = hasCommand;
 
 export interface LinkPackets {
   tx: number;
@@ -150,4 +151,25 @@ export async function routerPair(): Promise<RouterPair> {
   const h1 = topo.host(1);
   const h2 = topo.host(2);
   return { topo, h1, h2, A: h1.pods[0]!, B: h2.pods[0]!, R: topo.info.router!.ns };
+}
+
+/** Two directly connected hosts (netns-setup.sh's default), one pod each, ipipd started on both. */
+export interface DirectPair {
+  topo: Topology;
+  h1: HostInfo;
+  h2: HostInfo;
+  /** Pod A (on h1) and pod B (on h2). */
+  A: PodInfo;
+  B: PodInfo;
+  /** h1's daemon (h2's runs until the topology goes down). */
+  d1: RunningDaemon;
+}
+
+export async function directPair(): Promise<DirectPair> {
+  const topo = await Topology.up({ hosts: 2 });
+  const h1 = topo.host(1);
+  const h2 = topo.host(2);
+  const d1 = await startDaemon(topo, h1);
+  await startDaemon(topo, h2);
+  return { topo, h1, h2, A: h1.pods[0]!, B: h2.pods[0]!, d1 };
 }

@@ -17,7 +17,8 @@ import { spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ROOT, status } from './daemons.js';
-import type { HostInfo, Topology } from './topology.js';
+import { sleep } from '../../tools/netns/exec.js';
+import type { HostInfo, PodInfo, Topology } from '../../tools/netns/topology.js';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 
 /** Debian's scapy runs under the system interpreter, not whatever `python3` is on PATH. */
@@ -142,8 +143,6 @@ function pcapRecords(file: string): number {
   }
   return n;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Capture {
   /** Every packet sniff.py decoded so far, in arrival order. */
@@ -334,3 +333,43 @@ export const icmp = (fields: Fields): Layer => ({ icmp: fields });
 export const udp = (sport: number, dport: number, fields: Fields = {}): Layer => ({ udp: { sport, dport, ...fields } });
 export const raw = (len: number): Layer => ({ raw: { len } });
 export const quote = (layers: Layer[], bytes?: number): Layer => ({ quote: bytes === undefined ? { layers } : { layers, bytes } });
+
+/** The hosts and pods of two directly connected hosts (pair.ts directPair), as the packet builders below read them. */
+export interface DirectEnds {
+  h1: HostInfo;
+  h2: HostInfo;
+  A: PodInfo;
+  B: PodInfo;
+}
+
+/**
+ * The packets the RFC 2003 tests between two directly connected hosts craft, over ends known
+ * only once the topology is up (`ends` is read at each call).
+ */
+export function directPackets(ends: () => DirectEnds): {
+  innerUdp: (dport: number, fields?: Fields, extra?: number, count?: number) => PacketSpec;
+  ipip: (dport: number, outer?: Fields, inner?: Fields, count?: number) => PacketSpec;
+} {
+  return {
+    /** An inner UDP packet pod A -> pod B (as if routed into h1's TUN), `extra` bytes of payload. */
+    innerUdp: (dport, fields = {}, extra = 24, count = 1) => {
+      const { A, B } = ends();
+      return { layers: [ip({ src: A.address, dst: B.address, ttl: 40, ...fields }), udp(40000, dport), raw(extra)], count };
+    },
+    /** The same, wrapped by hand in an outer header 192.0.2.1 -> 192.0.2.2 (for h2's underlay side). */
+    ipip: (dport, outer = {}, inner = {}, count = 1) => {
+      const { h1, h2, A, B } = ends();
+      return {
+        layers: [ip({ src: h1.underlay, dst: h2.underlay, ...outer }), ip({ src: A.address, dst: B.address, ttl: 50, ...inner }), udp(40000, dport), raw(24)],
+        count,
+      };
+    },
+  };
+}
+
+/** The packet (or the inner packet) to UDP port `port` among `pkts`; throws if there is none. */
+export function byPort(pkts: DecodedIp[], port: number): DecodedIp {
+  const p = pkts.find((x) => (x.inner ?? x).udp?.dport === port);
+  if (!p) throw new Error(`no packet to port ${port} in ${JSON.stringify(pkts)}`);
+  return p;
+}

@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { IPIPD } from '../helpers/daemons.js';
-import { Topology, type HostInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ipipd-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -87,8 +88,7 @@ describe('ipipd CLI (no privileges needed)', () => {
   });
 });
 
-const why = Topology.requirements();
-if (why) console.log(`integration tests skipped: ${why}`);
+const why = integrationSkip('integration tests');
 
 describe.skipIf(why)('ipipd run: failures leave the host as it was', () => {
   let topo: Topology;

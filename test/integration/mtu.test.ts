@@ -15,11 +15,11 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
-import { Topology, type HostInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
-const why = Topology.requirements();
-if (why) console.log(`integration tests skipped: ${why}`);
-const havePing = !spawnSync('sh', ['-c', 'command -v ping']).status;
+const why = integrationSkip('integration tests');
+const havePing = skipWithout('ping') === null;
 const haveTshark = !spawnSync('sh', ['-c', 'command -v tshark && command -v tcpdump']).status;
 
 describe.skipIf(why)('a peer behind a smaller path (tunnel MTU 1280 < TUN MTU 1480)', () => {

@@ -37,13 +37,15 @@
  * 6. DISCARD_FD: nothing leaves either way, every usable packet is counted.
  * 7. Argument checks: TypeError / RangeError, and nothing is sent.
  */
-import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { checksum } from '../fixtures/native-packets.js';
 import type { BatchReport, Frame } from '../fixtures/packet-child.js';
-import { createNetns, deleteNetns, expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
+import { hasCommand } from '../../tools/netns/exec.js';
+import { createNetns, deleteNetns } from '../../tools/netns/namespaces.js';
+import { expectCleanRun, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/child-fixture.js';
+import { integrationSkip } from '../helpers/skip.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/packet-child.js', import.meta.url));
 
@@ -128,19 +130,9 @@ function expectMarked(b: Batch, marked: Record<number, number>): void {
 
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
-function tcpdumpSkipReason(): string | undefined {
-  try {
-    execFileSync('tcpdump', ['--version'], { stdio: 'ignore' });
-    return undefined;
-  } catch {
-    return 'tcpdump is missing';
-  }
-}
+const skipReason = integrationSkip('native-packet.test.ts', hasCommand('tcpdump') ? null : 'tcpdump is missing');
 
-const skipReason = netnsSkipReason() ?? tcpdumpSkipReason();
-if (skipReason !== undefined) console.warn(`native-packet.test.ts skipped: ${skipReason}`);
-
-describe.skipIf(skipReason !== undefined)('native openPacket/sendPacket (AF_PACKET) across a veth between two private namespaces', () => {
+describe.skipIf(skipReason)('native openPacket/sendPacket (AF_PACKET) across a veth between two private namespaces', () => {
   let child: ChildResult;
   let r: Report;
 

@@ -23,7 +23,8 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
 import { payloadFor, payloadLen, writeIpv4Udp } from '../fixtures/native-packets.js';
-import { expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
+import { expectCleanRun, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/child-fixture.js';
+import { integrationSkip } from '../helpers/skip.js';
 
 const FIXTURE = fileURLToPath(new URL('../../dist/test/fixtures/native-child.js', import.meta.url));
 
@@ -72,10 +73,9 @@ function expectedInner(k: number): string {
 
 const outerDstOf = (k: number): string => (k < 20 || k === 25 ? '192.0.2.2' : '192.0.2.3');
 
-const skipReason = netnsSkipReason();
-if (skipReason !== undefined) console.warn(`native.test.ts skipped: ${skipReason}`);
+const skipReason = integrationSkip('native.test.ts');
 
-describe.skipIf(skipReason !== undefined)('native addon (in a private network namespace)', () => {
+describe.skipIf(skipReason)('native addon (in a private network namespace)', () => {
   let child: ChildResult;
   let r: Report;
 

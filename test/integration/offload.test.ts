@@ -31,15 +31,15 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
 import { have, pingBothWays, tcpTransfer } from '../helpers/pair.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip, skipOrFail, skipWithout } from '../helpers/skip.js';
 
-const why = Topology.requirements();
-if (why) console.log(`integration tests skipped: ${why}`);
+const why = integrationSkip('integration tests');
 
 /** The UDP_SEGMENT sender and its receiver; plain sockets, so any python3 does. */
 const USO_PY = join(dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'uso.py');
 const PYTHON = existsSync('/usr/bin/python3') ? '/usr/bin/python3' : have('python3') ? 'python3' : null;
-if (!PYTHON) console.log('UDP_SEGMENT test skipped: no python3');
+skipOrFail('UDP_SEGMENT test', PYTHON ? null : 'no python3');
 
 /**
  * Send `sends` x `perSend` datagrams of `size` bytes with UDP_SEGMENT from pod `from` to pod
@@ -142,7 +142,7 @@ describe.skipIf(why)('offload mode between two hosts', () => {
     await topo?.down();
   });
 
-  test.skipIf(!have('ping'))('ping from pod A to pod B and back (ICMP through the vnet header path)', async () => {
+  test.skipIf(skipWithout('ping'))('ping from pod A to pod B and back (ICMP through the vnet header path)', async () => {
     const a = h1.pods[0]!;
     const b = h2.pods[0]!;
     // ping is installed (else this test is skipped): ICMP echoes, never the UDP fallback.
@@ -231,7 +231,7 @@ describe.skipIf(why)('offload mode between two hosts', () => {
     }
   });
 
-  test.skipIf(!have('tcpdump') || !have('tshark'))('the segments on the underlay fit the MTU and carry correct inner checksums (capture decoded)', async () => {
+  test.skipIf(skipWithout('tcpdump', 'tshark'))('the segments on the underlay fit the MTU and carry correct inner checksums (capture decoded)', async () => {
     const pcap = join(topo.info.outDir, 'offload.pcap');
     const cap = topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-c', '300', '-w', pcap, 'ip proto 4 and src host 192.0.2.1']);
     const capDone = new Promise<void>((r) => cap.on('exit', () => r()));

@@ -42,10 +42,10 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { StatusReport } from '../../src/daemon/daemon.js';
 import { IPIPD, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectFreshPair, expectNothingLeft, have, pingBothWays, routerPair, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 
-const why = Topology.requirements();
-if (why) console.log(`packet-send integration tests skipped: ${why}`);
+const why = integrationSkip('packet-send integration tests');
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

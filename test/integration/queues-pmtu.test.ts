@@ -37,11 +37,11 @@ import type { StatusReport } from '../../src/daemon/daemon.js';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { editedConfig, startDaemon } from '../helpers/daemons.js';
 import { Capture, PYTHON, dc, delta, packetToolsMissing, settle, snapshot, type DecodedIp } from '../helpers/scapy.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 import { routerPair } from '../helpers/pair.js';
 
-const why = Topology.requirements() ?? packetToolsMissing();
-if (why) console.log(`queue path-MTU tests skipped: ${why}`);
+const why = integrationSkip('queue path-MTU tests', packetToolsMissing());
 
 const ROUTER_A0 = '192.0.2.126';
 const BYTES = 4 * 1024 * 1024;

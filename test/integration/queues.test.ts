@@ -26,10 +26,10 @@ import type { StatusReport } from '../../src/daemon/daemon.js';
 import { IPIPD, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectFreshPair, expectNothingLeft, have, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
 import { flowQueue } from '../helpers/steering-model.js';
-import { Topology, type HostInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 
-const why = Topology.requirements() ?? (have('tcpdump') ? null : "'tcpdump' not installed: it captures the underlay");
-if (why) console.log(`queue tests skipped: ${why}`);
+const why = integrationSkip('queue tests', have('tcpdump') ? null : "'tcpdump' not installed: it captures the underlay");
 
 /** The per-queue fields of the status and the counter each one is a share of. */
 const QUEUE_FIELDS = [

@@ -35,11 +35,11 @@ import {
   type Layer,
   type Status,
 } from '../helpers/scapy.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 import { routerPair } from '../helpers/pair.js';
 
-const why = Topology.requirements() ?? packetToolsMissing();
-if (why) console.log(`RFC 2003 conformance tests (ICMP from the tunnel) skipped: ${why}`);
+const why = integrationSkip('RFC 2003 conformance tests (ICMP from the tunnel)', packetToolsMissing());
 
 const ROUTER_A0 = '192.0.2.126';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

@@ -17,11 +17,11 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
 import { startDaemon } from '../helpers/daemons.js';
 import { Capture, dc, delta, packetToolsMissing, snapshot, tshark, type Delta } from '../helpers/scapy.js';
-import { Topology, type HostInfo, type PodInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo, type PodInfo } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 import { routerPair } from '../helpers/pair.js';
 
-const why = Topology.requirements() ?? packetToolsMissing();
-if (why) console.log(`RFC 2003 conformance tests (path MTU) skipped: ${why}`);
+const why = integrationSkip('RFC 2003 conformance tests (path MTU)', packetToolsMissing());
 
 const ROUTER_A0 = '192.0.2.126';
 const BYTES = 4 * 1024 * 1024;

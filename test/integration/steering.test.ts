@@ -36,7 +36,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 
-import { expectCleanRun, netnsSkipReason, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/netns-mini.js';
+import { expectCleanRun, runFixtureInNetns, type ChildReport, type ChildResult } from '../helpers/child-fixture.js';
+import { integrationSkip } from '../helpers/skip.js';
 import { PATHS, datagrams, wrongQueue } from '../helpers/steer-datagrams.js';
 import { steer } from '../helpers/steering-model.js';
 
@@ -81,10 +82,9 @@ const SOCKETS = [
   ...COUNTS.flatMap((count) => Array.from({ length: count }, (_, index) => ({ label: `q${index}/${count}`, steer: { index, count } }))),
 ];
 
-const skipReason = netnsSkipReason();
-if (skipReason !== undefined) console.warn(`steering.test.ts skipped: ${skipReason}`);
+const skipReason = integrationSkip('steering.test.ts');
 
-describe.skipIf(skipReason !== undefined)('multi-queue TUN and underlay steering (native, in a private network namespace)', () => {
+describe.skipIf(skipReason)('multi-queue TUN and underlay steering (native, in a private network namespace)', () => {
   const sent = datagrams();
   let child: ChildResult;
   let r: Report;

@@ -1,4 +1,4 @@
-// The test topology itself (scripts/netns-setup.sh + test/helpers/topology.ts + the traffic
+// The test topology itself (scripts/netns-setup.sh + tools/netns/topology.ts + the traffic
 // fixture), before any daemon runs on it:
 //
 //   P-h1p1 --p1-- P-h1 ==ul0== P-h2 --p1-- P-h2p1      (direct; also switch: P-sw, router: P-r)
@@ -8,25 +8,17 @@
 // generated files say what they should, and every failure of "up" leaves nothing behind.
 
 import { spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { expectedSha256 } from '../fixtures/payload.js';
-import { SETUP_SCRIPT, Topology } from '../helpers/topology.js';
+import { SETUP_SCRIPT, freshPrefix, listNamespaces } from '../../tools/netns/namespaces.js';
+import { Topology } from '../../tools/netns/topology.js';
+import { integrationSkip } from '../helpers/skip.js';
 
-const why = Topology.requirements();
-if (why !== null) console.log(`[topology.test] skipped: ${why}`);
-
-function namespacesWith(prefix: string): string[] {
-  const out = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
-  return out
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/)[0])
-    .filter((n) => n && n.startsWith(`${prefix}-`));
-}
+const why = integrationSkip('[topology.test]');
 
 /** True if `pid` exists and is not a zombie. */
 function running(pid: number): boolean {
@@ -43,9 +35,7 @@ function script(args: string[], env: NodeJS.ProcessEnv = {}) {
 }
 
 /** A prefix for tests that call the script directly ("x" + 5 hex: never a Topology's "t..."). */
-function freshPrefix(): string {
-  return `x${randomBytes(3).toString('hex').slice(0, 5)}`;
-}
+const scriptPrefix = (): string => freshPrefix('x');
 
 describe.skipIf(why !== null)('netns topology', () => {
   describe('direct underlay, 2 hosts x 2 pods', () => {
@@ -187,7 +177,7 @@ describe.skipIf(why !== null)('netns topology', () => {
     } finally {
       await topo.down();
     }
-    expect(namespacesWith(topo.prefix)).toEqual([]);
+    expect(listNamespaces(topo.prefix)).toEqual([]);
   });
 
   it('router underlay: host1 <-> host2 through the router, underlay MTU applied', async () => {
@@ -213,14 +203,14 @@ describe.skipIf(why !== null)('netns topology', () => {
   it('down kills what runs inside, leaves no namespace and is idempotent', async () => {
     const topo = await Topology.up();
     const prefix = topo.prefix;
-    expect(namespacesWith(prefix).sort()).toEqual([`${prefix}-h1`, `${prefix}-h1p1`, `${prefix}-h2`, `${prefix}-h2p1`]);
+    expect(listNamespaces(prefix).sort()).toEqual([`${prefix}-h1`, `${prefix}-h1p1`, `${prefix}-h2`, `${prefix}-h2p1`]);
     // Started outside the helper's tracking: the script's down must kill it.
     const sleeper = spawnSync('bash', ['-c', `ip netns exec ${prefix}-h2 sleep 60 >/dev/null 2>&1 & echo $!`], { encoding: 'utf8' });
     const pid = Number(sleeper.stdout.trim());
     expect(pid).toBeGreaterThan(0);
     expect(running(pid)).toBe(true);
     await topo.down();
-    expect(namespacesWith(prefix)).toEqual([]);
+    expect(listNamespaces(prefix)).toEqual([]);
     expect(existsSync(topo.info.outDir)).toBe(false);
     // Orphaned to PID 1, which may be slow to reap it: a zombie counts as dead.
     expect(running(pid)).toBe(false);
@@ -231,24 +221,24 @@ describe.skipIf(why !== null)('netns topology', () => {
 
   describe('failed "up" leaves nothing behind', () => {
     it('rejects --hosts 5 up front', () => {
-      const prefix = freshPrefix();
+      const prefix = scriptPrefix();
       const r = script(['up', '--prefix', prefix, '--hosts', '5']);
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/--hosts must be 2\.\.4/);
-      expect(namespacesWith(prefix)).toEqual([]);
+      expect(listNamespaces(prefix)).toEqual([]);
     });
 
     it('rejects bad prefixes and underlay/host mismatches', () => {
       expect(script(['up', '--prefix', 'Bad-Prefix']).status).toBe(2);
       expect(script(['up', '--prefix', 'abcdefghi']).status).toBe(2);
-      expect(script(['up', '--prefix', freshPrefix(), '--hosts', '3', '--underlay', 'direct']).status).toBe(2);
-      expect(script(['up', '--prefix', freshPrefix(), '--hosts', '3', '--underlay', 'router']).status).toBe(2);
-      expect(script(['up', '--prefix', freshPrefix(), '--underlay-mtu', '100']).status).toBe(2);
+      expect(script(['up', '--prefix', scriptPrefix(), '--hosts', '3', '--underlay', 'direct']).status).toBe(2);
+      expect(script(['up', '--prefix', scriptPrefix(), '--hosts', '3', '--underlay', 'router']).status).toBe(2);
+      expect(script(['up', '--prefix', scriptPrefix(), '--underlay-mtu', '100']).status).toBe(2);
       expect(script(['down']).status).toBe(2);
     });
 
     it('rolls back when a namespace it needs already exists', () => {
-      const prefix = freshPrefix();
+      const prefix = scriptPrefix();
       const out = mkdtempSync(join(tmpdir(), `ipipd-${prefix}-`));
       expect(spawnSync('ip', ['netns', 'add', `${prefix}-h2`]).status).toBe(0);
       try {
@@ -256,17 +246,17 @@ describe.skipIf(why !== null)('netns topology', () => {
         expect(r.status).not.toBe(0);
         expect(r.stderr).toMatch(/rolling back/);
         // Only the namespace this test made is left: the script removed its own and no other.
-        expect(namespacesWith(prefix)).toEqual([`${prefix}-h2`]);
+        expect(listNamespaces(prefix)).toEqual([`${prefix}-h2`]);
         expect(existsSync(join(out, 'o'))).toBe(false);
       } finally {
         spawnSync('ip', ['netns', 'del', `${prefix}-h2`]);
         rmSync(out, { recursive: true, force: true });
       }
-      expect(namespacesWith(prefix)).toEqual([]);
+      expect(listNamespaces(prefix)).toEqual([]);
     });
 
     it.each(['namespaces', 'underlay', 'pods', 'files'])('rolls back a failure after step "%s"', (step) => {
-      const prefix = freshPrefix();
+      const prefix = scriptPrefix();
       const out = mkdtempSync(join(tmpdir(), `ipipd-${prefix}-`));
       try {
         const r = script(['up', '--prefix', prefix, '--hosts', '3', '--pods', '2', '--out', join(out, 'o')], {
@@ -274,7 +264,7 @@ describe.skipIf(why !== null)('netns topology', () => {
         });
         expect(r.status).toBe(1);
         expect(r.stderr).toMatch(/rolling back 10 namespaces/);
-        expect(namespacesWith(prefix)).toEqual([]);
+        expect(listNamespaces(prefix)).toEqual([]);
         expect(existsSync(join(out, 'o'))).toBe(false);
       } finally {
         script(['down', '--prefix', prefix]);
@@ -290,7 +280,7 @@ describe.skipIf(why !== null)('netns topology', () => {
       expect(err.message).toMatch(/needs exactly 2 hosts/);
       const prefix = /--prefix (\S+)/.exec(err.message)?.[1];
       expect(prefix).toMatch(/^t[0-9a-f]{5}$/);
-      expect(namespacesWith(prefix!)).toEqual([]);
+      expect(listNamespaces(prefix!)).toEqual([]);
     });
   });
 });

@@ -20,10 +20,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ROOT, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectFreshPair, expectNothingLeft, have, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
-import { Topology, type HostInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
-const why = Topology.requirements();
-if (why) console.log(`integration tests skipped: ${why}`);
+const why = integrationSkip('integration tests');
 
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
 
@@ -93,7 +93,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
     expect(s2.drops.tun_write_error).toBe(0);
   });
 
-  test.skipIf(!have('tcpdump'))('the underlay carries IP-in-IP with correct checksums (capture decoded)', async () => {
+  test.skipIf(skipWithout('tcpdump'))('the underlay carries IP-in-IP with correct checksums (capture decoded)', async () => {
     const pcap = join(topo.info.outDir, 'ul0.pcap');
     const cap = topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-c', '6', '-w', pcap, 'ip proto 4']);
     const capDone = new Promise<void>((r) => cap.on('exit', () => r()));

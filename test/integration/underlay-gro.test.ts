@@ -28,10 +28,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { editedConfig, startDaemon, status } from '../helpers/daemons.js';
 import { have, tcpTransfer } from '../helpers/pair.js';
-import { Topology, type HostInfo } from '../helpers/topology.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip, skipOrFail } from '../helpers/skip.js';
 
-const why = Topology.requirements() ?? (have('ethtool') ? null : "'ethtool' not installed (apt-get install ethtool): it is what turns GRO on for a veth");
-if (why) console.log(`underlay GRO tests skipped: ${why}`);
+const why = integrationSkip('underlay GRO tests', have('ethtool') ? null : "'ethtool' not installed (apt-get install ethtool): it is what turns GRO on for a veth");
 
 /**
  * Turn GRO on (and TSO off) on both hosts' ul0, and threaded NAPI on the receiver's. Returns why
@@ -68,7 +68,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('GRO on the u
     h2 = topo.host(2);
     refused = await enableUnderlayGro(topo, [h1, h2], h2);
     if (refused) {
-      console.log(`underlay GRO test skipped: ${refused}`);
+      skipOrFail('underlay GRO test', refused);
       return;
     }
     for (const h of [h1, h2]) await startDaemon(topo, h, editedConfig(topo, h, `gro-offload-${offload}`, (c) => (c.io = { ...(c.io ?? {}), offload })));

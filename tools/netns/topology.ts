@@ -1,27 +1,29 @@
-// Topology: integration-test wrapper around scripts/netns-setup.sh.
-//
-//   const topo = await Topology.up({ hosts: 2 });        // namespaces t<5 hex>-h1, -h1p1, ...
-//   const echo = await topo.serve(h2.ns, ['udp-echo', '--bind', h2.underlay, '--port', '7000']);
-//   const r = await topo.traffic(h1.ns, ['udp-ping', '--to', h2.underlay, '--port', '7000', '--count', '3']);
-//   await topo.down();                                   // kills what it spawned, deletes namespaces
-//
-// Flow of this file: the topology.json types; the safety net that tears down, synchronously, any
-// topology still up when the process exits or is signalled; Topology.requirements() (why these
-// tests cannot run here, or null); Topology.up(); running processes inside a namespace (exec,
-// spawn, and the traffic fixture: traffic/serve); down().
-
+/**
+ * Topology: the one wrapper around scripts/netns-setup.sh, for the bench and the integration
+ * tests alike. It lives in tools/netns/, beside neither of them, because both use it: bench/
+ * runs from dist/bench (tsconfig.build.json compiles tools/ to dist/tools), the tests run it
+ * from source under vitest. The rest of the module: exec.ts (commands, in a namespace or not),
+ * namespaces.ts (listing, prefixes, bare namespaces, whether namespaces work here) and
+ * safety-net.ts (what tears it all down on every exit path).
+ *
+ *   const topo = await Topology.up({ hosts: 2 });        // namespaces t<5 hex>-h1, -h1p1, ...
+ *   const echo = await topo.serve(h2.ns, ['udp-echo', '--bind', h2.underlay, '--port', '7000']);
+ *   const r = await topo.traffic(h1.ns, ['udp-ping', '--to', h2.underlay, '--port', '7000', '--count', '3']);
+ *   await topo.down();                                   // kills what it spawned, deletes namespaces
+ *
+ * Flow of this file: the topology.json types; Topology.up() (registered with the safety net
+ * before the script runs, so that a signal during "up" still tears down); running processes
+ * inside a namespace (exec, spawn, and the traffic fixture: traffic/serve); down() and the
+ * synchronous downSync() the safety net calls.
+ */
 import { type ChildProcess, type SpawnOptions, spawn as spawnChild, spawnSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { type RunOptions, type RunResult, runCommand } from '../../bench/exec.js';
-
-export { runCommand };
-
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+import { join } from 'node:path';
+import { type RunOptions, type RunResult, inNs, runCommand, sleep } from './exec.js';
+import { ROOT, SETUP_SCRIPT, freshPrefix, listNamespaces } from './namespaces.js';
+import { killSync, register, trackChild } from './safety-net.js';
 
 // ---------------------------------------------------------------------------------------------
 // topology.json, as written by scripts/netns-setup.sh
@@ -74,16 +76,14 @@ export interface TopologyInfo {
 }
 
 export interface TopologyOptions {
+  /** The namespaces' prefix; default a fresh "t" + 5 hex (freshPrefix). */
+  prefix?: string;
   hosts?: number;
   pods?: number;
   underlay?: Underlay;
   underlayMtu?: number;
   podMtu?: number;
 }
-
-/** Options and outcome of one command (bench/exec.ts, shared with the bench). */
-export type ExecOptions = RunOptions;
-export type ExecResult = RunResult;
 
 /** The outcome of a traffic.js run: its exit code and its one JSON line (null if none). */
 export interface TrafficResult {
@@ -104,45 +104,8 @@ export interface TrafficServer {
   stop(): Promise<TrafficResult>;
 }
 
-export const SETUP_SCRIPT = join(ROOT, 'scripts', 'netns-setup.sh');
+/** The traffic fixture (test/fixtures/traffic.ts, built): the tests' clients and servers, the bench's ping fallback. */
 export const TRAFFIC_JS = join(ROOT, 'dist', 'test', 'fixtures', 'traffic.js');
-
-// ---------------------------------------------------------------------------------------------
-// Safety net: whatever is still up when the process goes away is torn down synchronously.
-
-const live = new Set<Topology>();
-let netInstalled = false;
-
-function installSafetyNet(): void {
-  if (netInstalled) return;
-  netInstalled = true;
-  process.on('exit', () => {
-    for (const t of live) t.downSync();
-  });
-  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const handler = (): void => {
-      for (const t of live) t.downSync();
-      process.removeListener(sig, handler);
-      // With no other listener the default action (death by the signal) follows.
-      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
-    };
-    process.on(sig, handler);
-  }
-}
-
-function listNamespaces(): string[] {
-  const r = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-  return (r.stdout ?? '')
-    .split('\n')
-    .map((l) => l.trim().split(/\s+/)[0])
-    .filter((n): n is string => !!n);
-}
-
-function randomPrefix(): string {
-  return `t${randomBytes(3).toString('hex').slice(0, 5)}`;
-}
-
-let cachedRequirements: string | null | undefined;
 
 // ---------------------------------------------------------------------------------------------
 
@@ -150,47 +113,22 @@ export class Topology {
   readonly prefix: string;
   readonly info: TopologyInfo;
   private readonly children = new Set<ChildProcess>();
+  private readonly unregister: () => void;
   private isDown = false;
   private serial = 0;
 
   private constructor(prefix: string, info: TopologyInfo) {
     this.prefix = prefix;
     this.info = info;
+    this.unregister = register(this);
   }
 
   /**
-   * Why integration tests cannot run on this machine (not root, no /dev/net/tun, no iproute2,
-   * `ip netns add` refused), or null when they can. Cached after the first call.
-   */
-  static requirements(): string | null {
-    if (cachedRequirements !== undefined) return cachedRequirements;
-    cachedRequirements = (() => {
-      if (process.platform !== 'linux') return `not Linux (${process.platform})`;
-      if (process.getuid?.() !== 0) return 'not root (network namespaces need CAP_SYS_ADMIN)';
-      try {
-        accessSync('/dev/net/tun', constants.R_OK | constants.W_OK);
-      } catch {
-        return 'no usable /dev/net/tun';
-      }
-      if (spawnSync('ip', ['-V']).error) return "iproute2 ('ip') not installed";
-      if (spawnSync('bash', ['--version']).error) return 'bash not installed';
-      const probe = `tq${randomBytes(3).toString('hex')}`;
-      const add = spawnSync('ip', ['netns', 'add', probe], { encoding: 'utf8' });
-      if (add.status !== 0) return `'ip netns add' fails: ${(add.stderr || String(add.error)).trim()}`;
-      spawnSync('ip', ['netns', 'del', probe]);
-      return null;
-    })();
-    return cachedRequirements;
-  }
-
-  /**
-   * Builds a topology with a fresh prefix ("t" + 5 hex) and its files in a new temporary
-   * directory. Rejects (leaving nothing behind) if the script fails.
+   * Builds a topology under `opts.prefix` (default a fresh "t" + 5 hex) with its files in a new
+   * temporary directory. Rejects (leaving nothing behind) if the script fails.
    */
   static async up(opts: TopologyOptions = {}): Promise<Topology> {
-    let prefix = randomPrefix();
-    const existing = listNamespaces();
-    while (existing.some((n) => n.startsWith(`${prefix}-`))) prefix = randomPrefix();
+    const prefix = opts.prefix ?? freshPrefix('t');
     const outDir = mkdtempSync(join(tmpdir(), `ipipd-${prefix}-`));
     const args = ['up', '--prefix', prefix, '--out', outDir];
     if (opts.hosts !== undefined) args.push('--hosts', String(opts.hosts));
@@ -199,27 +137,21 @@ export class Topology {
     if (opts.underlayMtu !== undefined) args.push('--underlay-mtu', String(opts.underlayMtu));
     if (opts.podMtu !== undefined) args.push('--pod-mtu', String(opts.podMtu));
 
-    // Registered before the script runs, so that a signal during "up" still cleans up.
-    const placeholder = new Topology(prefix, {
-      prefix,
-      underlay: opts.underlay ?? 'direct',
-      underlayMtu: 0,
-      podMtu: 0,
-      outDir,
-      hosts: [],
-    });
-    live.add(placeholder);
-    installSafetyNet();
+    // Registered (by the constructor) before the script runs: a signal during "up" still tears down.
+    const placeholder = new Topology(prefix, { prefix, underlay: opts.underlay ?? 'direct', underlayMtu: 0, podMtu: 0, outDir, hosts: [] });
     const r = await runCommand('bash', [SETUP_SCRIPT, ...args], { timeoutMs: 60_000 });
-    live.delete(placeholder);
+    placeholder.unregister();
     if (r.code !== 0) {
       placeholder.downSync();
       throw new Error(`netns-setup.sh ${args.join(' ')} failed (${r.code ?? r.signal}):\n${r.stderr.trim()}`);
     }
     const info = JSON.parse(readFileSync(join(outDir, 'topology.json'), 'utf8')) as TopologyInfo;
-    const topo = new Topology(prefix, info);
-    live.add(topo);
-    return topo;
+    return new Topology(prefix, info);
+  }
+
+  /** Every host, h1 first. */
+  get hosts(): HostInfo[] {
+    return this.info.hosts;
   }
 
   /** Host `i` (1-based) or by name ("h2"). */
@@ -229,8 +161,16 @@ export class Topology {
     return h;
   }
 
+  /** h1's first pod and h2's: the client and the server side of the bench. */
+  get podA(): PodInfo {
+    return this.host(1).pods[0]!;
+  }
+  get podB(): PodInfo {
+    return this.host(2).pods[0]!;
+  }
+
   /** Runs argv inside namespace `ns` and collects its output; never rejects for a non-zero exit. */
-  async exec(ns: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  async exec(ns: string, argv: string[], opts: RunOptions = {}): Promise<RunResult> {
     this.assertUp();
     return runCommand('ip', ['netns', 'exec', ns, ...argv], opts, this.children);
   }
@@ -241,14 +181,14 @@ export class Topology {
    */
   spawn(ns: string, argv: string[], opts: SpawnOptions = {}): ChildProcess {
     this.assertUp();
-    // `ip netns exec` execs argv, so the child's pid is argv's own.
-    const child = spawnChild('ip', ['netns', 'exec', ns, ...argv], { stdio: 'pipe', ...opts });
-    this.track(child);
+    const args = inNs(ns, argv);
+    const child = spawnChild(args[0]!, args.slice(1), { stdio: 'pipe', ...opts });
+    trackChild(child, this.children);
     return child;
   }
 
   /** Runs traffic.js (a client: tcp-send, udp-ping) in `ns` and parses its JSON line. */
-  async traffic(ns: string, args: string[], opts: ExecOptions = {}): Promise<TrafficResult> {
+  async traffic(ns: string, args: string[], opts: RunOptions = {}): Promise<TrafficResult> {
     checkBuilt();
     const r = await this.exec(ns, [process.execPath, TRAFFIC_JS, ...args], opts);
     return { code: r.code, json: lastJson(r.stdout), stdout: r.stdout, stderr: r.stderr };
@@ -280,7 +220,7 @@ export class Topology {
           `traffic.js ${args.join(' ')} in ${ns} did not get ready (${exited ? `exit ${r.code}` : 'timeout'}): ${r.stdout}${r.stderr}`,
         );
       }
-      await new Promise((r) => setTimeout(r, 20));
+      await sleep(20);
     }
     const port = (JSON.parse(readFileSync(readyFile, 'utf8')) as { port: number }).port;
     rmSync(readyFile, { force: true });
@@ -296,36 +236,30 @@ export class Topology {
   }
 
   /**
-   * Kills every tracked process, runs the script's `down`, checks that no namespace with the
-   * prefix is left and removes the output directory. Idempotent.
+   * Kills every tracked process, runs the script's `down` (which also kills anything left inside
+   * the namespaces), checks that no namespace with the prefix is left and removes the output
+   * directory. Idempotent.
    */
   async down(): Promise<void> {
     if (this.isDown) return;
     this.isDown = true;
     await killAll(this.children);
     const r = await runCommand('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { timeoutMs: 60_000 });
-    live.delete(this);
+    this.unregister();
     rmSync(this.info.outDir, { recursive: true, force: true });
-    const left = listNamespaces().filter((n) => n.startsWith(`${this.prefix}-`));
+    const left = listNamespaces(this.prefix);
     if (r.code !== 0 || left.length > 0) {
-      throw new Error(`down ${this.prefix} failed (${r.code}): ${r.stderr.trim()} left: ${left.join(' ')}`);
+      throw new Error(`netns-setup.sh down --prefix ${this.prefix} failed (${r.code}): ${r.stderr.trim()} left: ${left.join(' ')}`);
     }
   }
 
-  /** Synchronous last-resort teardown for exit/signal handlers. */
+  /** Synchronous last-resort teardown, for the safety net (exit and signal handlers). */
   downSync(): void {
-    live.delete(this);
+    this.unregister();
     this.isDown = true;
-    for (const c of this.children) c.kill('SIGKILL');
+    killSync(this.children);
     spawnSync('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { stdio: 'ignore', timeout: 30_000 });
     rmSync(this.info.outDir, { recursive: true, force: true });
-  }
-
-  private track(child: ChildProcess): void {
-    this.children.add(child);
-    child.on('exit', () => this.children.delete(child));
-    // An 'error' (e.g. spawn failure) must not crash the test process; exec() reports it.
-    child.on('error', () => this.children.delete(child));
   }
 
   private assertUp(): void {
