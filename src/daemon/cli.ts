@@ -13,8 +13,8 @@ import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { describeConfig, loadConfig } from './config.js';
-import { queryControl } from './control.js';
-import { IpipdError, errnoName } from './errors.js';
+import { askDaemon } from './control.js';
+import { IpipdError } from './errors.js';
 import { createLogger } from './logger.js';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -47,17 +47,12 @@ async function cmdCheck(file: string, json: boolean): Promise<void> {
 }
 
 async function cmdStatus(socket: string, json: boolean): Promise<void> {
-  let text: string;
-  try {
-    text = await queryControl(socket);
-  } catch (err) {
-    throw new IpipdError('ERR_STATUS_UNREACHABLE', `no ipipd answers on ${socket} (${errnoName(err) ?? err})`, { cause: err });
-  }
+  const { text, value } = await askDaemon(socket, { cmd: 'status' });
   if (json) {
     process.stdout.write(text);
     return;
   }
-  const s = JSON.parse(text) as import('./status.js').StatusReport;
+  const s = value as import('./status.js').StatusReport;
   const out: string[] = [];
   out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}, sending ${s.underlay.send === 'packet' ? 'through AF_PACKET' : 'through the raw socket'}); batch ${s.batch}${s.offload ? `; offload on (${s.udpGro ? 'TSO, USO, TCP and UDP GRO' : 'TSO, TCP GRO'})` : ''}`);

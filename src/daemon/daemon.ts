@@ -38,6 +38,7 @@
  * A failing undo step is logged and the rest still run: close() never throws.
  */
 import type { Config } from './config.js';
+import type { ControlHandler } from './control.js';
 import { IpipdError } from './errors.js';
 import { Resources } from './lifecycle.js';
 import type { Logger } from './logger.js';
@@ -98,7 +99,7 @@ export class Daemon {
     await r.openPacketSockets(); // 5, underlay.send: packet
     await r.startDataPath(); // 6
     await r.installRoutes(); // 7
-    await r.openControlSocket(() => this.status()); // 8
+    await r.openControlSocket(this.controlHandlers()); // 8
   }
 
   /** Shut down: stop reading, release in reverse order, log the final counters. Idempotent. */
@@ -120,6 +121,11 @@ export class Daemon {
       this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers }, 'closed: final counters');
     }
     return final;
+  }
+
+  /** What the control socket answers (src/daemon/control.ts), by command. */
+  private controlHandlers(): Record<string, ControlHandler> {
+    return { status: () => this.status() };
   }
 
   /** The daemon's state and figures, every queue's added up (asks the queue workers). */

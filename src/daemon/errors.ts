@@ -48,6 +48,10 @@ export const ERRORS = Object.freeze({
     doc: 'A data-path queue thread (`io.queues` > 1) could not start, or failed while running; the daemon shuts down cleanly.',
   },
   ERR_STATUS_UNREACHABLE: { exit: 1, doc: '`ipipd status` found no daemon answering on the control socket.' },
+  ERR_CONTROL_REQUEST: {
+    exit: 2,
+    doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -17,7 +17,7 @@ import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import { steeringFilter } from '../tun/steering.js';
 import type { Config } from './config.js';
-import { ControlServer } from './control.js';
+import { ControlServer, type ControlHandler } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { hopEntry } from '../dataplane/hops.js';
 import { createQueue } from '../dataplane/queue.js';
@@ -315,10 +315,10 @@ export class Resources {
   }
 
   /** 8. The control socket, unless disabled: every connection gets `answer()` as JSON. */
-  async openControlSocket(answer: () => unknown | Promise<unknown>): Promise<void> {
+  async openControlSocket(handlers: Readonly<Record<string, ControlHandler>>): Promise<void> {
     const socket = this.config.control.socket;
     if (socket === false) return;
-    const ctl = await ControlServer.listen(socket, answer);
+    const ctl = await ControlServer.listen(socket, handlers);
     this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
   }
 

@@ -1,0 +1,142 @@
+/**
+ * The control socket's protocol (src/daemon/control.ts) against a server of the test's own on a
+ * socket in a temporary directory (no privileges needed): one JSON request line, one JSON
+ * answer; nothing sent means status; unknown commands, bad JSON and failing handlers answer
+ * `{"error","code"}`, which `askDaemon` turns back into the IpipdError; a streaming handler
+ * answers JSON lines until the client hangs up; a second server on a live path is refused.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ControlServer, STREAMING, askDaemon, queryControl, type ControlConnection, type ControlHandler } from '../../src/daemon/control.js';
+import { IpipdError } from '../../src/daemon/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'ipipd-control-'));
+const path = join(dir, 'sub', 'ctl.sock');
+let server: ControlServer;
+let streamClosed: Promise<void>;
+let markStreamClosed: () => void;
+
+const handlers: Record<string, ControlHandler> = {
+  status: () => ({ state: 'up', n: 1 }),
+  echo: (req) => ({ got: req }),
+  fail: () => {
+    throw new IpipdError('ERR_CONFIG_INVALID', 'peers[0].endpoint: bad');
+  },
+  crash: () => {
+    throw new Error('boom');
+  },
+  ticks: (_req, conn: ControlConnection) => {
+    let i = 0;
+    const timer = setInterval(() => conn.send({ tick: i++ }), 5);
+    conn.onClose(() => {
+      clearInterval(timer);
+      markStreamClosed();
+    });
+    return STREAMING;
+  },
+};
+
+/** Raw client: write `bytes` (then half-close if `end`), collect everything until the server closes. */
+function raw(bytes: string, end = true): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const s = createConnection(path, () => (end ? s.end(bytes) : s.write(bytes)));
+    s.on('data', (d) => chunks.push(d));
+    s.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    s.on('error', reject);
+  });
+}
+
+beforeAll(async () => {
+  streamClosed = new Promise((r) => (markStreamClosed = r));
+  server = await ControlServer.listen(path, handlers);
+});
+
+afterAll(async () => {
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('control socket protocol', () => {
+  test('the socket is created with its directory, mode 0600', () => {
+    expect(statSync(path).isSocket()).toBe(true);
+    expect(statSync(path).mode & 0o777).toBe(0o600);
+  });
+
+  test('queryControl without a request asks for the status; the answer is pretty JSON and a newline', async () => {
+    const text = await queryControl(path);
+    expect(text).toBe(JSON.stringify({ state: 'up', n: 1 }, null, 2) + '\n');
+  });
+
+  test('a client that sends nothing and half-closes gets the status', async () => {
+    expect(JSON.parse(await raw(''))).toEqual({ state: 'up', n: 1 });
+  });
+
+  test('a request is dispatched by cmd, with its arguments', async () => {
+    const { value } = await askDaemon(path, { cmd: 'echo', x: [1, 'a'] });
+    expect(value).toEqual({ got: { cmd: 'echo', x: [1, 'a'] } });
+  });
+
+  test('the request line is read up to its newline, without waiting for the half-close', async () => {
+    expect(JSON.parse(await raw('{"cmd":"echo","y":2}\n', false))).toEqual({ got: { cmd: 'echo', y: 2 } });
+  });
+
+  test('unknown command: ERR_CONTROL_REQUEST naming the commands the daemon knows', async () => {
+    const answer = JSON.parse(await raw('{"cmd":"nope"}\n')) as { error: string; code: string };
+    expect(answer.code).toBe('ERR_CONTROL_REQUEST');
+    expect(answer.error).toContain('unknown command "nope"');
+    expect(answer.error).toContain('status, echo');
+    await expect(askDaemon(path, { cmd: 'nope' })).rejects.toMatchObject({ code: 'ERR_CONTROL_REQUEST', exitCode: 2 });
+  });
+
+  test.each([
+    ['not JSON', 'hello\n', 'not JSON'],
+    ['an array', '[1]\n', 'JSON object'],
+    ['no cmd', '{"x":1}\n', 'string "cmd"'],
+    ['a numeric cmd', '{"cmd":1}\n', 'string "cmd"'],
+  ])('a request that is %s is refused with ERR_CONTROL_REQUEST', async (_what, bytes, message) => {
+    const answer = JSON.parse(await raw(bytes)) as { error: string; code: string };
+    expect(answer).toMatchObject({ code: 'ERR_CONTROL_REQUEST' });
+    expect(answer.error).toContain(message);
+  });
+
+  test('a handler that throws an IpipdError: its code and message come back, askDaemon rethrows them', async () => {
+    await expect(askDaemon(path, { cmd: 'fail' })).rejects.toMatchObject({ code: 'ERR_CONFIG_INVALID', exitCode: 2, message: 'peers[0].endpoint: bad' });
+  });
+
+  test('a handler that throws anything else is answered, not fatal to the server', async () => {
+    const answer = JSON.parse(await raw('{"cmd":"crash"}\n')) as { error: string; code: string };
+    expect(answer).toEqual({ error: 'boom', code: 'ERR_CONTROL_REQUEST' });
+    expect(JSON.parse(await queryControl(path))).toEqual({ state: 'up', n: 1 });
+  });
+
+  test('a streaming handler sends JSON lines until the client hangs up, then is told', async () => {
+    const lines = await new Promise<string[]>((resolve, reject) => {
+      let buf = '';
+      const s = createConnection(path, () => s.write('{"cmd":"ticks"}\n'));
+      s.on('data', (d) => {
+        buf += d.toString('utf8');
+        const got = buf.split('\n').filter((l) => l !== '');
+        if (got.length >= 3) {
+          s.destroy();
+          resolve(got);
+        }
+      });
+      s.on('error', reject);
+    });
+    expect(lines.slice(0, 3).map((l) => JSON.parse(l))).toEqual([{ tick: 0 }, { tick: 1 }, { tick: 2 }]);
+    await streamClosed;
+  });
+
+  test('askDaemon on a path where nothing listens: ERR_STATUS_UNREACHABLE, exit 1', async () => {
+    await expect(askDaemon(join(dir, 'none.sock'), { cmd: 'status' })).rejects.toMatchObject({ code: 'ERR_STATUS_UNREACHABLE', exitCode: 1 });
+  });
+
+  test('a second server on a path a live one answers on is refused with EADDRINUSE, and the first keeps answering', async () => {
+    await expect(ControlServer.listen(path, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('EADDRINUSE') });
+    expect(JSON.parse(await queryControl(path))).toEqual({ state: 'up', n: 1 });
+  });
+});
