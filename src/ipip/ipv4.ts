@@ -19,9 +19,10 @@
  *    |                    Options                    |    Padding    |
  *    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  *
- * Flow, in the order the functions appear: the offsets and field constants; `checkIPv4`, the one
- * validation, and its problem codes; then the getters and setters, field by field in header
- * order; `computeHeaderChecksum` last.
+ * Flow, in the order the functions appear: the offsets and field constants; the problem codes of
+ * `checkIPv4`, then `checkIPv4`, the one validation; the getters (with the flag tests
+ * `isIPv4NoOptions`, `isDontFragment`, `isMoreFragments`, `isFragment`) and setters, field by
+ * field in header order; `computeHeaderChecksum` last.
  *
  * Every header function takes `(buf, off)` where `off` is the first byte of the header. The
  * accessors are **unchecked**: they are only meaningful after `checkIPv4` accepted the header
@@ -30,12 +31,13 @@
  *
  * Addresses are the **signed** 32-bit integers `buf.readInt32BE(off)` would return (the
  * representation shared with src/routing): V8 keeps int32 as small integers, whereas `>>> 0`
- * above 2^31 makes heap numbers. The accessors read bytes directly instead of calling
+ * above 2^31 makes heap numbers. The accessors read bytes directly (bytes.ts) instead of calling
  * `readInt32BE`, avoiding Node's bounds-check path; the value is the same.
  *
  * Pure: no I/O, no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
+import { be16, be32, putBe16, putBe32 } from './bytes.js';
 import { onesSum } from './checksum.js';
 
 // Offsets of the fields from the start of the header (RFC 791 §3.1).
@@ -103,7 +105,7 @@ export function checkIPv4(buf: Buffer, off: number, received: number, verifyChec
   if (vihl >> 4 !== 4) return IPV4_ERR_VERSION;
   const ihl = vihl & 0x0f;
   if (ihl < 5) return IPV4_ERR_IHL;
-  const total = (buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1];
+  const total = getTotalLength(buf, off);
   if (ihl << 2 > total) return IPV4_ERR_HEADER_LENGTH;
   if (total > received) return IPV4_ERR_TOTAL_LENGTH;
   // A correct header sums to 0xffff (RFC 1071 §1 (3)); onesSum never returns -0 (0) here
@@ -129,6 +131,11 @@ export function getHeaderLength(buf: Buffer, off: number): number {
   return (buf[off + OFF_VERSION_IHL] & 0x0f) << 2;
 }
 
+/** Version 4 and IHL 5 (the first byte is 0x45): an IPv4 header without options. */
+export function isIPv4NoOptions(buf: Buffer, off: number): boolean {
+  return buf[off + OFF_VERSION_IHL] === IPV4_VERSION_IHL_NO_OPTIONS;
+}
+
 /** Type of Service (8 bits; RFC 2474 DSCP in the high 6 bits, RFC 3168 ECN in the low 2). */
 export function getTos(buf: Buffer, off: number): number {
   return buf[off + OFF_TOS];
@@ -136,17 +143,17 @@ export function getTos(buf: Buffer, off: number): number {
 
 /** Total Length (16 bits): length of the datagram, header plus data, in bytes. */
 export function getTotalLength(buf: Buffer, off: number): number {
-  return (buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1];
+  return be16(buf, off + OFF_TOTAL_LENGTH);
 }
 
 /** Identification (16 bits): fragment reassembly key (RFC 791, RFC 6864). */
 export function getId(buf: Buffer, off: number): number {
-  return (buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1];
+  return be16(buf, off + OFF_ID);
 }
 
 /** Flags (3 bits) and Fragment Offset (13 bits) as one 16-bit word; see the FLAG_* masks. */
 export function getFlagsFragment(buf: Buffer, off: number): number {
-  return (buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1];
+  return be16(buf, off + OFF_FLAGS_FRAG);
 }
 
 /** Flags bit 1, Don't Fragment. */
@@ -164,6 +171,14 @@ export function getFragmentOffset(buf: Buffer, off: number): number {
   return getFlagsFragment(buf, off) & FRAG_OFFSET_MASK;
 }
 
+/**
+ * A fragment (RFC 791 §3.2): More Fragments set or a Fragment Offset other than 0, i.e. not a
+ * whole datagram (its first fragment included, whose offset is 0).
+ */
+export function isFragment(buf: Buffer, off: number): boolean {
+  return (getFlagsFragment(buf, off) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0;
+}
+
 /** Time to Live (8 bits), in hops (nominally seconds; every router decrements it by 1). */
 export function getTtl(buf: Buffer, off: number): number {
   return buf[off + OFF_TTL];
@@ -176,19 +191,17 @@ export function getProtocol(buf: Buffer, off: number): number {
 
 /** Header Checksum (16 bits): Internet checksum over the header only (RFC 1071). */
 export function getChecksum(buf: Buffer, off: number): number {
-  return (buf[off + OFF_CHECKSUM] << 8) | buf[off + OFF_CHECKSUM + 1];
+  return be16(buf, off + OFF_CHECKSUM);
 }
 
 /** Source Address (32 bits), as a signed int32 (same value as `readInt32BE`). */
 export function getSrc(buf: Buffer, off: number): number {
-  const o = off + OFF_SRC;
-  return (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3];
+  return be32(buf, off + OFF_SRC);
 }
 
 /** Destination Address (32 bits), as a signed int32 (same value as `readInt32BE`). */
 export function getDst(buf: Buffer, off: number): number {
-  const o = off + OFF_DST;
-  return (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3];
+  return be32(buf, off + OFF_DST);
 }
 
 // ---- Setters (unchecked: the header's bytes must exist; values are truncated to the field) ----
@@ -205,20 +218,17 @@ export function setTos(buf: Buffer, off: number, tos: number): void {
 
 /** Total Length (16 bits), in bytes. */
 export function setTotalLength(buf: Buffer, off: number, length: number): void {
-  buf[off + OFF_TOTAL_LENGTH] = (length >> 8) & 0xff;
-  buf[off + OFF_TOTAL_LENGTH + 1] = length & 0xff;
+  putBe16(buf, off + OFF_TOTAL_LENGTH, length);
 }
 
 /** Identification (16 bits). */
 export function setId(buf: Buffer, off: number, id: number): void {
-  buf[off + OFF_ID] = (id >> 8) & 0xff;
-  buf[off + OFF_ID + 1] = id & 0xff;
+  putBe16(buf, off + OFF_ID, id);
 }
 
 /** Flags and Fragment Offset (16 bits; offset in units of 8 bytes). */
 export function setFlagsFragment(buf: Buffer, off: number, word: number): void {
-  buf[off + OFF_FLAGS_FRAG] = (word >> 8) & 0xff;
-  buf[off + OFF_FLAGS_FRAG + 1] = word & 0xff;
+  putBe16(buf, off + OFF_FLAGS_FRAG, word);
 }
 
 /** Time to Live (8 bits), in hops. */
@@ -233,26 +243,17 @@ export function setProtocol(buf: Buffer, off: number, protocol: number): void {
 
 /** Header Checksum (16 bits). */
 export function setChecksum(buf: Buffer, off: number, checksum: number): void {
-  buf[off + OFF_CHECKSUM] = (checksum >> 8) & 0xff;
-  buf[off + OFF_CHECKSUM + 1] = checksum & 0xff;
+  putBe16(buf, off + OFF_CHECKSUM, checksum);
 }
 
 /** Source Address (32 bits), from an int32 (or uint32). */
 export function setSrc(buf: Buffer, off: number, addr: number): void {
-  const o = off + OFF_SRC;
-  buf[o] = (addr >> 24) & 0xff;
-  buf[o + 1] = (addr >> 16) & 0xff;
-  buf[o + 2] = (addr >> 8) & 0xff;
-  buf[o + 3] = addr & 0xff;
+  putBe32(buf, off + OFF_SRC, addr);
 }
 
 /** Destination Address (32 bits), from an int32 (or uint32). */
 export function setDst(buf: Buffer, off: number, addr: number): void {
-  const o = off + OFF_DST;
-  buf[o] = (addr >> 24) & 0xff;
-  buf[o + 1] = (addr >> 16) & 0xff;
-  buf[o + 2] = (addr >> 8) & 0xff;
-  buf[o + 3] = addr & 0xff;
+  putBe32(buf, off + OFF_DST, addr);
 }
 
 /**
@@ -261,7 +262,7 @@ export function setDst(buf: Buffer, off: number, addr: number): void {
  * Unchecked: IHL must be valid and the bytes present.
  */
 export function computeHeaderChecksum(buf: Buffer, off: number): number {
-  const hlen = (buf[off + OFF_VERSION_IHL] & 0x0f) << 2;
+  const hlen = getHeaderLength(buf, off);
   // Sum the words before and after the checksum field, skipping it (so the field need not be 0).
   const sum = onesSum(buf, off + OFF_CHECKSUM + 2, hlen - OFF_CHECKSUM - 2, onesSum(buf, off, OFF_CHECKSUM, 0));
   return ~sum & 0xffff;

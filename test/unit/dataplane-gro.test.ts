@@ -15,7 +15,7 @@ import { buildTunnel } from '../../src/daemon/daemon.js';
 import { Dataplane } from '../../src/daemon/dataplane.js';
 import { createLogger } from '../../src/daemon/logger.js';
 import { WARM_TCP, writeWarmOuter, writeWarmPacket } from '../../src/daemon/warmup.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/gso.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/vnet.js';
 import { Fifos } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 

@@ -40,7 +40,7 @@ import {
   writeTcp4Segment,
   writeUdp4Segment,
   writeVnetHdr,
-} from '../../src/ipip/gso.js';
+} from '../../src/ipip/index.js';
 
 // ---------------------------------------------------------------- helpers
 
