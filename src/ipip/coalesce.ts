@@ -15,7 +15,7 @@
  * Pure: no I/O, no throws, no allocation per packet (the coalescer's arrays are allocated once).
  */
 import type { Buffer } from 'node:buffer';
-import { foldSum } from './checksum.js';
+import { foldSum, onesSum32 } from './checksum.js';
 import {
   FLAG_DF, IPV4_MAX_TOTAL_LENGTH, IPV4_MIN_HEADER, OFF_SRC, computeHeaderChecksum, getFlagsFragment,
   getFragmentOffset, getHeaderLength, getId, getProtocol, getTos, getTtl, isDontFragment, isFragment,
@@ -24,9 +24,9 @@ import {
 import {
   IPPROTO_TCP, TCP_ACK, TCP_CSUM_OFFSET, TCP_MIN_HEADER, TCP_OFF_ACK, TCP_OFF_DATA_OFFSET, TCP_OFF_SRC_PORT,
   TCP_OFF_WINDOW, TCP_PSH, TCP_TIMESTAMP_HEADER, TCP_TIMESTAMP_WORD, getTcpFlags, getTcpHeaderLength,
-  getTcpSeq, l4Sum, setTcpChecksum, setTcpFlags, tcpPseudoSum,
+  getTcpSeq, setTcpChecksum, setTcpFlags, tcpPseudoSum,
 } from './tcp.js';
-import { IPPROTO_UDP, UDP_HEADER, UDP_OFF_CHECKSUM, UDP_OFF_SRC_PORT, getUdpChecksum, getUdpLength, setUdpChecksum, setUdpLength } from './udp.js';
+import { IPPROTO_UDP, UDP_HEADER, UDP_OFF_CHECKSUM, getUdpChecksum, getUdpLength, setUdpChecksum, setUdpLength } from './udp.js';
 import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, VNET_GSO_UDP_L4, VNET_HDR_LEN, writeVnetHdr, writeVnetHdrNone } from './vnet.js';
 
 /** Most datagrams in one UDP super-packet: Linux's UDP_GRO_CNT_MAX. */
@@ -87,7 +87,17 @@ function udpMergeablePayload(buf: Buffer, off: number, len: number): number {
 
 /** The TCP or UDP (`protocol`) checksum of the option-less IPv4 packet `buf[off, off+len)` verifies. */
 function l4ChecksumOk(buf: Buffer, off: number, len: number, protocol: number): boolean {
-  return l4Sum(buf, off, protocol, off + IP_HL, len - IP_HL) === 0xffff;
+  const l4Len = len - IP_HL;
+  return onesSum32(buf, off + IP_HL, l4Len, foldSum(tcpPseudoSum(buf, off, protocol, l4Len))) === 0xffff;
+}
+
+/**
+ * The option-less packets at `a` and `b` have one flow key but for the protocol: source and
+ * destination addresses, and ports (the first 4 bytes of TCP and UDP alike, RFC 768). A free
+ * function, not a method: as a method it measured ~5% slower on the coalescer's batch loop.
+ */
+function sameFlow(buf: Buffer, a: number, b: number): boolean {
+  return sameBytes(buf, a + OFF_SRC, b + OFF_SRC, ADDRS) && sameBytes(buf, a + IP_HL + TCP_OFF_SRC_PORT, b + IP_HL + TCP_OFF_SRC_PORT, PORTS);
 }
 
 /** Bytes `[a, a+n)` and `[b, b+n)` of `buf` are equal. */
@@ -231,7 +241,7 @@ export class Coalescer {
       for (let q = this.openCount - 1; q >= 0; q--) {
         const h = open[q];
         const ho = inOffs[h];
-        if (!this.sameFlow(buf, h, ho, off, IPPROTO_TCP)) continue;
+        if (proto[h] !== IPPROTO_TCP || !sameFlow(buf, ho, off)) continue;
         if (this.follows(buf, h, ho, off, pay, seq) && this.verify(buf, h, ho, inLens[h]) && l4ChecksumOk(buf, off, len, IPPROTO_TCP)) {
           next[tail[h]] = j;
           tail[h] = j;
@@ -258,14 +268,6 @@ export class Coalescer {
       this.openFlow(j);
     }
     return this.build(buf, inOffs, inLens, n, poolStart, poolEnd);
-  }
-
-  /**
-   * Head h (at `ho`) and the option-less packet at `off` are of one flow: protocol `p`, source
-   * and destination addresses, ports (the first 4 bytes of TCP and UDP alike).
-   */
-  private sameFlow(buf: Buffer, h: number, ho: number, off: number, p: number): boolean {
-    return this.proto[h] === p && sameBytes(buf, ho + OFF_SRC, off + OFF_SRC, ADDRS) && sameBytes(buf, ho + IP_HL + TCP_OFF_SRC_PORT, off + IP_HL + UDP_OFF_SRC_PORT, PORTS);
   }
 
   /**
@@ -296,7 +298,7 @@ export class Coalescer {
 
   /** UDP datagram j (`buf[off, off+len)`): joins its flow's open super-packet, or heads one. */
   private addDatagram(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, j: number, off: number, len: number): void {
-    const { next, tail, segs, sumLen, payload, gsoSize, state, open } = this;
+    const { next, tail, segs, sumLen, payload, gsoSize, state, proto, open } = this;
     const pay = udpMergeablePayload(buf, off, len);
     if (pay === 0) {
       state[j] = ST_CLOSED;
@@ -306,7 +308,7 @@ export class Coalescer {
     for (let q = this.openCount - 1; q >= 0; q--) {
       const h = open[q];
       const ho = inOffs[h];
-      if (!this.sameFlow(buf, h, ho, off, IPPROTO_UDP)) continue;
+      if (proto[h] !== IPPROTO_UDP || !sameFlow(buf, ho, off)) continue;
       if (this.datagramFollows(buf, h, ho, off, pay) && this.verify(buf, h, ho, inLens[h]) && l4ChecksumOk(buf, off, len, IPPROTO_UDP)) {
         next[tail[h]] = j;
         tail[h] = j;

@@ -18,8 +18,9 @@ import {
   FLAG_MF,
   FRAG_OFFSET_MASK,
   IPV4_MIN_HEADER,
-  OFF_FLAGS_FRAG,
   computeHeaderChecksum,
+  getFlagsFragment,
+  getHeaderLength,
   setChecksum,
   setFlagsFragment,
   setTotalLength,
@@ -77,8 +78,8 @@ export function fragmentInner(
   lens: Int32Array,
   maxCount: number,
 ): number {
-  const hl = (buf[off] & 0x0f) << 2;
-  const flags = (buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1];
+  const hl = getHeaderLength(buf, off);
+  const flags = getFlagsFragment(buf, off);
   const baseOffset = flags & FRAG_OFFSET_MASK; // the datagram may itself be a fragment
   const lastMf = flags & FLAG_MF;
   const dataEnd = off + len;

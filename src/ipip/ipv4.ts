@@ -31,13 +31,12 @@
  *
  * Addresses are the **signed** 32-bit integers `buf.readInt32BE(off)` would return (the
  * representation shared with src/routing): V8 keeps int32 as small integers, whereas `>>> 0`
- * above 2^31 makes heap numbers. The accessors read bytes directly (bytes.ts) instead of calling
+ * above 2^31 makes heap numbers. The accessors read bytes directly instead of calling
  * `readInt32BE`, avoiding Node's bounds-check path; the value is the same.
  *
  * Pure: no I/O, no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
-import { be16, be32, putBe16, putBe32 } from './bytes.js';
 import { onesSum } from './checksum.js';
 
 // Offsets of the fields from the start of the header (RFC 791 §3.1).
@@ -105,7 +104,7 @@ export function checkIPv4(buf: Buffer, off: number, received: number, verifyChec
   if (vihl >> 4 !== 4) return IPV4_ERR_VERSION;
   const ihl = vihl & 0x0f;
   if (ihl < 5) return IPV4_ERR_IHL;
-  const total = getTotalLength(buf, off);
+  const total = (buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1];
   if (ihl << 2 > total) return IPV4_ERR_HEADER_LENGTH;
   if (total > received) return IPV4_ERR_TOTAL_LENGTH;
   // A correct header sums to 0xffff (RFC 1071 §1 (3)); onesSum never returns -0 (0) here
@@ -143,17 +142,17 @@ export function getTos(buf: Buffer, off: number): number {
 
 /** Total Length (16 bits): length of the datagram, header plus data, in bytes. */
 export function getTotalLength(buf: Buffer, off: number): number {
-  return be16(buf, off + OFF_TOTAL_LENGTH);
+  return (buf[off + OFF_TOTAL_LENGTH] << 8) | buf[off + OFF_TOTAL_LENGTH + 1];
 }
 
 /** Identification (16 bits): fragment reassembly key (RFC 791, RFC 6864). */
 export function getId(buf: Buffer, off: number): number {
-  return be16(buf, off + OFF_ID);
+  return (buf[off + OFF_ID] << 8) | buf[off + OFF_ID + 1];
 }
 
 /** Flags (3 bits) and Fragment Offset (13 bits) as one 16-bit word; see the FLAG_* masks. */
 export function getFlagsFragment(buf: Buffer, off: number): number {
-  return be16(buf, off + OFF_FLAGS_FRAG);
+  return (buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1];
 }
 
 /** Flags bit 1, Don't Fragment. */
@@ -191,17 +190,19 @@ export function getProtocol(buf: Buffer, off: number): number {
 
 /** Header Checksum (16 bits): Internet checksum over the header only (RFC 1071). */
 export function getChecksum(buf: Buffer, off: number): number {
-  return be16(buf, off + OFF_CHECKSUM);
+  return (buf[off + OFF_CHECKSUM] << 8) | buf[off + OFF_CHECKSUM + 1];
 }
 
 /** Source Address (32 bits), as a signed int32 (same value as `readInt32BE`). */
 export function getSrc(buf: Buffer, off: number): number {
-  return be32(buf, off + OFF_SRC);
+  const o = off + OFF_SRC;
+  return (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3];
 }
 
 /** Destination Address (32 bits), as a signed int32 (same value as `readInt32BE`). */
 export function getDst(buf: Buffer, off: number): number {
-  return be32(buf, off + OFF_DST);
+  const o = off + OFF_DST;
+  return (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3];
 }
 
 // ---- Setters (unchecked: the header's bytes must exist; values are truncated to the field) ----
@@ -218,17 +219,20 @@ export function setTos(buf: Buffer, off: number, tos: number): void {
 
 /** Total Length (16 bits), in bytes. */
 export function setTotalLength(buf: Buffer, off: number, length: number): void {
-  putBe16(buf, off + OFF_TOTAL_LENGTH, length);
+  buf[off + OFF_TOTAL_LENGTH] = (length >> 8) & 0xff;
+  buf[off + OFF_TOTAL_LENGTH + 1] = length & 0xff;
 }
 
 /** Identification (16 bits). */
 export function setId(buf: Buffer, off: number, id: number): void {
-  putBe16(buf, off + OFF_ID, id);
+  buf[off + OFF_ID] = (id >> 8) & 0xff;
+  buf[off + OFF_ID + 1] = id & 0xff;
 }
 
 /** Flags and Fragment Offset (16 bits; offset in units of 8 bytes). */
 export function setFlagsFragment(buf: Buffer, off: number, word: number): void {
-  putBe16(buf, off + OFF_FLAGS_FRAG, word);
+  buf[off + OFF_FLAGS_FRAG] = (word >> 8) & 0xff;
+  buf[off + OFF_FLAGS_FRAG + 1] = word & 0xff;
 }
 
 /** Time to Live (8 bits), in hops. */
@@ -243,17 +247,26 @@ export function setProtocol(buf: Buffer, off: number, protocol: number): void {
 
 /** Header Checksum (16 bits). */
 export function setChecksum(buf: Buffer, off: number, checksum: number): void {
-  putBe16(buf, off + OFF_CHECKSUM, checksum);
+  buf[off + OFF_CHECKSUM] = (checksum >> 8) & 0xff;
+  buf[off + OFF_CHECKSUM + 1] = checksum & 0xff;
 }
 
 /** Source Address (32 bits), from an int32 (or uint32). */
 export function setSrc(buf: Buffer, off: number, addr: number): void {
-  putBe32(buf, off + OFF_SRC, addr);
+  const o = off + OFF_SRC;
+  buf[o] = (addr >> 24) & 0xff;
+  buf[o + 1] = (addr >> 16) & 0xff;
+  buf[o + 2] = (addr >> 8) & 0xff;
+  buf[o + 3] = addr & 0xff;
 }
 
 /** Destination Address (32 bits), from an int32 (or uint32). */
 export function setDst(buf: Buffer, off: number, addr: number): void {
-  putBe32(buf, off + OFF_DST, addr);
+  const o = off + OFF_DST;
+  buf[o] = (addr >> 24) & 0xff;
+  buf[o + 1] = (addr >> 16) & 0xff;
+  buf[o + 2] = (addr >> 8) & 0xff;
+  buf[o + 3] = addr & 0xff;
 }
 
 /**

@@ -20,7 +20,7 @@
  * Pure: no I/O, no throws, no allocation per packet.
  */
 import type { Buffer } from 'node:buffer';
-import { onesSum32 } from './checksum.js';
+import { foldSum, onesSum32 } from './checksum.js';
 import {
   IPV4_MIN_HEADER,
   IPV4_OK,
@@ -46,7 +46,7 @@ import {
   getTcpFlags,
   getTcpHeaderLength,
   getTcpSeq,
-  l4Sum,
+  tcpPseudoSum,
   setTcpChecksum,
   setTcpFlags,
   setTcpSeq,
@@ -161,7 +161,7 @@ export function writeUdp4Segment(buf: Buffer, off: number, len: number, hdrLen: 
   const udpLen = total - ipHl;
   setUdpLength(out, u, udpLen);
   setUdpChecksum(out, u, 0);
-  const c = ~l4Sum(out, o, IPPROTO_UDP, u, udpLen) & 0xffff;
+  const c = ~onesSum32(out, u, udpLen, foldSum(tcpPseudoSum(out, o, IPPROTO_UDP, udpLen))) & 0xffff;
   setUdpChecksum(out, u, c === 0 ? 0xffff : c);
   return total;
 }
@@ -218,7 +218,7 @@ export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: 
   setTcpFlags(out, t, flags);
   setTcpChecksum(out, t, 0);
   const tcpLen = total - ipHl;
-  setTcpChecksum(out, t, ~l4Sum(out, o, IPPROTO_TCP, t, tcpLen) & 0xffff);
+  setTcpChecksum(out, t, ~onesSum32(out, t, tcpLen, foldSum(tcpPseudoSum(out, o, IPPROTO_TCP, tcpLen))) & 0xffff);
   return total;
 }
 

@@ -22,13 +22,11 @@
  *
  * Flow: offsets, flags, the timestamp option layout Linux sends; the accessors, in header order
  * (Sequence Number, Data Offset, flags, Checksum); then `tcpPseudoSum`, the pseudo-header part
- * of the checksum (RFC 9293 §3.1 "Checksum"), and `l4Sum`, a whole TCP or UDP checksum sum.
+ * of the checksum (RFC 9293 §3.1 "Checksum"), for TCP and UDP alike.
  * Offsets are from the first byte of the TCP header; accessors take `(buf, t)`, `t` that byte,
  * and are unchecked (the header's bytes must be there). Pure; no allocation.
  */
 import type { Buffer } from 'node:buffer';
-import { be16, be32, putBe16, putBe32 } from './bytes.js';
-import { foldSum, onesSum32 } from './checksum.js';
 import { OFF_DST, OFF_SRC } from './ipv4.js';
 
 export const TCP_OFF_SRC_PORT = 0;
@@ -72,12 +70,17 @@ export const TCP_TIMESTAMP_HEADER = 32;
 
 /** Sequence Number (32 bits), as a signed int32 (arithmetic on it is mod 2^32 with `| 0`). */
 export function getTcpSeq(buf: Buffer, t: number): number {
-  return be32(buf, t + TCP_OFF_SEQ);
+  const s = t + TCP_OFF_SEQ;
+  return (buf[s] << 24) | (buf[s + 1] << 16) | (buf[s + 2] << 8) | buf[s + 3];
 }
 
 /** Sequence Number (32 bits), from an int32 (or uint32). */
 export function setTcpSeq(buf: Buffer, t: number, seq: number): void {
-  putBe32(buf, t + TCP_OFF_SEQ, seq);
+  const s = t + TCP_OFF_SEQ;
+  buf[s] = (seq >> 24) & 0xff;
+  buf[s + 1] = (seq >> 16) & 0xff;
+  buf[s + 2] = (seq >> 8) & 0xff;
+  buf[s + 3] = seq & 0xff;
 }
 
 /** Header length in bytes (Data Offset * 4): 20..60 for a valid header, options included. */
@@ -97,7 +100,8 @@ export function setTcpFlags(buf: Buffer, t: number, flags: number): void {
 
 /** Checksum (16 bits). */
 export function setTcpChecksum(buf: Buffer, t: number, checksum: number): void {
-  putBe16(buf, t + TCP_OFF_CHECKSUM, checksum);
+  buf[t + TCP_OFF_CHECKSUM] = (checksum >> 8) & 0xff;
+  buf[t + TCP_OFF_CHECKSUM + 1] = checksum & 0xff;
 }
 
 /**
@@ -109,20 +113,11 @@ export function tcpPseudoSum(buf: Buffer, ip: number, protocol: number, l4Length
   const s = ip + OFF_SRC;
   const d = ip + OFF_DST;
   return (
-    be16(buf, s) +
-    be16(buf, s + 2) +
-    be16(buf, d) +
-    be16(buf, d + 2) +
+    ((buf[s] << 8) | buf[s + 1]) +
+    ((buf[s + 2] << 8) | buf[s + 3]) +
+    ((buf[d] << 8) | buf[d + 1]) +
+    ((buf[d + 2] << 8) | buf[d + 3]) +
     protocol +
     l4Length
   );
-}
-
-/**
- * The one's complement sum (folded, not complemented) of the TCP or UDP segment
- * `buf[l4, l4+l4Length)` and the pseudo-header of the IPv4 header at `ip`: 0xffff when the
- * segment's checksum verifies; with the checksum field 0, its complement is the value to write.
- */
-export function l4Sum(buf: Buffer, ip: number, protocol: number, l4: number, l4Length: number): number {
-  return onesSum32(buf, l4, l4Length, foldSum(tcpPseudoSum(buf, ip, protocol, l4Length)));
 }

@@ -22,34 +22,33 @@
  * bytes must be there. Pure: no I/O, no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
-import { be16, putBe16 } from './bytes.js';
 
 /** IP protocol number of UDP. */
 export const IPPROTO_UDP = 17;
 /** The UDP header (RFC 768): ports, Length (header + data), Checksum; 8 bytes. */
 export const UDP_HEADER = 8;
-export const UDP_OFF_SRC_PORT = 0;
-export const UDP_OFF_DST_PORT = 2;
 export const UDP_OFF_LENGTH = 4;
 /** Offset of the UDP checksum field (`csum_offset` for UDP). */
 export const UDP_OFF_CHECKSUM = 6;
 
 /** Length (16 bits): bytes of the UDP header and data. */
 export function getUdpLength(buf: Buffer, u: number): number {
-  return be16(buf, u + UDP_OFF_LENGTH);
+  return (buf[u + UDP_OFF_LENGTH] << 8) | buf[u + UDP_OFF_LENGTH + 1];
 }
 
 /** Length (16 bits), in bytes. */
 export function setUdpLength(buf: Buffer, u: number, length: number): void {
-  putBe16(buf, u + UDP_OFF_LENGTH, length);
+  buf[u + UDP_OFF_LENGTH] = (length >> 8) & 0xff;
+  buf[u + UDP_OFF_LENGTH + 1] = length & 0xff;
 }
 
 /** Checksum (16 bits); 0 means the sender computed none. */
 export function getUdpChecksum(buf: Buffer, u: number): number {
-  return be16(buf, u + UDP_OFF_CHECKSUM);
+  return (buf[u + UDP_OFF_CHECKSUM] << 8) | buf[u + UDP_OFF_CHECKSUM + 1];
 }
 
 /** Checksum (16 bits). */
 export function setUdpChecksum(buf: Buffer, u: number, checksum: number): void {
-  putBe16(buf, u + UDP_OFF_CHECKSUM, checksum);
+  buf[u + UDP_OFF_CHECKSUM] = (checksum >> 8) & 0xff;
+  buf[u + UDP_OFF_CHECKSUM + 1] = checksum & 0xff;
 }

@@ -24,7 +24,6 @@
  * be there (the TUN always writes them). Pure: no I/O, no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
-import { le16, putLe16 } from './bytes.js';
 
 /** Bytes of the header (without the mergeable-buffers `num_buffers`). */
 export const VNET_HDR_LEN = 10;
@@ -46,6 +45,16 @@ export const VNET_GSO_TCPV6 = 4;
 export const VNET_GSO_UDP_L4 = 5;
 /** gso_type bit: the TCP super-packet carries CWR, to be set on the first segment only. */
 export const VNET_GSO_ECN = 0x80;
+
+/** The little-endian 16-bit value at `buf[o]` (host byte order on the hosts ipipd runs on). */
+function le16(buf: Buffer, o: number): number {
+  return buf[o] | (buf[o + 1] << 8);
+}
+
+function putLe16(buf: Buffer, o: number, v: number): void {
+  buf[o] = v & 0xff;
+  buf[o + 1] = (v >> 8) & 0xff;
+}
 
 /** flags (8 bits) of the header at `h`. */
 export function getVnetFlags(buf: Buffer, h: number): number {
