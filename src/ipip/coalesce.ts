@@ -7,10 +7,11 @@
  * no longer needed after decapsulation: no copy).
  *
  * Flow, in the order of this file: the limits and states; `mergeablePayload` and
- * `udpMergeablePayload`, what a segment or datagram must be to merge at all; `l4ChecksumOk` and
- * `sameBytes`; then `Coalescer`: `coalesce` plans the batch (joining each packet to its flow's
- * open super-packet: `closeFlowOf`, `openFlow`, `addDatagram`, `datagramFollows`, `follows`,
- * `verify`, `closeAt`), and `build` writes it (`writeGro`, `writeAsCame`, `writeSuper`, `emit`).
+ * `udpMergeablePayload`, what a segment or datagram must be to merge at all; `l4ChecksumOk`,
+ * `sameFlow` and `sameBytes`; then `Coalescer`: `coalesce` plans the batch (joining each packet
+ * to its flow's open super-packet: `closeFlowOf`, `openFlow`, `addDatagram`, `datagramFollows`,
+ * `follows`, `verify`, `closeAt`), and `build` writes it (`writeGro`, `writeAsCame`,
+ * `writeSuper`, `emit`).
  *
  * Pure: no I/O, no throws, no allocation per packet (the coalescer's arrays are allocated once).
  */
@@ -138,12 +139,9 @@ function sameBytes(buf: Buffer, a: number, b: number, n: number): boolean {
  * Output, in the order of the first segment of each: `count` packets at `offs[x]`, `lens[x]`,
  * each starting with its 10-byte virtio_net_hdr; `segments[x]` input packets in it, `bytes[x]`
  * their summed lengths, `first[x]` the index of the first. A packet merged with nothing stays
- * where it was, with a zero header in the 10 bytes before it. A super-packet is built in the
- * pool: TCP header (NEEDS_CSUM, TCPV4, hdr_len, gso_size = the first segment's payload, csum_start
- * 20, csum_offset 16), the first segment, the payload of the others; Total Length and header
- * checksum rewritten; flags of the last segment (ACK, or ACK+PSH); the TCP checksum field set to
- * the pseudo-header sum for the super-packet's length, as Linux's tcp4_gro_complete does, for
- * the kernel to complete.
+ * where it was, with a zero header in the 10 bytes before it; a super-packet is built in the
+ * pool behind a TCPV4 header (NEEDS_CSUM, gso_size = the first segment's payload), its checksum
+ * field the pseudo-header sum for the kernel to complete, as tcp4_gro_complete (`writeSuper`).
  *
  * Buffer ownership: nothing is kept across calls; the input packets may be overwritten by the
  * zero headers and the pool is reused by every call.

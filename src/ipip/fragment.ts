@@ -8,10 +8,11 @@
  * reassembled by the final destination, so the tunnel exit keeps no reassembly state (the same
  * choice a router makes when it forwards into a smaller link).
  *
- * `fragmentInner` writes the fragments into caller-owned slots, each with `headroom` bytes
- * before it for the outer header, and reports their offsets and lengths. Options: the first
- * fragment keeps all of them; later fragments keep only those whose "copied" flag is set
- * (RFC 791 §3.1, option type bit 0x80). Pure: no allocation, no throws.
+ * Flow: `copyFragmentHeader` builds the header of a fragment after the first; `fragmentInner`
+ * writes the fragments into caller-owned slots, each with `headroom` bytes before it for the
+ * outer header, and reports their lengths. Options: the first fragment keeps all of them; later
+ * fragments keep only those whose "copied" flag is set (RFC 791 §3.1, option type bit 0x80).
+ * Pure: no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
 import {
