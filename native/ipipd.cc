@@ -520,7 +520,7 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // The discard fd: writeTun, sendRaw and sendPacket given it check every packet as usual, then
 // count it as written without a system call. For the JIT warm-up, which runs the real data path
-// over synthetic packets (src/daemon/dataplane.ts warmUp) and must send nothing anywhere.
+// over synthetic packets (src/dataplane/warmup.ts) and must send nothing anywhere.
 constexpr int32_t kDiscardFd = -2;
 
 // ---------------------------------------------------------------------------------------------

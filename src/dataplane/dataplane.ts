@@ -16,7 +16,7 @@
  * from the config by queue.ts.
  *
  * Offload mode (`offload`, config `io.offload`; the TUN is opened with IFF_VNET_HDR, TSO4 and
- * checksum offload, src/ipip/gso.ts): every TUN read and write carries a virtio_net_hdr (TUN
+ * checksum offload, src/ipip/vnet.ts): every TUN read and write carries a virtio_net_hdr (TUN
  * slots of 64 KiB + headroom); TCP (and with `udpGro` UDP) super-packets are cut before
  * encapsulation (send.ts), and received segments coalesced before the TUN write (receive.ts).
  */

@@ -7,7 +7,7 @@
  *   - `writeSegmented` (plain mode): a TCP super-packet that the kernel's GRO merged before the
  *     raw socket, cut for the TUN's MTU.
  *   - `writePlain` / `writeTunCounted`: the forwards as they are, one write(2) each, counted.
- *   - `writeCoalesced` (offload mode): `Coalescer` (src/ipip/gso.ts) merges consecutive segments
+ *   - `writeCoalesced` (offload mode): `Coalescer` (src/ipip/coalesce.ts) merges consecutive segments
  *     of each TCP flow in the batch (and, with `udpGro`, consecutive same-sized datagrams of each
  *     UDP flow) into super-packets built in the pool after the raw slab, and writes the rest as
  *     they came, each behind a virtio_net_hdr: far fewer TUN writes.
@@ -137,7 +137,7 @@ export class Receiver {
   }
 
   /**
-   * Offload mode: coalesce the k decapsulated packets (src/ipip/gso.ts `Coalescer`) and write
+   * Offload mode: coalesce the k decapsulated packets (src/ipip/coalesce.ts `Coalescer`) and write
    * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
    * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
    */

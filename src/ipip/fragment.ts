@@ -8,18 +8,20 @@
  * reassembled by the final destination, so the tunnel exit keeps no reassembly state (the same
  * choice a router makes when it forwards into a smaller link).
  *
- * `fragmentInner` writes the fragments into caller-owned slots, each with `headroom` bytes
- * before it for the outer header, and reports their offsets and lengths. Options: the first
- * fragment keeps all of them; later fragments keep only those whose "copied" flag is set
- * (RFC 791 §3.1, option type bit 0x80). Pure: no allocation, no throws.
+ * Flow: `copyFragmentHeader` builds the header of a fragment after the first; `fragmentInner`
+ * writes the fragments into caller-owned slots, each with `headroom` bytes before it for the
+ * outer header, and reports their lengths. Options: the first fragment keeps all of them; later
+ * fragments keep only those whose "copied" flag is set (RFC 791 §3.1, option type bit 0x80).
+ * Pure: no allocation, no throws.
  */
 import type { Buffer } from 'node:buffer';
 import {
   FLAG_MF,
   FRAG_OFFSET_MASK,
   IPV4_MIN_HEADER,
-  OFF_FLAGS_FRAG,
   computeHeaderChecksum,
+  getFlagsFragment,
+  getHeaderLength,
   setChecksum,
   setFlagsFragment,
   setTotalLength,
@@ -77,8 +79,8 @@ export function fragmentInner(
   lens: Int32Array,
   maxCount: number,
 ): number {
-  const hl = (buf[off] & 0x0f) << 2;
-  const flags = (buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1];
+  const hl = getHeaderLength(buf, off);
+  const flags = getFlagsFragment(buf, off);
   const baseOffset = flags & FRAG_OFFSET_MASK; // the datagram may itself be a fragment
   const lastMf = flags & FLAG_MF;
   const dataEnd = off + len;

@@ -16,25 +16,29 @@
  *
  * Flow, in the order of this file: type/code constants; `mayAnswerWithIcmpError`, the RFC 1122
  * §3.2.2 rules on when an error must not be sent; `writeIcmpError`, which builds a whole IPv4 +
- * ICMP error datagram; `classifyUnderlayIcmp`, which decides what an ICMP error received from
- * the underlay means for the tunnel (RFC 2003 §4) and where the quoted inner packet is.
+ * ICMP error datagram; `classifyUnderlayIcmp` (with its verdicts `UnderlayIcmp` and its
+ * out-parameter `IcmpQuote`), which decides what an ICMP error received from the underlay means
+ * for the tunnel (RFC 2003 §4) and where the quoted inner packet is; `plateauBelow`, the RFC 1191
+ * §5 guess of a path MTU when a router did not say.
  *
  * Pure: no I/O, no allocation, no throws; offsets and lengths in, numbers out.
  */
 import type { Buffer } from 'node:buffer';
 import { finishChecksum, onesSum } from './checksum.js';
 import {
-  FLAG_DF,
-  FRAG_OFFSET_MASK,
   IPPROTO_IPIP,
   IPV4_MIN_HEADER,
   IPV4_OK,
-  OFF_FLAGS_FRAG,
-  OFF_PROTOCOL,
   checkIPv4,
   computeHeaderChecksum,
   getDst,
+  getFragmentOffset,
+  getHeaderLength,
+  getProtocol,
   getSrc,
+  getTotalLength,
+  getVersion,
+  isDontFragment,
   setChecksum,
   setDst,
   setFlagsFragment,
@@ -86,14 +90,14 @@ function isIcmpErrorType(type: number): boolean {
  * IPv4 datagram (the caller checked it: unchecked header reads).
  */
 export function mayAnswerWithIcmpError(buf: Buffer, off: number, len: number): boolean {
-  if ((((buf[off + OFF_FLAGS_FRAG] << 8) | buf[off + OFF_FLAGS_FRAG + 1]) & FRAG_OFFSET_MASK) !== 0) return false;
+  if (getFragmentOffset(buf, off) !== 0) return false;
   const src = getSrc(buf, off);
   const dst = getDst(buf, off);
   const s0 = src >>> 24;
   if (src === 0 || s0 === 127 || s0 >= 224) return false; // 0.0.0.0, loopback, multicast, class E, broadcast
   if (dst >>> 24 >= 224) return false; // multicast, class E, limited broadcast
-  if (buf[off + OFF_PROTOCOL] === IPPROTO_ICMP) {
-    const hl = (buf[off] & 0x0f) << 2;
+  if (getProtocol(buf, off) === IPPROTO_ICMP) {
+    const hl = getHeaderLength(buf, off);
     if (len < hl + 1) return false;
     if (isIcmpErrorType(buf[off + hl + OFF_ICMP_TYPE])) return false;
   }
@@ -192,10 +196,10 @@ export function classifyUnderlayIcmp(buf: Buffer, off: number, len: number, loca
   q.innerLength = 0;
   q.innerDf = false;
   if (len < 0 || off + len > buf.length || checkIPv4(buf, off, len, true) !== IPV4_OK) return UnderlayIcmp.notOurs;
-  if (buf[off + OFF_PROTOCOL] !== IPPROTO_ICMP) return UnderlayIcmp.notOurs;
-  const hl = (buf[off] & 0x0f) << 2;
+  if (getProtocol(buf, off) !== IPPROTO_ICMP) return UnderlayIcmp.notOurs;
+  const hl = getHeaderLength(buf, off);
   const icmp = off + hl;
-  const icmpLen = ((buf[off + 2] << 8) | buf[off + 3]) - hl;
+  const icmpLen = getTotalLength(buf, off) - hl;
   if (icmpLen < ICMP_HEADER + IPV4_MIN_HEADER) return UnderlayIcmp.notOurs;
   if (finishChecksum(onesSum(buf, icmp, icmpLen, 0)) !== 0) return UnderlayIcmp.notOurs;
   const type = buf[icmp + OFF_ICMP_TYPE];
@@ -206,22 +210,22 @@ export function classifyUnderlayIcmp(buf: Buffer, off: number, len: number, loca
   // be there; its length fields describe the original, not the (cut) quote.
   const qo = icmp + ICMP_HEADER;
   const quoted = icmpLen - ICMP_HEADER;
-  if (buf[qo] >> 4 !== 4) return UnderlayIcmp.notOurs;
-  const qhl = (buf[qo] & 0x0f) << 2;
+  if (getVersion(buf, qo) !== 4) return UnderlayIcmp.notOurs;
+  const qhl = getHeaderLength(buf, qo);
   if (qhl < IPV4_MIN_HEADER || quoted < qhl) return UnderlayIcmp.notOurs;
-  if (buf[qo + OFF_PROTOCOL] !== IPPROTO_IPIP || getSrc(buf, qo) !== local) return UnderlayIcmp.notOurs;
+  if (getProtocol(buf, qo) !== IPPROTO_IPIP || getSrc(buf, qo) !== local) return UnderlayIcmp.notOurs;
 
   q.type = type;
   q.code = code;
   q.endpoint = getDst(buf, qo);
-  q.outerLength = (buf[qo + 2] << 8) | buf[qo + 3];
+  q.outerLength = getTotalLength(buf, qo);
   q.nextHopMtu = (buf[icmp + OFF_ICMP_MTU] << 8) | buf[icmp + OFF_ICMP_MTU + 1];
   q.innerOffset = qo + qhl;
   q.innerLength = quoted - qhl;
   const inner = q.innerOffset;
   // The inner header is usable only when quoted whole (a router may quote just 8 bytes of it).
-  if (q.innerLength >= IPV4_MIN_HEADER && buf[inner] >> 4 === 4 && ((buf[inner] & 0x0f) << 2) <= q.innerLength) {
-    q.innerDf = (buf[inner + OFF_FLAGS_FRAG] << 8 & FLAG_DF) !== 0;
+  if (q.innerLength >= IPV4_MIN_HEADER && getVersion(buf, inner) === 4 && getHeaderLength(buf, inner) <= q.innerLength) {
+    q.innerDf = isDontFragment(buf, inner);
   } else {
     q.innerLength = 0;
   }

@@ -19,9 +19,10 @@
  *    |                    Options                    |    Padding    |
  *    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  *
- * Flow, in the order the functions appear: the offsets and field constants; `checkIPv4`, the one
- * validation, and its problem codes; then the getters and setters, field by field in header
- * order; `computeHeaderChecksum` last.
+ * Flow, in the order the functions appear: the offsets and field constants; the problem codes of
+ * `checkIPv4`, then `checkIPv4`, the one validation; the getters (with the flag tests
+ * `isIPv4NoOptions`, `isDontFragment`, `isMoreFragments`, `isFragment`) and setters, field by
+ * field in header order; `computeHeaderChecksum` last.
  *
  * Every header function takes `(buf, off)` where `off` is the first byte of the header. The
  * accessors are **unchecked**: they are only meaningful after `checkIPv4` accepted the header
@@ -129,6 +130,11 @@ export function getHeaderLength(buf: Buffer, off: number): number {
   return (buf[off + OFF_VERSION_IHL] & 0x0f) << 2;
 }
 
+/** Version 4 and IHL 5 (the first byte is 0x45): an IPv4 header without options. */
+export function isIPv4NoOptions(buf: Buffer, off: number): boolean {
+  return buf[off + OFF_VERSION_IHL] === IPV4_VERSION_IHL_NO_OPTIONS;
+}
+
 /** Type of Service (8 bits; RFC 2474 DSCP in the high 6 bits, RFC 3168 ECN in the low 2). */
 export function getTos(buf: Buffer, off: number): number {
   return buf[off + OFF_TOS];
@@ -162,6 +168,14 @@ export function isMoreFragments(buf: Buffer, off: number): boolean {
 /** Fragment Offset (13 bits), in units of 8 bytes. */
 export function getFragmentOffset(buf: Buffer, off: number): number {
   return getFlagsFragment(buf, off) & FRAG_OFFSET_MASK;
+}
+
+/**
+ * A fragment (RFC 791 §3.2): More Fragments set or a Fragment Offset other than 0, i.e. not a
+ * whole datagram (its first fragment included, whose offset is 0).
+ */
+export function isFragment(buf: Buffer, off: number): boolean {
+  return (getFlagsFragment(buf, off) & (FLAG_MF | FRAG_OFFSET_MASK)) !== 0;
 }
 
 /** Time to Live (8 bits), in hops (nominally seconds; every router decrements it by 1). */
@@ -261,7 +275,7 @@ export function setDst(buf: Buffer, off: number, addr: number): void {
  * Unchecked: IHL must be valid and the bytes present.
  */
 export function computeHeaderChecksum(buf: Buffer, off: number): number {
-  const hlen = (buf[off + OFF_VERSION_IHL] & 0x0f) << 2;
+  const hlen = getHeaderLength(buf, off);
   // Sum the words before and after the checksum field, skipping it (so the field need not be 0).
   const sum = onesSum(buf, off + OFF_CHECKSUM + 2, hlen - OFF_CHECKSUM - 2, onesSum(buf, off, OFF_CHECKSUM, 0));
   return ~sum & 0xffff;

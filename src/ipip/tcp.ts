@@ -1,6 +1,6 @@
 /**
- * The TCP header (RFC 9293 §3.1, formerly RFC 793) as named offsets and flags, for the offload
- * path (src/ipip/gso.ts), which segments and coalesces TCP/IPv4 packets without a TCP stack.
+ * The TCP header (RFC 9293 §3.1, formerly RFC 793) as a view over bytes, for the offload path
+ * (segment.ts and coalesce.ts), which segments and coalesces TCP/IPv4 packets without a TCP stack.
  *
  *     0                   1                   2                   3
  *     0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 8 9 0 1
@@ -20,9 +20,11 @@
  *    |                           [Options]                           |
  *    +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
  *
- * Flow: offsets, flags, the timestamp option layout Linux sends; then `tcpPseudoSum`, the
- * pseudo-header part of the checksum (RFC 9293 §3.1 "Checksum"). Offsets are from the first
- * byte of the TCP header. Pure; no allocation.
+ * Flow: offsets, flags, the timestamp option layout Linux sends; the accessors, in header order
+ * (Sequence Number, Data Offset, flags, Checksum); then `tcpPseudoSum`, the pseudo-header part
+ * of the checksum (RFC 9293 §3.1 "Checksum"), for TCP and UDP alike.
+ * Offsets are from the first byte of the TCP header; accessors take `(buf, t)`, `t` that byte,
+ * and are unchecked (the header's bytes must be there). Pure; no allocation.
  */
 import type { Buffer } from 'node:buffer';
 import { OFF_DST, OFF_SRC } from './ipv4.js';
@@ -41,6 +43,8 @@ export const TCP_OFF_FLAGS = 13;
 export const TCP_OFF_WINDOW = 14;
 /** Checksum (16 bits): over the pseudo-header, the header and the data. */
 export const TCP_OFF_CHECKSUM = 16;
+/** Offset of the TCP checksum field from the start of the TCP header (`csum_offset` for TCP). */
+export const TCP_CSUM_OFFSET = TCP_OFF_CHECKSUM;
 export const TCP_OFF_URGENT = 18;
 
 /** Header length without options. */
@@ -63,6 +67,42 @@ export const TCP_CWR = 0x80;
  */
 export const TCP_TIMESTAMP_WORD = 0x0101080a;
 export const TCP_TIMESTAMP_HEADER = 32;
+
+/** Sequence Number (32 bits), as a signed int32 (arithmetic on it is mod 2^32 with `| 0`). */
+export function getTcpSeq(buf: Buffer, t: number): number {
+  const s = t + TCP_OFF_SEQ;
+  return (buf[s] << 24) | (buf[s + 1] << 16) | (buf[s + 2] << 8) | buf[s + 3];
+}
+
+/** Sequence Number (32 bits), from an int32 (or uint32). */
+export function setTcpSeq(buf: Buffer, t: number, seq: number): void {
+  const s = t + TCP_OFF_SEQ;
+  buf[s] = (seq >> 24) & 0xff;
+  buf[s + 1] = (seq >> 16) & 0xff;
+  buf[s + 2] = (seq >> 8) & 0xff;
+  buf[s + 3] = seq & 0xff;
+}
+
+/** Header length in bytes (Data Offset * 4): 20..60 for a valid header, options included. */
+export function getTcpHeaderLength(buf: Buffer, t: number): number {
+  return (buf[t + TCP_OFF_DATA_OFFSET] >> 4) << 2;
+}
+
+/** The control bits (8 bits): TCP_FIN ... TCP_CWR. */
+export function getTcpFlags(buf: Buffer, t: number): number {
+  return buf[t + TCP_OFF_FLAGS];
+}
+
+/** The control bits (8 bits). */
+export function setTcpFlags(buf: Buffer, t: number, flags: number): void {
+  buf[t + TCP_OFF_FLAGS] = flags & 0xff;
+}
+
+/** Checksum (16 bits). */
+export function setTcpChecksum(buf: Buffer, t: number, checksum: number): void {
+  buf[t + TCP_OFF_CHECKSUM] = (checksum >> 8) & 0xff;
+  buf[t + TCP_OFF_CHECKSUM + 1] = checksum & 0xff;
+}
 
 /**
  * The pseudo-header's contribution to a TCP or UDP checksum over an IPv4 header at `ip` (RFC 9293

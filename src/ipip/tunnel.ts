@@ -17,7 +17,9 @@
  *   it was known when the check failed (encap: from `loop` on; decap: from `inner_malformed` on),
  *   else null.
  * - Buffers belong to the caller; a Tunnel keeps no reference to them. `encapsulate` writes
- *   only the 20 bytes before `off`; `decapsulate` writes nothing.
+ *   only the 20 bytes before `off`. `decapsulate` writes only when the outer header is marked CE
+ *   and the inner packet is ECN-capable: the inner ECN field becomes CE and the inner header
+ *   checksum is updated to match (RFC 6040 §4.2, RFC 1624).
  * - Counters are the caller's: drops indexed by verdict, and the per-peer `Peer.tx*`/`rx*`,
  *   which the I/O layer increments once the write of a `forward`ed packet succeeded. The only
  *   per-peer state changed here is `Peer.nextId`.
@@ -44,9 +46,18 @@ import {
   OFF_TTL,
   OFF_VERSION_IHL,
   checkIPv4,
+  getChecksum,
   getDst,
+  getFlagsFragment,
+  getHeaderLength,
+  getProtocol,
   getSrc,
+  getTos,
   getTotalLength,
+  getTtl,
+  getVersion,
+  setChecksum,
+  setTos,
 } from './ipv4.js';
 import { checksumUpdate16 } from './checksum.js';
 import { MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
@@ -228,12 +239,11 @@ export class Tunnel {
     if (len === -1) return Verdict.truncated;
     if (off < IPV4_MIN_HEADER || len < 0 || off + len > buf.length) return Verdict.malformed;
     if (len === 0) return Verdict.inner_malformed;
-    const vihl = buf[off + OFF_VERSION_IHL];
-    if (vihl >> 4 !== 4) return Verdict.not_ipv4;
+    if (getVersion(buf, off) !== 4) return Verdict.not_ipv4;
     if (checkIPv4(buf, off, len, false) !== IPV4_OK || getTotalLength(buf, off) !== len) {
       return Verdict.inner_malformed;
     }
-    const ttl = buf[off + OFF_TTL];
+    const ttl = getTtl(buf, off);
     if (ttl === 0) return Verdict.ttl_expired;
 
     const dst = getDst(buf, off);
@@ -246,11 +256,11 @@ export class Tunnel {
     if (len > this.mtuFor(peer)) return Verdict.too_big;
 
     // Per-packet words; the inherited parts are masked to 0 when the policy fixes the field.
-    const innerTos = buf[off + OFF_TOS];
+    const innerTos = getTos(buf, off);
     const ecn = innerTos & ECN_MASK;
     const tos = (innerTos & this.dscpMask) | (ecn === ECN_CE ? ECN_ECT0 : ecn);
     const ttlIn = ttl & this.ttlMask;
-    const df = (buf[off + OFF_FLAGS_FRAG] << 8) & this.dfMask;
+    const df = getFlagsFragment(buf, off) & this.dfMask;
     const id = peer.nextId;
     peer.nextId = (id + peer.idStep) & 0xffff;
     const total = len + IPV4_MIN_HEADER;
@@ -261,6 +271,8 @@ export class Tunnel {
     const checksum = ~sum & 0xffff;
 
     const o = off - IPV4_MIN_HEADER;
+    // Byte by byte, not with the ipv4.ts setters: ten more inlined calls use up TurboFan's inlining
+    // budget for encapsulate and checkIPv4 is no longer inlined (measured: 45 -> 65 ns a packet).
     buf[o + OFF_VERSION_IHL] = IPV4_VERSION_IHL_NO_OPTIONS;
     buf[o + OFF_TOS] = peer.outerTos | tos;
     buf[o + OFF_TOTAL_LENGTH] = total >> 8;
@@ -329,35 +341,34 @@ export class Tunnel {
     if (off < 0 || len < 0 || off + len > buf.length) return Verdict.malformed;
     const outer = checkIPv4(buf, off, len, true);
     if (outer !== IPV4_OK) return outer === IPV4_ERR_CHECKSUM ? Verdict.bad_checksum : Verdict.malformed;
-    if (buf[off + OFF_PROTOCOL] !== IPPROTO_IPIP) return Verdict.not_ipip;
+    if (getProtocol(buf, off) !== IPPROTO_IPIP) return Verdict.not_ipip;
     if (getDst(buf, off) !== this.local) return Verdict.not_for_us;
     const peer = this.peerByEndpoint(getSrc(buf, off));
     if (peer === null) return Verdict.unknown_peer;
     out.peer = peer;
 
-    const ohl = (buf[off + OFF_VERSION_IHL] & 0x0f) << 2;
+    const ohl = getHeaderLength(buf, off);
     const inner = off + ohl;
     const innerLen = getTotalLength(buf, off) - ohl;
     const check = checkIPv4(buf, inner, innerLen, true);
     if (check !== IPV4_OK) return check === IPV4_ERR_CHECKSUM ? Verdict.inner_bad_checksum : Verdict.inner_malformed;
     if (getTotalLength(buf, inner) !== innerLen) return Verdict.inner_malformed;
-    if (buf[inner + OFF_TTL] === 0) return Verdict.ttl_expired;
+    if (getTtl(buf, inner) === 0) return Verdict.ttl_expired;
 
     const src = getSrc(buf, inner);
     const dst = getDst(buf, inner);
     if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
     if (this.routes.lookup(src) !== peer) return Verdict.spoofed_source;
     if (this.routes.lookup(dst) !== undefined) return Verdict.bad_destination;
-    if ((buf[off + OFF_TOS] & ECN_MASK) === ECN_CE) {
-      const innerTos = buf[inner + OFF_TOS];
+    if ((getTos(buf, off) & ECN_MASK) === ECN_CE) {
+      const innerTos = getTos(buf, inner);
       const ecn = innerTos & ECN_MASK;
       if (ecn === ECN_NOT_ECT) return Verdict.ecn_drop;
       if (ecn !== ECN_CE) {
-        const word0 = buf[inner + OFF_VERSION_IHL] << 8;
-        const sum = checksumUpdate16((buf[inner + OFF_CHECKSUM] << 8) | buf[inner + OFF_CHECKSUM + 1], word0 | innerTos, word0 | innerTos | ECN_CE);
-        buf[inner + OFF_TOS] = innerTos | ECN_CE;
-        buf[inner + OFF_CHECKSUM] = sum >> 8;
-        buf[inner + OFF_CHECKSUM + 1] = sum & 0xff;
+        // The 16-bit word the TOS byte is in (after version/IHL) changes: RFC 1624 eqn. 3.
+        const word0 = (buf[inner + OFF_VERSION_IHL] << 8) | innerTos;
+        setChecksum(buf, inner, checksumUpdate16(getChecksum(buf, inner), word0, word0 | ECN_CE));
+        setTos(buf, inner, innerTos | ECN_CE);
       }
     }
 

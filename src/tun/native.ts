@@ -48,7 +48,7 @@ export interface NativeBinding {
    *
    * Offload mode, `options.vnetHdr`: IFF_VNET_HDR and TUNSETVNETHDRSZ `VNET_HDR_LEN` (10), then
    * TUNSETOFFLOAD `options.offload` (TUN_F_* flags, default 0). Every packet read then starts with
-   * a 10-byte struct virtio_net_hdr (src/ipip/gso.ts parses it), and every packet written must
+   * a 10-byte struct virtio_net_hdr (src/ipip/vnet.ts parses it), and every packet written must
    * start with one (all zero for a plain packet). `offload` without `vnetHdr` is a RangeError.
    *
    * `options.multiQueue`: IFF_MULTI_QUEUE. Each call with the same name and the same options

@@ -7,6 +7,7 @@ import {
   int32Sum,
   internetChecksum,
   onesSum,
+  onesSum32,
 } from '../../src/ipip/checksum.js';
 import { rng } from '../helpers/packets.js';
 
@@ -144,5 +145,24 @@ describe('checksum (RFC 1071)', () => {
   it('RFC 1624 §4 example: eqn. 3 gives 0x0000 where eqn. 2 would give -0 (0xffff)', () => {
     // HC = 0xdd2f, m = 0x5555 -> m' = 0x3285: ~HC + ~m + m' = 0x22d0 + 0xaaaa + 0x3285 = 0xffff.
     expect(checksumUpdate16(0xdd2f, 0x5555, 0x3285)).toBe(0x0000);
+  });
+});
+
+describe('onesSum32', () => {
+  it('equals onesSum for every alignment, length and initial value (seeded random)', () => {
+    const r = rng(42);
+    const big = Buffer.alloc(80_000);
+    for (let i = 0; i < big.length; i++) big[i] = r() & 0xff;
+    const views = [big, big.subarray(1), big.subarray(2), big.subarray(3)];
+    for (let k = 0; k < 3000; k++) {
+      const v = views[k & 3]!;
+      const len = k < 200 ? k : r() % 70_000;
+      const off = r() % (v.length - len);
+      const init = k % 5 === 0 ? 0 : r() & 0xffff;
+      expect(onesSum32(v, off, len, init), `k=${k} off=${off} len=${len}`).toBe(onesSum(v, off, len, init));
+    }
+    // All-0xff data: the sum is 0xffff, never the "-0" 0.
+    const ff = Buffer.alloc(4096, 0xff);
+    expect(onesSum32(ff, 0, 4096, 0)).toBe(0xffff);
   });
 });

@@ -15,7 +15,7 @@ import { createLogger } from '../../src/daemon/logger.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { buildTunnel } from '../../src/dataplane/queue.js';
 import { WARM_TCP, writeWarmOuter, writeWarmPacket } from '../../src/dataplane/warmup.js';
-import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/gso.js';
+import { VNET_F_NEEDS_CSUM, VNET_GSO_TCPV4, getVnetGsoSize, getVnetGsoType, getVnetFlags } from '../../src/ipip/vnet.js';
 import { Fifos } from '../helpers/fifos.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 

@@ -37,6 +37,8 @@ import {
   getTtl,
   getVersion,
   isDontFragment,
+  isFragment,
+  isIPv4NoOptions,
   isMoreFragments,
   setChecksum,
   setDst,
@@ -158,6 +160,35 @@ describe('IPv4 header view (RFC 791 §3.1)', () => {
     // Bytes around the header are untouched (20 bytes written; the 4 option bytes too, untouched).
     expect(b.subarray(0, off).every((x) => x === 0xa5)).toBe(true);
     expect(b.subarray(off + 20).every((x) => x === 0xa5)).toBe(true);
+  });
+
+  it('isFragment: MF set or a fragment offset (a first fragment too); DF and the reserved bit are not', () => {
+    const cases: [number, boolean][] = [
+      [0x0000, false],
+      [FLAG_DF, false],
+      [0x8000, false], // reserved bit only
+      [FLAG_MF, true], // first fragment: offset 0, MF
+      [FLAG_DF | FLAG_MF, true],
+      [0x0001, true], // last fragment: offset 8 bytes, no MF
+      [FLAG_MF | FRAG_OFFSET_MASK, true],
+      [0x0100, true], // offset bits in the high byte only
+    ];
+    for (const [word, fragment] of cases) {
+      const b = classicDatagram(21);
+      b.writeUInt16BE(word, 21 + OFF_FLAGS_FRAG);
+      expect(isFragment(b, 21), `flags word 0x${word.toString(16)}`).toBe(fragment);
+    }
+    expect(isFragment(classicDatagram(0), 0)).toBe(false); // the classic header: DF only
+  });
+
+  it('isIPv4NoOptions: the first byte is 0x45, version 4 and IHL 5', () => {
+    expect(isIPv4NoOptions(classicDatagram(0), 0)).toBe(true);
+    expect(isIPv4NoOptions(classicDatagram(9), 9)).toBe(true);
+    for (const first of [0x46, 0x4f, 0x44, 0x65, 0x55, 0x05]) {
+      const b = classicDatagram(9);
+      b[9] = first;
+      expect(isIPv4NoOptions(b, 9), `0x${first.toString(16)}`).toBe(false);
+    }
   });
 
   it('checksum covers options (IHL > 5)', () => {
