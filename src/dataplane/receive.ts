@@ -14,7 +14,7 @@
  * No object, closure, Buffer or log call per packet; every datagram read is either written or
  * counted under exactly one drop reason.
  */
-import { IPV4_MIN_HEADER, PacketResult, TCP_OFF_DATA_OFFSET, Verdict, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
 import { MAX_FRAGMENTS, type Slabs } from './slabs.js';
@@ -93,8 +93,8 @@ export class Receiver {
    */
   private writeSegmented(buf: Buffer, off: number, len: number, mss: number, peer: number): void {
     const { fragSlab, fragOffs, fragLens, fragSlot } = this.slabs;
-    // TCP Data Offset (RFC 9293 §3.1), read by hand: src/ipip/tcp.ts has offsets, no accessor.
-    const hdrLen = IPV4_MIN_HEADER + ((buf[off + IPV4_MIN_HEADER + TCP_OFF_DATA_OFFSET] >> 4) << 2);
+    // groSegmentSize accepted it: an IPv4 header without options, then TCP.
+    const hdrLen = IPV4_MIN_HEADER + getTcpHeaderLength(buf, off + IPV4_MIN_HEADER);
     const count = tcp4SegmentCount(len, hdrLen, mss);
     // In chunks of the fragment slab (more than 64 segments with a small TUN MTU).
     for (let first = 0; first < count; first += MAX_FRAGMENTS) {

@@ -30,7 +30,8 @@ import {
   VNET_GSO_NONE,
   VNET_GSO_UDP_L4,
   VNET_HDR_LEN,
-  VNET_OFF_GSO_TYPE,
+  getVnetGsoType,
+  getVnetFlags,
   Verdict,
   checkTcp4Gso,
   checkUdp4Gso,
@@ -94,11 +95,11 @@ export class Sender {
           continue;
         }
         counters[C.tun_rx_bytes] += len;
-        if (txBuf[h + VNET_OFF_GSO_TYPE] !== VNET_GSO_NONE) {
+        if (getVnetGsoType(txBuf, h) !== VNET_GSO_NONE) {
           this.sendSuperPacket(i, h, off, len);
           continue;
         }
-        if ((txBuf[h] & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(txBuf, off, len, getVnetCsumStart(txBuf, h), getVnetCsumOffset(txBuf, h))) {
+        if ((getVnetFlags(txBuf, h) & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(txBuf, off, len, getVnetCsumStart(txBuf, h), getVnetCsumOffset(txBuf, h))) {
           drops[Verdict.inner_malformed]++;
           continue;
         }
@@ -127,7 +128,7 @@ export class Sender {
     const { counters, drops } = this.figures;
     const txBuf = slabs.txBuf;
     counters[C.gso_packets]++;
-    const udp = this.udpGro && txBuf[h + VNET_OFF_GSO_TYPE] === VNET_GSO_UDP_L4;
+    const udp = this.udpGro && getVnetGsoType(txBuf, h) === VNET_GSO_UDP_L4;
     const hdrLen = udp ? checkUdp4Gso(txBuf, h, off, len) : checkTcp4Gso(txBuf, h, off, len);
     const gso = getVnetGsoSize(txBuf, h);
     // A segment must fit a segment slot: the kernel never makes them larger than the TUN MTU.
