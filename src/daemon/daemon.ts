@@ -131,7 +131,7 @@ export class Daemon {
     this.state = 'closed';
     if (final) {
       final.state = 'closed';
-      this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers }, 'closed: final counters');
+      this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers, ...(this.failure ? { failure: this.failure } : {}) }, 'closed: final counters');
     }
     return final;
   }

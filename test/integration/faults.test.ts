@@ -86,7 +86,8 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(code).toBe(1);
     const log = d1.log();
     expect(log).toMatch(/ipipd: ERR_TUN_GONE: rtnetlink: device ipip0 \(ifindex \d+\) was deleted; its routes \(203\.0\.113\.0\/25 dev ipip0\)/);
-    expect(log).toContain('closed: final counters');
+    const final = JSON.parse(log.split('\n').find((l) => l.includes('closed: final counters'))!) as { failure: { code: string; routesLost: string[] } };
+    expect(final.failure).toMatchObject({ code: 'ERR_TUN_GONE', routesLost: ['203.0.113.0/25 dev ipip0'] });
     expect(log, 'the undo steps of what went with the device are not tried').not.toContain('cleanup step failed');
     await expectNothingLeft(topo, h1);
     // What a supervisor does: start it again.
@@ -119,6 +120,25 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(s.lastErrors.log).toBe('ENOSPC');
     expect(s.peers[0]!.rxPackets).toBeGreaterThan(0);
     figures.set('stderr at /dev/full', `never down: ${s.counters.log_write_errors} log lines lost (ENOSPC) by the time it was up, first ping answered after ${resumeMs} ms`);
+    expect(await stop(d1)).toBe(0);
+    expect(await stop(d2)).toBe(0);
+    await expectNothingLeft(topo, h1);
+  });
+
+  test('stderr a pipe nobody reads any more (EPIPE): counted, the tunnel runs, shutdown removes everything', async () => {
+    const d1 = await start(h1);
+    const d2 = await start(h2);
+    d1.child.stderr!.destroy();
+    d1.child.kill('SIGUSR1'); // logs the counters: a line that now fails
+    let s = await status(h1);
+    for (let i = 0; i < 50 && !s.counters.log_write_errors; i++) {
+      await sleep(50);
+      s = await status(h1);
+    }
+    expect(s.counters.log_write_errors).toBeGreaterThan(0);
+    expect(s.lastErrors.log).toBe('EPIPE');
+    expect(s.state).toBe('up');
+    expect(await pingOnce(topo, a, b)).toBe(true);
     expect(await stop(d1)).toBe(0);
     expect(await stop(d2)).toBe(0);
     await expectNothingLeft(topo, h1);
