@@ -43,6 +43,11 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     running.delete(d);
     return stopDaemon(d);
   };
+  /** SIGTERM each, expect exit 0, then nothing left on their hosts. */
+  const stopAll = async (...ds: RunningDaemon[]): Promise<void> => {
+    for (const d of ds) expect(await stop(d), `ipipd on ${d.host.name}`).toBe(0);
+    for (const d of ds) await expectNothingLeft(topo, d.host);
+  };
   const ended = async (d: RunningDaemon, ms = 15_000): Promise<number | null> => {
     const code = await within(d.exited, ms, `ipipd on ${d.host.name} to exit`);
     running.delete(d);
@@ -95,10 +100,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     const again = await start(h1);
     const resumeMs = await untilTraffic(topo, a, b, t1);
     figures.set('TUN deleted (`ip link del ipip0`)', `noticed ${noticedMs} ms after the delete, exit 1 ${exitMs} ms after; restarted, traffic back ${resumeMs} ms after the restart began (${Date.now() - t0} ms after the delete)`);
-    expect(await stop(again)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
-    await expectNothingLeft(topo, h2);
+    await stopAll(again, d2);
   });
 
   test('stderr at /dev/full: log lines counted as log_write_errors, the tunnel runs, shutdown removes everything', async () => {
@@ -120,9 +122,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(s.lastErrors.log).toBe('ENOSPC');
     expect(s.peers[0]!.rxPackets).toBeGreaterThan(0);
     figures.set('stderr at /dev/full', `never down: ${s.counters.log_write_errors} log lines lost (ENOSPC) by the time it was up, first ping answered after ${resumeMs} ms`);
-    expect(await stop(d1)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
+    await stopAll(d1, d2);
   });
 
   test('stderr a pipe nobody reads any more (EPIPE): counted, the tunnel runs, shutdown removes everything', async () => {
@@ -139,9 +139,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(s.lastErrors.log).toBe('EPIPE');
     expect(s.state).toBe('up');
     expect(await pingOnce(topo, a, b)).toBe(true);
-    expect(await stop(d1)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
+    await stopAll(d1, d2);
   });
 
   test('SIGKILL, then a restart: what the next start finds, and traffic back', async () => {
@@ -165,9 +163,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     figures.set('SIGKILL, then restart', `left behind: ${link.code === 0 ? 'the TUN, ' : ''}${/ipip0/.test(routes.stdout) ? 'routes, ' : ''}${leftSocket ? 'the control-socket file' : 'nothing'}; restarted ${t1 - t0} ms after the kill, traffic back ${resumeMs} ms after the restart began`);
     expect(link.code, 'the TUN went with the dead process').not.toBe(0);
     expect(routes.stdout).not.toMatch(/ipip0/);
-    expect(await stop(again)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
+    await stopAll(again, d2);
   });
 
   test('the peer restarted: traffic resumes without touching this side', async () => {
@@ -185,10 +181,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(s.state).toBe('up');
     expect(s.peers[0]!.reachable).toBe(true);
     figures.set('peer restarted', `peer up ${upMs} ms after its start began, traffic back ${resumeMs} ms after it`);
-    expect(await stop(d1)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
-    await expectNothingLeft(topo, h2);
+    await stopAll(d1, d2);
   });
 
   test('the underlay link down for 2 s and up again: the daemon stays up, traffic resumes', async () => {
@@ -205,9 +198,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     const s = await status(h1);
     expect(s.state).toBe('up');
     figures.set('underlay link down 2 s, then up', `daemon stayed up; traffic back ${resumeMs} ms after the link came up (socket_write_error ${s.drops.socket_write_error} while down)`);
-    expect(await stop(d1)).toBe(0);
-    expect(await stop(d2)).toBe(0);
-    await expectNothingLeft(topo, h1);
+    await stopAll(d1, d2);
   });
 
   test("the control socket's directory read-only: exit 1 with ERR_CONTROL_SOCKET, everything undone", async () => {
