@@ -75,8 +75,9 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     await topo?.down();
   });
 
-  test('TUN deleted: noticed, clean shutdown, exit 1 with ERR_TUN_GONE; a restart brings traffic back', async () => {
-    const d1 = await start(h1);
+  test.each([{ queues: 1 }, { queues: 2 }])('TUN deleted (io.queues: $queues): noticed, clean shutdown, exit 1 with ERR_TUN_GONE; a restart brings traffic back', async ({ queues }) => {
+    const cfg = queues === 1 ? h1.config : editedConfig(topo, h1, `queues-${queues}`, (c) => (c.io = { ...c.io, queues }));
+    const d1 = await start(h1, cfg);
     const d2 = await start(h2);
     expect(await pingOnce(topo, a, b)).toBe(true);
     const t0 = Date.now();
@@ -97,9 +98,9 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     await expectNothingLeft(topo, h1);
     // What a supervisor does: start it again.
     const t1 = Date.now();
-    const again = await start(h1);
+    const again = await start(h1, cfg);
     const resumeMs = await untilTraffic(topo, a, b, t1);
-    figures.set('TUN deleted (`ip link del ipip0`)', `noticed ${noticedMs} ms after the delete, exit 1 ${exitMs} ms after; restarted, traffic back ${resumeMs} ms after the restart began (${Date.now() - t0} ms after the delete)`);
+    figures.set(`TUN deleted (\`ip link del ipip0\`), io.queues ${queues}`, `noticed ${noticedMs} ms after the delete, exit 1 ${exitMs} ms after; restarted, traffic back ${resumeMs} ms after the restart began (${Date.now() - t0} ms after the delete)`);
     await stopAll(again, d2);
   });
 
