@@ -5,7 +5,8 @@
  *
  * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
- * SIGUSR1 logs the counters.
+ * SIGUSR1 logs the counters. After a failure while running (ERR_QUEUE, ERR_TUN_GONE) the daemon
+ * shuts down by itself and exits 1; a signal meanwhile does not cut that short or make it 0.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -109,11 +110,12 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   process.on('SIGUSR1', () => {
     void daemon.status().then((s) => log.info({ subsystem: 'stats', counters: s.counters, drops: s.drops, peers: s.peers, queues: s.queues }, 'counters (SIGUSR1)'));
   });
-  // A data-path queue that dies would lose its flows silently: shut down cleanly, exit 1.
+  // A data-path queue that dies would lose its flows silently, a vanished TUN delivers nothing:
+  // shut down cleanly, exit 1.
   daemon.onFatal = (err) => {
     if (signals > 0 || fatal) return;
     fatal = err;
-    void daemon.close('queue failed').then(() => fail(err), () => fail(err));
+    void daemon.close(err instanceof IpipdError ? err.code : 'failure').then(() => fail(err), () => fail(err));
   };
   try {
     await daemon.start();
