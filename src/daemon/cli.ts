@@ -5,7 +5,8 @@
  *
  * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
- * SIGUSR1 logs the counters.
+ * SIGUSR1 logs the counters. After a failure while running (ERR_QUEUE, ERR_TUN_GONE) the daemon
+ * shuts down by itself and exits 1; a signal meanwhile does not cut that short or make it 0.
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -15,7 +16,7 @@ import { hideBin } from 'yargs/helpers';
 import { describeConfig, loadConfig } from './config.js';
 import { askDaemon } from './control.js';
 import { IpipdError } from './errors.js';
-import { createLogger } from './logger.js';
+import { createLogger, writeStderr } from './logger.js';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
@@ -33,10 +34,10 @@ function packageVersion(): string {
 
 function fail(err: unknown): never {
   if (err instanceof IpipdError) {
-    process.stderr.write(`ipipd: ${err.code}: ${err.message}\n`);
+    writeStderr(`ipipd: ${err.code}: ${err.message}\n`);
     process.exit(err.exitCode);
   }
-  process.stderr.write(`ipipd: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  writeStderr(`ipipd: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 }
 
@@ -73,6 +74,7 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   out.push(`  drops: ${drops.length ? drops.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
   const errs = Object.entries(s.lastErrors);
   if (errs.length) out.push(`  last errors: ${errs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  if (s.failure) out.push(`  FAILED ${s.failure.code}: ${s.failure.reason}; routes lost: ${s.failure.routesLost.join(', ') || 'none'}`);
   process.stdout.write(out.join('\n') + '\n');
 }
 
@@ -88,11 +90,17 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   }
   const daemon = new DaemonCtor(config, log);
   let signals = 0;
+  // A failure being shut down (a queue died, the TUN vanished): a signal must not turn it into exit 0.
+  let fatal: Error | undefined;
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
       log.warn({ signal: sig }, 'second signal: exiting now without cleanup');
       process.exit(sig === 'SIGINT' ? 130 : 143);
+    }
+    if (fatal) {
+      log.warn({ signal: sig, err: fatal.message }, 'signal: already shutting down after a failure; exit status stays 1');
+      return;
     }
     log.info({ signal: sig }, 'signal: shutting down');
     void daemon.close(sig).then(() => process.exit(0), (err) => fail(err));
@@ -102,11 +110,12 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   process.on('SIGUSR1', () => {
     void daemon.status().then((s) => log.info({ subsystem: 'stats', counters: s.counters, drops: s.drops, peers: s.peers, queues: s.queues }, 'counters (SIGUSR1)'));
   });
-  // A data-path queue that dies would lose its flows silently: shut down cleanly, exit 1.
+  // A data-path queue that dies would lose its flows silently, a vanished TUN delivers nothing:
+  // shut down cleanly, exit 1.
   daemon.onFatal = (err) => {
-    if (signals > 0) return;
-    signals++;
-    void daemon.close('queue failed').then(() => fail(err), () => fail(err));
+    if (signals > 0 || fatal) return;
+    fatal = err;
+    void daemon.close(err instanceof IpipdError ? err.code : 'failure').then(() => fail(err), () => fail(err));
   };
   try {
     await daemon.start();
@@ -169,7 +178,7 @@ export async function main(argv: string[]): Promise<void> {
     .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
     .fail((msg, err) => {
       if (err) fail(err);
-      process.stderr.write(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
+      writeStderr(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
       process.exit(2);
     })
     .wrap(Math.min(100, process.stdout.columns || 100));

@@ -3,8 +3,9 @@
  * exactly what was acquired in reverse order (STYLE rule 13, after wireguard-go device.go).
  *
  *     created --start()--> starting --ok--> up --close()--> closing --> closed
- *                             |                                ^
- *                             +--failure: undo what was done --+  (start() rethrows)
+ *                             |                 |               ^
+ *                             |                 +--> failed ----+  (the TUN vanished: onFatal)
+ *                             +--failure: undo what was done ---+  (start() rethrows)
  *
  * start(), in order: `acquire` calls one method of `Resources` (src/daemon/lifecycle.ts) per
  * step, and each step that changes the system pushes its undo on a stack:
@@ -36,12 +37,17 @@
  * fails while up is fatal: `onFatal` is called (the CLI shuts down and exits 1), since the
  * flows steered to that queue would otherwise be silently lost.
  * A failing undo step is logged and the rest still run: close() never throws.
+ * The TUN deleted from outside while up (src/tun/link-watch.ts: rtnetlink RTM_DELLINK, or its
+ * sysfs backstop): its routes and address went with it and nothing more can be delivered, so
+ * the state becomes `failed` (status names the reason and the routes lost) and `onFatal` gets
+ * ERR_TUN_GONE: the CLI shuts down and exits 1, for a supervisor to start ipipd again.
  */
 import type { Config } from './config.js';
 import type { ControlHandler } from './control.js';
 import { IpipdError } from './errors.js';
+import { LinkWatch } from '../tun/link-watch.js';
 import { Resources } from './lifecycle.js';
-import type { Logger } from './logger.js';
+import { lastLogWriteError, logWriteErrors, type Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
 import { statusReport, type DaemonState, type StatusReport } from './status.js';
 
@@ -58,6 +64,10 @@ export class Daemon {
   private startedAt = 0;
   private statsTimer: NodeJS.Timeout | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
+  /** The TUN's presence and kernel-side drops, watched while up. */
+  private linkWatch: LinkWatch | undefined;
+  /** Why the daemon is `failed`, and the routes that went with the TUN. */
+  private failure: StatusReport['failure'] = null;
 
   constructor(
     readonly config: Config,
@@ -82,6 +92,8 @@ export class Daemon {
     this.state = 'up';
     this.startStatsLog();
     this.startPmtuAging();
+    this.linkWatch = new LinkWatch(this.config.tun.name, this.res.tunIndex, (why) => this.tunGone(why));
+    this.linkWatch.start();
     this.log.info(
       { tun: this.config.tun.name, mtu: this.res.tunMtu, underlay: this.config.underlay.address.text, peers: this.res.peers.length, routes: this.res.routes.length },
       'up',
@@ -105,8 +117,9 @@ export class Daemon {
   /** Shut down: stop reading, release in reverse order, log the final counters. Idempotent. */
   async close(reason = 'shutdown'): Promise<StatusReport | undefined> {
     if (this.state === 'closing' || this.state === 'closed') return undefined;
-    const wasUp = this.state === 'up';
+    const wasUp = this.state === 'up' || this.state === 'failed';
     this.state = 'closing';
+    this.linkWatch?.stop(); // our own close deletes the TUN: not a failure
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
@@ -118,7 +131,7 @@ export class Daemon {
     this.state = 'closed';
     if (final) {
       final.state = 'closed';
-      this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers }, 'closed: final counters');
+      this.log.info({ counters: final.counters, drops: nonZero(final.drops), peers: final.peers, ...(this.failure ? { failure: this.failure } : {}) }, 'closed: final counters');
     }
     return final;
   }
@@ -143,7 +156,25 @@ export class Daemon {
 
   /** The report from this thread's figures (queue 0) plus the workers' `snaps` (queues 1..). */
   private report(snaps: readonly QueueSnapshot[]): StatusReport {
-    return statusReport(this.state, this.startedAt, this.res, snaps);
+    const r = statusReport(this.state, this.startedAt, this.res, snaps);
+    r.failure = this.failure;
+    if (r.counters.tun_rx_packets !== undefined) {
+      r.counters.tun_kernel_tx_dropped = this.linkWatch?.txDropped() ?? 0;
+      r.counters.log_write_errors = logWriteErrors();
+    }
+    if (logWriteErrors() > 0) r.lastErrors.log = lastLogWriteError();
+    return r;
+  }
+
+  /** The TUN vanished while up (src/tun/link-watch.ts): `failed`, then `onFatal` (exit 1). */
+  private tunGone(reason: string): void {
+    if (this.state !== 'up') return;
+    this.state = 'failed';
+    this.failure = { code: 'ERR_TUN_GONE', reason, routesLost: [...this.res.routes] };
+    this.res.tunGone();
+    const err = new IpipdError('ERR_TUN_GONE', `${reason}; its routes (${this.failure.routesLost.join(', ') || 'none'}) and address went with it`);
+    this.log.error({ subsystem: 'tun', err: err.message }, 'the TUN is gone; shutting down');
+    this.onFatal?.(err);
   }
 
   /** A queue worker failed while up: log it and hand it to `onFatal` (the CLI shuts down). */

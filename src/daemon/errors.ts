@@ -52,6 +52,10 @@ export const ERRORS = Object.freeze({
     exit: 2,
     doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
   },
+  ERR_TUN_GONE: {
+    exit: 1,
+    doc: 'The TUN device was deleted from outside while running (e.g. `ip link del`); its routes and address went with it. ipipd shuts down cleanly and exits 1, for its supervisor to start it again.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -10,7 +10,7 @@
  * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes`, 8 `openControlSocket`; then
  * `release`, and `probeUdpL4` (step 2's offload probe).
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
@@ -119,7 +119,7 @@ export class Resources {
         opened = native.openTun(c.tun.name, tunOptions);
       } catch (err) {
         const what = q === 0 ? `cannot create TUN ${c.tun.name}` : `cannot open queue ${q} of TUN ${c.tun.name}`;
-        throw new IpipdError('ERR_TUN_OPEN', `${what}: ${errnoName(err) ?? err}${errnoName(err) === 'EPERM' ? ' (needs root or CAP_NET_ADMIN)' : ''}`, { cause: err });
+        throw new IpipdError('ERR_TUN_OPEN', `${what}: ${errnoName(err) ?? err}${needsCap(err, 'CAP_NET_ADMIN')}`, { cause: err });
       }
       tun ??= opened;
       this.tunFds.push(opened.fd);
@@ -188,7 +188,7 @@ export class Resources {
       try {
         fd = native.openRaw(c.underlay.address.value, c.io.socket_buffer, c.io.socket_buffer, undefined, queues > 1 ? steeringFilter({ index: q, count: queues }) : undefined);
       } catch (err) {
-        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket${queues > 1 ? ` of queue ${q}` : ''} on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw IPIP socket${queues > 1 ? ` of queue ${q}` : ''} on ${c.underlay.address.text}: ${errnoName(err) ?? err}${needsCap(err, 'CAP_NET_RAW')}`, { cause: err });
       }
       this.rawFds.push(fd);
       this.undo.push({ what: queues > 1 ? `close raw socket of queue ${q}` : 'close raw socket', run: () => native.close(fd) });
@@ -197,7 +197,7 @@ export class Resources {
     try {
       icmpFd = native.openRaw(c.underlay.address.value, 1 << 18, 0, IPPROTO_ICMP);
     } catch (err) {
-      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw ICMP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}`, { cause: err });
+      throw new IpipdError('ERR_RAW_SOCKET', `cannot open the raw ICMP socket on ${c.underlay.address.text}: ${errnoName(err) ?? err}${needsCap(err, 'CAP_NET_RAW')}`, { cause: err });
     }
     this.icmpFd = icmpFd;
     this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
@@ -217,7 +217,7 @@ export class Resources {
       try {
         fd = native.openPacket(c.io.socket_buffer);
       } catch (err) {
-        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket${queues > 1 ? ` of queue ${q}` : ''} (underlay.send: packet): ${errnoName(err) ?? err}`, { cause: err });
+        throw new IpipdError('ERR_RAW_SOCKET', `cannot open the AF_PACKET socket${queues > 1 ? ` of queue ${q}` : ''} (underlay.send: packet): ${errnoName(err) ?? err}${needsCap(err, 'CAP_NET_RAW')}`, { cause: err });
       }
       this.packetFds.push(fd);
       this.undo.push({ what: queues > 1 ? `close AF_PACKET socket of queue ${q}` : 'close AF_PACKET socket', run: () => native.close(fd) });
@@ -322,6 +322,18 @@ export class Resources {
     this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
   }
 
+  /**
+   * The TUN was deleted from outside: its address and routes went with it. They are no longer
+   * listed, and their undo steps are dropped (deleting them would only fail); closing the fds
+   * and sockets still runs.
+   */
+  tunGone(): void {
+    this.routes.length = 0;
+    for (let i = this.undo.length - 1; i >= 0; i--) {
+      if (/^(delete route|delete address) /.test(this.undo[i]!.what)) this.undo.splice(i, 1);
+    }
+  }
+
   /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */
   async release(): Promise<void> {
     this.dataplane?.stop();
@@ -353,4 +365,22 @@ function probeUdpL4(fd: number, name: string): boolean {
     throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
   }
   return true;
+}
+
+/**
+ * For an EPERM/EACCES: which capability this process lacks, read from its effective set
+ * (/proc/self/status CapEff; CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13), so that a daemon
+ * given only one of the two is told the missing one by name.
+ */
+function needsCap(err: unknown, cap: 'CAP_NET_ADMIN' | 'CAP_NET_RAW'): string {
+  const e = errnoName(err);
+  if (e !== 'EPERM' && e !== 'EACCES') return '';
+  const bit = cap === 'CAP_NET_ADMIN' ? 12n : 13n;
+  try {
+    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
+    if (eff !== undefined && ((BigInt(`0x${eff}`) >> bit) & 1n) === 0n) return ` (${cap} is missing: run as root, or grant it, e.g. AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW)`;
+  } catch {
+    // no /proc: say what is needed without knowing what is missing
+  }
+  return ` (needs root or ${cap})`;
 }

@@ -14,7 +14,7 @@ import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.
 import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
 
-export type DaemonState = 'created' | 'starting' | 'up' | 'closing' | 'closed';
+export type DaemonState = 'created' | 'starting' | 'up' | 'failed' | 'closing' | 'closed';
 
 export interface StatusReport {
   state: DaemonState;
@@ -50,6 +50,8 @@ export interface StatusReport {
   counters: Record<string, number>;
   drops: Record<string, number>;
   lastErrors: Record<string, string>;
+  /** State `failed`: the error code, why, and the routes that are no longer there (src/daemon/daemon.ts). */
+  failure: { code: string; reason: string; routesLost: string[] } | null;
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
@@ -138,5 +140,6 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     counters: dp ? named.counters : {},
     drops: dp ? named.drops : {},
     lastErrors,
+    failure: null,
   };
 }

@@ -308,7 +308,18 @@ export class Tunnel {
    *  2. off < 0, len < 0 or off + len > buf.length (I/O bug)       -> malformed
    *  3. outer header (checkIPv4 with received = len): short,
    *     version, IHL, lengths                                       -> malformed
-   *     checksum                                                    -> bad_checksum
+   *     checksum, only of a header without options (IHL 5)         -> bad_checksum
+   *     The kernel verified the checksum before the raw socket got the
+   *     datagram (RFC 1122 §3.2.1.2; Linux ip_rcv_core), and with options it
+   *     then filled in Record Route / Timestamp on local delivery without
+   *     recomputing it (ip_options_compile sets is_changed; only
+   *     ip_forward_options calls ip_send_check): measured, such a valid
+   *     datagram reaches us with a stale checksum. Its options were also
+   *     checked by the kernel (a bad one is answered with ICMP Parameter
+   *     Problem and never delivered), so here they are skipped, not parsed,
+   *     as RFC 1122 §3.2.1.8 lets a host do with options it does not use.
+   *     An option-less header is exactly as the kernel verified it: a wrong
+   *     checksum there means bytes that did not come from the kernel.
    *  4. outer protocol != 4                                         -> not_ipip
    *  5. outer destination != local                                  -> not_for_us
    *  6. outer source is no peer's endpoint (CVE-2020-10136)         -> unknown_peer
@@ -339,7 +350,7 @@ export class Tunnel {
     out.peer = null;
     if (len === -1) return Verdict.truncated;
     if (off < 0 || len < 0 || off + len > buf.length) return Verdict.malformed;
-    const outer = checkIPv4(buf, off, len, true);
+    const outer = checkIPv4(buf, off, len, buf[off + OFF_VERSION_IHL] === IPV4_VERSION_IHL_NO_OPTIONS);
     if (outer !== IPV4_OK) return outer === IPV4_ERR_CHECKSUM ? Verdict.bad_checksum : Verdict.malformed;
     if (getProtocol(buf, off) !== IPPROTO_IPIP) return Verdict.not_ipip;
     if (getDst(buf, off) !== this.local) return Verdict.not_for_us;

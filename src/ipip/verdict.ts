@@ -88,7 +88,7 @@ export const VERDICT_COUNT = VERDICT_NAMES.length;
 export const VERDICT_DESCRIPTIONS: Readonly<Record<VerdictName, string>> = Object.freeze({
   forward: 'Passed every check and was handed to the I/O layer to send.',
   malformed: 'Outer IPv4 header invalid: version not 4, IHL < 5, or lengths inconsistent with what was received.',
-  bad_checksum: 'Outer IPv4 header checksum wrong.',
+  bad_checksum: 'Outer IPv4 header checksum wrong (checked on headers without options: the kernel verified it first, and fills Record Route and Timestamp options in without updating it).',
   not_ipip: 'Outer protocol is not 4 (IP-in-IP).',
   not_for_us: 'Outer destination is not our underlay address.',
   unknown_peer: 'Outer source is not a configured peer endpoint (the CVE-2020-10136 open-relay hole).',

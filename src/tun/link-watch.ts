@@ -1,0 +1,115 @@
+/**
+ * Watching the TUN from outside: is our device still there, and what did the kernel drop at it?
+ *
+ * Flow, in the order of this file: `LinkWatch.start` opens an rtnetlink socket of its own
+ * subscribed to link events (RTNLGRP_LINK) and calls `onGone` once when an RTM_DELLINK names
+ * our ifindex (`ip link del ipip0`, or the namespace going away); a slow timer re-reads
+ * `/sys/class/net/<name>/ifindex` as a backstop for an event the kernel could not queue (a
+ * netlink socket that overflowed gets ENOBUFS, not the message). `txDropped` reads the device's
+ * own `tx_dropped`: packets the kernel dropped because the TUN's queue (`txqueuelen`) was full,
+ * that ipipd therefore never read (FINDINGS.md: the only trace of them). `stop` closes it all.
+ *
+ * This is the second module that uses the `netlink` package (src/tun/netlink.ts makes the
+ * requests): a subscription needs a socket of its own, and its listener must never throw (an
+ * exception inside the package's listener aborts the process), so everything in it is caught.
+ */
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import type * as NL from 'netlink';
+
+const require = createRequire(import.meta.url);
+const netlink: typeof NL = require('netlink');
+
+/** rtnetlink: RTM_DELLINK, and the offset of ifi_index in struct ifinfomsg (after family, pad, type). */
+const RTM_DELLINK = 17;
+const IFINFOMSG_INDEX = 4;
+/** How often the backstop re-reads sysfs. */
+const BACKSTOP_MS = 2000;
+
+export class LinkWatch {
+  private sock: NL.RtNetlinkSocket | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private gone = false;
+  private lastTxDropped = 0;
+
+  /** `onGone(reason)` is called at most once, when device `name` (ifindex `index`) disappears. */
+  constructor(
+    readonly name: string,
+    readonly index: number,
+    private readonly onGone: (reason: string) => void,
+  ) {}
+
+  /** Subscribe to link events and start the backstop. A failure to subscribe leaves the backstop alone. */
+  start(): void {
+    try {
+      const sock = netlink.createRtNetlink();
+      sock.socket.on('error', () => {});
+      sock.on('invalid', () => {});
+      sock.socket.on('message', (msgs: { type: number; data: Buffer }[]) => {
+        try {
+          for (const m of msgs) {
+            if (m.type === RTM_DELLINK && m.data.length >= IFINFOMSG_INDEX + 4 && m.data.readInt32LE(IFINFOMSG_INDEX) === this.index) {
+              this.lost(`rtnetlink: device ${this.name} (ifindex ${this.index}) was deleted`);
+            }
+          }
+        } catch {
+          // never throw inside the package's listener
+        }
+      });
+      sock.addMembership('LINK');
+      this.sock = sock;
+    } catch {
+      this.sock = undefined;
+    }
+    this.timer = setInterval(() => {
+      if (this.readIndex() !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
+    }, BACKSTOP_MS);
+    this.timer.unref();
+  }
+
+  /** True once the device is known to be gone. */
+  get isGone(): boolean {
+    return this.gone;
+  }
+
+  /**
+   * The device's `tx_dropped` (all queues): packets the kernel dropped at the TUN before ipipd
+   * could read them. Once the device is gone, the last value read.
+   */
+  txDropped(): number {
+    if (this.gone) return this.lastTxDropped;
+    try {
+      const v = Number(readFileSync(`/sys/class/net/${this.name}/statistics/tx_dropped`, 'utf8'));
+      if (Number.isFinite(v)) this.lastTxDropped = v;
+    } catch {
+      // gone, or no sysfs here: keep the last value
+    }
+    return this.lastTxDropped;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    try {
+      this.sock?.socket.close();
+    } catch {
+      // already closed
+    }
+    this.sock = undefined;
+  }
+
+  private readIndex(): number {
+    try {
+      return Number(readFileSync(`/sys/class/net/${this.name}/ifindex`, 'utf8'));
+    } catch {
+      return 0;
+    }
+  }
+
+  private lost(reason: string): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.stop();
+    this.onGone(reason);
+  }
+}
