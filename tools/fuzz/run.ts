@@ -35,7 +35,7 @@ import { type HostInfo, Topology } from '../netns/topology.js';
 import { type Figures, daemonFigures, delta, device, iptablesRule, ipMib, raw4Drops } from './counters.js';
 import { type Account, account, printTable } from './report.js';
 
-const HELP = `Usage: npm run fuzz -- [--count N] [--seed S] [--rate PPS] [--faces tun,peer,stranger] [--transfer BYTES]
+const HELP = `Usage: npm run fuzz -- [--count N] [--seed S] [--rate PPS] [--faces tun,peer,stranger] [--transfer BYTES] [--prefix P]
 
 Sends N hostile packets (default 1000000) at each face of a running ipipd, in network namespaces
 it makes and removes: the TUN (written onto the device's queue with AF_PACKET), the underlay from
@@ -50,6 +50,7 @@ Prints one table; exits 1 if a check fails, 2 on bad options.
   --rate PPS       packets per second per face (default 20000)
   --faces LIST     which faces, comma-separated (default tun,peer,stranger)
   --transfer BYTES bytes of the TCP transfer alongside each face (default 8M; K/M/G suffixes)
+  --prefix P       namespace prefix (default: a fresh "f" + 5 hex digits)
   --help           this text
 Needs root, iproute2, tc and iptables.
 `;
@@ -60,6 +61,7 @@ export interface Options {
   rate: number;
   faces: string[];
   transfer: string;
+  prefix: string;
 }
 
 function parseOptions(argv: string[]): Options | null {
@@ -67,7 +69,7 @@ function parseOptions(argv: string[]): Options | null {
     args: argv,
     options: {
       count: { type: 'string', default: '1000000' }, seed: { type: 'string' }, rate: { type: 'string', default: '20000' },
-      faces: { type: 'string', default: 'tun,peer,stranger' }, transfer: { type: 'string', default: '8M' }, help: { type: 'boolean' },
+      faces: { type: 'string', default: 'tun,peer,stranger' }, transfer: { type: 'string', default: '8M' }, prefix: { type: 'string' }, help: { type: 'boolean' },
     },
   });
   if (v.help) return null;
@@ -80,7 +82,8 @@ function parseOptions(argv: string[]): Options | null {
   if (!Number.isInteger(seed)) throw new Error(`--seed must be an integer, got ${v.seed}`);
   for (const f of faces) if (!['tun', 'peer', 'stranger'].includes(f)) throw new Error(`--faces: unknown face ${f}`);
   if (!/^\d+[KMG]?$/.test(v.transfer!)) throw new Error(`--transfer must be bytes with an optional K/M/G, got ${v.transfer}`);
-  return { count, seed, rate, faces, transfer: v.transfer! };
+  if (v.prefix !== undefined && !/^[a-z][a-z0-9]{1,7}$/.test(v.prefix)) throw new Error(`--prefix must be a letter and 1-7 letters or digits, got ${v.prefix}`);
+  return { count, seed, rate, faces, transfer: v.transfer!, prefix: v.prefix ?? freshPrefix('f') };
 }
 
 const IPIPD = join(ROOT, 'bin', 'ipipd.js');
@@ -215,7 +218,7 @@ async function main(): Promise<number> {
   const say = (s: string): void => void process.stderr.write(`${s}\n`);
   installSafetyNet();
   say(`fuzz: seed ${o.seed} (rerun: npm run fuzz -- --count ${o.count} --seed ${o.seed})`);
-  const topo = await Topology.up({ prefix: freshPrefix('f'), hosts: 2 });
+  const topo = await Topology.up({ prefix: o.prefix, hosts: 2 });
   const daemons: Daemon[] = [];
   const failures: string[] = [];
   const rows: Account[] = [];
