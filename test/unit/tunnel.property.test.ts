@@ -29,6 +29,32 @@ function summary(r: { v: number; out: PacketResult }, l: Laid): unknown {
   return [r.v, r.out.offset - l.start, r.out.length, r.out.peer?.name ?? null];
 }
 
+/**
+ * `call` (a Tunnel method) on the packet at `at` in each layout of `slot` (inSlot): the verdict
+ * and `out`, checked to be one verdict of the enum and recorded in `seen`.
+ */
+function verdictInSlot(
+  slot: Buffer,
+  at: number,
+  len: number,
+  what: string,
+  seen: Set<number>,
+  call: (buf: Buffer, off: number, len: number, out: PacketResult) => number,
+): { v: number; out: PacketResult } {
+  const { result } = inSlot(
+    slot,
+    (l) => {
+      const out = new PacketResult();
+      return { v: call(l.buf, l.start + at, len, out), out };
+    },
+    summary,
+    what,
+  );
+  expectOneVerdict(result.v);
+  seen.add(result.v);
+  return result;
+}
+
 /** A valid inner IPv4 packet with any header fields, options and payload (addresses biased to the topology). */
 const innerPacket = fc
   .record({
@@ -80,19 +106,8 @@ describe('Tunnel.encapsulate on any bytes', () => {
     fc.assert(
       fc.property(fromTun, (pkt) => {
         const slot = Buffer.concat([Buffer.alloc(HEADROOM, 0x33), pkt]);
-        const { result } = inSlot(
-          slot,
-          (l) => {
-            // A fresh A per layout: encapsulation advances the peer's outer ID.
-            const { a } = sides();
-            const out = new PacketResult();
-            return { v: a.encapsulate(l.buf, l.start + HEADROOM, pkt.length, out), out };
-          },
-          summary,
-          'encapsulate',
-        );
-        expectOneVerdict(result.v);
-        seen.add(result.v);
+        // A fresh A per layout: encapsulation advances the peer's outer ID.
+        const result = verdictInSlot(slot, HEADROOM, pkt.length, 'encapsulate', seen, (buf, off, len, out) => sides().a.encapsulate(buf, off, len, out));
         if (result.v === Verdict.forward) {
           expect(result.out.offset).toBe(GUARD); // the outer header starts the slot
           expect(result.out.length).toBe(slot.length);
@@ -126,17 +141,7 @@ describe('Tunnel.decapsulate on any bytes', () => {
       fc.property(fromUnderlay, fc.nat(7), (pkt, lead) => {
         const slot = Buffer.concat([Buffer.alloc(lead, 0x33), pkt]);
         const { b } = sides();
-        const { result } = inSlot(
-          slot,
-          (l) => {
-            const out = new PacketResult();
-            return { v: b.decapsulate(l.buf, l.start + lead, pkt.length, out), out };
-          },
-          summary,
-          'decapsulate',
-        );
-        expectOneVerdict(result.v);
-        seen.add(result.v);
+        const result = verdictInSlot(slot, lead, pkt.length, 'decapsulate', seen, (buf, off, len, out) => b.decapsulate(buf, off, len, out));
         if (result.v === Verdict.forward) {
           expect(result.out.offset).toBeGreaterThanOrEqual(GUARD + lead + 20);
           expect(result.out.offset + result.out.length).toBeLessThanOrEqual(GUARD + slot.length);

@@ -1,7 +1,7 @@
 /**
  * The fuzzer's packets: seeded, written into a slab slot, no allocation per packet.
  *
- * Flow: the PRNG (mulberry32, so a seed replays a run); the address plan a face is fuzzed with
+ * Flow (the PRNG is prng.ts: a seed replays a run): the address plan a face is fuzzed with
  * (`Plan`); `writeInner`, a valid inner IPv4 packet (ICMP echo, TCP or UDP) between two pods;
  * `mutateInner`, one or two field mutations of it (the `CASES`: version, IHL, every length,
  * flags and fragment offsets, protocol, checksum, options, truncation, trailing bytes, TTL 0/1,
@@ -16,16 +16,7 @@
  * kernel's header checks (ip_rcv_core) would refuse it: anything else could be routed away.
  */
 
-/** mulberry32: uint32s, the same sequence for the same seed. */
-export function prng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+export { prng } from './prng.js';
 
 /** Addresses (signed int32) of a fuzzed face. */
 export interface Plan {
