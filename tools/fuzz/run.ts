@@ -195,7 +195,9 @@ async function fuzzFace(topo: Topology, face: string, o: Options, seed: number, 
   const transferOk = sent.code === 0 && received.code === 0 && sent.json?.sha256 === received.json?.sha256 && sent.json?.bytes === received.json?.bytes;
   const d = delta(before, after);
   if (process.env.IPIPD_FUZZ_DEBUG) say(JSON.stringify({ face, injector: report, delta: Object.fromEntries(Object.entries(d).filter(([, x]) => x !== 0)) }));
-  return account(face, report, d, transferOk, seconds);
+  const row = account(face, report, d, transferOk, seconds);
+  for (const h of ['h1', 'h2']) if (after[`${h}.d.up`] !== 1) row.failures.push(`${face}: ipipd on ${h} no longer says "up"`);
+  return row;
 }
 
 async function main(): Promise<number> {
@@ -218,11 +220,12 @@ async function main(): Promise<number> {
   const say = (s: string): void => void process.stderr.write(`${s}\n`);
   installSafetyNet();
   say(`fuzz: seed ${o.seed} (rerun: npm run fuzz -- --count ${o.count} --seed ${o.seed})`);
-  const topo = await Topology.up({ prefix: o.prefix, hosts: 2 });
   const daemons: Daemon[] = [];
   const failures: string[] = [];
   const rows: Account[] = [];
+  let topo: Topology | undefined;
   try {
+    topo = await Topology.up({ prefix: o.prefix, hosts: 2 });
     for (const h of topo.hosts) daemons.push(await startDaemon(topo, h));
     await filterTunSide(topo, topo.host(1));
     for (const [i, face] of o.faces.entries()) {
@@ -239,7 +242,7 @@ async function main(): Promise<number> {
       const code = await stopDaemon(d);
       if (code !== 0) failures.push(`ipipd on ${d.host.name} exited ${code} on SIGTERM: ${d.log.join('').slice(-2000)}`);
     }
-    await topo.down();
+    await topo?.down();
   }
   printTable(rows, (s) => process.stdout.write(s));
   for (const f of failures) process.stdout.write(`FAILED: ${f}\n`);
