@@ -1,7 +1,8 @@
 /**
  * Properties of coalescing (src/ipip/coalesce.ts). Over hostile batches (segments and datagrams
  * of a few flows, mutated field by field, each still a valid IPv4 datagram, which is what
- * decapsulation hands over): `coalesce` does not throw, writes only the 10 bytes before each
+ * decapsulation hands over, those larger than the TUN's MTU marked as the underlay's GRO output
+ * the way receive.ts marks them): `coalesce` does not throw, writes only the 10 bytes before each
  * input, the inputs and its pool, reads nothing between the slots (the gaps are poisoned two
  * ways and the output must not change), and accounts for every input exactly once. And the
  * round trip: a TCP or UDP super-packet segmented (segment.ts) then coalesced gives the
@@ -17,6 +18,7 @@ import {
   Coalescer,
   computeHeaderChecksum,
   getVnetGsoSize,
+  groSegmentSize,
   IPV4_OK,
   tcp4SegmentCount,
   VNET_HDR_LEN,
@@ -57,8 +59,11 @@ interface Run {
   buf: Buffer;
 }
 
-/** Lay `pkts` out as the raw slab after decapsulation (slot j at j*SLOT, packet at +HEAD), gaps and pool filled with `fill`, and coalesce. */
-function coalesceWith(pkts: Buffer[], fill: number, udp: boolean, pool: number): Run {
+/**
+ * Lay `pkts` out as the raw slab after decapsulation (slot j at j*SLOT, packet at +HEAD), gaps and
+ * pool filled with `fill`, and coalesce (`inGso`: the kernel-GRO marks, as receive.ts sets them).
+ */
+function coalesceWith(pkts: Buffer[], fill: number, udp: boolean, pool: number, inGso: Int32Array | null = null): Run {
   const buf = Buffer.alloc(pkts.length * SLOT + pool, fill);
   const offs = new Int32Array(pkts.length);
   const lens = new Int32Array(pkts.length);
@@ -68,7 +73,7 @@ function coalesceWith(pkts: Buffer[], fill: number, udp: boolean, pool: number):
     lens[j] = p.length;
   });
   const c = new Coalescer(64, udp);
-  const count = c.coalesce(buf, offs, lens, pkts.length, pkts.length * SLOT, buf.length);
+  const count = c.coalesce(buf, offs, lens, pkts.length, pkts.length * SLOT, buf.length, inGso);
   const outs: string[] = [];
   const meta: number[] = [];
   const mine = new Uint8Array(buf.length); // 1: a byte coalesce may write
@@ -88,9 +93,11 @@ function coalesceWith(pkts: Buffer[], fill: number, udp: boolean, pool: number):
 describe('Coalescer on hostile batches', () => {
   it('never throws, writes only its own bytes, reads nothing between the slots, accounts for every input', () => {
     fc.assert(
-      fc.property(fc.array(hostile, { minLength: 1, maxLength: 24 }), fc.boolean(), fc.oneof(fc.constant(POOL), fc.nat(4000)), (pkts, udp, pool) => {
-        const a = coalesceWith(pkts, 0xa5, udp, pool);
-        const b = coalesceWith(pkts, 0x5a, udp, pool);
+      fc.property(fc.array(hostile, { minLength: 1, maxLength: 24 }), fc.boolean(), fc.oneof(fc.constant(POOL), fc.nat(4000)), fc.integer({ min: 68, max: 700 }), (pkts, udp, pool, tunMtu) => {
+        // What the underlay's GRO would have merged (larger than the TUN's MTU): marked as receive.ts marks it.
+        const inGso = Int32Array.from(pkts, (p) => (p.length > tunMtu ? groSegmentSize(p, 0, p.length, tunMtu) : 0));
+        const a = coalesceWith(pkts, 0xa5, udp, pool, inGso);
+        const b = coalesceWith(pkts, 0x5a, udp, pool, inGso);
         expect(b.count).toBe(a.count);
         expect(b.meta).toEqual(a.meta);
         expect(b.outs).toEqual(a.outs);
