@@ -6,15 +6,7 @@
 import { Buffer } from 'node:buffer';
 
 /** Seeded PRNG (mulberry32): a function returning uint32s, the same sequence for the same seed. */
-export function rng(seed: number): () => number {
-  let a = seed | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+export { prng as rng } from '../../tools/fuzz/prng.js';
 
 /** "a.b.c.d" -> signed int32, as `readInt32BE` gives it. */
 export function ip(s: string): number {
