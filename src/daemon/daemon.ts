@@ -30,6 +30,7 @@
  *   7. installRoutes: one kernel route per peer prefix into the TUN
  *                                                              undo: delete each route
  *   8. openControlSocket: the control socket                   undo: close, unlink
+ *   9. openMetrics: the Prometheus exporter (metrics.listen)   undo: close
  * close(): state `closing`, stop reading (dataplane.stop, then the queue workers, whose final
  * counters join the final report), then pop the stack. Nothing is queued inside ipipd (each
  * batch is processed synchronously), so stopping the pollers is the drain. A queue worker that
@@ -100,6 +101,7 @@ export class Daemon {
     await r.startDataPath(); // 6
     await r.installRoutes(); // 7
     await r.openControlSocket(this.controlHandlers()); // 8
+    await r.openMetrics(() => this.status()); // 9
   }
 
   /** Shut down: stop reading, release in reverse order, log the final counters. Idempotent. */

@@ -52,6 +52,10 @@ export const ERRORS = Object.freeze({
     exit: 2,
     doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
   },
+  ERR_METRICS_LISTEN: {
+    exit: 1,
+    doc: '`metrics.listen` cannot be listened on, e.g. `EADDRINUSE`: something else has that port (pick another), or `EADDRNOTAVAIL`: the address is not on this host.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;
