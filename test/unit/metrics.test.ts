@@ -128,7 +128,7 @@ describe('metrics exporter', () => {
 describe('Grafana dashboard (packaging/grafana-ipipd.json)', () => {
   test('its expressions name only metrics the exporter exports, and use the main ones', async () => {
     const { registry } = ipipdRegistry(async () => report());
-    const exported = new Set((await registry.getMetricsAsJSON()).flatMap((m) => (m.type === 'histogram' ? [m.name, `${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name])));
+    const exported = new Set((await registry.getMetricsAsJSON()).flatMap((m) => (String(m.type) === 'histogram' ? [m.name, `${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name])));
     const dash = JSON.parse(readFileSync(new URL('../../packaging/grafana-ipipd.json', import.meta.url), 'utf8')) as {
       panels: { targets: { expr: string }[] }[];
       templating: { list: { query?: unknown }[] };
