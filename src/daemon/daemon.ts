@@ -44,6 +44,7 @@ import { IpipdError } from './errors.js';
 import { Resources } from './lifecycle.js';
 import type { Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
+import { TraceHub } from './trace.js';
 import { statusReport, type DaemonState, type StatusReport } from './status.js';
 
 /** The report's type, for the tests and helpers that import it from here. */
@@ -59,12 +60,15 @@ export class Daemon {
   private startedAt = 0;
   private statsTimer: NodeJS.Timeout | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
+  /** `ipipd trace` sessions (src/daemon/trace.ts). */
+  private readonly trace: TraceHub;
 
   constructor(
     readonly config: Config,
     private readonly log: Logger,
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
+    this.trace = new TraceHub(config, { tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues });
   }
 
   async start(): Promise<void> {
@@ -112,6 +116,7 @@ export class Daemon {
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
+    this.trace.close();
     this.res.dataplane?.stop();
     // The workers stop first; their last figures are part of the final report.
     const finals = (await this.res.queues?.stop()) ?? [];
@@ -127,7 +132,7 @@ export class Daemon {
 
   /** What the control socket answers (src/daemon/control.ts), by command. */
   private controlHandlers(): Record<string, ControlHandler> {
-    return { status: () => this.status() };
+    return { status: () => this.status(), trace: (req, conn) => this.trace.handle(req, conn) };
   }
 
   /** The daemon's state and figures, every queue's added up (asks the queue workers). */

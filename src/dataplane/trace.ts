@@ -61,6 +61,17 @@ export interface TraceFilter {
   peerEndpoint: number;
 }
 
+/**
+ * Does a filter (`verdict`: TRACE_ANY, TRACE_ANY_DROP or a Verdict, where `forward` takes
+ * fragmented and segmented forwards too; `peer`: an endpoint, 0 for any) take verdict `v` of a
+ * packet to `outerDst` / from `outerSrc`?
+ */
+export function traceWanted(verdict: number, peer: number, v: number, outerDst: number, outerSrc: number): boolean {
+  const forwarded = v === Verdict.forward || v === TRACE_FRAGMENTED || v === TRACE_SEGMENTED;
+  if (verdict === TRACE_ANY_DROP ? forwarded : verdict !== TRACE_ANY && (verdict === Verdict.forward ? !forwarded : v !== verdict)) return false;
+  return peer === 0 || outerDst === peer || outerSrc === peer;
+}
+
 const F_DIR = 0, F_VERDICT = 1, F_OSRC = 2, F_ODST = 3, F_SRC = 4, F_DST = 5, F_PROTO = 6, F_SPORT = 7, F_DPORT = 8, F_LEN = 9;
 const FIELDS = 10;
 
@@ -147,12 +158,8 @@ export class Tracer {
     rv.fill(0, 0, n);
   }
 
-  /** Does the filter take verdict `v` of a packet to `outerDst` / from `outerSrc`? */
   private wanted(v: number, outerDst: number, outerSrc: number): boolean {
-    const f = this.filterVerdict;
-    const forwarded = v === Verdict.forward || v === TRACE_FRAGMENTED || v === TRACE_SEGMENTED;
-    if (f === TRACE_ANY_DROP ? forwarded : f !== TRACE_ANY && (f === Verdict.forward ? !forwarded : v !== f)) return false;
-    return this.filterPeer === 0 || outerDst === this.filterPeer || outerSrc === this.filterPeer;
+    return traceWanted(this.filterVerdict, this.filterPeer, v, outerDst, outerSrc);
   }
 
   private refill(t: number): void {
