@@ -132,7 +132,7 @@ export class Tracer {
       // The outer header is in the headroom only for a packet encapsulated in its slot.
       const outer = v === Verdict.forward && len >= 20;
       if (!this.wanted(v, outer ? buf.readInt32BE(off - 20 + 16) : 0, 0)) continue;
-      if (!this.take()) break;
+      if (!this.take()) continue;
       this.record(t, DIR_SEND, v, outer ? buf.readInt32BE(off - 20 + 12) : 0, outer ? buf.readInt32BE(off - 20 + 16) : 0, buf, off, len);
     }
     sv.fill(0, 0, n);
@@ -150,7 +150,7 @@ export class Tracer {
       const ok = len >= 20 && buf[off]! >> 4 === 4;
       const src = ok ? buf.readInt32BE(off + 12) : 0;
       if (!this.wanted(v, 0, src)) continue;
-      if (!this.take()) break;
+      if (!this.take()) continue;
       const ihl = ok ? (buf[off]! & 15) * 4 : 0;
       const inner = ok && ihl >= 20 && len >= ihl + 20;
       this.record(t, DIR_RECEIVE, v, src, ok ? buf.readInt32BE(off + 16) : 0, buf, inner ? off + ihl : off, inner ? len - ihl : 0);
