@@ -62,6 +62,7 @@ export function runTrace(socket: string, request: ControlRequest, count: number,
           return reject(new IpipdError(code, v.error));
         }
         first = false;
+        if (Object.keys(v).length === 0) continue; // the daemon's heartbeat (src/daemon/trace.ts)
         if (json) out(line);
         else if (v.tracing) {
           const t = v.tracing as { queues: number; ratePerQueue: number };

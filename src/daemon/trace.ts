@@ -3,7 +3,10 @@
  * command. A client's request names a filter (`reason`, `peer`) and a `count`; the daemon answers
  * with JSON lines: a header (`{"tracing": ...}`), then one line per sampled packet, a
  * `{"skipped": n}` line when samples were left out by the rate bound, until `count` packets were
- * sent or the client hangs up.
+ * sent or the client hangs up. A client that goes away only shows when the daemon writes to it
+ * (a Unix socket's end-of-file looks the same as a client that half-closed after its request):
+ * so a session that got nothing for `HEARTBEAT_MS` is sent an empty object `{}`, which fails
+ * once the client is gone, and the session ends.
  *
  * Flow, in the order of this file: `parseTraceRequest` (the request's filter, or
  * ERR_CONTROL_REQUEST), `traceLine` (a record as the client gets it), `TraceHub`: `handle` (a
@@ -89,8 +92,13 @@ export function traceLine(r: TraceRecord): TraceLine {
   };
 }
 
+/** How long a session may go without a line before it is sent `{}` (see above). */
+const HEARTBEAT_MS = 1000;
+
 interface Session {
   filter: TraceFilter;
+  /** When the session was last sent anything (ms). */
+  lastSent: number;
   /** Records still to send; Infinity: until the client hangs up. */
   left: number;
   conn: ControlConnection;
@@ -114,10 +122,10 @@ export class TraceHub {
   /** The `trace` command: a new session on `conn`. */
   handle(req: ControlRequest, conn: ControlConnection): typeof STREAMING {
     const { filter, count } = parseTraceRequest(req, this.config);
-    const s: Session = { filter, left: count === 0 ? Infinity : count, conn };
+    const s: Session = { filter, left: count === 0 ? Infinity : count, conn, lastSent: Date.now() };
     this.sessions.add(s);
     conn.onClose(() => this.remove(s));
-    conn.send({ tracing: { reason: req.reason ?? 'any', peer: req.peer ?? null, count, ratePerQueue: TRACE_RATE, queues: 1 + (this.targets.workers()?.count ?? 0) } });
+    conn.send({ tracing: { reason: req.reason ?? 'any', peer: req.peer ?? null, count, ratePerQueue: TRACE_RATE, queues: 1 + (this.targets.workers()?.count ?? 0), sessions: this.sessions.size } });
     this.reconfigure();
     return STREAMING;
   }
@@ -151,6 +159,7 @@ export class TraceHub {
       this.timer = setInterval(() => {
         const { records, skipped } = tracer.drain();
         this.deliver(records, skipped);
+        this.heartbeat();
       }, TRACE_DRAIN_MS);
       this.timer.unref();
     }
@@ -159,11 +168,11 @@ export class TraceHub {
   /** Records (and a count of skipped ones) from a queue, to each session whose filter takes them. */
   deliver(records: readonly TraceRecord[], skipped: number): void {
     for (const s of [...this.sessions]) {
-      if (skipped > 0 && this.sessions.size === 1) s.conn.send({ skipped });
+      if (skipped > 0 && this.sessions.size === 1) this.send(s, { skipped });
       for (const r of records) {
         if (s.left <= 0) break;
         if (!traceWanted(s.filter.verdict, s.filter.peerEndpoint, r.verdict, r.outerDst, r.outerSrc)) continue;
-        s.conn.send(traceLine(r));
+        this.send(s, traceLine(r));
         s.left--;
       }
       if (s.left <= 0) {
@@ -171,6 +180,17 @@ export class TraceHub {
         this.remove(s);
       }
     }
+  }
+
+  private send(s: Session, value: unknown): void {
+    s.conn.send(value);
+    s.lastSent = Date.now();
+  }
+
+  /** `{}` to each session idle for HEARTBEAT_MS: the write fails, and the session ends, once its client is gone. */
+  private heartbeat(): void {
+    const now = Date.now();
+    for (const s of this.sessions) if (now - s.lastSent >= HEARTBEAT_MS) this.send(s, {});
   }
 
   /** Shutdown: end every session, samplers off. */
