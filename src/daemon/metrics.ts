@@ -80,26 +80,15 @@ export function ipipdRegistry(source: MetricsSource): { registry: Registry; begi
   let current: Promise<StatusReport> | undefined;
   const report = (): Promise<StatusReport> => (current ??= source());
   for (const d of METRIC_DEFS) {
-    const opts = { name: d.name, help: d.help, labelNames: d.labels as string[], registers: [registry] };
-    if (d.type === 'counter') {
-      new Counter({
-        ...opts,
-        async collect() {
-          const s = await report();
-          this.reset();
-          for (const [labels, v] of d.samples(s)) this.inc(labels, v);
-        },
-      });
-    } else {
-      new Gauge({
-        ...opts,
-        async collect() {
-          const s = await report();
-          this.reset();
-          for (const [labels, v] of d.samples(s)) this.set(labels, v);
-        },
-      });
+    // Both kinds are set from the report: reset, then each sample added to zero.
+    async function collect(this: Counter | Gauge): Promise<void> {
+      const s = await report();
+      this.reset();
+      for (const [labels, v] of d.samples(s)) (this as Gauge).inc(labels, v);
     }
+    const opts = { name: d.name, help: d.help, labelNames: d.labels as string[], registers: [registry], collect };
+    if (d.type === 'counter') new Counter(opts);
+    else new Gauge(opts);
   }
   // CPU, memory, fds, GC, and event-loop lag (nodejs_eventloop_lag_seconds and its percentiles).
   collectDefaultMetrics({ register: registry });
