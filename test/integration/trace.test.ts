@@ -14,7 +14,8 @@
  * no peer owns is traced as no_route with no outer header; a client that goes away ends its
  * session (the next one finds itself alone) while the human format prints one line per packet;
  * /metrics on h2 agrees with the status (workers included) and answers 404 elsewhere; after
- * SIGTERM the daemons exit 0 and leave nothing, the exporter's port included.
+ * SIGTERM the daemons exit 0 and leave nothing, the exporter's port included; a daemon whose
+ * metrics.listen is taken fails with ERR_METRICS_LISTEN and undoes everything it had set up.
  */
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -199,5 +200,20 @@ describe.skipIf(why)('ipipd trace and /metrics between two hosts', () => {
     await expectNothingLeft(topo, h2);
     const r = await topo.exec(h2.ns, [process.execPath, '-e', `fetch('http://${METRICS}/metrics').then(() => process.exit(0), () => process.exit(3))`]);
     expect(r.code).toBe(3);
+  });
+
+  test('metrics.listen on a port in use: ERR_METRICS_LISTEN, exit 1, and everything set up before is undone', async () => {
+    // Something else of the test's own listens on h1's 127.0.0.1:9474.
+    const other = topo.spawn(h1.ns, [process.execPath, '-e', `require('node:net').createServer().listen(9474, '127.0.0.1', () => console.log('listening'))`]);
+    await new Promise<void>((resolve) => other.stdout!.on('data', () => resolve()));
+    try {
+      const cfg = editedConfig(topo, h1, 'metrics-taken', (c) => (c.metrics = { listen: METRICS }));
+      const r = await topo.exec(h1.ns, [process.execPath, IPIPD, 'run', '--config', cfg], { timeoutMs: 30_000 });
+      expect(r.code, r.stderr).toBe(1);
+      expect(r.stderr).toContain(`ipipd: ERR_METRICS_LISTEN: metrics.listen ${METRICS}: EADDRINUSE`);
+      await expectNothingLeft(topo, h1);
+    } finally {
+      other.kill('SIGKILL');
+    }
   });
 });
