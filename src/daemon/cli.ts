@@ -177,7 +177,7 @@ export async function main(argv: string[]): Promise<void> {
         y
           .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
           .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
-          .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward" or "any"' })
+          .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
           .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
           .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
           .option('json', { type: 'boolean', default: false, describe: 'JSON lines, as the daemon sends them' })

@@ -18,11 +18,14 @@
 import { formatIPv4 } from '../routing/prefix.js';
 import { Verdict, VERDICT_NAMES } from '../ipip/verdict.js';
 import {
+  DIR_RECEIVE,
   DIR_SEND,
   TRACE_ANY,
   TRACE_ANY_DROP,
   TRACE_DRAIN_MS,
   TRACE_FRAGMENTED,
+  TRACE_ICMP,
+  TRACE_ICMP_NOT_OURS,
   TRACE_RATE,
   TRACE_SEGMENTED,
   traceWanted,
@@ -35,7 +38,10 @@ import { STREAMING, type ControlConnection, type ControlRequest } from './contro
 import { IpipdError } from './errors.js';
 
 /** What `--reason` takes besides a drop reason. */
-export const TRACE_REASONS = ['any', 'drop', 'forward', ...VERDICT_NAMES.filter((n) => n !== 'forward')] as const;
+export const TRACE_REASONS = ['any', 'drop', 'forward', 'icmp', ...VERDICT_NAMES.filter((n) => n !== 'forward')] as const;
+
+/** What became of an underlay ICMP message (TRACE_ICMP_NOT_OURS.. in order), named as its counter. */
+const ICMP_OUTCOMES = ['icmp_not_ours', 'icmp_not_relayed', 'icmp_unrelayable', 'icmp_relayed'];
 
 /** The request's filter and count; ERR_CONTROL_REQUEST for what does not fit the config. */
 export function parseTraceRequest(req: ControlRequest, config: Config): { filter: TraceFilter; count: number } {
@@ -43,6 +49,7 @@ export function parseTraceRequest(req: ControlRequest, config: Config): { filter
   let verdict: number;
   if (reason === 'any') verdict = TRACE_ANY;
   else if (reason === 'drop') verdict = TRACE_ANY_DROP;
+  else if (reason === 'icmp') verdict = TRACE_ICMP;
   else if (typeof reason === 'string' && Object.hasOwn(Verdict, reason)) verdict = Verdict[reason as keyof typeof Verdict];
   else throw new IpipdError('ERR_CONTROL_REQUEST', `trace: unknown reason ${JSON.stringify(reason)}; one of ${TRACE_REASONS.join(', ')}`);
   let peerEndpoint = 0;
@@ -62,7 +69,7 @@ const PROTOCOLS: Record<number, string> = { 1: 'icmp', 6: 'tcp', 17: 'udp' };
 export interface TraceLine {
   time: string;
   queue: number;
-  direction: 'send' | 'receive';
+  direction: 'send' | 'receive' | 'icmp';
   verdict: string;
   outer: { src: string; dst: string } | null;
   src: string | null;
@@ -74,13 +81,13 @@ export interface TraceLine {
 }
 
 export function traceLine(r: TraceRecord): TraceLine {
-  const v = r.verdict === TRACE_FRAGMENTED ? 'fragmented' : r.verdict === TRACE_SEGMENTED ? 'segmented' : (VERDICT_NAMES[r.verdict] ?? String(r.verdict));
+  const v = r.verdict === TRACE_FRAGMENTED ? 'fragmented' : r.verdict === TRACE_SEGMENTED ? 'segmented' : (VERDICT_NAMES[r.verdict] ?? ICMP_OUTCOMES[r.verdict - TRACE_ICMP_NOT_OURS] ?? String(r.verdict));
   const ip = r.proto !== 0 || r.src !== 0 || r.dst !== 0;
   const ports = r.proto === 6 || r.proto === 17;
   return {
     time: new Date(r.time).toISOString(),
     queue: r.queue,
-    direction: r.dir === DIR_SEND ? 'send' : 'receive',
+    direction: r.dir === DIR_SEND ? 'send' : r.dir === DIR_RECEIVE ? 'receive' : 'icmp',
     verdict: v,
     outer: r.outerSrc !== 0 || r.outerDst !== 0 ? { src: formatIPv4(r.outerSrc), dst: formatIPv4(r.outerDst) } : null,
     src: ip ? formatIPv4(r.src) : null,

@@ -111,7 +111,7 @@ export class Dataplane {
     this.send = new Sender(o.tunnel, this.slabs, this.figures, this.ports, this.icmpErrors, this.offload, udpGro, this.tracer);
     const coalescer = this.offload ? new Coalescer(b, udpGro) : null;
     this.receive = new Receiver(o.tunnel, this.slabs, this.figures, this.ports, coalescer, o.tunMtu, this.now, this.tracer);
-    this.icmpIn = new IcmpReceiver(o.tunnel, this.slabs, this.figures, this.icmpErrors, o.log, this.now, o.onPathMtu);
+    this.icmpIn = new IcmpReceiver(o.tunnel, this.slabs, this.figures, this.icmpErrors, o.log, this.now, o.onPathMtu, this.tracer);
 
     const { send, receive, icmpIn, slabs } = this;
     // In offload mode the virtio_net_hdr is read into the last 10 bytes of the headroom.

@@ -22,14 +22,24 @@
  * are typed-array rows.
  */
 import { Verdict } from '../ipip/index.js';
+import { ICMP_BATCH } from './slabs.js';
 
 /** Forwarded as inner fragments (RFC 2003 §5.1 without DF): no outer header in the slot. */
 export const TRACE_FRAGMENTED = 254;
 /** Offload mode: a super-packet forwarded as segments: no outer header in the slot. */
 export const TRACE_SEGMENTED = 253;
-/** Filter: every verdict; every drop. */
+/**
+ * ICMP from the underlay about our outer packets (icmp.ts), by what became of it, named as its
+ * counter: not about our packets, not to be relayed, quote too short, relayed to the inner sender.
+ */
+export const TRACE_ICMP_NOT_OURS = 240;
+export const TRACE_ICMP_NOT_RELAYED = 241;
+export const TRACE_ICMP_UNRELAYABLE = 242;
+export const TRACE_ICMP_RELAYED = 243;
+/** Filter: every verdict; every drop; every underlay ICMP message. */
 export const TRACE_ANY = -1;
 export const TRACE_ANY_DROP = -2;
+export const TRACE_ICMP = -3;
 
 export const TRACE_RATE = 200;
 export const TRACE_RING = 256;
@@ -38,6 +48,7 @@ export const TRACE_DRAIN_MS = 100;
 /** Direction of a traced packet. */
 export const DIR_SEND = 0; // TUN -> underlay
 export const DIR_RECEIVE = 1; // underlay -> TUN
+export const DIR_ICMP = 2; // ICMP from the underlay
 
 /** One traced packet as the control path gets it (addresses as signed int32, 0: absent). */
 export interface TraceRecord {
@@ -68,7 +79,8 @@ export interface TraceFilter {
  */
 export function traceWanted(verdict: number, peer: number, v: number, outerDst: number, outerSrc: number): boolean {
   const forwarded = v === Verdict.forward || v === TRACE_FRAGMENTED || v === TRACE_SEGMENTED;
-  if (verdict === TRACE_ANY_DROP ? forwarded : verdict !== TRACE_ANY && (verdict === Verdict.forward ? !forwarded : v !== verdict)) return false;
+  const icmp = v >= TRACE_ICMP_NOT_OURS && v <= TRACE_ICMP_RELAYED;
+  if (verdict === TRACE_ICMP ? !icmp : verdict === TRACE_ANY_DROP ? forwarded || icmp : verdict !== TRACE_ANY && (verdict === Verdict.forward ? !forwarded : v !== verdict)) return false;
   return peer === 0 || outerDst === peer || outerSrc === peer;
 }
 
@@ -84,6 +96,8 @@ export class Tracer {
   readonly sendVerdicts: Uint8Array;
   /** The verdict of each raw-socket slot of the current batch. */
   readonly receiveVerdicts: Uint8Array;
+  /** What became of each underlay ICMP message of the current batch (TRACE_ICMP_*). */
+  readonly icmpVerdicts: Uint8Array;
   private filterVerdict = TRACE_ANY;
   private filterPeer = 0;
   private tokens = 0;
@@ -100,6 +114,7 @@ export class Tracer {
   ) {
     this.sendVerdicts = new Uint8Array(batch);
     this.receiveVerdicts = new Uint8Array(batch);
+    this.icmpVerdicts = new Uint8Array(ICMP_BATCH);
   }
 
   /** Start sampling with `f`, or stop (null). Control path, between batches. */
@@ -156,6 +171,31 @@ export class Tracer {
       this.record(t, DIR_RECEIVE, v, src, ok ? buf.readInt32BE(off + 16) : 0, buf, inner ? off + ihl : off, inner ? len - ihl : 0);
     }
     rv.fill(0, 0, n);
+  }
+
+  /**
+   * After a batch of `n` underlay ICMP messages (at `slot * i`): each by `icmpVerdicts`, with
+   * the ICMP datagram's addresses as outer (router -> us) and the quoted inner packet, if the
+   * quote reaches it, as inner.
+   */
+  sampleIcmp(buf: Buffer, lens: Int32Array, slot: number, n: number): void {
+    const t = this.now();
+    this.refill(t);
+    for (let i = 0; i < n; i++) {
+      const v = this.icmpVerdicts[i]!;
+      const off = i * slot;
+      const len = lens[i]!;
+      const ok = len >= 20 && buf[off]! >> 4 === 4;
+      const src = ok ? buf.readInt32BE(off + 12) : 0;
+      const dst = ok ? buf.readInt32BE(off + 16) : 0;
+      if (!this.wanted(v, dst, src)) continue;
+      if (!this.take()) continue;
+      // The ICMP header (8 bytes) after the datagram's header, then our quoted outer header.
+      const q = ok ? off + (buf[off]! & 15) * 4 + 8 : off;
+      const quoted = ok && len >= q - off + 20 && buf[q]! >> 4 === 4;
+      const inner = quoted ? q + (buf[q]! & 15) * 4 : off;
+      this.record(t, DIR_ICMP, v, src, dst, buf, inner, quoted ? Math.max(0, len - (inner - off)) : 0);
+    }
   }
 
   private wanted(v: number, outerDst: number, outerSrc: number): boolean {

@@ -13,11 +13,12 @@ import { createLogger } from '../../src/daemon/logger.js';
 import { TraceHub, parseTraceRequest, traceLine } from '../../src/daemon/trace.js';
 import { Dataplane } from '../../src/dataplane/dataplane.js';
 import { buildTunnel } from '../../src/dataplane/queue.js';
-import { HEADROOM } from '../../src/dataplane/slabs.js';
-import { TRACE_ANY, TRACE_ANY_DROP, TRACE_RATE, TRACE_RING, Tracer, type TraceFilter, type TraceRecord } from '../../src/dataplane/trace.js';
+import { HEADROOM, ICMP_SLOT } from '../../src/dataplane/slabs.js';
+import { TRACE_ANY, TRACE_ANY_DROP, TRACE_ICMP, TRACE_RATE, TRACE_RING, Tracer, type TraceFilter, type TraceRecord } from '../../src/dataplane/trace.js';
 import { WARM_ICMP, WARM_TCP, WARM_UDP, writeWarmOuter, writeWarmPacket } from '../../src/dataplane/warmup.js';
 import { Verdict } from '../../src/ipip/verdict.js';
 import { Fifos } from '../helpers/fifos.js';
+import { ourOuter, routerError } from '../helpers/icmp-packets.js';
 import { ip } from '../helpers/packets.js';
 
 const CONFIG = `
@@ -128,6 +129,32 @@ describe('the sampler in the data path', () => {
     expect(run({ verdict: TRACE_ANY_DROP, peerEndpoint: 0 })).toEqual(['send no_route 198.51.100.99', 'receive spoofed_source 198.51.100.10']);
     expect(run({ verdict: Verdict.forward, peerEndpoint: ip('192.0.2.3') })).toEqual(['send forward 203.0.113.200']);
     expect(run({ verdict: TRACE_ANY, peerEndpoint: ip('192.0.2.2') })).toHaveLength(4);
+  });
+
+  it('underlay ICMP: each message with what became of it, the router as outer source and the quoted inner packet', () => {
+    const { icmpInSlab, icmpInLens } = dp.slabs;
+    // A router's Fragmentation Needed (MTU 1300) about our outer packet to b, quoting all of it,
+    // and a Port Unreachable about it (not relayed, RFC 2003 §4).
+    const ours = ourOuter(0x4000, 1372, { src: '192.0.2.1', dst: '192.0.2.2' });
+    const msgs = [routerError(3, 4, 1300, ours, 548), routerError(3, 3, 0, ours, 548)];
+    msgs.forEach((m, i) => {
+      m.copy(icmpInSlab, i * ICMP_SLOT);
+      icmpInLens[i] = m.length;
+    });
+    dp.tracer.configure({ verdict: TRACE_ICMP, peerEndpoint: 0 });
+    dp.icmpIn.onIcmpBatch(2);
+    dp.tracer.configure(null);
+    const got = lines();
+    expect(got.map((l) => [l.direction, l.verdict, l.outer, l.proto, l.src, l.dst])).toEqual([
+      ['icmp', 'icmp_relayed', { src: '203.0.113.254', dst: '192.0.2.1' }, 'udp', '10.0.1.1', '10.0.2.1'],
+      ['icmp', 'icmp_not_relayed', { src: '203.0.113.254', dst: '192.0.2.1' }, 'udp', '10.0.1.1', '10.0.2.1'],
+    ]);
+    // The forwards and drops of the data path are not ICMP: none of them with this filter.
+    dp.tracer.configure({ verdict: TRACE_ICMP, peerEndpoint: 0 });
+    dp.send.onTunBatch(tunBatch());
+    expect(lines()).toEqual([]);
+    dp.tracer.configure(null);
+    tunnel.peers[0]!.mtu = 1400; // what the Fragmentation Needed lowered
   });
 
   it(`bounded: ${TRACE_RATE} samples a second at most, the rest counted as skipped; the ring holds ${TRACE_RING}`, () => {
