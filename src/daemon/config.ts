@@ -163,6 +163,22 @@ const schema = z.strictObject({
       socket: z.union([z.string().min(1), z.literal(false)]).optional(),
     })
     .prefault({}),
+  metrics: z
+    .strictObject({
+      /**
+       * Where the Prometheus exporter listens (`host:port`, e.g. `127.0.0.1:9474`), serving
+       * `/metrics` (src/daemon/metrics.ts); absent: no exporter.
+       */
+      listen: z
+        .string()
+        .regex(/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'host:port, e.g. 127.0.0.1:9474 ([::1]:9474 for IPv6)')
+        .refine((s) => {
+          const port = Number(s.slice(s.lastIndexOf(':') + 1));
+          return port >= 1 && port <= 65535;
+        }, 'the port must be 1-65535')
+        .optional(),
+    })
+    .prefault({}),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -300,6 +316,7 @@ export function describeConfig(c: Config): string[] {
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
     `io batch ${c.io.batch} queues ${c.io.queues} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
+    `metrics ${c.metrics.listen ? `on http://${c.metrics.listen}/metrics` : 'off'}`,
   );
   return lines;
 }

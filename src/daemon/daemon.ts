@@ -31,6 +31,7 @@
  *   7. installRoutes: one kernel route per peer prefix into the TUN
  *                                                              undo: delete each route
  *   8. openControlSocket: the control socket                   undo: close, unlink
+ *   9. openMetrics: the Prometheus exporter (metrics.listen)   undo: close
  * close(): state `closing`, stop reading (dataplane.stop, then the queue workers, whose final
  * counters join the final report), then pop the stack. Nothing is queued inside ipipd (each
  * batch is processed synchronously), so stopping the pollers is the drain. A queue worker that
@@ -49,6 +50,7 @@ import { LinkWatch } from '../tun/link-watch.js';
 import { Resources } from './lifecycle.js';
 import { lastLogWriteError, logWriteErrors, type Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
+import { TraceHub } from './trace.js';
 import { statusReport, type DaemonState, type StatusReport } from './status.js';
 
 /** The report's type, for the tests and helpers that import it from here. */
@@ -68,12 +70,15 @@ export class Daemon {
   private linkWatch: LinkWatch | undefined;
   /** Why the daemon is `failed`, and the routes that went with the TUN. */
   private failure: StatusReport['failure'] = null;
+  /** `ipipd trace` sessions (src/daemon/trace.ts). */
+  private readonly trace: TraceHub;
 
   constructor(
     readonly config: Config,
     private readonly log: Logger,
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
+    this.trace = new TraceHub(config, { tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues });
   }
 
   async start(): Promise<void> {
@@ -112,6 +117,7 @@ export class Daemon {
     await r.startDataPath(); // 6
     await r.installRoutes(); // 7
     await r.openControlSocket(this.controlHandlers()); // 8
+    await r.openMetrics(() => this.status()); // 9
   }
 
   /** Shut down: stop reading, release in reverse order, log the final counters. Idempotent. */
@@ -123,6 +129,7 @@ export class Daemon {
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
+    this.trace.close();
     this.res.dataplane?.stop();
     // The workers stop first; their last figures are part of the final report.
     const finals = (await this.res.queues?.stop()) ?? [];
@@ -138,7 +145,7 @@ export class Daemon {
 
   /** What the control socket answers (src/daemon/control.ts), by command. */
   private controlHandlers(): Record<string, ControlHandler> {
-    return { status: () => this.status() };
+    return { status: () => this.status(), trace: (req, conn) => this.trace.handle(req, conn) };
   }
 
   /** The daemon's state and figures, every queue's added up (asks the queue workers). */

@@ -56,6 +56,10 @@ export const ERRORS = Object.freeze({
     exit: 1,
     doc: 'The TUN device was deleted from outside while running (e.g. `ip link del`); its routes and address went with it. ipipd shuts down cleanly and exits 1, for its supervisor to start it again.',
   },
+  ERR_METRICS_LISTEN: {
+    exit: 1,
+    doc: '`metrics.listen` cannot be listened on, e.g. `EADDRINUSE`: something else has that port (pick another), or `EADDRNOTAVAIL`: the address is not on this host.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

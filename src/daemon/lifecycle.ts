@@ -25,6 +25,7 @@ import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
+import { MetricsServer, type MetricsSource } from './metrics.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -332,6 +333,15 @@ export class Resources {
     for (let i = this.undo.length - 1; i >= 0; i--) {
       if (/^(delete route|delete address) /.test(this.undo[i]!.what)) this.undo.splice(i, 1);
     }
+  }
+
+  /** 9. The Prometheus exporter (`metrics.listen`, src/daemon/metrics.ts), unless not configured. */
+  async openMetrics(source: MetricsSource): Promise<void> {
+    const listen = this.config.metrics.listen;
+    if (listen === undefined) return;
+    const m = await MetricsServer.listen(listen, source);
+    this.log.info({ subsystem: 'metrics', listen: m.address }, 'metrics: serving /metrics');
+    this.undo.push({ what: `close metrics ${m.address}`, run: () => m.close() });
   }
 
   /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */

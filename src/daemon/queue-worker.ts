@@ -14,6 +14,7 @@ import type { LevelWithSilent } from 'pino';
 import { queueSnapshot, type QueueSnapshot } from '../dataplane/figures.js';
 import { setHopEntry } from '../dataplane/hops.js';
 import { createQueue } from '../dataplane/queue.js';
+import { TRACE_DRAIN_MS } from '../dataplane/trace.js';
 import { native } from '../tun/native.js';
 import { createLogger } from './logger.js';
 import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
@@ -31,6 +32,13 @@ const { dataplane: dp, peers, warmUp } = createQueue(d.config, {
 });
 
 const snapshot = (): QueueSnapshot => queueSnapshot(dp.figures);
+dp.tracer.queue = d.queue;
+// Live tracing: while on, the sampled packets are posted every TRACE_DRAIN_MS (bounded by the sampler).
+let traceTimer: NodeJS.Timeout | undefined;
+function drainTrace(): void {
+  const { records, skipped } = dp.tracer.drain();
+  if (records.length > 0 || skipped > 0) send({ type: 'trace', records, skipped });
+}
 
 function send(m: FromWorker): void {
   port.postMessage(m);
@@ -43,7 +51,16 @@ port.on('message', (m: ToWorker) => {
     if (p) p.mtu = m.mtu;
   } else if (m.type === 'hop') {
     setHopEntry(hops, m.peer, m.entry);
+  } else if (m.type === 'trace') {
+    dp.tracer.configure(m.filter);
+    if (m.filter && !traceTimer) traceTimer = setInterval(drainTrace, TRACE_DRAIN_MS);
+    if (!m.filter && traceTimer) {
+      clearInterval(traceTimer);
+      traceTimer = undefined;
+      dp.tracer.drain(); // what is left goes nowhere
+    }
   } else if (m.type === 'stop') {
+    if (traceTimer) clearInterval(traceTimer);
     dp.stop();
     dp.close();
     send({ type: 'stopped', snap: snapshot() });

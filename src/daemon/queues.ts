@@ -35,6 +35,7 @@
 import { Worker } from 'node:worker_threads';
 import type { QueueSnapshot } from '../dataplane/figures.js';
 import type { QueueSpec } from '../dataplane/queue.js';
+import type { TraceFilter, TraceRecord } from '../dataplane/trace.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 
@@ -63,12 +64,14 @@ export type ToWorker =
   | { type: 'snapshot'; id: number }
   | { type: 'mtu'; peer: number; mtu: number }
   | { type: 'hop'; peer: number; entry: number[] }
+  | { type: 'trace'; filter: TraceFilter | null }
   | { type: 'stop' };
 /** Worker -> main thread. */
 export type FromWorker =
   | { type: 'ready'; packets: number; ms: number }
   | { type: 'snapshot'; id: number; snap: QueueSnapshot }
-  | { type: 'stopped'; snap: QueueSnapshot };
+  | { type: 'stopped'; snap: QueueSnapshot }
+  | { type: 'trace'; records: TraceRecord[]; skipped: number };
 
 /** How long a worker may take to answer a snapshot request or to stop. */
 const ANSWER_MS = 5000;
@@ -151,6 +154,8 @@ class QueueWorker {
 
 export class QueueWorkers {
   private state: 'running' | 'stopping' | 'stopped' = 'running';
+  /** Live tracing (src/daemon/trace.ts): where the workers' sampled packets go. */
+  onTrace: ((records: TraceRecord[], skipped: number) => void) | undefined;
 
   private constructor(private readonly workers: QueueWorker[]) {}
 
@@ -186,7 +191,8 @@ export class QueueWorkers {
             if (m.type === 'ready') {
               log.debug({ queue: d.queue, packets: m.packets, ms: m.ms }, 'queue up (data path warmed up)');
               resolve();
-            } else w.onMessage(m);
+            } else if (m.type === 'trace') set?.onTrace?.(m.records, m.skipped);
+            else w.onMessage(m);
           });
           w.worker.on('error', (err) => fail(new Error(`queue ${d.queue}: worker failed: ${err.message}`, { cause: err })));
           w.worker.on('exit', (code) => fail(new Error(`queue ${d.queue}: worker exited (code ${code})`)));
@@ -224,6 +230,11 @@ export class QueueWorkers {
    */
   setPeerHop(index: number, entry: number[]): void {
     for (const w of this.workers) w.post({ type: 'hop', peer: index, entry });
+  }
+
+  /** Live tracing: every worker samples with `filter` (drained and posted every TRACE_DRAIN_MS), or stops (null). */
+  setTrace(filter: TraceFilter | null): void {
+    for (const w of this.workers) w.post({ type: 'trace', filter });
   }
 
   /**

@@ -29,6 +29,7 @@ import { Ports, nativeIo, type DataplaneIo } from './io.js';
 import { Receiver } from './receive.js';
 import { Sender } from './send.js';
 import { HEADROOM, ICMP_BATCH, ICMP_SLOT, Slabs } from './slabs.js';
+import { Tracer } from './trace.js';
 
 export interface DataplaneOptions {
   tunFd: number;
@@ -82,6 +83,8 @@ export class Dataplane {
   readonly receive: Receiver;
   readonly icmpErrors: IcmpErrors;
   readonly icmpIn: IcmpReceiver;
+  /** Live tracing's sampler (trace.ts); off unless `ipipd trace` runs. */
+  readonly tracer: Tracer;
   readonly batchSize: number;
   readonly offload: boolean;
   readonly now: () => number;
@@ -104,10 +107,11 @@ export class Dataplane {
     this.ports = new Ports(io, o.tunFd, o.rawFd, o.packet?.fd ?? -1, o.packet?.hops ?? new Int32Array(0));
     const udpGro = this.offload && o.udpGro === true;
     this.icmpErrors = new IcmpErrors(this.slabs, this.figures, this.ports, o.icmpSource, { icmpRate: o.icmpRate, icmpBurst: o.icmpBurst }, this.now);
-    this.send = new Sender(o.tunnel, this.slabs, this.figures, this.ports, this.icmpErrors, this.offload, udpGro);
+    this.tracer = new Tracer(b, this.now);
+    this.send = new Sender(o.tunnel, this.slabs, this.figures, this.ports, this.icmpErrors, this.offload, udpGro, this.tracer);
     const coalescer = this.offload ? new Coalescer(b, udpGro) : null;
-    this.receive = new Receiver(o.tunnel, this.slabs, this.figures, this.ports, coalescer, o.tunMtu, this.now);
-    this.icmpIn = new IcmpReceiver(o.tunnel, this.slabs, this.figures, this.icmpErrors, o.log, this.now, o.onPathMtu);
+    this.receive = new Receiver(o.tunnel, this.slabs, this.figures, this.ports, coalescer, o.tunMtu, this.now, this.tracer);
+    this.icmpIn = new IcmpReceiver(o.tunnel, this.slabs, this.figures, this.icmpErrors, o.log, this.now, o.onPathMtu, this.tracer);
 
     const { send, receive, icmpIn, slabs } = this;
     // In offload mode the virtio_net_hdr is read into the last 10 bytes of the headroom.

@@ -31,6 +31,7 @@ import { formatIPv4 } from '../routing/prefix.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
 import { HEADROOM, ICMP_OUT_HEAD, ICMP_OUT_STRIDE, ICMP_QUEUE, ICMP_SLOT, type Slabs } from './slabs.js';
+import { TRACE_ICMP_NOT_OURS, TRACE_ICMP_NOT_RELAYED, TRACE_ICMP_RELAYED, TRACE_ICMP_UNRELAYABLE, Tracer } from './trace.js';
 
 /** The rate limit of `IcmpErrors`: per second at most, and the burst allowed. */
 export interface IcmpLimits {
@@ -131,6 +132,8 @@ export class IcmpReceiver {
     private readonly now: () => number,
     /** Called after a path MTU learned from underlay ICMP lowered `peer.mtu`. */
     private readonly onPathMtu: ((peer: Peer) => void) | undefined,
+    /** Live tracing (trace.ts): each message notes what became of it; sampled after the batch while on. */
+    private readonly tracer: Tracer = new Tracer(1),
   ) {}
 
   /** The raw ICMP socket's batch handler: ICMP messages in slots 0..n-1 of the ICMP-in slab. */
@@ -138,6 +141,8 @@ export class IcmpReceiver {
     const { quote, figures, tunnel } = this;
     const { icmpInSlab, icmpInLens } = this.slabs;
     const counters = figures.counters;
+    // Underlay ICMP is rare (not the hot path): each message notes its outcome for tracing.
+    const iv = this.tracer.icmpVerdicts;
     for (let i = 0; i < n; i++) {
       counters[C.underlay_icmp_rx]++;
       const off = i * ICMP_SLOT;
@@ -145,18 +150,23 @@ export class IcmpReceiver {
       const peer = kind === UnderlayIcmp.notOurs ? null : tunnel.peerByEndpoint(quote.endpoint);
       if (peer === null) {
         counters[C.icmp_not_ours]++;
+        iv[i] = TRACE_ICMP_NOT_OURS;
         continue;
       }
       if (kind === UnderlayIcmp.noRelay) {
         counters[C.icmp_not_relayed]++;
+        iv[i] = TRACE_ICMP_NOT_RELAYED;
         continue;
       }
+      iv[i] = quote.innerLength === 0 ? TRACE_ICMP_UNRELAYABLE : TRACE_ICMP_RELAYED;
       if (kind === UnderlayIcmp.fragNeeded) {
         this.learnPathMtu(peer, off);
         if (quote.innerLength === 0) counters[C.icmp_unrelayable]++;
         // Only a sender that asked for DF wants to hear it; without DF we fragment ourselves.
-        else if (!quote.innerDf) counters[C.icmp_not_relayed]++;
-        else this.relay(UNREACH_FRAG_NEEDED, tunnel.mtuFor(peer));
+        else if (!quote.innerDf) {
+          counters[C.icmp_not_relayed]++;
+          iv[i] = TRACE_ICMP_NOT_RELAYED;
+        } else this.relay(UNREACH_FRAG_NEEDED, tunnel.mtuFor(peer));
         continue;
       }
       // Net/host/protocol unreachable, time exceeded: the inner sender hears Host Unreachable.
@@ -167,6 +177,7 @@ export class IcmpReceiver {
       if (quote.innerLength === 0) counters[C.icmp_unrelayable]++;
       else this.relay(UNREACH_HOST, 0);
     }
+    if (this.tracer.on) this.tracer.sampleIcmp(icmpInSlab, icmpInLens, ICMP_SLOT, n);
     if (this.errors.count > 0) this.errors.flush();
   }
 

@@ -18,6 +18,7 @@ import { IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentS
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
 import { MAX_FRAGMENTS, type Slabs } from './slabs.js';
+import { Tracer } from './trace.js';
 
 export class Receiver {
   private readonly result = new PacketResult();
@@ -31,6 +32,8 @@ export class Receiver {
     private readonly coalescer: Coalescer | null,
     private readonly tunMtu: number,
     private readonly now: () => number,
+    /** Live tracing (trace.ts): tested once per batch; drops note their reason in its `receiveVerdicts`. */
+    private readonly tracer: Tracer = new Tracer(slabs.rawLens.length),
   ) {}
 
   /** The raw socket Reader's batch handler: IPIP datagrams (outer header included) in raw slots 0..n-1. */
@@ -38,6 +41,7 @@ export class Receiver {
     const { result, tunnel, tunMtu } = this;
     const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso } = this.slabs;
     const { counters, drops, peers } = this.figures;
+    const rv = this.tracer.receiveVerdicts;
     counters[C.underlay_rx_batches]++;
     counters[C.underlay_rx_packets] += n;
     const now = this.now();
@@ -48,6 +52,7 @@ export class Receiver {
       const v = tunnel.decapsulate(rxBuf, i * rawSlot, len, result);
       if (v !== Verdict.forward) {
         drops[v]++;
+        rv[i] = v;
         continue;
       }
       const p = result.peer!.index;
@@ -80,6 +85,8 @@ export class Receiver {
       writeGso[k] = gso;
       k++;
     }
+    // Sampled before the writes: the coalescer may rewrite headers in place.
+    if (this.tracer.on) this.tracer.sampleReceive(rxBuf, rawLens, rawSlot, n);
     if (k === 0) return;
     if (this.coalescer !== null) this.writeCoalesced(k);
     else this.writePlain(k);

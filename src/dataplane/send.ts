@@ -51,6 +51,7 @@ import { C, type Figures } from './figures.js';
 import type { IcmpErrors } from './icmp.js';
 import { errnoLabel, type Ports } from './io.js';
 import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
+import { TRACE_FRAGMENTED, TRACE_SEGMENTED, Tracer } from './trace.js';
 import { underlaySend } from './underlay-send.js';
 
 export class Sender {
@@ -73,6 +74,8 @@ export class Sender {
     private readonly offload: boolean,
     /** Offload mode with UDP_L4 on the TUN: UDP super-packets are cut too. */
     private readonly udpGro: boolean,
+    /** Live tracing (trace.ts): tested once per batch; drops note their reason in its `sendVerdicts`. */
+    private readonly tracer: Tracer = new Tracer(slabs.tunLens.length),
   ) {}
 
   /** The TUN Reader's batch handler: inner packets in TUN slots 0..n-1. */
@@ -80,6 +83,7 @@ export class Sender {
     const { result, tunnel } = this;
     const { txBuf, tunLens, tunSlot } = this.slabs;
     const { counters, drops } = this.figures;
+    const sv = this.tracer.sendVerdicts;
     counters[C.tun_rx_batches]++;
     counters[C.tun_rx_packets] += n;
     this.lastFailedOrigin = -1;
@@ -92,15 +96,17 @@ export class Sender {
         len -= VNET_HDR_LEN;
         if (len < 0) {
           drops[Verdict.inner_malformed]++;
+          sv[i] = Verdict.inner_malformed;
           continue;
         }
         counters[C.tun_rx_bytes] += len;
         if (getVnetGsoType(txBuf, h) !== VNET_GSO_NONE) {
-          this.sendSuperPacket(i, h, off, len);
+          sv[i] = this.sendSuperPacket(i, h, off, len);
           continue;
         }
         if ((getVnetFlags(txBuf, h) & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(txBuf, off, len, getVnetCsumStart(txBuf, h), getVnetCsumOffset(txBuf, h))) {
           drops[Verdict.inner_malformed]++;
+          sv[i] = Verdict.inner_malformed;
           continue;
         }
       } else if (len > 0) counters[C.tun_rx_bytes] += len;
@@ -111,9 +117,11 @@ export class Sender {
       }
       const w = this.answerDrop(v, txBuf, off, len);
       if (w !== Verdict.forward) drops[w]++;
+      sv[i] = w === Verdict.forward ? TRACE_FRAGMENTED : w;
     }
     this.flushSends();
     if (this.icmp.count > 0) this.icmp.flush();
+    if (this.tracer.on) this.tracer.sampleSend(txBuf, tunLens, tunSlot, HEADROOM, this.offload ? VNET_HDR_LEN : 0, n);
   }
 
   /**
@@ -121,9 +129,9 @@ export class Sender {
    * `txBuf[off, off+len)` (header at `h`) from TUN slot `origin`, cut into segments (datagrams)
    * in the segment region, each encapsulated and queued. One packet read: a drop is counted
    * once, and the first segment dropped ends it (the segments share their headers, so the rest
-   * would fare the same).
+   * would fare the same). Returns what tracing records for it: TRACE_SEGMENTED, or the drop.
    */
-  private sendSuperPacket(origin: number, h: number, off: number, len: number): void {
+  private sendSuperPacket(origin: number, h: number, off: number, len: number): number {
     const { result, tunnel, slabs } = this;
     const { counters, drops } = this.figures;
     const txBuf = slabs.txBuf;
@@ -134,7 +142,7 @@ export class Sender {
     // A segment must fit a segment slot: the kernel never makes them larger than the TUN MTU.
     if (hdrLen === 0 || HEADROOM + hdrLen + gso > slabs.segSlot) {
       drops[Verdict.inner_malformed]++;
-      return;
+      return Verdict.inner_malformed;
     }
     const count = tcp4SegmentCount(len, hdrLen, gso);
     for (let s = 0; s < count; s++) {
@@ -151,9 +159,10 @@ export class Sender {
       const w = this.answerDrop(v, txBuf, o, segLen);
       if (w !== Verdict.forward) {
         drops[w]++;
-        return;
+        return w;
       }
     }
+    return TRACE_SEGMENTED;
   }
 
   /** Queue the packet `result` describes (a forward from `encapsulate`) for the next sendRaw. */
@@ -196,6 +205,7 @@ export class Sender {
         if (sendOrigin[j] !== this.lastFailedOrigin) {
           this.lastFailedOrigin = sendOrigin[j];
           drops[Verdict.socket_write_error]++;
+          this.tracer.sendVerdicts[sendOrigin[j]] = Verdict.socket_write_error;
         }
         continue;
       }
