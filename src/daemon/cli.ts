@@ -12,9 +12,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeConfig, loadConfig } from './config.js';
+import { asWritten, describeConfig, loadConfig } from './config.js';
 import { askDaemon } from './control.js';
-import { IpipdError } from './errors.js';
+import { IpipdError, NATIVE_FIX } from './errors.js';
 import { createLogger } from './logger.js';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -42,7 +42,7 @@ function fail(err: unknown): never {
 
 async function cmdCheck(file: string, json: boolean): Promise<void> {
   const c = loadConfig(file);
-  if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
+  if (json) process.stdout.write(JSON.stringify(c, asWritten, 2) + '\n');
   else process.stdout.write(`${file}: ok\n${describeConfig(c).map((l) => `  ${l}`).join('\n')}\n`);
 }
 
@@ -84,7 +84,7 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   try {
     ({ Daemon: DaemonCtor } = await import('./daemon.js'));
   } catch (err) {
-    throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}`, { cause: err });
+    throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}; ${NATIVE_FIX}`, { cause: err });
   }
   const daemon = new DaemonCtor(config, log);
   let signals = 0;
@@ -148,7 +148,7 @@ export async function main(argv: string[]): Promise<void> {
           .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON report' })
           .check((a) => {
-            if (!a.config && !a.socket) throw new Error('status needs --socket or --config');
+            if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'status needs --socket PATH or --config FILE');
             return true;
           }),
       async (a) => {
@@ -168,7 +168,8 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
     .fail((msg, err) => {
-      if (err) fail(err);
+      if (err instanceof IpipdError && err.code === 'ERR_USAGE') msg = err.message;
+      else if (err) fail(err);
       process.stderr.write(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
       process.exit(2);
     })

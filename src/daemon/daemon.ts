@@ -73,7 +73,8 @@ export class Daemon {
       await this.acquire();
       if (this.queueFailure) throw new IpipdError('ERR_QUEUE', this.queueFailure.message, { cause: this.queueFailure });
     } catch (err) {
-      this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'start failed; undoing what was set up');
+      const undo = this.res.held;
+      this.log.error({ err: err instanceof Error ? err.message : String(err) }, undo > 0 ? `start failed; undoing what was set up (${undo} step${undo === 1 ? '' : 's'})` : 'start failed; nothing was set up');
       await this.res.release();
       this.state = 'closed';
       throw err;

@@ -322,6 +322,11 @@ export class Resources {
     this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
   }
 
+  /** How many changes to the system are held (undo steps on the stack); 0 before the first. */
+  get held(): number {
+    return this.undo.length;
+  }
+
   /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */
   async release(): Promise<void> {
     this.dataplane?.stop();

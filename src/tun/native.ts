@@ -182,7 +182,7 @@ export function nativeAddonPath(): string {
     }
     const up = dirname(dir);
     if (up === dir) {
-      throw new Error(`ipipd: no package.json above ${fileURLToPath(import.meta.url)}`);
+      throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
     }
     dir = up;
   }
@@ -194,7 +194,8 @@ function load(): NativeBinding {
     return createRequire(import.meta.url)(path) as NativeBinding;
   } catch (cause) {
     throw new Error(
-      `ipipd: cannot load the native addon ${path}; build it with \`npx node-gyp rebuild\``,
+      // No "ipipd:" and no fix here: the CLI says both once (ERR_NATIVE_LOAD).
+      `cannot load the native addon ${path} (${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)})`,
       { cause },
     );
   }
