@@ -125,7 +125,7 @@ export async function main(argv: string[]): Promise<void> {
       'Run the tunnel daemon (as root): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
           .option('log-level', { type: 'string', choices: LEVELS, describe: 'Override log.level from the config' })
           .example('$0 run --config /etc/ipipd/ipipd.yaml', 'run with a config file'),
       async (a) => cmdRun(a.config, a['log-level']),
@@ -135,7 +135,7 @@ export async function main(argv: string[]): Promise<void> {
       'Validate a config file and print what it would do; touches nothing. Exit 0 if valid, 2 if not.',
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' }),
       async (a) => cmdCheck(a.config, a.json),
     )
@@ -144,8 +144,8 @@ export async function main(argv: string[]): Promise<void> {
       "Print a running daemon's state, peers and counters (read from its control socket).",
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
+          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON report' })
           .check((a) => {
             if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'status needs --socket PATH or --config FILE');
@@ -168,7 +168,8 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
     .fail((msg, err) => {
-      if (err instanceof IpipdError && err.code === 'ERR_USAGE') msg = err.message;
+      // yargs' own validation errors (YError) and ours are usage errors: no stack trace, exit 2.
+      if ((err instanceof IpipdError && err.code === 'ERR_USAGE') || err?.name === 'YError') msg = err.message;
       else if (err) fail(err);
       process.stderr.write(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
       process.exit(2);
