@@ -55,6 +55,14 @@ export const ERRORS = Object.freeze({
     exit: 2,
     doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
   },
+  ERR_ALREADY_RUNNING: {
+    exit: 1,
+    doc: 'Another `ipipd run` with the same TUN (and state file) is alive; nothing was changed. Stop it first, or give this one another `tun.name`.',
+  },
+  ERR_STATE_FILE: {
+    exit: 1,
+    doc: 'The state file (beside the control socket, or under `/run/ipipd`) that crash recovery reads cannot be written.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -25,6 +25,7 @@ import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
+import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -72,6 +73,20 @@ export class Resources {
     private readonly log: Logger,
     private readonly queueFailed: (err: Error) => void,
   ) {}
+
+  /**
+   * 0. Crash recovery (src/daemon/recovery.ts): refuse if the daemon of our state file is
+   * alive; remove what a dead one left, and only what it marked as its own.
+   */
+  async recover(): Promise<void> {
+    await recover(this.config, this.rtnl, this.log);
+  }
+
+  /** 2, once the TUN exists: the state file that lets the next start clean up after a crash. */
+  recordState(): void {
+    const path = writeState(this.config, this.tunIndex);
+    this.undo.push({ what: `remove state file ${path}`, run: () => removeState(path) });
+  }
 
   /** 1. The underlay address must be ours, and the TUN name free, before anything is touched. */
   async checkHost(): Promise<void> {
@@ -301,7 +316,7 @@ export class Resources {
     if (!c.routes.install) return;
     for (const p of c.peers) {
       for (const x of p.prefixes) {
-        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table };
+        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table, protocol: RTPROT_IPIPD };
         if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
         try {
           await this.rtnl.addRoute(spec);
