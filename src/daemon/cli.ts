@@ -81,13 +81,16 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   const config = loadConfig(file);
   const log = createLogger((levelOverride ?? config.log.level) as (typeof LEVELS)[number]);
   let DaemonCtor: typeof import('./daemon.js').Daemon;
+  let sd: typeof import('./notify.js');
   try {
     ({ Daemon: DaemonCtor } = await import('./daemon.js'));
+    sd = await import('./notify.js');
   } catch (err) {
     throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}; ${NATIVE_FIX}`, { cause: err });
   }
   const daemon = new DaemonCtor(config, log);
   let signals = 0;
+  let stopWatchdog = (): void => {};
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
@@ -95,6 +98,8 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
       process.exit(sig === 'SIGINT' ? 130 : 143);
     }
     log.info({ signal: sig }, 'signal: shutting down');
+    stopWatchdog();
+    sd.stopping();
     void daemon.close(sig).then(() => process.exit(0), (err) => fail(err));
   };
   process.on('SIGINT', onSignal);
@@ -106,6 +111,8 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   daemon.onFatal = (err) => {
     if (signals > 0) return;
     signals++;
+    stopWatchdog();
+    sd.stopping();
     void daemon.close('queue failed').then(() => fail(err), () => fail(err));
   };
   try {
@@ -113,6 +120,9 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   } catch (err) {
     fail(err);
   }
+  // systemd (Type=notify): ready once it forwards, routes in and control socket up (notify.ts).
+  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`);
+  stopWatchdog = sd.startWatchdog();
   // From here the pollers keep the process alive until a signal arrives.
 }
 

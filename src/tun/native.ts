@@ -81,6 +81,12 @@ export interface NativeBinding {
   setTunOffload(fd: number, flags: number): void;
   /** Name the calling thread (pthread_setname_np; shown by `top -H`, /proc/<pid>/task/<tid>/comm): 1 to 15 bytes, else a RangeError. */
   setThreadName(name: string): void;
+  /**
+   * Send `message` as one datagram to the Unix datagram socket `path` (an absolute path, or
+   * '@name' for an abstract socket), from a socket opened and closed for it: the sd_notify
+   * protocol. Throws a NativeError ('ENOENT', 'ECONNREFUSED', ...), RangeError for a bad path.
+   */
+  notifyDatagram(path: string, message: string): void;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
   close(fd: number): void;
   /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */
