@@ -8,29 +8,19 @@
  *   namespace h1 ── ul0 ─── ul0 ── namespace h2      (tools/netns, direct underlay)
  *   ipipd, tun ipip0               ipipd, tun ipip0   both on /run/ipipd/ipip0.<netns>.sock
  */
-import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { IPIPD, ROOT, editedConfig, startDaemon, stopDaemon } from '../helpers/daemons.js';
+import { GOOD, ipipd } from '../helpers/cli.js';
+import { ROOT, editedConfig, startDaemon, stopDaemon } from '../helpers/daemons.js';
 import { integrationSkip } from '../helpers/skip.js';
 import { Topology } from '../../tools/netns/topology.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ipipd-first-use-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function ipipd(args: string[], ns?: string, bin = IPIPD): { code: number | null; stdout: string; stderr: string } {
-  const argv = ns ? ['ip', 'netns', 'exec', ns, process.execPath, bin, ...args] : [process.execPath, bin, ...args];
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
-const GOOD = `
-tun: { name: ipip0, address: 198.51.100.0/32 }
-underlay: { address: 192.0.2.1 }
-peers: [{ name: h2, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }]
-`;
 
 function config(name: string, text: string): string {
   const f = join(dir, name);
