@@ -132,7 +132,7 @@ export async function main(argv: string[]): Promise<void> {
     .usage('ipipd: userspace IP-in-IP (RFC 2003) tunnel daemon\n\nUsage: $0 <command> [options]')
     .command(
       'run',
-      'Run the tunnel daemon (as root): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
+      'Run the tunnel daemon (as root, or with CAP_NET_ADMIN and CAP_NET_RAW): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
       (y) =>
         y
           .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
