@@ -5,7 +5,8 @@
  *
  * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
- * SIGUSR1 logs the counters.
+ * SIGUSR1 logs the counters. Under systemd (`Type=notify`, $NOTIFY_SOCKET): READY=1 once the
+ * daemon forwards, STOPPING=1 when shutdown begins, WATCHDOG=1 if asked (src/daemon/notify.ts).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -121,7 +122,9 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
     fail(err);
   }
   // systemd (Type=notify): ready once it forwards, routes in and control socket up (notify.ts).
-  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`);
+  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`, process.env, (err) =>
+    log.warn({ socket: process.env.NOTIFY_SOCKET, code: (err as { code?: string }).code }, 'cannot notify systemd (NOTIFY_SOCKET)'),
+  );
   stopWatchdog = sd.startWatchdog();
   // From here the pollers keep the process alive until a signal arrives.
 }

@@ -2,8 +2,9 @@
  * The systemd notification protocol (sd_notify(3)), for `Type=notify` units: newline-separated
  * `KEY=VALUE` assignments in one datagram to the Unix socket named by $NOTIFY_SOCKET (a path,
  * or '@name' for an abstract socket). Without $NOTIFY_SOCKET every function here does nothing,
- * so ipipd run by hand or in a test is unchanged. A failed send is logged once at debug level
- * and never fails the daemon (sd_notify ignores errors the same way).
+ * so ipipd run by hand or in a test is unchanged. A failed send returns false (the first
+ * failure goes to `onError` when one is given: the CLI logs it) and never fails the daemon
+ * (sd_notify ignores errors the same way).
  *
  * Flow, in the order of this file: `notify` (one datagram), then what the daemon says:
  * `ready` (READY=1, once it forwards: routes in, control socket up), `reloading` (RELOADING=1
@@ -36,8 +37,8 @@ export function notify(state: string, env: Env = process.env, onError?: (err: Er
 }
 
 /** READY=1: the data path forwards, the routes are in and the control socket answers. */
-export function ready(status: string, env: Env = process.env): boolean {
-  return notify(`READY=1\nSTATUS=${status}\nMAINPID=${process.pid}`, env);
+export function ready(status: string, env: Env = process.env, onError?: (err: Error) => void): boolean {
+  return notify(`READY=1\nSTATUS=${status}\nMAINPID=${process.pid}`, env, onError);
 }
 
 /**
