@@ -9,7 +9,8 @@
  * `removeState`; `recover` (before anything is touched at start-up):
  *   - no state file: nothing to recover; a device with the TUN's name then is someone else's,
  *     and start-up refuses it untouched (ERR_TUN_EXISTS);
- *   - the recorded pid is alive and is an ipipd: ERR_ALREADY_RUNNING, nothing changed;
+ *   - the recorded process is alive (same pid, same start time): ERR_ALREADY_RUNNING, nothing
+ *     changed;
  *   - it is dead: the device with the recorded name AND ifindex, the routes of protocol
  *     RTPROT_IPIPD through that ifindex, the control socket and the state file are removed,
  *     each logged. (The kernel deletes a TUN when its last fd closes, and its routes and address
@@ -31,6 +32,8 @@ export const RTPROT_IPIPD = 77;
 /** What the state file records. */
 export interface DaemonState {
   pid: number;
+  /** The pid's start time (`processStart`), so that a reused pid is not taken for the daemon. */
+  pidStart?: number;
   netns: string | undefined;
   tun: string;
   ifindex: number;
@@ -52,6 +55,7 @@ export function writeState(c: Config, ifindex: number): string {
   const path = statePath(c);
   const state: DaemonState = {
     pid: process.pid,
+    pidStart: processStart(process.pid),
     netns: netnsId(),
     tun: c.tun.name,
     ifindex,
@@ -93,17 +97,28 @@ function readState(path: string): DaemonState | undefined {
   }
 }
 
-/** Whether `pid` is a live `ipipd run` (its command line: an argument naming ipipd, then `run`). */
-function isLiveIpipd(pid: number): boolean {
-  if (pid === process.pid) return false;
-  let args: string[];
+/**
+ * When process `pid` started, in clock ticks after boot (/proc/PID/stat field 22), or undefined
+ * if there is no such process. A pid with the same start time is the same process: a pid the
+ * kernel reused since is not mistaken for the daemon that wrote the state file.
+ */
+export function processStart(pid: number): number | undefined {
+  let stat: string;
   try {
-    args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   } catch {
-    return false; // no such process
+    return undefined;
   }
-  const i = args.findIndex((a) => /(^|\/)ipipd(\.js)?$/.test(a));
-  return i >= 0 && args[i + 1] === 'run';
+  // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its ')'.
+  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  return start === undefined ? undefined : Number(start);
+}
+
+/** Whether the daemon of state `s` still runs: its pid is alive with the start time it recorded. */
+function isAlive(s: DaemonState): boolean {
+  if (s.pid === process.pid) return false;
+  const start = processStart(s.pid);
+  return start !== undefined && (s.pidStart === undefined || start === s.pidStart);
 }
 
 /**
@@ -114,7 +129,7 @@ export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void>
   const path = statePath(c);
   const s = readState(path);
   if (s === undefined) return;
-  if (isLiveIpipd(s.pid)) {
+  if (isAlive(s)) {
     throw new IpipdError('ERR_ALREADY_RUNNING', `ipipd pid ${s.pid} already runs TUN ${s.tun} here (state file ${path}); stop it first, or give this one another tun.name`);
   }
   const rlog = log.child({ subsystem: 'recovery' });

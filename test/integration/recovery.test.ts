@@ -19,7 +19,7 @@ import { IPIPD, startDaemon, status, stopDaemon, type RunningDaemon } from '../h
 import { pingBothWays } from '../helpers/pair.js';
 import { integrationSkip } from '../helpers/skip.js';
 import { Topology, type HostInfo } from '../../tools/netns/topology.js';
-import { RTPROT_IPIPD } from '../../src/daemon/recovery.js';
+import { RTPROT_IPIPD, processStart } from '../../src/daemon/recovery.js';
 
 const why = integrationSkip('crash recovery tests');
 
@@ -112,6 +112,20 @@ describe.skipIf(why)('crash recovery', () => {
       expect([await ip('-o', 'link', 'show', 'ipip0'), await ip('route', 'show', 'dev', 'ipip0')]).toEqual(before);
     } finally {
       await ip('link', 'del', 'ipip0');
+    }
+  });
+
+  test('a state file whose pid the kernel reused (another start time) is a dead daemon\'s', async () => {
+    const other = topo.spawn(h1.ns, ['sleep', '60']);
+    try {
+      const pid = other.pid!; // a live process, but not the daemon that wrote the file
+      expect(processStart(pid)).toBeGreaterThan(0);
+      writeFileSync(stateFile(h1), JSON.stringify({ pid, pidStart: processStart(pid)! + 1, tun: 'ipip0', ifindex: 999_999, table: 254, routes: [], socket: h1.socket, startedAt: '' }));
+      const d1 = await startDaemon(topo, h1);
+      expect(d1.log()).toMatch(/a previous ipipd died without cleaning up/);
+      expect(await stopDaemon(d1)).toBe(0);
+    } finally {
+      other.kill('SIGKILL');
     }
   });
 
