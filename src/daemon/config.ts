@@ -2,9 +2,12 @@
  * Configuration: read once, validated once, then frozen (after fastify's
  * initial-config-validation.js). Flow, in the order of this file:
  *   1. the schema (zod), with defaults and no unknown keys at any level;
- *   2. cross-field rules the schema cannot express (unique peers, prefixes that would loop);
+ *   2. cross-field rules the schema cannot express (unique peers, prefixes that would loop),
+ *      run on what passed the schema even when something else did not (`partsThatParse`);
  *   3. `loadConfig` / `parseConfig`: YAML text -> a deep-frozen `Config`, or one IpipdError
- *      listing every problem with its path (`peers[1].prefixes[0]: host bits set ...`).
+ *      listing every problem, the schema's and the cross-field ones, each with its path
+ *      (`peers[1].prefixes[0]: host bits set ...`);
+ *   4. `asWritten` (the config back as a user writes it, for `check --json`) and `describeConfig`.
  * Nothing downstream reads raw config: addresses arrive here as text and leave as
  * `{ text, value }` with `value` the signed 32-bit int the data path uses.
  */
