@@ -9,9 +9,8 @@
 
 # ---- build stage: the native addon (node-gyp, g++) and the TypeScript ----------------------------
 FROM node:20-bookworm-slim AS build
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 make g++ \
- && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-deps.sh /tmp/install-deps.sh
+RUN /tmp/install-deps.sh build && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/ipipd
 COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
@@ -24,13 +23,12 @@ RUN if [ -f /usr/local/include/node/node_api.h ]; then nodedir=/usr/local; \
  && npx node-gyp rebuild --nodedir="$nodedir" \
  && npm run build
 
-# ---- runtime: node; iproute2 for the netns scripts and tests; tcpdump, tshark, scapy and ping for
-# the capture and RFC 2003 conformance tests; iptables (and its arptables) for the AF_PACKET test --
+# ---- runtime: node, and the `run` and `test` groups of scripts/install-deps.sh (the one list):
+# iproute2 for the netns scripts and tests; tcpdump, tshark, scapy and ping for the capture and
+# RFC 2003 conformance tests; iptables (and its arptables) for the AF_PACKET test -----------------
 FROM node:20-bookworm-slim
-ARG DEBIAN_FRONTEND=noninteractive
-RUN apt-get update \
- && apt-get install -y --no-install-recommends iproute2 ethtool tcpdump tshark python3-scapy iputils-ping procps iptables \
- && rm -rf /var/lib/apt/lists/*
+COPY scripts/install-deps.sh /tmp/install-deps.sh
+RUN /tmp/install-deps.sh run test && rm -rf /var/lib/apt/lists/* /tmp/install-deps.sh
 WORKDIR /opt/ipipd
 COPY --from=build /opt/ipipd /opt/ipipd
 RUN ln -s /opt/ipipd/bin/ipipd.js /usr/local/bin/ipipd && mkdir -p /etc/ipipd

@@ -51,6 +51,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -501,6 +502,33 @@ Napi::Value SetThreadName(const Napi::CallbackInfo& info) {
   }
   int err = pthread_setname_np(pthread_self(), name.c_str());
   if (err != 0) throw ErrnoError(env, err, "prctl", "setThreadName(" + name + ")");
+  return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// notifyDatagram(path, message): one datagram to a Unix datagram socket, the sd_notify protocol
+// (systemd's $NOTIFY_SOCKET). A path starting with '@' names an abstract socket ('@' -> NUL).
+
+Napi::Value NotifyDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString() || !info[1].IsString()) throw Napi::TypeError::New(env, "path and message must be strings");
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string msg = info[1].As<Napi::String>().Utf8Value();
+  struct sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.size() < 2 || path.size() >= sizeof addr.sun_path || (path[0] != '/' && path[0] != '@')) {
+    throw Napi::RangeError::New(env, "path must be an absolute path or @abstract name, shorter than 108 bytes");
+  }
+  memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  socklen_t len = static_cast<socklen_t>(offsetof(struct sockaddr_un, sun_path) + path.size());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", "notify " + path);
+  ssize_t n = sendto(fd, msg.data(), msg.size(), MSG_NOSIGNAL, reinterpret_cast<struct sockaddr*>(&addr), len);
+  int err = errno;
+  close(fd);
+  if (n < 0) throw ErrnoError(env, err, "sendto", "notify " + path);
   return env.Undefined();
 }
 
@@ -974,6 +1002,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openTun", Napi::Function::New(env, OpenTun, "openTun"));
   exports.Set("openRaw", Napi::Function::New(env, OpenRaw, "openRaw"));
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
+  exports.Set("notifyDatagram", Napi::Function::New(env, NotifyDatagram, "notifyDatagram"));
   exports.Set("setThreadName", Napi::Function::New(env, SetThreadName, "setThreadName"));
   exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));

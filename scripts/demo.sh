@@ -18,16 +18,33 @@ set -Eeuo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 BYTES=$((16 * 1024 * 1024))
 KEEP_LOGS=0
+usage() {
+  cat <<'EOF_USAGE'
+Usage: npm run demo [-- OPTIONS]     (or: sudo scripts/demo.sh [OPTIONS])
+
+A two-host IPIP tunnel on network namespaces, end to end: one `ipipd run` per host, a ping and
+a TCP transfer (checked by SHA-256) between a pod on each, the daemons' counters, then a clean
+stop, a check that they removed what they created, and everything deleted. Needs root, Node.js,
+iproute2 and a built tree (`npm ci`).
+
+Options:
+  --bytes N      bytes of the TCP transfer (default 16777216)
+  --keep-logs    keep the daemons' logs and configs (the directory is printed)
+  -h, --help     this text
+EOF_USAGE
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --bytes) BYTES="$2"; shift 2 ;;
     --keep-logs) KEEP_LOGS=1; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-    *) echo "demo: unknown option $1" >&2; exit 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "demo: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+# Bold headings on a terminal only: a log file or a pipe gets no escape sequences.
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then BOLD=$'\033[1m' PLAIN=$'\033[0m'; else BOLD='' PLAIN=''; fi
+step() { printf '\n%s== %s%s\n' "$BOLD" "$*" "$PLAIN"; }
 die() { echo "demo: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || die "needs root (network namespaces, TUN devices, raw sockets)"

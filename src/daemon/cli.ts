@@ -7,15 +7,17 @@
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
  * SIGUSR1 logs the counters. After a failure while running (ERR_QUEUE, ERR_TUN_GONE) the daemon
  * shuts down by itself and exits 1; a signal meanwhile does not cut that short or make it 0.
+ * Under systemd (`Type=notify`, $NOTIFY_SOCKET): READY=1 once the daemon forwards, STOPPING=1
+ * when shutdown begins, WATCHDOG=1 if asked (src/daemon/notify.ts).
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { describeConfig, loadConfig } from './config.js';
+import { asWritten, describeConfig, loadConfig } from './config.js';
 import { askDaemon } from './control.js';
-import { IpipdError } from './errors.js';
+import { IpipdError, NATIVE_FIX } from './errors.js';
 import { createLogger, writeStderr } from './logger.js';
 import { runTrace } from './trace-client.js';
 import { TRACE_REASONS } from './trace.js';
@@ -45,7 +47,7 @@ function fail(err: unknown): never {
 
 async function cmdCheck(file: string, json: boolean): Promise<void> {
   const c = loadConfig(file);
-  if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
+  if (json) process.stdout.write(JSON.stringify(c, asWritten, 2) + '\n');
   else process.stdout.write(`${file}: ok\n${describeConfig(c).map((l) => `  ${l}`).join('\n')}\n`);
 }
 
@@ -85,15 +87,18 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   const config = loadConfig(file);
   const log = createLogger((levelOverride ?? config.log.level) as (typeof LEVELS)[number]);
   let DaemonCtor: typeof import('./daemon.js').Daemon;
+  let sd: typeof import('./notify.js');
   try {
     ({ Daemon: DaemonCtor } = await import('./daemon.js'));
+    sd = await import('./notify.js');
   } catch (err) {
-    throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}`, { cause: err });
+    throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}; ${NATIVE_FIX}`, { cause: err });
   }
   const daemon = new DaemonCtor(config, log);
   let signals = 0;
   // A failure being shut down (a queue died, the TUN vanished): a signal must not turn it into exit 0.
   let fatal: Error | undefined;
+  let stopWatchdog = (): void => {};
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
     if (signals > 1) {
@@ -105,6 +110,8 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
       return;
     }
     log.info({ signal: sig }, 'signal: shutting down');
+    stopWatchdog();
+    sd.stopping();
     void daemon.close(sig).then(() => process.exit(0), (err) => fail(err));
   };
   process.on('SIGINT', onSignal);
@@ -117,6 +124,8 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   daemon.onFatal = (err) => {
     if (signals > 0 || fatal) return;
     fatal = err;
+    stopWatchdog();
+    sd.stopping();
     void daemon.close(err instanceof IpipdError ? err.code : 'failure').then(() => fail(err), () => fail(err));
   };
   try {
@@ -124,6 +133,11 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   } catch (err) {
     fail(err);
   }
+  // systemd (Type=notify): ready once it forwards, routes in and control socket up (notify.ts).
+  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`, process.env, (err) =>
+    log.warn({ socket: process.env.NOTIFY_SOCKET, code: (err as { code?: string }).code }, 'cannot notify systemd (NOTIFY_SOCKET)'),
+  );
+  stopWatchdog = sd.startWatchdog();
   // From here the pollers keep the process alive until a signal arrives.
 }
 
@@ -140,10 +154,10 @@ export async function main(argv: string[]): Promise<void> {
     .usage('ipipd: userspace IP-in-IP (RFC 2003) tunnel daemon\n\nUsage: $0 <command> [options]')
     .command(
       'run',
-      'Run the tunnel daemon (as root): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
+      'Run the tunnel daemon (as root, or with CAP_NET_ADMIN and CAP_NET_RAW): create the TUN, open the underlay socket, install routes, forward until SIGINT/SIGTERM, then remove everything it created.',
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
           .option('log-level', { type: 'string', choices: LEVELS, describe: 'Override log.level from the config' })
           .example('$0 run --config /etc/ipipd/ipipd.yaml', 'run with a config file'),
       async (a) => cmdRun(a.config, a['log-level']),
@@ -153,7 +167,7 @@ export async function main(argv: string[]): Promise<void> {
       'Validate a config file and print what it would do; touches nothing. Exit 0 if valid, 2 if not.',
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
+          .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' }),
       async (a) => cmdCheck(a.config, a.json),
     )
@@ -162,11 +176,11 @@ export async function main(argv: string[]): Promise<void> {
       "Print a running daemon's state, peers and counters (read from its control socket).",
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
+          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
           .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON report' })
           .check((a) => {
-            if (!a.config && !a.socket) throw new Error('status needs --socket or --config');
+            if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'status needs --socket PATH or --config FILE');
             return true;
           }),
       async (a) => {
@@ -210,7 +224,9 @@ export async function main(argv: string[]): Promise<void> {
     .alias('h', 'help')
     .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
     .fail((msg, err) => {
-      if (err) fail(err);
+      // yargs' own validation errors (YError) and ours are usage errors: no stack trace, exit 2.
+      if ((err instanceof IpipdError && err.code === 'ERR_USAGE') || err?.name === 'YError') msg = err.message;
+      else if (err) fail(err);
       writeStderr(`ipipd: ERR_USAGE: ${msg}\nRun 'ipipd --help' for usage.\n`);
       process.exit(2);
     })

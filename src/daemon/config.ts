@@ -2,9 +2,12 @@
  * Configuration: read once, validated once, then frozen (after fastify's
  * initial-config-validation.js). Flow, in the order of this file:
  *   1. the schema (zod), with defaults and no unknown keys at any level;
- *   2. cross-field rules the schema cannot express (unique peers, prefixes that would loop);
+ *   2. cross-field rules the schema cannot express (unique peers, prefixes that would loop),
+ *      run on what passed the schema even when something else did not (`partsThatParse`);
  *   3. `loadConfig` / `parseConfig`: YAML text -> a deep-frozen `Config`, or one IpipdError
- *      listing every problem with its path (`peers[1].prefixes[0]: host bits set ...`).
+ *      listing every problem, the schema's and the cross-field ones, each with its path
+ *      (`peers[1].prefixes[0]: host bits set ...`);
+ *   4. `asWritten` (the config back as a user writes it, for `check --json`) and `describeConfig`.
  * Nothing downstream reads raw config: addresses arrive here as text and leave as
  * `{ text, value }` with `value` the signed 32-bit int the data path uses.
  */
@@ -12,6 +15,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
+import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 
 export interface Address {
@@ -59,6 +63,15 @@ const interfaceAddress = z.string().transform((s, ctx): Prefix => {
   return { text: `${formatIPv4(a)}/${len}`, addr: a, len };
 });
 
+/**
+ * The message of a union that failed: zod's own is "Invalid input", which says nothing about
+ * what to write (`control.socket: true`, `encap.tos: af41`). Issues inside a member that did
+ * match its type (a number out of range) keep their own message.
+ */
+function expected(what: string): (issue: { input?: unknown }) => string {
+  return (issue) => `expected ${what}; got ${JSON.stringify(issue.input) ?? String(issue.input)}`;
+}
+
 const deviceName = z
   .string()
   .regex(/^[A-Za-z0-9_.-]{1,15}$/, 'a Linux interface name: 1-15 characters of A-Z a-z 0-9 _ . -')
@@ -96,9 +109,13 @@ const schema = z.strictObject({
   encap: z
     .strictObject({
       /** Outer TTL: a number, or `inherit` to copy the inner TTL. */
-      ttl: z.union([z.number().int().min(1).max(255), z.literal('inherit')]).default(64),
+      ttl: z.union([z.number().int().min(1).max(255), z.literal('inherit')], { error: expected('a TTL from 1 to 255, or inherit') }).default(64),
       /** Outer TOS: `inherit` copies the inner DSCP, or a fixed DSCP byte (a multiple of 4); ECN always follows RFC 6040. */
-      tos: z.union([z.number().int().min(0).max(255), z.literal('inherit')]).default('inherit'),
+      tos: z
+        .union([z.number().int().min(0).max(255), z.literal('inherit')], {
+          error: expected('inherit, or a DSCP byte from 0 to 252, a multiple of 4 (AF41 is 136, EF is 184)'),
+        })
+        .default('inherit'),
       /** Outer DF: `inherit` copies the inner DF bit (RFC 2003 §3.1 MUST), `always` sets it. */
       df: z.enum(['inherit', 'always']).default('inherit'),
     })
@@ -159,8 +176,12 @@ const schema = z.strictObject({
     .prefault({}),
   control: z
     .strictObject({
-      /** Unix socket `ipipd status` reads; `false` disables it. Default /run/ipipd/<tun.name>.sock. */
-      socket: z.union([z.string().min(1), z.literal(false)]).optional(),
+      /**
+       * Unix socket `ipipd status` reads; `false` disables it. Default
+       * /run/ipipd/<tun.name>.<netns>.sock, netns being the network namespace's inode number, so
+       * daemons in different namespaces with the same TUN name do not collide (defaultControlSocket).
+       */
+      socket: z.union([z.string().min(1), z.literal(false)], { error: expected('a socket path, or false to disable it') }).optional(),
     })
     .prefault({}),
   metrics: z
@@ -214,13 +235,28 @@ interface Problem {
   message: string;
 }
 
+/**
+ * What the rules across fields read. After schema errors some parts are missing (a peer that
+ * failed its schema is `undefined`, at its index), and the rules check what is left, so one
+ * message lists the schema's problems and these together.
+ */
+interface CrossInput {
+  tun: Parsed['tun'] | undefined;
+  underlay: Parsed['underlay'] | undefined;
+  encap: Parsed['encap'] | undefined;
+  peers: readonly (Parsed['peers'][number] | undefined)[];
+}
+
 /** Rules across fields: each returns problems with the path of the offending value. */
-function crossCheck(c: Parsed): Problem[] {
+function crossCheck(c: CrossInput): Problem[] {
   const problems: Problem[] = [];
   const names = new Map<string, number>();
   const endpoints = new Map<number, number>();
   const seenPrefix = new Map<string, string>();
+  const own = c.underlay?.address;
+  const tunAddress = c.tun?.address;
   c.peers.forEach((p, i) => {
+    if (p === undefined) return;
     const at = `peers[${i}]`;
     const dupName = names.get(p.name);
     if (dupName !== undefined) problems.push({ path: `${at}.name`, message: `duplicate peer name ${JSON.stringify(p.name)} (also peers[${dupName}])` });
@@ -228,7 +264,7 @@ function crossCheck(c: Parsed): Problem[] {
     const dupEp = endpoints.get(p.endpoint.value);
     if (dupEp !== undefined) problems.push({ path: `${at}.endpoint`, message: `endpoint ${p.endpoint.text} is also peers[${dupEp}]'s` });
     else endpoints.set(p.endpoint.value, i);
-    if (p.endpoint.value === c.underlay.address.value)
+    if (own && p.endpoint.value === own.value)
       problems.push({ path: `${at}.endpoint`, message: `endpoint ${p.endpoint.text} is this host's own underlay.address` });
     p.prefixes.forEach((x, j) => {
       const pat = `${at}.prefixes[${j}]`;
@@ -236,20 +272,36 @@ function crossCheck(c: Parsed): Problem[] {
       if (prev !== undefined) problems.push({ path: pat, message: `prefix ${x.text} is already given at ${prev}` });
       else seenPrefix.set(x.text, pat);
       // RFC 2003 §3.2: routing an underlay address into the tunnel makes the tunnel recurse.
-      if (prefixContains(x.addr, x.len, c.underlay.address.value))
-        problems.push({ path: pat, message: `prefix ${x.text} contains this host's underlay address ${c.underlay.address.text}: the tunnel would loop` });
+      if (own && prefixContains(x.addr, x.len, own.value))
+        problems.push({ path: pat, message: `prefix ${x.text} contains this host's underlay address ${own.text}: the tunnel would loop` });
       for (const q of c.peers)
-        if (prefixContains(x.addr, x.len, q.endpoint.value))
+        if (q && prefixContains(x.addr, x.len, q.endpoint.value))
           problems.push({ path: pat, message: `prefix ${x.text} contains peer ${q.name}'s endpoint ${q.endpoint.text}: the tunnel would loop` });
-      if (c.tun.address && prefixesOverlap(x.addr, x.len, c.tun.address.addr, 32))
-        problems.push({ path: pat, message: `prefix ${x.text} contains the TUN's own address ${c.tun.address.text}` });
+      if (tunAddress && prefixesOverlap(x.addr, x.len, tunAddress.addr, 32))
+        problems.push({ path: pat, message: `prefix ${x.text} contains the TUN's own address ${tunAddress.text}` });
     });
   });
-  if (typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
+  if (c.encap && typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
     problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
-  if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
+  if (c.tun?.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
   return problems;
+}
+
+/** The parts of a config that failed the schema which pass it on their own, for `crossCheck`. */
+function partsThatParse(raw: unknown): CrossInput {
+  const o = (raw !== null && typeof raw === 'object' ? raw : {}) as Record<string, unknown>;
+  const part = <T>(s: z.ZodType<T>, v: unknown): T | undefined => {
+    const r = s.safeParse(v);
+    return r.success ? r.data : undefined;
+  };
+  const shape = schema.shape;
+  return {
+    tun: part(shape.tun, o.tun),
+    underlay: part(shape.underlay, o.underlay),
+    encap: part(shape.encap, o.encap),
+    peers: Array.isArray(o.peers) ? o.peers.map((p) => part(shape.peers.element, p)) : [],
+  };
 }
 
 function invalid(source: string, problems: Problem[]): IpipdError {
@@ -272,14 +324,12 @@ function deepFreeze<T>(o: T): T {
 export function validateConfig(raw: unknown, source = 'config'): Config {
   const r = schema.safeParse(raw);
   if (!r.success) {
-    throw invalid(
-      source,
-      r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message })),
-    );
+    const problems = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
+    throw invalid(source, [...problems, ...crossCheck(partsThatParse(raw))]);
   }
   const problems = crossCheck(r.data);
   if (problems.length > 0) throw invalid(source, problems);
-  const socket = r.data.control.socket ?? `/run/ipipd/${r.data.tun.name}.sock`;
+  const socket = r.data.control.socket ?? defaultControlSocket(r.data.tun.name);
   return deepFreeze({ ...r.data, control: { socket } }) as Config;
 }
 
@@ -301,6 +351,16 @@ export function loadConfig(file: string): Config {
     throw new IpipdError('ERR_CONFIG_READ', `${file}: cannot read (${errnoName(err) ?? String(err)})`, { cause: err });
   }
   return parseConfig(text, file);
+}
+
+/**
+ * `JSON.stringify` replacer giving a config back as a user writes it: addresses and prefixes as
+ * their text (`192.0.2.1`, `203.0.113.0/25`), not the int32 the data path uses (`ipipd check --json`).
+ */
+export function asWritten(_key: string, v: unknown): unknown {
+  const o = v as { text?: unknown; value?: unknown; addr?: unknown } | null;
+  if (o !== null && typeof o === 'object' && typeof o.text === 'string' && (o.value !== undefined || o.addr !== undefined)) return o.text;
+  return v;
 }
 
 /** A short human description of a config, for `ipipd check` and the start-up log. */

@@ -11,10 +11,36 @@
  * close). Start-up refuses to take over a socket another live daemon answers on (EADDRINUSE),
  * and removes a stale one left by a daemon that died without cleaning up.
  */
-import { mkdirSync, unlinkSync, chmodSync } from 'node:fs';
+import { mkdirSync, readlinkSync, unlinkSync, chmodSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { ERRORS, IpipdError, errnoName, type ErrorCode } from './errors.js';
+
+/** Where control sockets go by default (systemd's RuntimeDirectory=ipipd). */
+export const RUN_DIR = '/run/ipipd';
+
+/**
+ * The network namespace this process runs in, as its inode number (`ip netns exec` and
+ * containers share /run but not the namespace), or undefined where /proc does not say.
+ */
+export function netnsId(): string | undefined {
+  try {
+    return /^net:\[(\d+)\]$/.exec(readlinkSync('/proc/self/ns/net'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The default control socket of the TUN `tun`: /run/ipipd/<tun>.<netns>.sock. Two daemons in two
+ * network namespaces may both call their TUN ipip0, and /run is usually shared between them;
+ * the namespace's inode keeps their sockets apart, and `ipipd status --config` run in the same
+ * namespace finds the same path.
+ */
+export function defaultControlSocket(tun: string): string {
+  const ns = netnsId();
+  return ns === undefined ? `${RUN_DIR}/${tun}.sock` : `${RUN_DIR}/${tun}.${ns}.sock`;
+}
 
 /** A request: the command, and whatever arguments it takes. */
 export interface ControlRequest {

@@ -9,11 +9,14 @@
  *
  * start(), in order: `acquire` calls one method of `Resources` (src/daemon/lifecycle.ts) per
  * step, and each step that changes the system pushes its undo on a stack:
+ *   0. recover: a live daemon with our state file -> ERR_ALREADY_RUNNING; a dead one's TUN,
+ *      routes (protocol RTPROT_IPIPD), control socket and state file are removed and logged
  *   1. checkHost: the underlay address is on this host, the TUN name is free (nothing touched
  *      yet: a wrong address or a taken name fails here)
  *   2. openTun: the TUN                                       undo: close fd (device goes)
  *      (io.queues > 1: a multi-queue TUN, one fd per queue)    undo: close each fd
  *      (io.offload: does it take UDP super-packets? probed once)
+ *      recordState: pid, TUN name and ifindex, routes             undo: remove the state file
  *   3. setUpTun: IPv6 off, accept_local, MTU (default underlay MTU - 20), txqueuelen, up
  *                                                              (gone with the device)
  *   4. addTunAddress: the TUN's address                        undo: delete the address
@@ -88,7 +91,8 @@ export class Daemon {
       await this.acquire();
       if (this.queueFailure) throw new IpipdError('ERR_QUEUE', this.queueFailure.message, { cause: this.queueFailure });
     } catch (err) {
-      this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'start failed; undoing what was set up');
+      const undo = this.res.held;
+      this.log.error({ err: err instanceof Error ? err.message : String(err) }, undo > 0 ? `start failed; undoing what was set up (${undo} step${undo === 1 ? '' : 's'})` : 'start failed; nothing was set up');
       await this.res.release();
       this.state = 'closed';
       throw err;
@@ -108,8 +112,10 @@ export class Daemon {
   /** The steps of the diagram above, in its order; each pushes its undo (src/daemon/lifecycle.ts). */
   private async acquire(): Promise<void> {
     const r = this.res;
+    await r.recover(); // 0, crash recovery (src/daemon/recovery.ts)
     await r.checkHost(); // 1
     await r.openTun(); // 2
+    r.recordState(); // 2, the state file
     await r.setUpTun(); // 3
     await r.addTunAddress(); // 4
     r.openUnderlaySockets(); // 5

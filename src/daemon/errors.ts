@@ -14,6 +14,9 @@ export interface ErrorSpec {
   readonly doc: string;
 }
 
+/** What to do when the native addon does not load; ERR_NATIVE_LOAD's message and README line say it. */
+export const NATIVE_FIX = 'run `npm ci` (needs g++, make, python3)';
+
 /** Exit statuses: 1 = runtime failure, 2 = bad invocation or configuration (nothing was touched). */
 export const ERRORS = Object.freeze({
   ERR_USAGE: { exit: 2, doc: 'Bad command line (unknown command or option, missing `--config`).' },
@@ -23,7 +26,7 @@ export const ERRORS = Object.freeze({
     exit: 2,
     doc: 'The config breaks the schema; every problem is listed with its path (e.g. `peers[1].prefixes[0]`).',
   },
-  ERR_NATIVE_LOAD: { exit: 1, doc: 'The native addon is not built or does not load: run `npm ci` (needs g++, make, python3).' },
+  ERR_NATIVE_LOAD: { exit: 1, doc: `The native addon is not built or does not load: ${NATIVE_FIX}.` },
   ERR_UNDERLAY_ADDRESS: {
     exit: 1,
     doc: '`underlay.address` is not configured on any interface of this host (or not on `underlay.device`).',
@@ -59,6 +62,14 @@ export const ERRORS = Object.freeze({
   ERR_METRICS_LISTEN: {
     exit: 1,
     doc: '`metrics.listen` cannot be listened on, e.g. `EADDRINUSE`: something else has that port (pick another), or `EADDRNOTAVAIL`: the address is not on this host.',
+  },
+  ERR_ALREADY_RUNNING: {
+    exit: 1,
+    doc: 'Another `ipipd run` with the same TUN (and state file) is alive; nothing was changed. Stop it first, or give this one another `tun.name`.',
+  },
+  ERR_STATE_FILE: {
+    exit: 1,
+    doc: 'The state file (beside the control socket, or under `/run/ipipd`) that crash recovery reads cannot be written.',
   },
 } as const satisfies Record<string, ErrorSpec>);
 

@@ -26,6 +26,7 @@ import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
 import { MetricsServer, type MetricsSource } from './metrics.js';
+import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -73,6 +74,20 @@ export class Resources {
     private readonly log: Logger,
     private readonly queueFailed: (err: Error) => void,
   ) {}
+
+  /**
+   * 0. Crash recovery (src/daemon/recovery.ts): refuse if the daemon of our state file is
+   * alive; remove what a dead one left, and only what it marked as its own.
+   */
+  async recover(): Promise<void> {
+    await recover(this.config, this.rtnl, this.log);
+  }
+
+  /** 2, once the TUN exists: the state file that lets the next start clean up after a crash. */
+  recordState(): void {
+    const path = writeState(this.config, this.tunIndex);
+    this.undo.push({ what: `remove state file ${path}`, run: () => removeState(path) });
+  }
 
   /** 1. The underlay address must be ours, and the TUN name free, before anything is touched. */
   async checkHost(): Promise<void> {
@@ -302,7 +317,7 @@ export class Resources {
     if (!c.routes.install) return;
     for (const p of c.peers) {
       for (const x of p.prefixes) {
-        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table };
+        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table, protocol: RTPROT_IPIPD };
         if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
         try {
           await this.rtnl.addRoute(spec);
@@ -342,6 +357,11 @@ export class Resources {
     const m = await MetricsServer.listen(listen, source);
     this.log.info({ subsystem: 'metrics', listen: m.address }, 'metrics: serving /metrics');
     this.undo.push({ what: `close metrics ${m.address}`, run: () => m.close() });
+  }
+
+  /** How many changes to the system are held (undo steps on the stack); 0 before the first. */
+  get held(): number {
+    return this.undo.length;
   }
 
   /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */

@@ -81,6 +81,12 @@ export interface NativeBinding {
   setTunOffload(fd: number, flags: number): void;
   /** Name the calling thread (pthread_setname_np; shown by `top -H`, /proc/<pid>/task/<tid>/comm): 1 to 15 bytes, else a RangeError. */
   setThreadName(name: string): void;
+  /**
+   * Send `message` as one datagram to the Unix datagram socket `path` (an absolute path, or
+   * '@name' for an abstract socket), from a socket opened and closed for it: the sd_notify
+   * protocol. Throws a NativeError ('ENOENT', 'ECONNREFUSED', ...), RangeError for a bad path.
+   */
+  notifyDatagram(path: string, message: string): void;
   /** close(2) the fd; throws a NativeError with code 'EBADF' if it is not open (closing twice is the caller's bug). */
   close(fd: number): void;
   /** Write packets i = 0..n-1, each `slab[offs[i], offs[i] + lens[i])`, to the TUN with one write(2) each; never throws per packet: returns the number written, with res[0] = packets that failed and res[1] = errno of the last failure (0 if none; EINVAL for a packet outside the slab); each failed packet's lens[i] is replaced by -errno, so the caller can tell which ones. */
@@ -182,7 +188,7 @@ export function nativeAddonPath(): string {
     }
     const up = dirname(dir);
     if (up === dir) {
-      throw new Error(`ipipd: no package.json above ${fileURLToPath(import.meta.url)}`);
+      throw new Error(`no package.json above ${fileURLToPath(import.meta.url)}`);
     }
     dir = up;
   }
@@ -194,7 +200,8 @@ function load(): NativeBinding {
     return createRequire(import.meta.url)(path) as NativeBinding;
   } catch (cause) {
     throw new Error(
-      `ipipd: cannot load the native addon ${path}; build it with \`npx node-gyp rebuild\``,
+      // No "ipipd:" and no fix here: the CLI says both once (ERR_NATIVE_LOAD).
+      `cannot load the native addon ${path} (${cause instanceof Error ? cause.message.split('\n')[0] : String(cause)})`,
       { cause },
     );
   }

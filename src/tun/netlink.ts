@@ -78,6 +78,8 @@ export interface RouteSpec {
   table?: number;
   /** Route metric. */
   metric?: number;
+  /** rtm_protocol, the route's origin marker (`ip route ... proto N`); default static (4). */
+  protocol?: number;
 }
 
 /** What the kernel would do with a datagram to one address (`ip route get`). */
@@ -124,6 +126,8 @@ export interface RouteInfo {
   oif: number | undefined;
   gateway: number | undefined;
   table: number;
+  /** rtm_protocol: who installed it (2 kernel, 4 static, ipipd's own RTPROT_IPIPD ...). */
+  protocol: number;
 }
 
 function ipBuf(a: number): Buffer {
@@ -169,6 +173,11 @@ export class Rtnl {
 
   async link(name: string): Promise<LinkInfo | undefined> {
     return (await this.links()).find((l) => l.name === name);
+  }
+
+  /** Delete a link (RTM_DELLINK), e.g. a TUN a dead daemon left behind. */
+  async delLink(index: number): Promise<void> {
+    await this.run(`delete link ${index}`, () => this.sock.delLink({ index }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
   }
 
   /** Set any of: administrative up/down, MTU, transmit queue length. */
@@ -232,7 +241,7 @@ export class Rtnl {
           family: AF_INET,
           dstLen: r.dstLen,
           table: r.table ?? RT_TABLE_MAIN,
-          protocol: RTPROT_STATIC,
+          protocol: (r.protocol ?? RTPROT_STATIC) as NL.rt.RouteProtocol,
           scope: r.gateway === undefined ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
           type: RTN_UNICAST,
           flags: r.onlink ? { __unknown: RTNH_F_ONLINK } : {},
@@ -270,6 +279,7 @@ export class Rtnl {
         oif: m.attrs.oif,
         gateway: bufIp(m.attrs.gateway),
         table: t,
+        protocol: typeof m.data.protocol === 'string' ? (netlink.rt.RouteProtocol[m.data.protocol] ?? 0) : (m.data.protocol ?? 0),
       });
     }
     return out;

@@ -1,0 +1,156 @@
+/**
+ * Crash recovery: what a daemon that died without cleaning up (SIGKILL, a crash) left behind is
+ * found and removed by the next start with the same config, and nothing else is touched.
+ *
+ * A running daemon marks what it made: a state file (`statePath`) recording its pid, network
+ * namespace, TUN name and ifindex, the routes it installs and its control socket; and every route
+ * it adds carries ipipd's own route protocol number, RTPROT_IPIPD (`ip route` shows `proto 77`).
+ * Flow, in the order of this file: `statePath`; `writeState` (after the TUN exists) and its undo
+ * `removeState`; `recover` (before anything is touched at start-up):
+ *   - no state file: nothing to recover; a device with the TUN's name then is someone else's,
+ *     and start-up refuses it untouched (ERR_TUN_EXISTS);
+ *   - the recorded process is alive (same pid, same start time): ERR_ALREADY_RUNNING, nothing
+ *     changed;
+ *   - it is dead: the device with the recorded name AND ifindex, the routes of protocol
+ *     RTPROT_IPIPD through that ifindex, the control socket and the state file are removed,
+ *     each logged. (The kernel deletes a TUN when its last fd closes, and its routes and address
+ *     with it, so usually only the socket and the state file are left; the rest is for a device
+ *     that outlived the daemon, e.g. held open by a child process.)
+ */
+import { readFileSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { formatIPv4 } from '../routing/prefix.js';
+import type { Rtnl } from '../tun/netlink.js';
+import type { Config } from './config.js';
+import { RUN_DIR, netnsId } from './control.js';
+import { IpipdError, errnoName } from './errors.js';
+import type { Logger } from './logger.js';
+
+/** rtm_protocol of every route ipipd installs (unassigned in iproute2's rt_protos; Calico's is 80). */
+export const RTPROT_IPIPD = 77;
+
+/** What the state file records. */
+export interface DaemonState {
+  pid: number;
+  /** The pid's start time (`processStart`), so that a reused pid is not taken for the daemon. */
+  pidStart?: number;
+  netns: string | undefined;
+  tun: string;
+  ifindex: number;
+  table: number;
+  routes: string[];
+  socket: string | false;
+  startedAt: string;
+}
+
+/** The state file: beside the control socket (`<socket>.state`), or /run/ipipd/<tun>.<netns>.state without one. */
+export function statePath(c: Config): string {
+  if (c.control.socket !== false) return c.control.socket.replace(/(\.sock)?$/, '.state');
+  const ns = netnsId();
+  return `${RUN_DIR}/${c.tun.name}${ns === undefined ? '' : `.${ns}`}.state`;
+}
+
+/** Record this daemon's TUN (atomically: write, then rename). Throws IpipdError ERR_STATE_FILE. */
+export function writeState(c: Config, ifindex: number): string {
+  const path = statePath(c);
+  const state: DaemonState = {
+    pid: process.pid,
+    pidStart: processStart(process.pid),
+    netns: netnsId(),
+    tun: c.tun.name,
+    ifindex,
+    table: c.routes.table,
+    routes: c.routes.install ? c.peers.flatMap((p) => p.prefixes.map((x) => x.text)) : [],
+    socket: c.control.socket,
+    startedAt: new Date().toISOString(),
+  };
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    writeFileSync(`${path}.tmp`, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });
+    renameSync(`${path}.tmp`, path);
+  } catch (err) {
+    throw new IpipdError('ERR_STATE_FILE', `cannot write the state file ${path}: ${errnoName(err) ?? err}`, { cause: err });
+  }
+  return path;
+}
+
+export function removeState(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone
+  }
+}
+
+function readState(path: string): DaemonState | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+  try {
+    const s = JSON.parse(text) as DaemonState;
+    return typeof s.pid === 'number' && typeof s.ifindex === 'number' && typeof s.tun === 'string' ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When process `pid` started, in clock ticks after boot (/proc/PID/stat field 22), or undefined
+ * if there is no such process. A pid with the same start time is the same process: a pid the
+ * kernel reused since is not mistaken for the daemon that wrote the state file.
+ */
+export function processStart(pid: number): number | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Field 2 (comm) is in parentheses and may hold spaces: count the fields after its ')'.
+  const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  return start === undefined ? undefined : Number(start);
+}
+
+/** Whether the daemon of state `s` still runs: its pid is alive with the start time it recorded. */
+function isAlive(s: DaemonState): boolean {
+  if (s.pid === process.pid) return false;
+  const start = processStart(s.pid);
+  return start !== undefined && (s.pidStart === undefined || start === s.pidStart);
+}
+
+/**
+ * Before start-up touches anything: refuse if the daemon of the state file is alive, else remove
+ * what it left (only what it marked as its own) and log each removal.
+ */
+export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void> {
+  const path = statePath(c);
+  const s = readState(path);
+  if (s === undefined) return;
+  if (isAlive(s)) {
+    throw new IpipdError('ERR_ALREADY_RUNNING', `ipipd pid ${s.pid} already runs TUN ${s.tun} here (state file ${path}); stop it first, or give this one another tun.name`);
+  }
+  const rlog = log.child({ subsystem: 'recovery' });
+  rlog.warn({ pid: s.pid, since: s.startedAt, stateFile: path }, 'a previous ipipd died without cleaning up: removing what it left');
+  const link = (await rtnl.links()).find((l) => l.index === s.ifindex && l.name === s.tun);
+  if (link !== undefined) {
+    for (const r of await rtnl.routes(s.table)) {
+      if (r.protocol !== RTPROT_IPIPD || r.oif !== s.ifindex) continue;
+      await rtnl.delRoute({ dst: r.dst, dstLen: r.dstLen, oif: s.ifindex, table: s.table });
+      rlog.warn({ route: `${formatIPv4(r.dst)}/${r.dstLen} dev ${s.tun}` }, 'removed a route it left');
+    }
+    await rtnl.delLink(s.ifindex);
+    rlog.warn({ tun: s.tun, ifindex: s.ifindex }, 'removed the TUN it left');
+  }
+  if (s.socket !== false) {
+    try {
+      unlinkSync(s.socket);
+      rlog.warn({ socket: s.socket }, 'removed its control socket');
+    } catch {
+      // gone already
+    }
+  }
+  removeState(path);
+}
