@@ -155,15 +155,20 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     const link = await topo.exec(h1.ns, ['ip', 'link', 'show', 'ipip0']);
     const routes = await topo.exec(h1.ns, ['ip', 'route', 'show', 'table', 'all']);
     const leftSocket = existsSync(h1.socket);
+    const stateFile = h1.socket.replace(/\.sock$/, '.state');
+    const leftState = existsSync(stateFile);
     expect(leftSocket, 'the dead daemon left its control-socket file').toBe(true);
-    // The current tree's documented behaviour: the next start removes a stale socket file (no
-    // daemon answers on it) and creates the TUN afresh.
+    expect(leftState, 'the dead daemon left its state file (crash recovery reads it)').toBe(true);
+    // README "Crash recovery": the next start reads the state file, finds its pid dead, removes
+    // what it left (here the socket file) and creates the TUN afresh.
     const t1 = Date.now();
     const again = await start(h1);
     const resumeMs = await untilTraffic(topo, a, b, t1);
-    figures.set('SIGKILL, then restart', `left behind: ${link.code === 0 ? 'the TUN, ' : ''}${/ipip0/.test(routes.stdout) ? 'routes, ' : ''}${leftSocket ? 'the control-socket file' : 'nothing'}; restarted ${t1 - t0} ms after the kill, traffic back ${resumeMs} ms after the restart began`);
+    figures.set('SIGKILL, then restart', `left behind: ${link.code === 0 ? 'the TUN, ' : ''}${/ipip0/.test(routes.stdout) ? 'routes, ' : ''}${leftSocket ? 'the control-socket file, ' : ''}${leftState ? 'the state file' : ''}; restarted ${t1 - t0} ms after the kill, traffic back ${resumeMs} ms after the restart began`);
     expect(link.code, 'the TUN went with the dead process').not.toBe(0);
     expect(routes.stdout).not.toMatch(/ipip0/);
+    expect(again.log()).toContain('a previous ipipd died without cleaning up');
+    expect(again.log()).toContain('removed its control socket');
     await stopAll(again, d2);
   });
 
@@ -202,7 +207,7 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     await stopAll(d1, d2);
   });
 
-  test("the control socket's directory read-only: exit 1 with ERR_CONTROL_SOCKET, everything undone", async () => {
+  test("the control socket's directory read-only: exit 1 with ERR_STATE_FILE, everything undone", async () => {
     // A read-only tmpfs in a mount namespace of the daemon's own (root writes through mode bits).
     const dir = join(topo.info.outDir, 'ro-control');
     mkdirSync(dir, { recursive: true });
@@ -214,8 +219,9 @@ describe.skipIf(why)('faults: noticed, survived, nothing left behind', () => {
     expect(d1.up).toBe(false);
     const code = await ended(d1);
     expect(code).toBe(1);
-    expect(d1.log()).toMatch(/ipipd: ERR_CONTROL_SOCKET: control socket .*ipipd\.sock: EROFS/);
-    figures.set("control socket's directory read-only", `exit 1 (ERR_CONTROL_SOCKET, EROFS) ${Date.now() - t0} ms after the start, everything undone`);
+    // The state file beside the socket is the first thing written there (start-up step 2).
+    expect(d1.log()).toMatch(/ipipd: ERR_STATE_FILE: cannot write the state file .*ipipd\.state: EROFS/);
+    figures.set("control socket's directory read-only", `exit 1 (ERR_STATE_FILE, EROFS) ${Date.now() - t0} ms after the start, everything undone`);
     await expectNothingLeft(topo, h1);
     expect(existsSync(sock)).toBe(false);
   });
