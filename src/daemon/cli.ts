@@ -8,7 +8,7 @@
  * SIGUSR1 logs the counters.
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -40,8 +40,15 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-async function cmdCheck(file: string, json: boolean): Promise<void> {
+async function cmdCheck(file: string, json: boolean, diffSocket?: string): Promise<void> {
   const c = loadConfig(file);
+  if (diffSocket !== undefined) {
+    // What a reload to this file would do, computed by the daemon against what it runs.
+    const { value } = await askDaemon(diffSocket, { cmd: 'reload', dryRun: true, text: readFileSync(file, 'utf8'), source: file });
+    const a = value as import('./live.js').ReloadAnswer;
+    process.stdout.write(json ? JSON.stringify(a, null, 2) + '\n' : `${file}: ok; a reload would:\n${a.changes.map((l) => `  ${l}`).join('\n')}\n`);
+    return;
+  }
   if (json) process.stdout.write(JSON.stringify(c, null, 2) + '\n');
   else process.stdout.write(`${file}: ok\n${describeConfig(c).map((l) => `  ${l}`).join('\n')}\n`);
 }
@@ -71,9 +78,43 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   const drops = Object.entries(s.drops).filter(([, v]) => v !== 0);
   out.push(`  drops: ${drops.length ? drops.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
+  if (s.live) {
+    const l = s.live.lastChange;
+    const k = s.live.kernelRoutes;
+    out.push(`  live: ${s.live.reloads} reload(s)${l ? `; last change ${l.secondsAgo}s ago (${l.trigger}): +${l.added} -${l.removed} ~${l.changed} peers, +${l.routesAdded} -${l.routesRemoved} routes` : ''}${k ? `; kernel routes ${k.routes} (${k.events} events, ${k.dumps} dumps, ${k.errors} errors)` : ''}`);
+  }
   const errs = Object.entries(s.lastErrors);
   if (errs.length) out.push(`  last errors: ${errs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   process.stdout.write(out.join('\n') + '\n');
+}
+
+/** The control socket from --socket, or from the config file's control.socket (as status finds it). */
+function socketOf(a: { socket?: string | undefined; config?: string | undefined }): string {
+  if (a.socket) return a.socket;
+  const c = loadConfig(a.config!);
+  if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${a.config}: control.socket is disabled`);
+  return c.control.socket;
+}
+
+async function cmdReload(a: { socket?: string | undefined; config?: string | undefined }, json: boolean): Promise<void> {
+  const socket = socketOf(a);
+  const { text, value } = await askDaemon(socket, { cmd: 'reload', ...(a.config ? { file: resolve(a.config) } : {}) }, 30_000);
+  const r = value as import('./live.js').ReloadAnswer;
+  if (json) process.stdout.write(text);
+  else process.stdout.write(`reloaded: ${r.changes.map((l) => `\n  ${l}`).join('')}\n${r.errors.map((e) => `  error: ${e}\n`).join('')}`);
+  if (r.errors.length) process.exitCode = 1;
+}
+
+async function cmdRoutes(socket: string, json: boolean): Promise<void> {
+  const { text, value } = await askDaemon(socket, { cmd: 'routes' });
+  if (json) {
+    process.stdout.write(text);
+    return;
+  }
+  const t = value as { routes: { prefix: string; peer: string; endpoint: string; source: string; txPackets: number; rxPackets: number }[] };
+  const rows = [['PREFIX', 'PEER', 'ENDPOINT', 'SOURCE', 'TX_PACKETS', 'RX_PACKETS'], ...t.routes.map((r) => [r.prefix, r.peer, r.endpoint, r.source, String(r.txPackets), String(r.rxPackets)])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  process.stdout.write(rows.map((r) => r.map((x, i) => x.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
 }
 
 async function cmdRun(file: string, levelOverride: string | undefined): Promise<void> {
@@ -87,6 +128,14 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
     throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}`, { cause: err });
   }
   const daemon = new DaemonCtor(config, log);
+  daemon.configFile = file;
+  // SIGHUP: re-read the config file and apply it (README "Live changes"); a bad one changes nothing.
+  process.on('SIGHUP', () => {
+    void daemon.reloadFile('SIGHUP').then(
+      (r) => log.info({ subsystem: 'reload', changes: r.changes, errors: r.errors }, 'SIGHUP: reloaded'),
+      (err) => log.error({ subsystem: 'reload', code: (err as { code?: string }).code, err: err instanceof Error ? err.message : String(err) }, 'SIGHUP: reload refused; nothing changed'),
+    );
+  });
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
@@ -136,8 +185,42 @@ export async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .option('config', { alias: 'c', type: 'string', demandOption: true, describe: 'YAML config file' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' }),
-      async (a) => cmdCheck(a.config, a.json),
+          .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' })
+          .option('diff', { type: 'boolean', default: false, describe: 'Print what a reload to this config would do to the daemon on --socket; changes nothing' })
+          .option('socket', { alias: 's', type: 'string', describe: 'Control socket of the running daemon (with --diff)' })
+          .check((a) => {
+            if (a.diff && !a.socket) throw new Error('check --diff needs --socket');
+            return true;
+          }),
+      async (a) => cmdCheck(a.config, a.json, a.diff ? a.socket : undefined),
+    )
+    .command(
+      'reload',
+      "Make a running daemon re-read its config file and apply the difference without dropping a flow (as SIGHUP does). Exit 0 and what changed; 2 and the errors of 'ipipd check' if the config is invalid or needs a restart, and nothing changes.",
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', describe: "The daemon's config file (to find control.socket; it must be the file the daemon runs)" })
+          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON answer' })
+          .check((a) => {
+            if (!a.config && !a.socket) throw new Error('reload needs --socket or --config');
+            return true;
+          }),
+      async (a) => cmdReload(a, a.json),
+    )
+    .command(
+      'routes',
+      "Print a running daemon's live prefix table: prefix, peer, endpoint, source (config or kernel), the peer's packets.",
+      (y) =>
+        y
+          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
+          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON table' })
+          .check((a) => {
+            if (!a.config && !a.socket) throw new Error('routes needs --socket or --config');
+            return true;
+          }),
+      async (a) => cmdRoutes(socketOf(a), a.json),
     )
     .command(
       'status',
@@ -161,7 +244,7 @@ export async function main(argv: string[]): Promise<void> {
         await cmdStatus(socket, a.json);
       },
     )
-    .demandCommand(1, 'Name a command: run, check or status.')
+    .demandCommand(1, 'Name a command: run, check, status, reload or routes.')
     .strict()
     .version(packageVersion())
     .help()

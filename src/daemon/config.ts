@@ -92,6 +92,11 @@ const schema = z.strictObject({
      * sending").
      */
     send: z.enum(['raw', 'packet']).default('raw'),
+    /**
+     * `routes.source: kernel`: the underlay CIDRs a kernel route's gateway must be inside to
+     * become a peer (required in that mode); a route to any other gateway is refused.
+     */
+    allowed_endpoints: z.array(prefix).min(1).optional(),
   }),
   encap: z
     .strictObject({
@@ -115,7 +120,8 @@ const schema = z.strictObject({
         mtu: z.number().int().min(68).max(65515).optional(),
       }),
     )
-    .min(1),
+    // At least one unless routes.source is kernel (crossCheck).
+    .default([]),
   routes: z
     .strictObject({
       /** Install a kernel route into the TUN for every peer prefix (and remove it on exit). */
@@ -124,6 +130,12 @@ const schema = z.strictObject({
       table: z.number().int().min(1).max(0xfffffffe).default(254),
       /** Route metric; default none (0). */
       metric: z.number().int().min(0).max(0xffffffff).optional(),
+      /**
+       * Where peers and prefixes come from: `config` (the `peers` list), or `kernel` too: every
+       * route of `table` into the TUN with a gateway inside `underlay.allowed_endpoints` makes
+       * its gateway a peer owning its prefix (README "Live changes").
+       */
+      source: z.enum(['config', 'kernel']).default('config'),
     })
     .prefault({}),
   icmp: z
@@ -229,10 +241,25 @@ function crossCheck(c: Parsed): Problem[] {
         problems.push({ path: pat, message: `prefix ${x.text} contains the TUN's own address ${c.tun.address.text}` });
     });
   });
+  problems.push(...sourceCheck(c));
   if (typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
     problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
   if (c.tun.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
+  return problems;
+}
+
+/** routes.source: `config` needs peers; `kernel` needs underlay.allowed_endpoints, and not 0.0.0.0/0. */
+function sourceCheck(c: Parsed): Problem[] {
+  const problems: Problem[] = [];
+  const allowed = c.underlay.allowed_endpoints;
+  if (c.routes.source === 'config' && c.peers.length === 0)
+    problems.push({ path: 'peers', message: 'at least one peer is needed (or routes.source: kernel, which learns them from the routing table)' });
+  if (c.routes.source === 'kernel' && allowed === undefined)
+    problems.push({ path: 'underlay.allowed_endpoints', message: 'required with routes.source: kernel: the underlay CIDRs a route gateway must be inside to become a peer' });
+  allowed?.forEach((x, i) => {
+    if (x.len === 0) problems.push({ path: `underlay.allowed_endpoints[${i}]`, message: `${x.text} would let any gateway become a peer; name the underlay's CIDRs` });
+  });
   return problems;
 }
 
@@ -298,6 +325,9 @@ export function describeConfig(c: Config): string[] {
   for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
+    ...(c.routes.source === 'kernel'
+      ? [`peers also from the kernel: routes of table ${c.routes.table} via a gateway dev ${c.tun.name}, gateways inside ${(c.underlay.allowed_endpoints ?? []).map((x) => x.text).join(', ')}`]
+      : []),
     `io batch ${c.io.batch} queues ${c.io.queues} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
   );

@@ -29,6 +29,8 @@
  *                                                              undo: stop, wait for exit
  *   7. installRoutes: one kernel route per peer prefix into the TUN
  *                                                              undo: delete each route
+ *      watchKernelRoutes, with routes.source: kernel: dump and follow the routes into the TUN
+ *      (src/daemon/kernel-routes.ts)                           undo: stop watching
  *   8. openControlSocket: the control socket                   undo: close, unlink
  * close(): state `closing`, stop reading (dataplane.stop, then the queue workers, whose final
  * counters join the final report), then pop the stack. Nothing is queued inside ipipd (each
@@ -37,9 +39,12 @@
  * flows steered to that queue would otherwise be silently lost.
  * A failing undo step is logged and the rest still run: close() never throws.
  */
-import type { Config } from './config.js';
-import type { ControlHandler } from './control.js';
+import { realpathSync } from 'node:fs';
+import { loadConfig, parseConfig, type Config } from './config.js';
+import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
+import { KernelRoutes } from './kernel-routes.js';
+import { Live, type ReloadAnswer } from './live.js';
 import { Resources } from './lifecycle.js';
 import type { Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
@@ -58,12 +63,21 @@ export class Daemon {
   private startedAt = 0;
   private statsTimer: NodeJS.Timeout | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
+  /** Live changes: reloads and kernel-learned peers (src/daemon/live.ts). */
+  readonly live: Live;
+  /** The config file the daemon was started with: what SIGHUP and `ipipd reload` re-read. */
+  configFile: string | undefined;
+  /** Called just before a reload is applied, and after (systemd RELOADING=1 / READY=1). */
+  onReload: { before?: () => void; after?: () => void } = {};
+  /** routes.source: kernel: the route watch. */
+  private kernelRoutes: KernelRoutes | undefined;
 
   constructor(
-    readonly config: Config,
+    public config: Config,
     private readonly log: Logger,
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
+    this.live = new Live(this.res, log.child({ subsystem: 'live' }), log, config);
   }
 
   async start(): Promise<void> {
@@ -99,6 +113,7 @@ export class Daemon {
     await r.openPacketSockets(); // 5, underlay.send: packet
     await r.startDataPath(); // 6
     await r.installRoutes(); // 7
+    if (this.config.routes.source === 'kernel') await this.watchKernelRoutes(); // 7
     await r.openControlSocket(this.controlHandlers()); // 8
   }
 
@@ -125,7 +140,70 @@ export class Daemon {
 
   /** What the control socket answers (src/daemon/control.ts), by command. */
   private controlHandlers(): Record<string, ControlHandler> {
-    return { status: () => this.status() };
+    return {
+      status: () => this.status(),
+      reload: (req) => this.reloadRequest(req),
+      routes: () => this.routesTable(),
+    };
+  }
+
+  /** routes.source: kernel: follow the TUN's routes; what they make goes through the reload path. */
+  private async watchKernelRoutes(): Promise<void> {
+    const watch = new KernelRoutes(this.live, this.res.tunIndex, this.config.routes.table, this.log.child({ subsystem: 'routes' }));
+    this.kernelRoutes = watch;
+    this.res.pushUndo('stop watching kernel routes', () => watch.stop());
+    await watch.start();
+  }
+
+  /**
+   * `{"cmd":"reload"}`: re-read the daemon's own config file and apply it. `file`: the file the
+   * CLI was given; it must be the daemon's own (README "Live changes"). `text` with `dryRun`:
+   * `ipipd check --diff`, a config the CLI read and validated, only compared.
+   */
+  private async reloadRequest(req: ControlRequest): Promise<ReloadAnswer> {
+    const dryRun = req['dryRun'] === true;
+    if (typeof req['text'] === 'string') {
+      if (!dryRun) throw new IpipdError('ERR_CONTROL_REQUEST', 'reload: a config text is only compared (dryRun), never applied: the daemon applies its own file');
+      const source = typeof req['source'] === 'string' ? req['source'] : 'config';
+      return this.live.reload(parseConfig(req['text'], source), true, 'check --diff');
+    }
+    const own = this.configFile;
+    if (own === undefined) throw new IpipdError('ERR_RELOAD_REFUSED', 'this daemon was not started from a config file: nothing to re-read');
+    if (typeof req['file'] === 'string' && !sameFile(req['file'], own)) {
+      throw new IpipdError('ERR_RELOAD_REFUSED', `${req['file']} is not the file this daemon runs (${own}): edit that file and reload, or compare another one with ipipd check --config FILE --diff`);
+    }
+    return this.reloadFile(dryRun ? 'dry run' : 'control socket', dryRun);
+  }
+
+  /** Re-read the config file and apply it (SIGHUP, `ipipd reload`); errors as `ipipd check` gives them. */
+  async reloadFile(trigger: string, dryRun = false): Promise<ReloadAnswer> {
+    if (this.state !== 'up') throw new IpipdError('ERR_RELOAD_REFUSED', `the daemon is ${this.state}, not up`);
+    const next = loadConfig(this.configFile!);
+    let told = false;
+    const before = (): void => {
+      told = true;
+      this.onReload.before?.();
+    };
+    try {
+      const answer = await this.live.reload(next, dryRun, trigger, before);
+      if (answer.applied) this.config = next;
+      return answer;
+    } finally {
+      if (told) this.onReload.after?.();
+    }
+  }
+
+  /** `ipipd routes`: the live prefix table, with each peer's packets (every queue's). */
+  private async routesTable(): Promise<unknown> {
+    const s = await this.status();
+    const table = this.live.table();
+    return {
+      source: this.config.routes.source,
+      routes: table.map((r) => {
+        const p = s.peers[r.peer];
+        return { prefix: r.prefix, peer: p?.name ?? '?', endpoint: p?.endpoint ?? '?', source: r.source, txPackets: p?.txPackets ?? 0, rxPackets: p?.rxPackets ?? 0 };
+      }),
+    };
   }
 
   /** The daemon's state and figures, every queue's added up (asks the queue workers). */
@@ -143,7 +221,14 @@ export class Daemon {
 
   /** The report from this thread's figures (queue 0) plus the workers' `snaps` (queues 1..). */
   private report(snaps: readonly QueueSnapshot[]): StatusReport {
-    return statusReport(this.state, this.startedAt, this.res, snaps);
+    const report = statusReport(this.state, this.startedAt, this.res, snaps);
+    const last = this.live.last;
+    report.live = {
+      reloads: this.live.reloads,
+      lastChange: last ? { secondsAgo: Math.round((Date.now() - last.at) / 1000), trigger: last.trigger, ...last.counts } : null,
+      kernelRoutes: this.kernelRoutes ? this.kernelRoutes.figures() : null,
+    };
+    return report;
   }
 
   /** A queue worker failed while up: log it and hand it to `onFatal` (the CLI shuts down). */
@@ -193,6 +278,14 @@ export class Daemon {
       });
     }, every * 1000);
     this.statsTimer.unref();
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
   }
 }
 

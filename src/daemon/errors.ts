@@ -52,6 +52,10 @@ export const ERRORS = Object.freeze({
     exit: 2,
     doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
   },
+  ERR_RELOAD_REFUSED: {
+    exit: 2,
+    doc: 'A reload (`ipipd reload`, SIGHUP, `check --diff`) was refused and nothing changed: the message names every key that cannot change while ipipd runs (restart to apply them), or `reload --config` named a file other than the one the daemon runs.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -13,7 +13,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
 import { queueSnapshot, type QueueSnapshot } from '../dataplane/figures.js';
 import { setHopEntry } from '../dataplane/hops.js';
-import { createQueue } from '../dataplane/queue.js';
+import { createQueue, reloadQueue } from '../dataplane/queue.js';
 import { native } from '../tun/native.js';
 import { createLogger } from './logger.js';
 import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
@@ -21,14 +21,18 @@ import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
 const d = workerData as QueueWorkerData;
 native.setThreadName(`ipipd-q${d.queue}`);
 const port = parentPort!;
-const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });
+const root = createLogger(d.logLevel as LevelWithSilent);
+const log = root.child({ subsystem: 'dataplane', queue: d.queue });
 // underlay.send: packet: this queue's copy of the next-hop table, kept up to date by 'hop' messages.
 const hops = Int32Array.from(d.hops);
-const { dataplane: dp, peers, warmUp } = createQueue(d.config, {
+// A config reload replaces the peers (reloadQueue).
+const { dataplane: dp, peers: startPeers, warmUp } = createQueue(d.config, {
   ...d,
   log,
   ...(d.packetFd >= 0 ? { packet: { fd: d.packetFd, hops } } : {}),
 });
+
+let peers = startPeers;
 
 const snapshot = (): QueueSnapshot => queueSnapshot(dp.figures);
 
@@ -43,6 +47,11 @@ port.on('message', (m: ToWorker) => {
     if (p) p.mtu = m.mtu;
   } else if (m.type === 'hop') {
     setHopEntry(hops, m.peer, m.entry);
+  } else if (m.type === 'reload') {
+    // Between two batches: this handler and the Readers' callbacks share this thread.
+    peers = reloadQueue(dp, peers, m.reload, d.queue, d.queues, d.tunMtu);
+    root.level = m.logLevel;
+    send({ type: 'reloaded', id: m.id, peers: peers.length });
   } else if (m.type === 'stop') {
     dp.stop();
     dp.close();

@@ -50,6 +50,12 @@ export interface StatusReport {
   counters: Record<string, number>;
   drops: Record<string, number>;
   lastErrors: Record<string, string>;
+  /** Live changes (src/daemon/live.ts): reloads applied, the last change, the kernel route watch. */
+  live?: {
+    reloads: number;
+    lastChange: { secondsAgo: number; trigger: string; added: number; removed: number; changed: number; routesAdded: number; routesRemoved: number } | null;
+    kernelRoutes: { routes: number; events: number; dumps: number; errors: number } | null;
+  };
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
