@@ -10,7 +10,7 @@
  * own), of other devices or other tables are ignored.
  */
 import { formatPrefix } from '../routing/prefix.js';
-import { RouteWatch, type RouteEvent } from '../tun/route-watch.js';
+import { RouteWatch, type RouteEvent, type RouteWatchHandlers } from '../tun/route-watch.js';
 import type { Logger } from './logger.js';
 import type { KernelRoute } from './peer-set.js';
 
@@ -55,8 +55,17 @@ export function foldRoutes(routes: Map<string, KernelRoute>, events: readonly Ro
   return { added, removed };
 }
 
+/** What KernelRoutes needs of the route watch (tests hand a fake netlink side). */
+export interface RouteSource {
+  start(): Promise<void>;
+  close(): void;
+  readonly events: number;
+  readonly dumps: number;
+  readonly errors: number;
+}
+
 export class KernelRoutes {
-  private watch: RouteWatch | undefined;
+  private watch: RouteSource | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pending = { added: 0, removed: 0 };
   private lastErrorLog = 0;
@@ -67,15 +76,18 @@ export class KernelRoutes {
     private readonly tunIndex: number,
     private readonly table: number,
     private readonly log: Logger,
+    private readonly makeWatch: (h: RouteWatchHandlers) => RouteSource = (h) => new RouteWatch(h),
   ) {}
 
   /** Dump and apply what is there, then follow. */
   async start(): Promise<void> {
-    this.watch = new RouteWatch({
+    this.watch = this.makeWatch({
       onRoutes: (events, dump) => this.onRoutes(events, dump),
       onError: (what) => this.onError(what),
     });
     await this.watch.start();
+    // The dump is applied now, not after COALESCE_MS.
+    if (this.timer) clearTimeout(this.timer);
     await this.flush();
   }
 
