@@ -3,8 +3,8 @@
  * a gateway, whatever protocol installed them (BIRD, Felix, `ip route add 203.0.113.0/26 via
  * 192.0.2.2 dev ipip0 onlink`), become peers: the gateway is the endpoint, the prefix that peer's.
  * Flow: the route watch (src/tun/route-watch.ts) hands events and dumps to `onRoutes`, which
- * keeps `Live.kernelRoutes` (prefix -> gateway) and schedules one apply; events within
- * `COALESCE_MS` of the first join it, so a burst of 10 000 routes is one apply through the
+ * keeps `Live.kernelRoutes` (prefix -> gateway) and schedules one apply once no event came for
+ * `COALESCE_MS` (at most `COALESCE_MAX_MS` after the first), so a burst of 10 000 routes is one apply through the
  * reload path (src/daemon/live.ts `kernelChanged`), which checks each route (allowed
  * endpoints, RFC 2003 §3.2 loops) and logs a refusal once. Routes without a gateway (ipipd's
  * own), of other devices or other tables are ignored.
@@ -14,8 +14,10 @@ import { RouteWatch, type RouteEvent, type RouteWatchHandlers } from '../tun/rou
 import type { Logger } from './logger.js';
 import type { KernelRoute } from './peer-set.js';
 
-/** Events this close together are applied together. */
+/** An apply waits until no event came for this long... */
 export const COALESCE_MS = 100;
+/** ...but not longer than this after the first event it holds. */
+export const COALESCE_MAX_MS = 1000;
 /** A route-socket error is logged at most this often; the others are counted. */
 const ERROR_LOG_MS = 10_000;
 
@@ -68,6 +70,8 @@ export class KernelRoutes {
   private watch: RouteSource | undefined;
   private timer: NodeJS.Timeout | undefined;
   private pending = { added: 0, removed: 0 };
+  private firstAt = 0;
+  private lastAt = 0;
   private lastErrorLog = 0;
   private stopped = false;
 
@@ -107,8 +111,23 @@ export class KernelRoutes {
     const d = foldRoutes(this.sink.kernelRoutes, events, dump, this.tunIndex, this.table);
     this.pending.added += d.added;
     this.pending.removed += d.removed;
-    if (d.added + d.removed === 0 || this.timer || this.stopped) return;
-    this.timer = setTimeout(() => void this.flush(), COALESCE_MS);
+    if (d.added + d.removed === 0 || this.stopped) return;
+    const now = Date.now();
+    this.lastAt = now;
+    if (this.timer) return;
+    this.firstAt = now;
+    this.timer = setTimeout(() => this.due(), COALESCE_MS);
+  }
+
+  /** Apply now, unless events are still coming (and the first one waited less than COALESCE_MAX_MS). */
+  private due(): void {
+    const now = Date.now();
+    const quietIn = this.lastAt + COALESCE_MS - now;
+    if (quietIn > 0 && now - this.firstAt < COALESCE_MAX_MS) {
+      this.timer = setTimeout(() => this.due(), quietIn);
+      return;
+    }
+    void this.flush();
   }
 
   private async flush(): Promise<void> {
