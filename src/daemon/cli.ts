@@ -1,16 +1,17 @@
 /**
  * `ipipd`, the command line: `run` (the daemon), `check` (validate a config, touch nothing),
- * `status` (ask a running daemon for its counters). Errors end the process with the exit status
+ * `status` (ask a running daemon for its counters), `reload` (make it re-read its config file),
+ * `routes` (its live prefix table), `check --diff` (what a reload would do). Errors end the process with the exit status
  * of their code in the registry (src/daemon/errors.ts): 2 for usage and config, 1 at run time.
  *
  * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
- * SIGUSR1 logs the counters.
+ * SIGUSR1 logs the counters; SIGHUP re-reads the config file and applies it (README "Live changes").
  */
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { describeConfig, loadConfig } from './config.js';
 import { askDaemon } from './control.js';
@@ -94,6 +95,18 @@ function socketOf(a: { socket?: string | undefined; config?: string | undefined 
   const c = loadConfig(a.config!);
   if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${a.config}: control.socket is disabled`);
   return c.control.socket;
+}
+
+/** --config / --socket (one of them) and --json, for the commands that ask a running daemon. */
+function socketOptions<T>(y: Argv<T>, cmd: string, config: string, json: string) {
+  return y
+    .option('config', { alias: 'c', type: 'string', describe: config })
+    .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+    .option('json', { type: 'boolean', default: false, describe: json })
+    .check((a) => {
+      if (!a.config && !a.socket) throw new Error(`${cmd} needs --socket or --config`);
+      return true;
+    });
 }
 
 async function cmdReload(a: { socket?: string | undefined; config?: string | undefined }, json: boolean): Promise<void> {
@@ -197,29 +210,13 @@ export async function main(argv: string[]): Promise<void> {
     .command(
       'reload',
       "Make a running daemon re-read its config file and apply the difference without dropping a flow (as SIGHUP does). Exit 0 and what changed; 2 and the errors of 'ipipd check' if the config is invalid or needs a restart, and nothing changes.",
-      (y) =>
-        y
-          .option('config', { alias: 'c', type: 'string', describe: "The daemon's config file (to find control.socket; it must be the file the daemon runs)" })
-          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON answer' })
-          .check((a) => {
-            if (!a.config && !a.socket) throw new Error('reload needs --socket or --config');
-            return true;
-          }),
+      (y) => socketOptions(y, 'reload', "The daemon's config file (to find control.socket; it must be the file the daemon runs)", 'Print the raw JSON answer'),
       async (a) => cmdReload(a, a.json),
     )
     .command(
       'routes',
       "Print a running daemon's live prefix table: prefix, peer, endpoint, source (config or kernel), the peer's packets.",
-      (y) =>
-        y
-          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON table' })
-          .check((a) => {
-            if (!a.config && !a.socket) throw new Error('routes needs --socket or --config');
-            return true;
-          }),
+      (y) => socketOptions(y, 'routes', 'Config file (to find control.socket)', 'Print the raw JSON table'),
       async (a) => cmdRoutes(socketOf(a), a.json),
     )
     .command(

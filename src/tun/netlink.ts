@@ -328,3 +328,6 @@ export class Rtnl {
 function fmt(a: number): string {
   return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 }
+
+/** The package and the address decoding, for the kernel route watch (route-watch.ts). */
+export { netlink as netlinkPackage, bufIp };

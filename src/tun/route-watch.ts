@@ -10,11 +10,8 @@
  * process (SIGABRT), so the listener catches everything and counts it. A burst that overflows
  * the socket (ENOBUFS: events were lost) is answered with a fresh dump.
  */
-import { createRequire } from 'node:module';
 import type * as NL from 'netlink';
-
-const require = createRequire(import.meta.url);
-const netlink: typeof NL = require('netlink');
+import { bufIp, netlinkPackage as netlink } from './netlink.js';
 
 const AF_INET = 2;
 const RTM_NEWROUTE = 24;
@@ -39,10 +36,6 @@ export interface RouteWatchHandlers {
   onRoutes(events: RouteEvent[], dump: boolean): void;
   /** A socket error or a message that could not be parsed; the watch goes on. */
   onError(what: string): void;
-}
-
-function bufIp(b: Buffer | undefined): number | undefined {
-  return b && b.length === 4 ? b.readInt32BE(0) : undefined;
 }
 
 function toEvent(kind: 'add' | 'del', m: NL.rt.RouteMessage): RouteEvent | null {
