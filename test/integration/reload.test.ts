@@ -60,10 +60,10 @@ describe.skipIf(why).each([{ queues: 1 }, { queues: 2 }])('reload under traffic 
   test('a TCP transfer runs through ten reloads, an invalid one and a refused one, and arrives whole on its connection', async () => {
     const a = h1.pods[0]!;
     const b = h2.pods[0]!;
-    const bytes = 24 << 20;
+    const bytes = 32 << 20;
     const seed = 40 + queues;
     const sink = await topo.serve(b.ns, ['tcp-sink', '--bind', b.address, '--port', '0', '--timeout', '120']);
-    const sending = topo.traffic(a.ns, ['tcp-send', '--to', b.address, '--port', String(sink.port), '--bytes', String(bytes), '--seed', String(seed), '--pace', String(2 << 20), '--timeout', '120'], { timeoutMs: 130_000 });
+    const sending = topo.traffic(a.ns, ['tcp-send', '--to', b.address, '--port', String(sink.port), '--bytes', String(bytes), '--seed', String(seed), '--pace', String(3 << 19), '--timeout', '120'], { timeoutMs: 130_000 });
     await new Promise((r) => setTimeout(r, 500));
     const txBefore = (await status(h1)).peers[0]!.txPackets;
     expect(txBefore).toBeGreaterThan(0);
