@@ -257,6 +257,9 @@ function sourceCheck(c: Parsed): Problem[] {
     problems.push({ path: 'peers', message: 'at least one peer is needed (or routes.source: kernel, which learns them from the routing table)' });
   if (c.routes.source === 'kernel' && allowed === undefined)
     problems.push({ path: 'underlay.allowed_endpoints', message: 'required with routes.source: kernel: the underlay CIDRs a route gateway must be inside to become a peer' });
+  // AF_PACKET sending resolves each peer's next hop at start, by peer index.
+  if (c.routes.source === 'kernel' && c.underlay.send === 'packet')
+    problems.push({ path: 'underlay.send', message: 'packet needs a fixed peer set; with routes.source: kernel use raw' });
   allowed?.forEach((x, i) => {
     if (x.len === 0) problems.push({ path: `underlay.allowed_endpoints[${i}]`, message: `${x.text} would let any gateway become a peer; name the underlay's CIDRs` });
   });

@@ -125,6 +125,7 @@ export class Daemon {
     if (this.statsTimer) clearInterval(this.statsTimer);
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
+    this.kernelRoutes?.stop(); // no route event applies anything from here on
     this.res.dataplane?.stop();
     // The workers stop first; their last figures are part of the final report.
     const finals = (await this.res.queues?.stop()) ?? [];

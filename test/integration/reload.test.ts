@@ -9,14 +9,13 @@
  * A paced TCP transfer from pod A to pod B runs while h1's daemon is reloaded ten times (other
  * peers and prefixes added and removed, the ICMP limits changed), once with an invalid config
  * (exit 2, the errors `ipipd check` gives, nothing changed) and once with a key that needs a
- * restart; it arrives whole (SHA-256) on its one connection. Before each reload, `ipipd check
- * --diff` prints what the reload then reports having done. The peer that stays keeps its counters;
+ * restart, and `reload --config` naming another file is refused; it arrives whole (SHA-256)
+ * on its one connection. Before each reload, `ipipd check --diff` prints what the reload then reports having done. The peer that stays keeps its counters;
  * the routes of the added peers come and go; after SIGTERM nothing is left.
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { readFileSync } from 'node:fs';
 import { IPIPD, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectNothingLeft, startPair } from '../helpers/pair.js';
 import { expectedSha256 } from '../fixtures/payload.js';
@@ -103,7 +102,14 @@ describe.skipIf(why).each([{ queues: 1 }, { queues: 2 }])('reload under traffic 
         const restart = await ipipd('reload', '--socket', h1.socket);
         expect(restart.code).toBe(2);
         expect(restart.stderr).toMatch(/ERR_RELOAD_REFUSED: io\.batch, tun\.name cannot change while ipipd runs: restart/);
+        // Another file, even one naming the same socket, is not the daemon's: refused.
+        const other = file.replace(/\.yaml$/, '-other.yaml');
+        writeFileSync(other, stringify(variant(base, k + 1)));
+        const elsewhere = await ipipd('reload', '--config', other);
+        expect(elsewhere.code).toBe(2);
+        expect(elsewhere.stderr).toMatch(/ERR_RELOAD_REFUSED: .*-other\.yaml is not the file this daemon runs/);
         expect((await status(h1)).peers.map((p) => p.name)).toEqual(['h2', `extra${k}`]);
+        writeFileSync(file, stringify(variant(base, k)));
       }
     }
     // The reloads all happened while the transfer was running.

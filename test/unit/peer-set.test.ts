@@ -107,6 +107,7 @@ peers:
     expect(cfg('underlay: { address: 192.0.2.1, allowed_endpoints: [192.0.2.0/24] }\nroutes: { source: kernel }\n').peers).toEqual([]);
     expect(() => cfg('underlay: { address: 192.0.2.1 }\n')).toThrow(/peers: at least one peer/);
     expect(() => cfg('underlay: { address: 192.0.2.1, allowed_endpoints: [0.0.0.0/0] }\nroutes: { source: kernel }\n')).toThrow(/allowed_endpoints\[0\]: 0\.0\.0\.0\/0 would let any gateway/);
+    expect(() => cfg('underlay: { address: 192.0.2.1, send: packet, allowed_endpoints: [192.0.2.0/24] }\nroutes: { source: kernel }\n')).toThrow(/underlay\.send: packet needs a fixed peer set/);
   });
 
   test('a gateway becomes a peer owning its prefixes; a configured endpoint gains them; order does not matter', () => {
