@@ -7,8 +7,9 @@
  *
  * Flow, in the order of this file: 1 `checkHost` (underlay address, TUN name; nothing touched),
  * 2 `openTun`, 3 `setUpTun`, 4 `addTunAddress`, 5 `openUnderlaySockets` and `openPacketSockets`
- * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes`, 8 `openControlSocket`; then
- * `release`, and `probeUdpL4` (step 2's offload probe).
+ * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes` (with `addPeerRoute` /
+ * `delPeerRoute`, which a reload uses too: src/daemon/live.ts), 8 `openControlSocket`; then
+ * `pushUndo` (the daemon's own steps), `release`, and `probeUdpL4` (step 2's offload probe).
  */
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';

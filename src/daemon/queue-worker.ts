@@ -4,7 +4,8 @@
  * (src/dataplane/queue.ts, as the main thread builds queue 0) on the queue's TUN fd and steered
  * raw socket (and, with `underlay.send: packet`, its own AF_PACKET socket and next-hop table),
  * with no ICMP socket (queue 0 reads underlay ICMP for all), warmed up; start reading, say
- * `ready`; then answer the main thread's messages until `stop`, after which the Readers are
+ * `ready`; then answer the main thread's messages (snapshots, path MTUs, next hops, and a config
+ * reload: the new peer set swapped in between two batches by `reloadQueue`) until `stop`, after which the Readers are
  * released, the final figures are posted and, with no handle left, the thread ends. The fds are
  * the daemon's: never closed here. This thread entry stays in the control plane because it owns
  * what src/dataplane does not: the thread, its logger and its messages.

@@ -76,6 +76,9 @@ describe.skipIf(why)('routes.source: kernel', () => {
     expect(table).toHaveLength(1);
     expect(table[0]).toMatchObject({ prefix: block, peer: `kernel:${h2.underlay}`, endpoint: h2.underlay, source: 'kernel' });
     expect(table[0].txPackets).toBeGreaterThanOrEqual(3);
+    // The status shows the change and the watch.
+    const st = await topo.exec(h1.ns, [process.execPath, IPIPD, 'status', '--socket', h1.socket]);
+    expect(st.stdout).toMatch(/live: 0 reload\(s\); last change \d+s ago \(kernel routes\): \+1 -0 ~0 peers, \+0 -0 routes; kernel routes 1 \(\d+ events, 1 dumps, 0 errors\)/);
     const text = await topo.exec(h1.ns, [process.execPath, IPIPD, 'routes', '--socket', h1.socket]);
     expect(text.stdout).toMatch(new RegExp(`^PREFIX +PEER +ENDPOINT +SOURCE +TX_PACKETS +RX_PACKETS\\n${block.replace('.', '\\.')} +kernel:`));
   });
