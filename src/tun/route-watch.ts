@@ -11,7 +11,7 @@
  * the socket (ENOBUFS: events were lost) is answered with a fresh dump.
  */
 import type * as NL from 'netlink';
-import { bufIp, netlinkPackage as netlink } from './netlink.js';
+import { bufIp, closeSocket, netlinkPackage as netlink } from './netlink.js';
 
 const AF_INET = 2;
 const RTM_NEWROUTE = 24;
@@ -113,11 +113,7 @@ export class RouteWatch {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.sock.socket.close();
-    } catch {
-      // already closed
-    }
+    closeSocket(this.sock);
   }
 
   /** The low-level listener: nothing may escape it (FINDINGS.md: it would abort the process). */
