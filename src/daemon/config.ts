@@ -257,6 +257,9 @@ function sourceCheck(c: Parsed): Problem[] {
     problems.push({ path: 'peers', message: 'at least one peer is needed (or routes.source: kernel, which learns them from the routing table)' });
   if (c.routes.source === 'kernel' && allowed === undefined)
     problems.push({ path: 'underlay.allowed_endpoints', message: 'required with routes.source: kernel: the underlay CIDRs a route gateway must be inside to become a peer' });
+  c.peers.forEach((p, i) => {
+    if (p.name.startsWith('kernel:')) problems.push({ path: `peers[${i}].name`, message: 'names starting with "kernel:" are those of peers learned from kernel routes' });
+  });
   // AF_PACKET sending resolves each peer's next hop at start, by peer index.
   if (c.routes.source === 'kernel' && c.underlay.send === 'packet')
     problems.push({ path: 'underlay.send', message: 'packet needs a fixed peer set; with routes.source: kernel use raw' });

@@ -107,6 +107,7 @@ peers:
     expect(cfg('underlay: { address: 192.0.2.1, allowed_endpoints: [192.0.2.0/24] }\nroutes: { source: kernel }\n').peers).toEqual([]);
     expect(() => cfg('underlay: { address: 192.0.2.1 }\n')).toThrow(/peers: at least one peer/);
     expect(() => cfg('underlay: { address: 192.0.2.1, allowed_endpoints: [0.0.0.0/0] }\nroutes: { source: kernel }\n')).toThrow(/allowed_endpoints\[0\]: 0\.0\.0\.0\/0 would let any gateway/);
+    expect(() => cfg(KERNEL.replace('name: h2', 'name: "kernel:192.0.2.2"'))).toThrow(/peers\[0\]\.name: names starting with "kernel:"/);
     expect(() => cfg('underlay: { address: 192.0.2.1, send: packet, allowed_endpoints: [192.0.2.0/24] }\nroutes: { source: kernel }\n')).toThrow(/underlay\.send: packet needs a fixed peer set/);
   });
 
