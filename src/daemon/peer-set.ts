@@ -39,7 +39,7 @@ export interface Refusal {
   readonly reason: string;
 }
 
-/** A kernel-learned peer's name: its endpoint (configured names may not contain only digits and dots... but may: see below). */
+/** A kernel-learned peer's name: `kernel:` and its endpoint (config.ts reserves the `kernel:` names). */
 function kernelName(endpoint: string): string {
   return `kernel:${endpoint}`;
 }
