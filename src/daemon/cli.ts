@@ -1,19 +1,20 @@
 /**
  * `ipipd`, the command line: `run` (the daemon), `check` (validate a config, touch nothing),
- * `status` (ask a running daemon for its counters). Errors end the process with the exit status
+ * `status` (ask a running daemon for its counters), `reload` (make it re-read its config file),
+ * `routes` (its live prefix table), `check --diff` (what a reload would do). Errors end the process with the exit status
  * of their code in the registry (src/daemon/errors.ts): 2 for usage and config, 1 at run time.
  *
  * Signals while running: SIGINT/SIGTERM start a clean shutdown (routes, address, device and
  * sockets are removed, final counters logged); a second one exits at once (status 130/143);
- * SIGUSR1 logs the counters. After a failure while running (ERR_QUEUE, ERR_TUN_GONE) the daemon
+ * SIGUSR1 logs the counters; SIGHUP re-reads the config file and applies it (README "Live changes"). After a failure while running (ERR_QUEUE, ERR_TUN_GONE) the daemon
  * shuts down by itself and exits 1; a signal meanwhile does not cut that short or make it 0.
  * Under systemd (`Type=notify`, $NOTIFY_SOCKET): READY=1 once the daemon forwards, STOPPING=1
  * when shutdown begins, WATCHDOG=1 if asked (src/daemon/notify.ts).
  */
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { asWritten, describeConfig, loadConfig } from './config.js';
 import { askDaemon } from './control.js';
@@ -45,8 +46,15 @@ function fail(err: unknown): never {
   process.exit(1);
 }
 
-async function cmdCheck(file: string, json: boolean): Promise<void> {
+async function cmdCheck(file: string, json: boolean, diffSocket?: string): Promise<void> {
   const c = loadConfig(file);
+  if (diffSocket !== undefined) {
+    // What a reload to this file would do, computed by the daemon against what it runs.
+    const { value } = await askDaemon(diffSocket, { cmd: 'reload', dryRun: true, text: readFileSync(file, 'utf8'), source: file });
+    const a = value as import('./live.js').ReloadAnswer;
+    process.stdout.write(json ? JSON.stringify(a, null, 2) + '\n' : `${file}: ok; a reload would:\n${a.changes.map((l) => `  ${l}`).join('\n')}\n`);
+    return;
+  }
   if (json) process.stdout.write(JSON.stringify(c, asWritten, 2) + '\n');
   else process.stdout.write(`${file}: ok\n${describeConfig(c).map((l) => `  ${l}`).join('\n')}\n`);
 }
@@ -76,10 +84,56 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);
   const drops = Object.entries(s.drops).filter(([, v]) => v !== 0);
   out.push(`  drops: ${drops.length ? drops.map(([k, v]) => `${k}=${v}`).join(' ') : 'none'}`);
+  if (s.live) {
+    const l = s.live.lastChange;
+    const k = s.live.kernelRoutes;
+    out.push(`  live: ${s.live.reloads} reload(s)${l ? `; last change ${l.secondsAgo}s ago (${l.trigger}): +${l.added} -${l.removed} ~${l.changed} peers, +${l.routesAdded} -${l.routesRemoved} routes` : ''}${k ? `; kernel routes ${k.routes} (${k.events} events, ${k.dumps} dumps, ${k.errors} errors)` : ''}`);
+  }
   const errs = Object.entries(s.lastErrors);
   if (errs.length) out.push(`  last errors: ${errs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
   if (s.failure) out.push(`  FAILED ${s.failure.code}: ${s.failure.reason}; routes lost: ${s.failure.routesLost.join(', ') || 'none'}`);
   process.stdout.write(out.join('\n') + '\n');
+}
+
+/** The control socket from --socket, or from the config file's control.socket (as status finds it). */
+function socketOf(a: { socket?: string | undefined; config?: string | undefined }): string {
+  if (a.socket) return a.socket;
+  const c = loadConfig(a.config!);
+  if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${a.config}: control.socket is disabled`);
+  return c.control.socket;
+}
+
+/** --config / --socket (one of them) and --json, for the commands that ask a running daemon. */
+function socketOptions<T>(y: Argv<T>, cmd: string, config: string, json: string) {
+  return y
+    .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: config })
+    .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
+    .option('json', { type: 'boolean', default: false, describe: json })
+    .check((a) => {
+      if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', `${cmd} needs --socket or --config`);
+      return true;
+    });
+}
+
+async function cmdReload(a: { socket?: string | undefined; config?: string | undefined }, json: boolean): Promise<void> {
+  const socket = socketOf(a);
+  const { text, value } = await askDaemon(socket, { cmd: 'reload', ...(a.config ? { file: resolve(a.config) } : {}) }, 30_000);
+  const r = value as import('./live.js').ReloadAnswer;
+  if (json) process.stdout.write(text);
+  else process.stdout.write(`reloaded: ${r.changes.map((l) => `\n  ${l}`).join('')}\n${r.errors.map((e) => `  error: ${e}\n`).join('')}`);
+  if (r.errors.length) process.exitCode = 1;
+}
+
+async function cmdRoutes(socket: string, json: boolean): Promise<void> {
+  const { text, value } = await askDaemon(socket, { cmd: 'routes' });
+  if (json) {
+    process.stdout.write(text);
+    return;
+  }
+  const t = value as { routes: { prefix: string; peer: string; endpoint: string; source: string; txPackets: number; rxPackets: number }[] };
+  const rows = [['PREFIX', 'PEER', 'ENDPOINT', 'SOURCE', 'TX_PACKETS', 'RX_PACKETS'], ...t.routes.map((r) => [r.prefix, r.peer, r.endpoint, r.source, String(r.txPackets), String(r.rxPackets)])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  process.stdout.write(rows.map((r) => r.map((x, i) => x.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
 }
 
 async function cmdRun(file: string, levelOverride: string | undefined): Promise<void> {
@@ -95,6 +149,20 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
     throw new IpipdError('ERR_NATIVE_LOAD', `cannot load the data path: ${err instanceof Error ? err.message : err}; ${NATIVE_FIX}`, { cause: err });
   }
   const daemon = new DaemonCtor(config, log);
+  daemon.configFile = file;
+  // systemd: RELOADING=1 (with MONOTONIC_USEC) before an accepted reload is applied, READY=1 after.
+  const notifyFailed = (err: Error): void => log.warn({ socket: process.env.NOTIFY_SOCKET, code: (err as { code?: string }).code }, 'cannot notify systemd (NOTIFY_SOCKET)');
+  daemon.onReload = {
+    before: () => void sd.reloading(),
+    after: () => void sd.ready(`reloaded: ${daemon.config.tun.name}, ${daemon.config.peers.length} peer(s)`, process.env, notifyFailed),
+  };
+  // SIGHUP: re-read the config file and apply it (README "Live changes"); a bad one changes nothing.
+  process.on('SIGHUP', () => {
+    void daemon.reloadFile('SIGHUP').then(
+      (r) => log.info({ subsystem: 'reload', changes: r.changes, errors: r.errors }, 'SIGHUP: reloaded'),
+      (err) => log.error({ subsystem: 'reload', code: (err as { code?: string }).code, err: err instanceof Error ? err.message : String(err) }, 'SIGHUP: reload refused; nothing changed'),
+    );
+  });
   let signals = 0;
   // A failure being shut down (a queue died, the TUN vanished): a signal must not turn it into exit 0.
   let fatal: Error | undefined;
@@ -134,18 +202,9 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
     fail(err);
   }
   // systemd (Type=notify): ready once it forwards, routes in and control socket up (notify.ts).
-  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`, process.env, (err) =>
-    log.warn({ socket: process.env.NOTIFY_SOCKET, code: (err as { code?: string }).code }, 'cannot notify systemd (NOTIFY_SOCKET)'),
-  );
+  sd.ready(`up: ${config.tun.name}, ${config.peers.length} peer(s)`, process.env, notifyFailed);
   stopWatchdog = sd.startWatchdog();
   // From here the pollers keep the process alive until a signal arrives.
-}
-
-/** `control.socket` of the config `file`, for `trace --config`. */
-function traceSocketOf(file: string): string {
-  const c = loadConfig(file);
-  if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${file}: control.socket is disabled`);
-  return c.control.socket;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -168,8 +227,26 @@ export async function main(argv: string[]): Promise<void> {
       (y) =>
         y
           .option('config', { alias: 'c', type: 'string', demandOption: true, requiresArg: true, describe: 'YAML config file' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' }),
-      async (a) => cmdCheck(a.config, a.json),
+          .option('json', { type: 'boolean', default: false, describe: 'Print the normalised config as JSON' })
+          .option('diff', { type: 'boolean', default: false, describe: 'Print what a reload to this config would do to the daemon on --socket; changes nothing' })
+          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket of the running daemon (with --diff)' })
+          .check((a) => {
+            if (a.diff && !a.socket) throw new IpipdError('ERR_USAGE', 'check --diff needs --socket');
+            return true;
+          }),
+      async (a) => cmdCheck(a.config, a.json, a.diff ? a.socket : undefined),
+    )
+    .command(
+      'reload',
+      "Make a running daemon re-read its config file and apply the difference without dropping a flow (as SIGHUP does). Exit 0 and what changed; 2 and the errors of 'ipipd check' if the config is invalid or needs a restart, and nothing changes.",
+      (y) => socketOptions(y, 'reload', "The daemon's config file (to find control.socket; it must be the file the daemon runs)", 'Print the raw JSON answer'),
+      async (a) => cmdReload(a, a.json),
+    )
+    .command(
+      'routes',
+      "Print a running daemon's live prefix table: prefix, peer, endpoint, source (config or kernel), the peer's packets.",
+      (y) => socketOptions(y, 'routes', 'Config file (to find control.socket)', 'Print the raw JSON table'),
+      async (a) => cmdRoutes(socketOf(a), a.json),
     )
     .command(
       'status',
@@ -198,8 +275,8 @@ export async function main(argv: string[]): Promise<void> {
       'Print sampled packets a running daemon forwards or drops (outer and inner addresses, protocol, ports, length, verdict, queue), at most 200 a second per queue, until --count or Ctrl-C.',
       (y) =>
         y
-          .option('config', { alias: 'c', type: 'string', describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', describe: 'Control socket path' })
+          .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
+          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
           .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
           .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
           .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
@@ -212,12 +289,12 @@ export async function main(argv: string[]): Promise<void> {
           .example('$0 trace -s /run/ipipd/ipip0.sock --reason drop', 'every kind of drop')
           .example('$0 trace -c ipipd.yaml --peer h2 -n 20 --json', '20 packets to or from peer h2, as JSON lines'),
       async (a) => {
-        const socket = a.socket ?? traceSocketOf(a.config!);
+        const socket = socketOf(a);
         const req = { cmd: 'trace', count: a.count, ...(a.reason ? { reason: a.reason } : {}), ...(a.peer ? { peer: a.peer } : {}) };
         await runTrace(socket, req, a.count, a.json, (l) => process.stdout.write(l + '\n'), (l) => process.stderr.write(l + '\n'));
       },
     )
-    .demandCommand(1, 'Name a command: run, check, status or trace.')
+    .demandCommand(1, 'Name a command: run, check, status, reload, routes or trace.')
     .strict()
     .version(packageVersion())
     .help()

@@ -105,6 +105,11 @@ const schema = z.strictObject({
      * sending").
      */
     send: z.enum(['raw', 'packet']).default('raw'),
+    /**
+     * `routes.source: kernel`: the underlay CIDRs a kernel route's gateway must be inside to
+     * become a peer (required in that mode); a route to any other gateway is refused.
+     */
+    allowed_endpoints: z.array(prefix).min(1).optional(),
   }),
   encap: z
     .strictObject({
@@ -132,7 +137,8 @@ const schema = z.strictObject({
         mtu: z.number().int().min(68).max(65515).optional(),
       }),
     )
-    .min(1),
+    // At least one unless routes.source is kernel (sourceCheck).
+    .default([]),
   routes: z
     .strictObject({
       /** Install a kernel route into the TUN for every peer prefix (and remove it on exit). */
@@ -141,6 +147,12 @@ const schema = z.strictObject({
       table: z.number().int().min(1).max(0xfffffffe).default(254),
       /** Route metric; default none (0). */
       metric: z.number().int().min(0).max(0xffffffff).optional(),
+      /**
+       * Where peers and prefixes come from: `config` (the `peers` list), or `kernel` too: every
+       * route of `table` into the TUN with a gateway inside `underlay.allowed_endpoints` makes
+       * its gateway a peer owning its prefix (README "Live changes").
+       */
+      source: z.enum(['config', 'kernel']).default('config'),
     })
     .prefault({}),
   icmp: z
@@ -300,8 +312,28 @@ function partsThatParse(raw: unknown): CrossInput {
     tun: part(shape.tun, o.tun),
     underlay: part(shape.underlay, o.underlay),
     encap: part(shape.encap, o.encap),
-    peers: Array.isArray(o.peers) ? o.peers.map((p) => part(shape.peers.element, p)) : [],
+    peers: Array.isArray(o.peers) ? o.peers.map((p) => part(shape.peers.unwrap().element, p)) : [],
   };
+}
+
+/** routes.source: `config` needs peers; `kernel` needs underlay.allowed_endpoints, and not 0.0.0.0/0. */
+function sourceCheck(c: Parsed): Problem[] {
+  const problems: Problem[] = [];
+  const allowed = c.underlay.allowed_endpoints;
+  if (c.routes.source === 'config' && c.peers.length === 0)
+    problems.push({ path: 'peers', message: 'at least one peer is needed (or routes.source: kernel, which learns them from the routing table)' });
+  if (c.routes.source === 'kernel' && allowed === undefined)
+    problems.push({ path: 'underlay.allowed_endpoints', message: 'required with routes.source: kernel: the underlay CIDRs a route gateway must be inside to become a peer' });
+  c.peers.forEach((p, i) => {
+    if (p.name.startsWith('kernel:')) problems.push({ path: `peers[${i}].name`, message: 'names starting with "kernel:" are those of peers learned from kernel routes' });
+  });
+  // AF_PACKET sending resolves each peer's next hop at start, by peer index.
+  if (c.routes.source === 'kernel' && c.underlay.send === 'packet')
+    problems.push({ path: 'underlay.send', message: 'packet needs a fixed peer set; with routes.source: kernel use raw' });
+  allowed?.forEach((x, i) => {
+    if (x.len === 0) problems.push({ path: `underlay.allowed_endpoints[${i}]`, message: `${x.text} would let any gateway become a peer; name the underlay's CIDRs` });
+  });
+  return problems;
 }
 
 function invalid(source: string, problems: Problem[]): IpipdError {
@@ -327,7 +359,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     const problems = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
     throw invalid(source, [...problems, ...crossCheck(partsThatParse(raw))]);
   }
-  const problems = crossCheck(r.data);
+  const problems = [...crossCheck(r.data), ...sourceCheck(r.data)];
   if (problems.length > 0) throw invalid(source, problems);
   const socket = r.data.control.socket ?? defaultControlSocket(r.data.tun.name);
   return deepFreeze({ ...r.data, control: { socket } }) as Config;
@@ -374,6 +406,9 @@ export function describeConfig(c: Config): string[] {
   for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
+    ...(c.routes.source === 'kernel'
+      ? [`peers also from the kernel: routes of table ${c.routes.table} via a gateway dev ${c.tun.name}, gateways inside ${(c.underlay.allowed_endpoints ?? []).map((x) => x.text).join(', ')}`]
+      : []),
     `io batch ${c.io.batch} queues ${c.io.queues} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
     `metrics ${c.metrics.listen ? `on http://${c.metrics.listen}/metrics` : 'off'}`,

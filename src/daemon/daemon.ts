@@ -33,6 +33,8 @@
  *                                                              undo: stop, wait for exit
  *   7. installRoutes: one kernel route per peer prefix into the TUN
  *                                                              undo: delete each route
+ *      watchKernelRoutes, with routes.source: kernel: dump and follow the routes into the TUN
+ *      (src/daemon/kernel-routes.ts)                           undo: stop watching
  *   8. openControlSocket: the control socket                   undo: close, unlink
  *   9. openMetrics: the Prometheus exporter (metrics.listen)   undo: close
  * close(): state `closing`, stop reading (dataplane.stop, then the queue workers, whose final
@@ -46,10 +48,13 @@
  * the state becomes `failed` (status names the reason and the routes lost) and `onFatal` gets
  * ERR_TUN_GONE: the CLI shuts down and exits 1, for a supervisor to start ipipd again.
  */
-import type { Config } from './config.js';
-import type { ControlHandler } from './control.js';
+import { realpathSync } from 'node:fs';
+import { loadConfig, parseConfig, type Config } from './config.js';
+import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { LinkWatch } from '../tun/link-watch.js';
+import { KernelRoutes } from './kernel-routes.js';
+import { Live, type ReloadAnswer } from './live.js';
 import { Resources } from './lifecycle.js';
 import { lastLogWriteError, logWriteErrors, type Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
@@ -75,13 +80,22 @@ export class Daemon {
   private failure: StatusReport['failure'] = null;
   /** `ipipd trace` sessions (src/daemon/trace.ts). */
   private readonly trace: TraceHub;
+  /** Live changes: reloads and kernel-learned peers (src/daemon/live.ts). */
+  readonly live: Live;
+  /** The config file the daemon was started with: what SIGHUP and `ipipd reload` re-read. */
+  configFile: string | undefined;
+  /** Called just before a reload is applied, and after (systemd RELOADING=1 / READY=1). */
+  onReload: { before?: () => void; after?: () => void } = {};
+  /** routes.source: kernel: the route watch. */
+  private kernelRoutes: KernelRoutes | undefined;
 
   constructor(
-    readonly config: Config,
+    public config: Config,
     private readonly log: Logger,
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
     this.trace = new TraceHub(config, { tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues });
+    this.live = new Live(this.res, log.child({ subsystem: 'live' }), log, config);
   }
 
   async start(): Promise<void> {
@@ -122,6 +136,7 @@ export class Daemon {
     await r.openPacketSockets(); // 5, underlay.send: packet
     await r.startDataPath(); // 6
     await r.installRoutes(); // 7
+    if (this.config.routes.source === 'kernel') await this.watchKernelRoutes(); // 7
     await r.openControlSocket(this.controlHandlers()); // 8
     await r.openMetrics(() => this.status()); // 9
   }
@@ -136,6 +151,7 @@ export class Daemon {
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
     this.trace.close();
+    this.kernelRoutes?.stop(); // no route event applies anything from here on
     this.res.dataplane?.stop();
     // The workers stop first; their last figures are part of the final report.
     const finals = (await this.res.queues?.stop()) ?? [];
@@ -151,7 +167,71 @@ export class Daemon {
 
   /** What the control socket answers (src/daemon/control.ts), by command. */
   private controlHandlers(): Record<string, ControlHandler> {
-    return { status: () => this.status(), trace: (req, conn) => this.trace.handle(req, conn) };
+    return {
+      status: () => this.status(),
+      trace: (req, conn) => this.trace.handle(req, conn),
+      reload: (req) => this.reloadRequest(req),
+      routes: () => this.routesTable(),
+    };
+  }
+
+  /** routes.source: kernel: follow the TUN's routes; what they make goes through the reload path. */
+  private async watchKernelRoutes(): Promise<void> {
+    const watch = new KernelRoutes(this.live, this.res.tunIndex, this.config.routes.table, this.log.child({ subsystem: 'routes' }));
+    this.kernelRoutes = watch;
+    this.res.pushUndo('stop watching kernel routes', () => watch.stop());
+    await watch.start();
+  }
+
+  /**
+   * `{"cmd":"reload"}`: re-read the daemon's own config file and apply it. `file`: the file the
+   * CLI was given; it must be the daemon's own (README "Live changes"). `text` with `dryRun`:
+   * `ipipd check --diff`, a config the CLI read and validated, only compared.
+   */
+  private async reloadRequest(req: ControlRequest): Promise<ReloadAnswer> {
+    const dryRun = req['dryRun'] === true;
+    if (typeof req['text'] === 'string') {
+      if (!dryRun) throw new IpipdError('ERR_CONTROL_REQUEST', 'reload: a config text is only compared (dryRun), never applied: the daemon applies its own file');
+      const source = typeof req['source'] === 'string' ? req['source'] : 'config';
+      return this.live.reload(parseConfig(req['text'], source), true, 'check --diff');
+    }
+    const own = this.configFile;
+    if (own === undefined) throw new IpipdError('ERR_RELOAD_REFUSED', 'this daemon was not started from a config file: nothing to re-read');
+    if (typeof req['file'] === 'string' && !sameFile(req['file'], own)) {
+      throw new IpipdError('ERR_RELOAD_REFUSED', `${req['file']} is not the file this daemon runs (${own}): edit that file and reload, or compare another one with ipipd check --config FILE --diff`);
+    }
+    return this.reloadFile(dryRun ? 'dry run' : 'control socket', dryRun);
+  }
+
+  /** Re-read the config file and apply it (SIGHUP, `ipipd reload`); errors as `ipipd check` gives them. */
+  async reloadFile(trigger: string, dryRun = false): Promise<ReloadAnswer> {
+    if (this.state !== 'up') throw new IpipdError('ERR_RELOAD_REFUSED', `the daemon is ${this.state}, not up`);
+    const next = loadConfig(this.configFile!);
+    let told = false;
+    const before = (): void => {
+      told = true;
+      this.onReload.before?.();
+    };
+    try {
+      const answer = await this.live.reload(next, dryRun, trigger, before);
+      if (answer.applied) this.config = next;
+      return answer;
+    } finally {
+      if (told) this.onReload.after?.();
+    }
+  }
+
+  /** `ipipd routes`: the live prefix table, with each peer's packets (every queue's). */
+  private async routesTable(): Promise<unknown> {
+    const s = await this.status();
+    const table = this.live.table();
+    return {
+      source: this.config.routes.source,
+      routes: table.map((r) => {
+        const p = s.peers[r.peer];
+        return { prefix: r.prefix, peer: p?.name ?? '?', endpoint: p?.endpoint ?? '?', source: r.source, txPackets: p?.txPackets ?? 0, rxPackets: p?.rxPackets ?? 0 };
+      }),
+    };
   }
 
   /** The daemon's state and figures, every queue's added up (asks the queue workers). */
@@ -176,6 +256,12 @@ export class Daemon {
       r.counters.log_write_errors = logWriteErrors();
     }
     if (logWriteErrors() > 0) r.lastErrors.log = lastLogWriteError();
+    const last = this.live.last;
+    r.live = {
+      reloads: this.live.reloads,
+      lastChange: last ? { secondsAgo: Math.round((Date.now() - last.at) / 1000), trigger: last.trigger, ...last.counts } : null,
+      kernelRoutes: this.kernelRoutes ? this.kernelRoutes.figures() : null,
+    };
     return r;
   }
 
@@ -237,6 +323,14 @@ export class Daemon {
       });
     }, every * 1000);
     this.statsTimer.unref();
+  }
+}
+
+function sameFile(a: string, b: string): boolean {
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
   }
 }
 

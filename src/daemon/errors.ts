@@ -71,6 +71,10 @@ export const ERRORS = Object.freeze({
     exit: 1,
     doc: 'The state file (beside the control socket, or under `/run/ipipd`) that crash recovery reads cannot be written.',
   },
+  ERR_RELOAD_REFUSED: {
+    exit: 2,
+    doc: 'A reload (`ipipd reload`, SIGHUP, `check --diff`) was refused and nothing changed: the message names every key that cannot change while ipipd runs (restart to apply them), or `reload --config` named a file other than the one the daemon runs.',
+  },
 } as const satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

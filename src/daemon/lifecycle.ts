@@ -7,8 +7,9 @@
  *
  * Flow, in the order of this file: 1 `checkHost` (underlay address, TUN name; nothing touched),
  * 2 `openTun`, 3 `setUpTun`, 4 `addTunAddress`, 5 `openUnderlaySockets` and `openPacketSockets`
- * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes`, 8 `openControlSocket`; then
- * `release`, and `probeUdpL4` (step 2's offload probe).
+ * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes` (with `addPeerRoute` /
+ * `delPeerRoute`, which a reload uses too: src/daemon/live.ts), 8 `openControlSocket`; then
+ * `pushUndo` (the daemon's own steps), `release`, and `probeUdpL4` (step 2's offload probe).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -65,12 +66,16 @@ export class Resources {
   dataplane: Dataplane | undefined;
   peers: Peer[] = [];
   queues: QueueWorkers | undefined;
-  /** Step 7: the routes installed, as `ip route` shows them. */
+  /** Step 7: the routes installed, as `ip route` shows them, and their specs by prefix (a reload adds and deletes). */
   readonly routes: string[] = [];
+  private readonly routeSpecs = new Map<string, RouteSpec>();
+  private routesUndo = false;
+
 
   /** `queueFailed`: a queue worker failed (while starting or up); the daemon decides what follows. */
+  /** `config`: the config being run, its peers the live set (a reload replaces it, src/daemon/live.ts). */
   constructor(
-    readonly config: Config,
+    public config: Config,
     private readonly log: Logger,
     private readonly queueFailed: (err: Error) => void,
   ) {}
@@ -317,15 +322,51 @@ export class Resources {
     if (!c.routes.install) return;
     for (const p of c.peers) {
       for (const x of p.prefixes) {
-        const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table, protocol: RTPROT_IPIPD };
-        if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
         try {
-          await this.rtnl.addRoute(spec);
+          await this.addPeerRoute(x);
         } catch (err) {
           throw new IpipdError('ERR_ROUTE_ADD', `cannot add route ${x.text} dev ${this.tunName} (peer ${p.name}): ${errnoName(err) ?? err}`, { cause: err });
         }
-        this.routes.push(`${x.text} dev ${this.tunName}`);
-        this.undo.push({ what: `delete route ${x.text}`, run: () => this.rtnl.delRoute(spec) });
+      }
+    }
+  }
+
+  /**
+   * Add the kernel route of prefix `x` into the TUN (step 7, and a reload's added prefixes,
+   * src/daemon/live.ts). The first one pushes the undo that deletes every route still installed
+   * then, newest first; a reload's `delPeerRoute` takes a route off that list.
+   */
+  async addPeerRoute(x: { text: string; addr: number; len: number }): Promise<void> {
+    const c = this.config;
+    // Protocol RTPROT_IPIPD marks the route as ipipd's: crash recovery removes only those.
+    const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table, protocol: RTPROT_IPIPD };
+    if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
+    await this.rtnl.addRoute(spec);
+    if (!this.routesUndo) {
+      this.routesUndo = true;
+      this.undo.push({ what: 'delete the routes installed', run: () => this.deleteAllRoutes() });
+    }
+    this.routeSpecs.set(x.text, spec);
+    this.routes.push(`${x.text} dev ${this.tunName}`);
+  }
+
+  /** Delete the kernel route of prefix `text` that `addPeerRoute` installed (a reload). */
+  async delPeerRoute(text: string): Promise<void> {
+    const spec = this.routeSpecs.get(text);
+    if (!spec) return;
+    this.routeSpecs.delete(text);
+    const at = this.routes.indexOf(`${text} dev ${this.tunName}`);
+    if (at >= 0) this.routes.splice(at, 1);
+    await this.rtnl.delRoute(spec);
+  }
+
+  private async deleteAllRoutes(): Promise<void> {
+    for (const text of [...this.routeSpecs.keys()].reverse()) {
+      try {
+        await this.delPeerRoute(text);
+        this.log.debug({ step: `delete route ${text}` }, 'released');
+      } catch (err) {
+        this.log.error({ step: `delete route ${text}`, code: errnoName(err), err: err instanceof Error ? err.message : String(err) }, 'cleanup step failed');
       }
     }
   }
@@ -346,7 +387,7 @@ export class Resources {
   tunGone(): void {
     this.routes.length = 0;
     for (let i = this.undo.length - 1; i >= 0; i--) {
-      if (/^(delete route|delete address) /.test(this.undo[i]!.what)) this.undo.splice(i, 1);
+      if (/^(delete route|delete address|delete the routes installed)/.test(this.undo[i]!.what)) this.undo.splice(i, 1);
     }
   }
 
@@ -362,6 +403,11 @@ export class Resources {
   /** How many changes to the system are held (undo steps on the stack); 0 before the first. */
   get held(): number {
     return this.undo.length;
+  }
+
+  /** Push an undo step of the daemon's own (the kernel route watch). */
+  pushUndo(what: string, run: () => void | Promise<void>): void {
+    this.undo.push({ what, run });
   }
 
   /** Stop reading, then pop the undo stack; every step runs even if an earlier one fails. */

@@ -4,7 +4,8 @@
  * (src/dataplane/queue.ts, as the main thread builds queue 0) on the queue's TUN fd and steered
  * raw socket (and, with `underlay.send: packet`, its own AF_PACKET socket and next-hop table),
  * with no ICMP socket (queue 0 reads underlay ICMP for all), warmed up; start reading, say
- * `ready`; then answer the main thread's messages until `stop`, after which the Readers are
+ * `ready`; then answer the main thread's messages (snapshots, path MTUs, next hops, and a config
+ * reload: the new peer set swapped in between two batches by `reloadQueue`) until `stop`, after which the Readers are
  * released, the final figures are posted and, with no handle left, the thread ends. The fds are
  * the daemon's: never closed here. This thread entry stays in the control plane because it owns
  * what src/dataplane does not: the thread, its logger and its messages.
@@ -13,7 +14,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
 import { queueSnapshot, type QueueSnapshot } from '../dataplane/figures.js';
 import { setHopEntry } from '../dataplane/hops.js';
-import { createQueue } from '../dataplane/queue.js';
+import { createQueue, reloadQueue } from '../dataplane/queue.js';
 import { TRACE_DRAIN_MS } from '../dataplane/trace.js';
 import { native } from '../tun/native.js';
 import { createLogger } from './logger.js';
@@ -22,14 +23,18 @@ import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
 const d = workerData as QueueWorkerData;
 native.setThreadName(`ipipd-q${d.queue}`);
 const port = parentPort!;
-const log = createLogger(d.logLevel as LevelWithSilent).child({ subsystem: 'dataplane', queue: d.queue });
+const root = createLogger(d.logLevel as LevelWithSilent);
+const log = root.child({ subsystem: 'dataplane', queue: d.queue });
 // underlay.send: packet: this queue's copy of the next-hop table, kept up to date by 'hop' messages.
 const hops = Int32Array.from(d.hops);
-const { dataplane: dp, peers, warmUp } = createQueue(d.config, {
+// A config reload replaces the peers (reloadQueue).
+const { dataplane: dp, peers: startPeers, warmUp } = createQueue(d.config, {
   ...d,
   log,
   ...(d.packetFd >= 0 ? { packet: { fd: d.packetFd, hops } } : {}),
 });
+
+let peers = startPeers;
 
 const snapshot = (): QueueSnapshot => queueSnapshot(dp.figures);
 dp.tracer.queue = d.queue;
@@ -59,6 +64,11 @@ port.on('message', (m: ToWorker) => {
       traceTimer = undefined;
       dp.tracer.drain(); // what is left goes nowhere
     }
+  } else if (m.type === 'reload') {
+    // Between two batches: this handler and the Readers' callbacks share this thread.
+    peers = reloadQueue(dp, peers, m.reload, d.queue, d.queues, d.tunMtu);
+    root.level = m.logLevel;
+    send({ type: 'reloaded', id: m.id, peers: peers.length });
   } else if (m.type === 'stop') {
     if (traceTimer) clearInterval(traceTimer);
     dp.stop();

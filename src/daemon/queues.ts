@@ -34,7 +34,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { QueueSnapshot } from '../dataplane/figures.js';
-import type { QueueSpec } from '../dataplane/queue.js';
+import type { QueueReload, QueueSpec } from '../dataplane/queue.js';
 import type { TraceFilter, TraceRecord } from '../dataplane/trace.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
@@ -65,11 +65,13 @@ export type ToWorker =
   | { type: 'mtu'; peer: number; mtu: number }
   | { type: 'hop'; peer: number; entry: number[] }
   | { type: 'trace'; filter: TraceFilter | null }
+  | { type: 'reload'; id: number; reload: QueueReload; logLevel: string }
   | { type: 'stop' };
 /** Worker -> main thread. */
 export type FromWorker =
   | { type: 'ready'; packets: number; ms: number }
   | { type: 'snapshot'; id: number; snap: QueueSnapshot }
+  | { type: 'reloaded'; id: number; peers: number }
   | { type: 'stopped'; snap: QueueSnapshot }
   | { type: 'trace'; records: TraceRecord[]; skipped: number };
 
@@ -84,6 +86,8 @@ interface Pending {
 
 class QueueWorker {
   private readonly pending = new Map<number, Pending>();
+  /** Reloads posted and not yet applied, by id: resolved with the worker's new peer count. */
+  private readonly reloads = new Map<number, { resolve: (n: number) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private nextId = 1;
   private stopping: Pending | null = null;
   exited = false;
@@ -103,6 +107,20 @@ class QueueWorker {
       }, ANSWER_MS);
       this.pending.set(id, { resolve, reject, timer });
       this.post({ type: 'snapshot', id });
+    });
+  }
+
+  /** Post a config reload; resolves once the worker has swapped it in between two of its batches. */
+  reload(reload: QueueReload, logLevel: string): Promise<number> {
+    if (this.exited) return Promise.reject(new Error(`queue ${this.queue}: worker has exited`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.reloads.delete(id);
+        reject(new Error(`queue ${this.queue}: reload not applied within ${ANSWER_MS} ms`));
+      }, ANSWER_MS);
+      this.reloads.set(id, { resolve, reject, timer });
+      this.post({ type: 'reload', id, reload, logLevel });
     });
   }
 
@@ -129,6 +147,12 @@ class QueueWorker {
       this.pending.delete(m.id);
       clearTimeout(p.timer);
       p.resolve(m.snap);
+    } else if (m.type === 'reloaded') {
+      const p = this.reloads.get(m.id);
+      if (!p) return;
+      this.reloads.delete(m.id);
+      clearTimeout(p.timer);
+      p.resolve(m.peers);
     } else if (m.type === 'stopped' && this.stopping) {
       clearTimeout(this.stopping.timer);
       this.stopping.resolve(m.snap);
@@ -144,6 +168,11 @@ class QueueWorker {
       p.reject(err);
     }
     this.pending.clear();
+    for (const p of this.reloads.values()) {
+      clearTimeout(p.timer);
+      p.reject(err);
+    }
+    this.reloads.clear();
     if (this.stopping) {
       clearTimeout(this.stopping.timer);
       this.stopping.reject(err);
@@ -235,6 +264,16 @@ export class QueueWorkers {
   /** Live tracing: every worker samples with `filter` (drained and posted every TRACE_DRAIN_MS), or stops (null). */
   setTrace(filter: TraceFilter | null): void {
     for (const w of this.workers) w.post({ type: 'trace', filter });
+  }
+
+  /**
+   * A config reload (src/daemon/apply.ts): every worker swaps in the new peer set and prefix
+   * table between two of its batches (src/dataplane/queue.ts `reloadQueue`) and sets its log
+   * level; resolves when all have. Messages to a worker keep their order, so an 'mtu' or 'hop'
+   * posted before this uses the old peer indices and one posted after it the new ones.
+   */
+  async reload(reload: QueueReload, logLevel: string): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.reload(reload, logLevel)));
   }
 
   /**

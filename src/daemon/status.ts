@@ -52,6 +52,12 @@ export interface StatusReport {
   lastErrors: Record<string, string>;
   /** State `failed`: the error code, why, and the routes that are no longer there (src/daemon/daemon.ts). */
   failure: { code: string; reason: string; routesLost: string[] } | null;
+  /** Live changes (src/daemon/live.ts): reloads applied, the last change, the kernel route watch. */
+  live?: {
+    reloads: number;
+    lastChange: { secondsAgo: number; trigger: string; added: number; removed: number; changed: number; routesAdded: number; routesRemoved: number } | null;
+    kernelRoutes: { routes: number; events: number; dumps: number; errors: number } | null;
+  };
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */

@@ -23,7 +23,7 @@
 import type { Logger } from 'pino';
 import { Coalescer, VNET_HDR_LEN, type Peer, type Tunnel } from '../ipip/index.js';
 import { READER_RAW, READER_TUN, type NativeError, type NativeReader } from '../tun/native.js';
-import { C, Figures, nameFigures, type NamedFigures } from './figures.js';
+import { C, Figures, nameFigures, type NamedFigures, type PeerFigures } from './figures.js';
 import { IcmpErrors, IcmpReceiver } from './icmp.js';
 import { Ports, nativeIo, type DataplaneIo } from './io.js';
 import { Receiver } from './receive.js';
@@ -153,11 +153,14 @@ export class Dataplane {
   }
 
   /**
-   * Swap in a new Tunnel (new routes, the same peers by index) between two batches. Nothing
-   * calls it yet: the config reload issue is about to.
+   * Swap in a new Tunnel between two batches (a config reload, src/dataplane/queue.ts
+   * `reloadQueue`): new routes, and with `peers` a new peer set whose figures the caller carried
+   * over from the old one; without it the same peers by index.
    */
-  setTunnel(t: Tunnel): void {
-    if (t.peers.length !== this.figures.peers.count) throw new RangeError(`dataplane: setTunnel with ${t.peers.length} peers, figures for ${this.figures.peers.count}`);
+  setTunnel(t: Tunnel, peers?: PeerFigures): void {
+    const count = peers?.count ?? this.figures.peers.count;
+    if (t.peers.length !== count) throw new RangeError(`dataplane: setTunnel with ${t.peers.length} peers, figures for ${count}`);
+    if (peers) this.figures.peers = peers;
     this.send.tunnel = t;
     this.receive.tunnel = t;
     this.icmpIn.tunnel = t;

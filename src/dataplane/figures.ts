@@ -127,7 +127,8 @@ export class Figures {
   /** Packets dropped, indexed by verdict (index 0, `forward`, stays 0). */
   readonly drops = new Float64Array(VERDICT_NAMES.length);
   readonly lastErrors: LastErrors = {};
-  readonly peers: PeerFigures;
+  /** Replaced as a whole by a config reload (`Dataplane.setTunnel`), between batches. */
+  peers: PeerFigures;
 
   constructor(peerCount: number) {
     this.peers = new PeerFigures(peerCount);

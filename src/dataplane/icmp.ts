@@ -53,11 +53,17 @@ export class IcmpErrors {
     private readonly ports: Ports,
     /** Source address of the errors (the TUN's address, int32). */
     private readonly source: number,
-    private readonly limits: IcmpLimits,
+    private limits: IcmpLimits,
     private readonly now: () => number,
   ) {
     this.tokens = limits.icmpBurst;
     this.refilledAt = now();
+  }
+
+  /** A config reload's new rate and burst (control path, between batches); tokens above the new burst are cut. */
+  setLimits(limits: IcmpLimits): void {
+    this.limits = { icmpRate: limits.icmpRate, icmpBurst: limits.icmpBurst };
+    if (this.tokens > limits.icmpBurst) this.tokens = limits.icmpBurst;
   }
 
   /**

@@ -7,13 +7,16 @@
  *   - `icmpLimits`: each queue's share of the ICMP rate;
  *   - `buildTunnel`: the pure tunnel core (peers, prefix table, encapsulation policy);
  *   - `createQueue`: all of the above, the Dataplane on the queue's fds, and its JIT warm-up
- *     (warmup.ts); the caller starts it.
+ *     (warmup.ts); the caller starts it;
+ *   - `reloadQueue`: a config reload on a running queue: a new tunnel core from the new peer
+ *     set, what stays carried over from the old one, swapped in between two batches.
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { Peer, Tunnel } from '../ipip/index.js';
 import { PrefixTable } from '../routing/table.js';
 import { Dataplane } from './dataplane.js';
+import { PeerFigures } from './figures.js';
 import type { DataplaneIo } from './io.js';
 import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
 
@@ -162,4 +165,45 @@ export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
     throw err;
   }
   return { dataplane, tunnel, peers, idStarts: ids.starts, warmUp: { packets, ms: Math.round(performance.now() - t0) } };
+}
+
+/** What a reload hands every queue (plain data: it is posted to the queue workers as it is). */
+export interface QueueReload {
+  /** The new config, or the part a queue reads, with the peer set to run (configured and kernel-learned). */
+  config: QueueConfig;
+  /** Per new peer: the index of the same peer (by name) in the old set, or -1 for a new one. */
+  carry: readonly number[];
+  /** Per new peer: a random ID start (main thread), used where the ID sequence is not carried. */
+  idStarts: readonly number[];
+}
+
+/**
+ * Apply a reload to the running queue `dp` whose peers are `old`: build the new tunnel core,
+ * carry over each peer that stays (by `r.carry`): its outer-ID sequence when its endpoint is
+ * unchanged (RFC 6864 §4.1), its learned path MTU when its configured MTU is unchanged, its
+ * counters, last packet time and reachability; then swap (Dataplane.setTunnel) and apply the
+ * queue's share of the ICMP limits. Runs between two batches (the caller is an event handler on
+ * the queue's own thread). A removed peer's packets stay in the global counters. Returns the new peers.
+ */
+export function reloadQueue(dp: Dataplane, old: readonly Peer[], r: QueueReload, queue: number, queues: number, tunMtu: number): Peer[] {
+  const { tunnel, peers } = buildTunnel(r.config, tunMtu, queueIds(r.config.peers.length, queue, queues, r.idStarts));
+  const was = dp.figures.peers;
+  const figures = new PeerFigures(peers.length);
+  peers.forEach((p, i) => {
+    const j = r.carry[i] ?? -1;
+    const o = j >= 0 ? old[j] : undefined;
+    if (o === undefined) return;
+    if (o.endpoint === p.endpoint) p.inheritSoftState(o);
+    if (o.baseMtu === p.baseMtu && o.mtu < p.mtu) {
+      p.mtu = o.mtu;
+      p.pmtuLearnedAt = o.pmtuLearnedAt;
+    }
+    figures.carry(i, was, j);
+    figures.lastRxAt[i] = was.lastRxAt[j]!;
+    figures.unreachableAt[i] = was.unreachableAt[j]!;
+    figures.unreachableReason[i] = was.unreachableReason[j] ?? null;
+  });
+  dp.setTunnel(tunnel, figures);
+  dp.icmpErrors.setLimits(icmpLimits(r.config, queues));
+  return peers;
 }

@@ -327,14 +327,22 @@ export class Rtnl {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    try {
-      this.sock.socket.close();
-    } catch {
-      // already closed by the package: nothing left to release
-    }
+    closeSocket(this.sock);
   }
 }
 
 function fmt(a: number): string {
   return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 }
+
+/** Close an rtnetlink socket that the package may have closed already. */
+export function closeSocket(sock: NL.RtNetlinkSocket): void {
+  try {
+    sock.socket.close();
+  } catch {
+    // already closed by the package: nothing left to release
+  }
+}
+
+/** The package and the address decoding, for the kernel route watch (route-watch.ts). */
+export { netlink as netlinkPackage, bufIp };

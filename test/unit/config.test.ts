@@ -44,7 +44,7 @@ describe('config: valid input', () => {
     expect(c.underlay.address).toEqual({ text: '192.0.2.1', value: (192 << 24) | (2 << 8) | 1 });
     expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
     expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
-    expect(c.routes).toEqual({ install: true, table: 254 });
+    expect(c.routes).toEqual({ install: true, table: 254, source: 'config' });
     expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true, queues: 1 });
     expect(c.control.socket).toMatch(/^\/run\/ipipd\/ipip0\.\d+\.sock$/); // the network namespace's inode
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
