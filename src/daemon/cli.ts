@@ -207,6 +207,30 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
   // From here the pollers keep the process alive until a signal arrives.
 }
 
+/** `ipipd trace`'s options: where the daemon is, which packets, how many, which format. */
+function traceOptions<T>(y: Argv<T>) {
+  return y
+    .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
+    .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
+    .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
+    .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
+    .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
+    .option('json', { type: 'boolean', default: false, describe: 'JSON lines, as the daemon sends them' })
+    .check((a) => {
+      if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'trace needs --socket or --config');
+      if (!Number.isInteger(a.count) || a.count < 0) throw new IpipdError('ERR_USAGE', '--count must be a whole number');
+      return true;
+    })
+    .example('$0 trace -s /run/ipipd/ipip0.sock --reason drop', 'every kind of drop')
+    .example('$0 trace -c ipipd.yaml --peer h2 -n 20 --json', '20 packets to or from peer h2, as JSON lines');
+}
+
+/** `ipipd trace`: stream the daemon's samples until --count or Ctrl-C (src/daemon/trace-client.ts). */
+async function cmdTrace(a: { socket?: string | undefined; config?: string | undefined; reason?: string | undefined; peer?: string | undefined; count: number; json: boolean }): Promise<void> {
+  const req = { cmd: 'trace', count: a.count, ...(a.reason ? { reason: a.reason } : {}), ...(a.peer ? { peer: a.peer } : {}) };
+  await runTrace(socketOf(a), req, a.count, a.json, (l) => process.stdout.write(l + '\n'), (l) => process.stderr.write(l + '\n'));
+}
+
 export async function main(argv: string[]): Promise<void> {
   const parser = yargs(argv)
     .scriptName('ipipd')
@@ -273,26 +297,8 @@ export async function main(argv: string[]): Promise<void> {
     .command(
       'trace',
       'Print sampled packets a running daemon forwards or drops (outer and inner addresses, protocol, ports, length, verdict, queue), at most 200 a second per queue, until --count or Ctrl-C.',
-      (y) =>
-        y
-          .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
-          .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
-          .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
-          .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
-          .option('json', { type: 'boolean', default: false, describe: 'JSON lines, as the daemon sends them' })
-          .check((a) => {
-            if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'trace needs --socket or --config');
-            if (!Number.isInteger(a.count) || a.count < 0) throw new IpipdError('ERR_USAGE', '--count must be a whole number');
-            return true;
-          })
-          .example('$0 trace -s /run/ipipd/ipip0.sock --reason drop', 'every kind of drop')
-          .example('$0 trace -c ipipd.yaml --peer h2 -n 20 --json', '20 packets to or from peer h2, as JSON lines'),
-      async (a) => {
-        const socket = socketOf(a);
-        const req = { cmd: 'trace', count: a.count, ...(a.reason ? { reason: a.reason } : {}), ...(a.peer ? { peer: a.peer } : {}) };
-        await runTrace(socket, req, a.count, a.json, (l) => process.stdout.write(l + '\n'), (l) => process.stderr.write(l + '\n'));
-      },
+      traceOptions,
+      cmdTrace,
     )
     .demandCommand(1, 'Name a command: run, check, status, reload, routes or trace.')
     .strict()

@@ -5,13 +5,16 @@
  * as soon as the change is made, so a step that fails halfway leaves only undoable changes
  * behind; `release` pops the stack, in reverse order of acquisition (STYLE rule 13).
  *
- * Flow, in the order of this file: 1 `checkHost` (underlay address, TUN name; nothing touched),
- * 2 `openTun`, 3 `setUpTun`, 4 `addTunAddress`, 5 `openUnderlaySockets` and `openPacketSockets`
- * (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes` (with `addPeerRoute` /
- * `delPeerRoute`, which a reload uses too: src/daemon/live.ts), 8 `openControlSocket`; then
- * `pushUndo` (the daemon's own steps), `release`, and `probeUdpL4` (step 2's offload probe).
+ * Flow, in the order of this file: 0 `recover` (what a dead ipipd left, src/daemon/recovery.ts)
+ * and `recordState` (the state file, once the TUN exists), 1 `checkHost` (underlay address, TUN
+ * name; nothing touched), 2 `openTun`, 3 `setUpTun`, 4 `addTunAddress`, 5 `openUnderlaySockets`
+ * and `openPacketSockets` (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes` (with
+ * `addPeerRoute` / `delPeerRoute`, which a reload uses too: src/daemon/live.ts), 8
+ * `openControlSocket`, `tunGone` (the TUN deleted from outside: what went with it), 9
+ * `openMetrics`; then `held`, `pushUndo` (the daemon's own steps) and `release`. What the host
+ * lets ipipd do (the TUN's offload probe, a missing capability) is asked in src/daemon/host.ts.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
@@ -28,6 +31,7 @@ import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
 import { MetricsServer, type MetricsSource } from './metrics.js';
 import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
+import { needsCap, probeUdpL4 } from './host.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -424,39 +428,4 @@ export class Resources {
     }
     this.rtnl.close();
   }
-}
-
-/**
- * UDP segmentation offload on the TUN `fd` (Linux 6.2+): TUNSETOFFLOAD with TUN_F_USO4|USO6 on
- * top of TSO (EINVAL on older kernels, as wireguard-go probes it). With it the kernel takes
- * UDP_L4 super-packets written to the TUN (ipipd's UDP GRO) and may hand ipipd UDP super-packets
- * from sockets that send with UDP_SEGMENT (cut into datagrams before encapsulation). Returns
- * whether it is on; any failure but EINVAL is a setup error.
- */
-function probeUdpL4(fd: number, name: string): boolean {
-  try {
-    native.setTunOffload(fd, native.TUN_F_CSUM | native.TUN_F_TSO4 | native.TUN_F_USO4 | native.TUN_F_USO6);
-  } catch (err) {
-    if (errnoName(err) === 'EINVAL') return false;
-    throw new IpipdError('ERR_TUN_SETUP', `cannot set offloads on TUN ${name}: ${errnoName(err) ?? err}`, { cause: err });
-  }
-  return true;
-}
-
-/**
- * For an EPERM/EACCES: which capability this process lacks, read from its effective set
- * (/proc/self/status CapEff; CAP_NET_ADMIN is bit 12, CAP_NET_RAW bit 13), so that a daemon
- * given only one of the two is told the missing one by name.
- */
-function needsCap(err: unknown, cap: 'CAP_NET_ADMIN' | 'CAP_NET_RAW'): string {
-  const e = errnoName(err);
-  if (e !== 'EPERM' && e !== 'EACCES') return '';
-  const bit = cap === 'CAP_NET_ADMIN' ? 12n : 13n;
-  try {
-    const eff = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (eff !== undefined && ((BigInt(`0x${eff}`) >> bit) & 1n) === 0n) return ` (${cap} is missing: run as root, or grant it, e.g. AmbientCapabilities=CAP_NET_ADMIN CAP_NET_RAW)`;
-  } catch {
-    // no /proc: say what is needed without knowing what is missing
-  }
-  return ` (needs root or ${cap})`;
 }
