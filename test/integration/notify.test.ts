@@ -2,10 +2,12 @@
  * systemd readiness from a real daemon (src/daemon/notify.ts wired in src/daemon/cli.ts): with
  * $NOTIFY_SOCKET pointing at a listener of the test's own, `ipipd run` sends READY=1 only once
  * it forwards (routes in, control socket answering "up"), WATCHDOG=1 when $WATCHDOG_USEC asks
- * for it, and STOPPING=1 when SIGTERM starts the shutdown.
+ * for it, RELOADING=1 (with MONOTONIC_USEC) and then READY=1 again around a reload that SIGHUP
+ * applies, and STOPPING=1 when SIGTERM starts the shutdown.
  *
  *   pod h1p1 -- h1 [ipipd, NOTIFY_SOCKET=<test dir>/notify.sock] == ul0 == [ipipd] h2 -- pod h2p1
  */
+import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { queryControl } from '../../src/daemon/control.js';
@@ -35,7 +37,7 @@ describe.skipIf(why)('ipipd run under a notification socket', () => {
     await topo?.down();
   });
 
-  test('READY=1 once it forwards, WATCHDOG=1, STOPPING=1 on SIGTERM', async () => {
+  test('READY=1 once it forwards, WATCHDOG=1, RELOADING=1 then READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM', async () => {
     const sock = join(topo.info.outDir, 'notify.sock');
     l = await notifyListener(sock);
     const child = topo.spawn(h1.ns, [process.execPath, IPIPD, 'run', '--config', h1.config], {
@@ -52,6 +54,19 @@ describe.skipIf(why)('ipipd run under a notification socket', () => {
     expect(readyMsg.split('\n')).toContain(`MAINPID=${JSON.parse(await queryControl(h1.socket)).pid}`);
     expect(l.received[0]).toBe(readyMsg); // nothing before it
     await l.waitFor('WATCHDOG=1');
+    await pingBothWays(topo, h1.pods[0]!, h2.pods[0]!);
+    // A reload that changes something (the ICMP limits): RELOADING=1 before, READY=1 after.
+    const before = l.received.length;
+    appendFileSync(h1.config, 'icmp:\n  rate: 500\n  burst: 20\n');
+    child.kill('SIGHUP');
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline && !l.received.slice(before).some((m) => m.split('\n').includes('READY=1'))) await new Promise((r) => setTimeout(r, 50));
+    const after = l.received.slice(before).filter((m) => !m.split('\n').includes('WATCHDOG=1'));
+    expect(after.length, `${JSON.stringify(l.received)}\n${log}`).toBeGreaterThanOrEqual(2);
+    expect(after[0]!.split('\n')).toContain('RELOADING=1');
+    expect(after[0]).toMatch(/MONOTONIC_USEC=\d+/);
+    expect(after[1]!.split('\n')).toContain('READY=1');
+    expect(log).toContain('SIGHUP: reloaded');
     await pingBothWays(topo, h1.pods[0]!, h2.pods[0]!);
     child.kill('SIGTERM');
     await l.waitFor('STOPPING=1');
