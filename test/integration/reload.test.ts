@@ -133,6 +133,8 @@ describe.skipIf(why).each([{ queues: 1 }, { queues: 2 }])('reload under traffic 
     d1.child.kill('SIGHUP');
     for (let i = 0; i < 50 && (await status(h1)).peers.length !== 1; i++) await new Promise((r) => setTimeout(r, 100));
     expect((await status(h1)).peers.map((p) => p.name)).toEqual(['h2']);
+    // The swap shows in status before the daemon's log line about it reaches us through its pipe.
+    for (let i = 0; i < 50 && !/SIGHUP: reloaded/.test(d1.log()); i++) await new Promise((r) => setTimeout(r, 100));
     expect(d1.log()).toMatch(/SIGHUP: reloaded/);
     expect(await stopDaemon(d1)).toBe(0);
     expect(await stopDaemon(d2)).toBe(0);

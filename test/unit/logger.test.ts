@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
+import { skipOrFail } from '../helpers/skip.js';
 
 const LOGGER = fileURLToPath(new URL('../../dist/src/daemon/logger.js', import.meta.url));
 
@@ -35,8 +36,8 @@ function runChild(stderr: number | 'pipe-closed'): { status: number | null; out:
   return { status: r.status, out: JSON.parse(r.stdout) };
 }
 
-describe.skipIf(!existsSync(LOGGER))('logger: failed writes to stderr are counted, never thrown', () => {
-  test.skipIf(!existsSync('/dev/full'))('stderr on /dev/full: 4 lines lost, ENOSPC, the process carries on', () => {
+describe.skipIf(skipOrFail('logger test', existsSync(LOGGER) ? null : `${LOGGER} is not built: npm run build`))('logger: failed writes to stderr are counted, never thrown', () => {
+  test.skipIf(skipOrFail('/dev/full test', existsSync('/dev/full') ? null : 'no /dev/full'))('stderr on /dev/full: 4 lines lost, ENOSPC, the process carries on', () => {
     const full = openSync('/dev/full', 'w');
     try {
       const r = runChild(full);
