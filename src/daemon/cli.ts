@@ -110,7 +110,7 @@ function socketOptions<T>(y: Argv<T>, cmd: string, config: string, json: string)
     .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
     .option('json', { type: 'boolean', default: false, describe: json })
     .check((a) => {
-      if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', `${cmd} needs --socket or --config`);
+      if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', `${cmd} needs --socket PATH or --config FILE`);
       return true;
     });
 }
@@ -209,15 +209,11 @@ async function cmdRun(file: string, levelOverride: string | undefined): Promise<
 
 /** `ipipd trace`'s options: where the daemon is, which packets, how many, which format. */
 function traceOptions<T>(y: Argv<T>) {
-  return y
-    .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
-    .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
+  return socketOptions(y, 'trace', 'Config file (to find control.socket)', 'JSON lines, as the daemon sends them')
     .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
     .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
     .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
-    .option('json', { type: 'boolean', default: false, describe: 'JSON lines, as the daemon sends them' })
     .check((a) => {
-      if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'trace needs --socket or --config');
       if (!Number.isInteger(a.count) || a.count < 0) throw new IpipdError('ERR_USAGE', '--count must be a whole number');
       return true;
     })
@@ -275,24 +271,8 @@ export async function main(argv: string[]): Promise<void> {
     .command(
       'status',
       "Print a running daemon's state, peers and counters (read from its control socket).",
-      (y) =>
-        y
-          .option('config', { alias: 'c', type: 'string', requiresArg: true, describe: 'Config file (to find control.socket)' })
-          .option('socket', { alias: 's', type: 'string', requiresArg: true, describe: 'Control socket path' })
-          .option('json', { type: 'boolean', default: false, describe: 'Print the raw JSON report' })
-          .check((a) => {
-            if (!a.config && !a.socket) throw new IpipdError('ERR_USAGE', 'status needs --socket PATH or --config FILE');
-            return true;
-          }),
-      async (a) => {
-        let socket = a.socket;
-        if (!socket) {
-          const c = loadConfig(a.config!);
-          if (c.control.socket === false) throw new IpipdError('ERR_STATUS_UNREACHABLE', `${a.config}: control.socket is disabled`);
-          socket = c.control.socket;
-        }
-        await cmdStatus(socket, a.json);
-      },
+      (y) => socketOptions(y, 'status', 'Config file (to find control.socket)', 'Print the raw JSON report'),
+      async (a) => cmdStatus(socketOf(a), a.json),
     )
     .command(
       'trace',

@@ -12,11 +12,11 @@
  * failure mark is copied back to the caller's `lens`.
  */
 import { native, type NativeBinding } from '../tun/native.js';
+import { HOP_INTS } from './hops.js';
 
 /** The two sends `underlaySend` uses: the native binding, or a fake in tests. */
 export type UnderlayIo = Pick<NativeBinding, 'sendRaw' | 'sendPacket'>;
 
-const HOP_INTS: number = native.HOP_INTS;
 const DISCARD_FD: number = native.DISCARD_FD;
 
 /**
