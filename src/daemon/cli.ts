@@ -73,12 +73,17 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
     const mtu = p.mtu === p.baseMtu ? `mtu ${p.mtu}` : `mtu ${p.mtu} (learned ${p.pmtuLearnedSecondsAgo}s ago; configured ${p.baseMtu})`;
     const reach = p.reachable ? '' : ` UNREACHABLE (${p.unreachableReason})`;
     const last = p.lastRxSecondsAgo === null ? 'nothing received yet' : `last rx ${p.lastRxSecondsAgo}s ago`;
-    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}] ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
+    const plain = p.path === 'plain' ? ' (plain route, same underlay subnet)' : '';
+    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}]${plain} ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
     const h = p.nextHop;
     if (h !== null) {
       const where = h.via === undefined ? '' : ` via ${h.via}${h.ifindex ? ` (ifindex ${h.ifindex})` : ''}`;
       out.push(`    next hop${where}: ${h.send === 'packet' ? `AF_PACKET to ${h.mac}` : 'raw socket'}, neighbour ${h.state}`);
     }
+  }
+  if (s.encap) {
+    const e = s.encap;
+    out.push(`  encap mode ${e.mode}${e.mode === 'cross-subnet' ? ` (underlay subnet ${e.subnet}): plain routes ${e.plainRoutes.join(', ') || 'none'}` : ''}; blackholes ${e.blackholes.join(', ') || 'none'}`);
   }
   if (s.queues.length > 1) out.push(`  queues ${s.queues.length}: ${s.queues.map((q) => `#${q.queue} tx ${q.txPackets} rx ${q.rxPackets}`).join(', ')}`);
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
 import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
+import { clusterCheck, describeEncapMode } from './cross-subnet.js';
 
 export interface Address {
   readonly text: string;
@@ -123,6 +124,17 @@ const schema = z.strictObject({
         .default('inherit'),
       /** Outer DF: `inherit` copies the inner DF bit (RFC 2003 §3.1 MUST), `always` sets it. */
       df: z.enum(['inherit', 'always']).default('inherit'),
+      /**
+       * Calico's ipipMode: `always` tunnels every peer; `cross-subnet` reaches a configured peer
+       * whose endpoint is inside the underlay subnet (`subnet`) by a plain route via that
+       * endpoint on the underlay device, and tunnels the others (src/daemon/plain-routes.ts).
+       */
+      mode: z.enum(['always', 'cross-subnet']).default('always'),
+      /**
+       * `cross-subnet`: the underlay subnet, as a CIDR containing underlay.address; default: the
+       * prefix length underlay.address has on its device, as the kernel reports it.
+       */
+      subnet: prefix.optional(),
     })
     .prefault({}),
   peers: z
@@ -153,6 +165,12 @@ const schema = z.strictObject({
        * its gateway a peer owning its prefix (README "Live changes").
        */
       source: z.enum(['config', 'kernel']).default('config'),
+      /**
+       * This node's own pod blocks: a blackhole route each (`blackhole <block> proto 77`), as
+       * Calico installs, so an unassigned address in the block is not sent to the default
+       * route; the pods' more specific routes still win. Removed at exit.
+       */
+      own_blocks: z.array(prefix).default([]),
     })
     .prefault({}),
   icmp: z
@@ -359,7 +377,7 @@ export function validateConfig(raw: unknown, source = 'config'): Config {
     const problems = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
     throw invalid(source, [...problems, ...crossCheck(partsThatParse(raw))]);
   }
-  const problems = [...crossCheck(r.data), ...sourceCheck(r.data)];
+  const problems = [...crossCheck(r.data), ...sourceCheck(r.data), ...clusterCheck(r.data)];
   if (problems.length > 0) throw invalid(source, problems);
   const socket = r.data.control.socket ?? defaultControlSocket(r.data.tun.name);
   return deepFreeze({ ...r.data, control: { socket } }) as Config;
@@ -402,6 +420,7 @@ export function describeConfig(c: Config): string[] {
     `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}, sent through ${c.underlay.send === 'packet' ? "AF_PACKET to each peer's next hop" : 'the raw socket'}`,
     `icmp errors at most ${c.icmp.rate}/s, burst ${c.icmp.burst}`,
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,
+    describeEncapMode(c),
   ];
   for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   lines.push(
@@ -409,9 +428,11 @@ export function describeConfig(c: Config): string[] {
     ...(c.routes.source === 'kernel'
       ? [`peers also from the kernel: routes of table ${c.routes.table} via a gateway dev ${c.tun.name}, gateways inside ${(c.underlay.allowed_endpoints ?? []).map((x) => x.text).join(', ')}`]
       : []),
+    ...(c.routes.own_blocks.length ? [`own blocks ${c.routes.own_blocks.map((x) => x.text).join(', ')}: a blackhole route each (proto 77, table ${c.routes.table})`] : []),
     `io batch ${c.io.batch} queues ${c.io.queues} socket_buffer ${c.io.socket_buffer} offload ${c.io.offload ? 'on (TSO, USO where the kernel has it, checksum offload, TCP and UDP receive coalescing)' : 'off'}`,
     `control ${c.control.socket === false ? 'disabled' : c.control.socket}`,
     `metrics ${c.metrics.listen ? `on http://${c.metrics.listen}/metrics` : 'off'}`,
   );
   return lines;
 }
+

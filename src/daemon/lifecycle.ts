@@ -32,6 +32,8 @@ import { NextHops } from './nexthop.js';
 import { MetricsServer, type MetricsSource } from './metrics.js';
 import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
 import { needsCap, probeUdpL4 } from './host.js';
+import { plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
+import { UnderlayRoutes, installUnderlayRoutes, plannedUnderlayRoutes } from './plain-routes.js';
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -52,6 +54,11 @@ export class Resources {
   /** Step 1: the device holding the underlay address, and its MTU. */
   underlayDev = '';
   underlayMtu = 0;
+  /** Step 1: its ifindex, and the prefix length of underlay.address on it (src/daemon/cross-subnet.ts). */
+  underlayIndex = 0;
+  underlayPrefixLen = 32;
+  /** Step 7: plain routes (encap.mode: cross-subnet) and blackholes (routes.own_blocks), src/daemon/plain-routes.ts. */
+  underlayRoutes: UnderlayRoutes | undefined;
   /** Step 1: the TUN's MTU (configured, or the underlay's less the outer header). */
   tunMtu = 0;
   /** Step 2: the TUN device, one fd per queue; whether it takes UDP super-packets (USO). */
@@ -94,7 +101,7 @@ export class Resources {
 
   /** 2, once the TUN exists: the state file that lets the next start clean up after a crash. */
   recordState(): void {
-    const path = writeState(this.config, this.tunIndex);
+    const path = writeState(this.config, this.tunIndex, plannedUnderlayRoutes(this.config, this.config.peers, this.underlayPrefixLen, this.underlayIndex));
     this.undo.push({ what: `remove state file ${path}`, run: () => removeState(path) });
   }
 
@@ -113,6 +120,8 @@ export class Resources {
     }
     this.underlayDev = ownerLink.name;
     this.underlayMtu = ownerLink.mtu;
+    this.underlayIndex = ownerLink.index;
+    this.underlayPrefixLen = owner.prefixLength;
     // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
     this.tunMtu = c.tun.mtu ?? ownerLink.mtu - 20;
     if (links.some((l) => l.name === c.tun.name)) {
@@ -320,11 +329,20 @@ export class Resources {
     }
   }
 
-  /** 7. Kernel routes, if `routes.install`: every peer prefix into the TUN. */
+  /**
+   * 7. Kernel routes, if `routes.install`: every peer prefix into the TUN, but with
+   * `encap.mode: cross-subnet` a plain route via the endpoint of a peer on the underlay subnet;
+   * and a blackhole per `routes.own_blocks` (src/daemon/plain-routes.ts).
+   */
   async installRoutes(): Promise<void> {
     const c = this.config;
+    const u = new UnderlayRoutes(this.rtnl, this.log, c.routes.table, c.routes.metric, { name: this.underlayDev, index: this.underlayIndex });
+    this.underlayRoutes = u;
+    this.undo.push({ what: 'remove plain routes and blackholes', run: () => u.release() });
+    await installUnderlayRoutes(this, plainRoutes(c, c.peers, this.underlayPrefixLen), c.routes.own_blocks);
     if (!c.routes.install) return;
     for (const p of c.peers) {
+      if (!tunnelled(c, p, this.underlayPrefixLen)) continue;
       for (const x of p.prefixes) {
         try {
           await this.addPeerRoute(x);
@@ -345,7 +363,10 @@ export class Resources {
     // Protocol RTPROT_IPIPD marks the route as ipipd's: crash recovery removes only those.
     const spec: RouteSpec = { dst: x.addr, dstLen: x.len, oif: this.tunIndex, table: c.routes.table, protocol: RTPROT_IPIPD };
     if (c.routes.metric !== undefined) spec.metric = c.routes.metric;
-    await this.rtnl.addRoute(spec);
+    // The prefix's plain route (cross-subnet) is replaced in one step: this route takes it over.
+    const replacing = this.underlayRoutes?.hasPlain(x.text) ?? false;
+    await this.rtnl.addRoute(spec, replacing);
+    if (replacing) this.underlayRoutes!.forgetPlain(x.text);
     if (!this.routesUndo) {
       this.routesUndo = true;
       this.undo.push({ what: 'delete the routes installed', run: () => this.deleteAllRoutes() });
@@ -358,10 +379,21 @@ export class Resources {
   async delPeerRoute(text: string): Promise<void> {
     const spec = this.routeSpecs.get(text);
     if (!spec) return;
+    this.forgetPeerRoute(text);
+    await this.rtnl.delRoute(spec);
+  }
+
+  private forgetPeerRoute(text: string): void {
     this.routeSpecs.delete(text);
     const at = this.routes.indexOf(`${text} dev ${this.tunName}`);
     if (at >= 0) this.routes.splice(at, 1);
-    await this.rtnl.delRoute(spec);
+  }
+
+  /** Install plain route `r` (cross-subnet), replacing in one step the prefix's TUN route if it has one. */
+  async addPlainRoute(r: PlainRoute): Promise<void> {
+    const tunnel = this.routeSpecs.has(r.prefix.text);
+    await this.underlayRoutes!.addPlain(r, tunnel);
+    if (tunnel) this.forgetPeerRoute(r.prefix.text);
   }
 
   private async deleteAllRoutes(): Promise<void> {

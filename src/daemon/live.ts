@@ -17,6 +17,7 @@ import type { Config } from './config.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Resources } from './lifecycle.js';
 import type { Logger } from './logger.js';
+import { addUnderlayRoutes, delUnderlayRoutes } from './plain-routes.js';
 import { changeCounts, describeChange, diffPeers, isEmpty, livePeers, restartKeys, type Change, type KernelRoute, type LivePeer, type Refusal } from './peer-set.js';
 
 export interface Plan {
@@ -71,8 +72,8 @@ export class Live {
   plan(next: Config): Plan {
     const { peers, refused } = livePeers(next, this.kernelRoutes.values());
     const restart = restartKeys(this.config, next, this.peers, peers);
-    const change = diffPeers(this.config, this.peers, next, peers);
-    return { config: next, peers, refused, restart, change, lines: describeChange(change, next.tun.name) };
+    const change = diffPeers(this.config, this.peers, next, peers, this.res.underlayPrefixLen);
+    return { config: next, peers, refused, restart, change, lines: describeChange(change, next.tun.name, this.res.underlayDev) };
   }
 
   /**
@@ -138,6 +139,7 @@ export class Live {
       if (!p) continue;
       await res.addPeerRoute(p).catch((err: unknown) => errors.push(`add route ${x}: ${errnoName(err) ?? String(err)}`));
     }
+    await addUnderlayRoutes(res, plan.change, errors);
     const oldIndex = new Map(this.peers.map((p, i) => [p.name, i]));
     const run: Config = Object.freeze({ ...plan.config, peers: plan.peers }) as Config;
     const reload: QueueReload = {
@@ -155,6 +157,7 @@ export class Live {
     for (const x of plan.change.routesRemoved) {
       await res.delPeerRoute(x).catch((err: unknown) => errors.push(`delete route ${x}: ${errnoName(err) ?? String(err)}`));
     }
+    await delUnderlayRoutes(res, plan.change, errors);
     const counts = changeCounts(plan.change);
     this.last = { at: Date.now(), trigger, counts };
     this.log.info({ subsystem: 'reload', trigger, ...counts, peers: plan.peers.length, prefixes: plan.peers.reduce((n, p) => n + p.prefixes.length, 0), ms: Math.round(performance.now() - t0), errors: errors.length }, 'applied');

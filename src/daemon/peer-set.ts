@@ -11,6 +11,7 @@
  */
 import { formatIPv4, prefixContains, prefixesOverlap } from '../routing/prefix.js';
 import type { Address, Config, Prefix } from './config.js';
+import { plainRouteText, plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
 
 export type PrefixSource = 'config' | 'kernel';
 
@@ -106,6 +107,8 @@ function refuseRoute(c: Config, r: KernelRoute, taken: ReadonlySet<string>): str
 
 /** Config sections a reload applies; every other leaf that differs needs a restart. */
 const LIVE = new Set(['peers', 'icmp.rate', 'icmp.burst', 'log.level', 'encap.ttl', 'encap.tos', 'encap.df', 'underlay.allowed_endpoints']);
+// Cross-subnet mode and the own blocks (issue 12): routes added and deleted by a reload.
+for (const k of ['encap.mode', 'encap.subnet', 'routes.own_blocks']) LIVE.add(k);
 
 function leaves(o: unknown, at: string, out: Map<string, string>): void {
   if (LIVE.has(at)) return;
@@ -144,22 +147,31 @@ export interface Change {
   /** Kernel routes ipipd installs (`routes.install`) to add and delete: prefix texts. */
   routesAdded: string[];
   routesRemoved: string[];
+  /** Plain routes (encap.mode: cross-subnet) and blackholes (routes.own_blocks) to add and delete. */
+  plainAdded: PlainRoute[];
+  plainRemoved: PlainRoute[];
+  blackholesAdded: Prefix[];
+  blackholesRemoved: Prefix[];
   other: string[];
 }
 
 const prefixTexts = (p: LivePeer): string[] => p.prefixes.map((x) => x.text);
 
-/** The kernel routes ipipd installs for a peer set: configured prefixes, when `routes.install`. */
-export function installedPrefixes(c: Config, peers: readonly LivePeer[]): string[] {
+/**
+ * The kernel routes ipipd installs into the TUN for a peer set: configured prefixes, when
+ * `routes.install`, but not those of a peer reached by plain routes (src/daemon/cross-subnet.ts;
+ * `kernelLen`: the prefix length of underlay.address on its device).
+ */
+export function installedPrefixes(c: Config, peers: readonly LivePeer[], kernelLen = 32): string[] {
   if (!c.routes.install) return [];
-  return peers.flatMap((p) => p.prefixes.filter((x) => x.source === 'config').map((x) => x.text));
+  return peers.filter((p) => tunnelled(c, p, kernelLen)).flatMap((p) => p.prefixes.filter((x) => x.source === 'config').map((x) => x.text));
 }
 
-/** The change from (`live`, `now`) to (`next`, `then`). */
-export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, then: readonly LivePeer[]): Change {
+/** The change from (`live`, `now`) to (`next`, `then`); `kernelLen` as for `installedPrefixes`. */
+export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, then: readonly LivePeer[], kernelLen = 32): Change {
   const old = new Map(now.map((p) => [p.name, p]));
   const fresh = new Map(then.map((p) => [p.name, p]));
-  const ch: Change = { added: [], removed: [], changed: [], routesAdded: [], routesRemoved: [], other: [] };
+  const ch: Change = { added: [], removed: [], changed: [], routesAdded: [], routesRemoved: [], plainAdded: [], plainRemoved: [], blackholesAdded: [], blackholesRemoved: [], other: [] };
   for (const p of then) {
     const o = old.get(p.name);
     if (!o) {
@@ -177,10 +189,11 @@ export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, 
     if (what.length) ch.changed.push({ peer: p, what });
   }
   for (const p of now) if (!fresh.has(p.name)) ch.removed.push(p);
-  const r0 = new Set(installedPrefixes(live, now));
-  const r1 = new Set(installedPrefixes(next, then));
+  const r0 = new Set(installedPrefixes(live, now, kernelLen));
+  const r1 = new Set(installedPrefixes(next, then, kernelLen));
   ch.routesAdded = [...r1].filter((x) => !r0.has(x));
   ch.routesRemoved = [...r0].filter((x) => !r1.has(x));
+  diffUnderlayRoutes(ch, live, now, next, then, kernelLen);
   if (live.icmp.rate !== next.icmp.rate || live.icmp.burst !== next.icmp.burst)
     ch.other.push(`icmp rate ${live.icmp.rate} -> ${next.icmp.rate}/s, burst ${live.icmp.burst} -> ${next.icmp.burst}`);
   if (live.log.level !== next.log.level) ch.other.push(`log level ${live.log.level} -> ${next.log.level}`);
@@ -193,24 +206,50 @@ export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, 
   return ch;
 }
 
-/** Whether applying `ch` would change anything. */
-export function isEmpty(ch: Change): boolean {
-  return !ch.added.length && !ch.removed.length && !ch.changed.length && !ch.routesAdded.length && !ch.routesRemoved.length && !ch.other.length;
+/** The plain routes and blackholes of the change (src/daemon/cross-subnet.ts), and the mode line. */
+function diffUnderlayRoutes(ch: Change, live: Config, now: readonly LivePeer[], next: Config, then: readonly LivePeer[], kernelLen: number): void {
+  const key = (r: PlainRoute): string => `${r.prefix.text} via ${r.via.text}`;
+  const p0 = new Map(plainRoutes(live, now, kernelLen).map((r) => [key(r), r]));
+  const p1 = new Map(plainRoutes(next, then, kernelLen).map((r) => [key(r), r]));
+  ch.plainAdded = [...p1].filter(([k]) => !p0.has(k)).map(([, r]) => r);
+  ch.plainRemoved = [...p0].filter(([k]) => !p1.has(k)).map(([, r]) => r);
+  const b0 = new Set(live.routes.own_blocks.map((b) => b.text));
+  const b1 = new Set(next.routes.own_blocks.map((b) => b.text));
+  ch.blackholesAdded = next.routes.own_blocks.filter((b) => !b0.has(b.text));
+  ch.blackholesRemoved = live.routes.own_blocks.filter((b) => !b1.has(b.text));
+  const s0 = live.encap.subnet?.text ?? 'auto';
+  const s1 = next.encap.subnet?.text ?? 'auto';
+  if (live.encap.mode !== next.encap.mode || s0 !== s1) ch.other.push(`encap mode ${live.encap.mode} -> ${next.encap.mode}, subnet ${s0} -> ${s1}`);
 }
 
-/** The change as lines: what `ipipd check --diff` prints and `ipipd reload` reports having done. */
-export function describeChange(ch: Change, tun: string): string[] {
+/** Whether applying `ch` would change anything. */
+export function isEmpty(ch: Change): boolean {
+  const underlay = ch.plainAdded.length + ch.plainRemoved.length + ch.blackholesAdded.length + ch.blackholesRemoved.length;
+  return !ch.added.length && !ch.removed.length && !ch.changed.length && !ch.routesAdded.length && !ch.routesRemoved.length && !underlay && !ch.other.length;
+}
+
+/**
+ * The change as lines: what `ipipd check --diff` prints and `ipipd reload` reports having done.
+ * `underlayDev`: the device of plain routes (cross-subnet).
+ */
+export function describeChange(ch: Change, tun: string, underlayDev = 'the underlay device'): string[] {
   const lines: string[] = [];
   for (const p of ch.added) lines.push(`add peer ${p.name} endpoint ${p.endpoint.text} prefixes ${prefixTexts(p).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
   for (const p of ch.removed) lines.push(`remove peer ${p.name} endpoint ${p.endpoint.text} prefixes ${prefixTexts(p).join(', ')}`);
   for (const { peer, what } of ch.changed) lines.push(`change peer ${peer.name}: ${what.join('; ')}`);
   for (const x of ch.routesAdded) lines.push(`add route ${x} dev ${tun}`);
   for (const x of ch.routesRemoved) lines.push(`delete route ${x} dev ${tun}`);
+  for (const r of ch.plainAdded) lines.push(`add route ${plainRouteText(r, underlayDev)} (peer ${r.peer}, same underlay subnet: no IPIP)`);
+  for (const r of ch.plainRemoved) lines.push(`delete route ${plainRouteText(r, underlayDev)}`);
+  for (const b of ch.blackholesAdded) lines.push(`add route blackhole ${b.text} (routes.own_blocks)`);
+  for (const b of ch.blackholesRemoved) lines.push(`delete route blackhole ${b.text}`);
   lines.push(...ch.other);
   return lines.length ? lines : ['no change'];
 }
 
-/** Counts for the log line and the status report. */
+/** Counts for the log line and the status report; routes count every route ipipd installs (TUN, plain, blackhole). */
 export function changeCounts(ch: Change): { added: number; removed: number; changed: number; routesAdded: number; routesRemoved: number } {
-  return { added: ch.added.length, removed: ch.removed.length, changed: ch.changed.length, routesAdded: ch.routesAdded.length, routesRemoved: ch.routesRemoved.length };
+  const routesAdded = ch.routesAdded.length + ch.plainAdded.length + ch.blackholesAdded.length;
+  const routesRemoved = ch.routesRemoved.length + ch.plainRemoved.length + ch.blackholesRemoved.length;
+  return { added: ch.added.length, removed: ch.removed.length, changed: ch.changed.length, routesAdded, routesRemoved };
 }

@@ -20,11 +20,12 @@
 import { readFileSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { formatIPv4 } from '../routing/prefix.js';
-import type { Rtnl } from '../tun/netlink.js';
+import { RTN_BLACKHOLE, type Rtnl } from '../tun/netlink.js';
 import type { Config } from './config.js';
 import { RUN_DIR, netnsId } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
+import type { RecordedUnderlayRoutes } from './plain-routes.js';
 
 /** rtm_protocol of every route ipipd installs (unassigned in iproute2's rt_protos; Calico's is 80). */
 export const RTPROT_IPIPD = 77;
@@ -41,6 +42,8 @@ export interface DaemonState {
   routes: string[];
   socket: string | false;
   startedAt: string;
+  /** Plain routes (encap.mode: cross-subnet) and blackholes (routes.own_blocks): they outlive the TUN. */
+  underlayRoutes?: RecordedUnderlayRoutes;
 }
 
 /** The state file: beside the control socket (`<socket>.state`), or /run/ipipd/<tun>.<netns>.state without one. */
@@ -51,7 +54,7 @@ export function statePath(c: Config): string {
 }
 
 /** Record this daemon's TUN (atomically: write, then rename). Throws IpipdError ERR_STATE_FILE. */
-export function writeState(c: Config, ifindex: number): string {
+export function writeState(c: Config, ifindex: number, underlayRoutes?: RecordedUnderlayRoutes): string {
   const path = statePath(c);
   const state: DaemonState = {
     pid: process.pid,
@@ -63,6 +66,7 @@ export function writeState(c: Config, ifindex: number): string {
     routes: c.routes.install ? c.peers.flatMap((p) => p.prefixes.map((x) => x.text)) : [],
     socket: c.control.socket,
     startedAt: new Date().toISOString(),
+    ...(underlayRoutes ? { underlayRoutes } : {}),
   };
   try {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
@@ -144,6 +148,7 @@ export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void>
     await rtnl.delLink(s.ifindex);
     rlog.warn({ tun: s.tun, ifindex: s.ifindex }, 'removed the TUN it left');
   }
+  if (s.underlayRoutes) await recoverUnderlayRoutes(s.underlayRoutes, s.table, rtnl, rlog);
   if (s.socket !== false) {
     try {
       unlinkSync(s.socket);
@@ -153,4 +158,25 @@ export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void>
     }
   }
   removeState(path);
+}
+
+/**
+ * The plain routes and blackholes a dead daemon recorded (src/daemon/plain-routes.ts): unlike its
+ * TUN routes they are still there. Only a route of RTPROT_IPIPD matching a recorded one exactly
+ * (destination, and next hop and device, or blackhole) is deleted.
+ */
+async function recoverUnderlayRoutes(rec: RecordedUnderlayRoutes, table: number, rtnl: Rtnl, rlog: Logger): Promise<void> {
+  const holes = new Set(rec.blackholes);
+  const plain = new Set(rec.plain.map((r) => `${r.dst} via ${r.via} ${r.ifindex}`));
+  for (const r of await rtnl.routes(table)) {
+    if (r.protocol !== RTPROT_IPIPD) continue;
+    const dst = `${formatIPv4(r.dst)}/${r.dstLen}`;
+    if (r.type === RTN_BLACKHOLE && holes.has(dst)) {
+      await rtnl.delRoute({ dst: r.dst, dstLen: r.dstLen, oif: 0, table, blackhole: true });
+      rlog.warn({ route: `blackhole ${dst}` }, 'removed a route it left');
+    } else if (r.gateway !== undefined && r.oif !== undefined && plain.has(`${dst} via ${formatIPv4(r.gateway)} ${r.oif}`)) {
+      await rtnl.delRoute({ dst: r.dst, dstLen: r.dstLen, oif: r.oif, gateway: r.gateway, table });
+      rlog.warn({ route: `${dst} via ${formatIPv4(r.gateway)}` }, 'removed a route it left');
+    }
+  }
 }

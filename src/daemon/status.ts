@@ -13,6 +13,8 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
 import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
+import { plainRoutes, underlaySubnet } from './cross-subnet.js';
+import type { UnderlayRoutes } from './plain-routes.js';
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'failed' | 'closing' | 'closed';
 
@@ -30,6 +32,12 @@ export interface StatusReport {
   /** Per data-path queue (io.queues; queue 0 is the main thread): what it forwarded each way. */
   queues: { queue: number; tunRxPackets: number; txPackets: number; underlayRxPackets: number; rxPackets: number }[];
   routesInstalled: string[];
+  /**
+   * encap.mode and the underlay subnet it compares endpoints against; the plain routes
+   * (cross-subnet) and blackholes (routes.own_blocks) installed, as `ip route` shows them
+   * (src/daemon/plain-routes.ts).
+   */
+  encap?: { mode: 'always' | 'cross-subnet'; subnet: string; plainRoutes: string[]; blackholes: string[] };
   peers: {
     name: string;
     endpoint: string;
@@ -46,6 +54,8 @@ export interface StatusReport {
     rxBytes: number;
     /** `underlay.send: packet`: where this peer's packets go on the link (null with `raw`). */
     nextHop: HopStatus | null;
+    /** `plain`: a configured peer on the underlay subnet in cross-subnet mode (its tx is what still reached the TUN). */
+    path?: 'tunnel' | 'plain';
   }[];
   counters: Record<string, number>;
   drops: Record<string, number>;
@@ -72,6 +82,8 @@ export interface StatusSource {
   readonly underlayDev: string;
   readonly underlayMtu: number;
   readonly routes: readonly string[];
+  readonly underlayPrefixLen: number;
+  readonly underlayRoutes: UnderlayRoutes | undefined;
 }
 
 /**
@@ -125,6 +137,7 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     udpGro: s.udpGro,
     queues,
     routesInstalled: [...s.routes],
+    encap: encapStatus(s),
     peers: s.peers.map((p, i) => ({
       name: p.name,
       endpoint: formatIPv4(p.endpoint),
@@ -142,10 +155,17 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
       rxPackets: peerSums[i]!.rxPackets,
       rxBytes: peerSums[i]!.rxBytes,
       nextHop: s.nextHops ? s.nextHops.hopStatus(i) : null,
+      path: plainRoutes(c, [c.peers[i]!], s.underlayPrefixLen).length > 0 ? 'plain' : 'tunnel',
     })),
     counters: dp ? named.counters : {},
     drops: dp ? named.drops : {},
     lastErrors,
     failure: null,
   };
+}
+
+/** The report's `encap` part: the mode, the subnet, the routes outside the TUN. */
+function encapStatus(s: StatusSource): NonNullable<StatusReport['encap']> {
+  const lines = s.underlayRoutes?.lines() ?? { plain: [], blackholes: [] };
+  return { mode: s.config.encap.mode, subnet: underlaySubnet(s.config, s.underlayPrefixLen).text, plainRoutes: lines.plain, blackholes: lines.blackholes };
 }

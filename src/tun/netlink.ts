@@ -23,6 +23,7 @@ const netlink: typeof NL = require('netlink');
 const AF_INET = 2;
 const NLM_F_CREATE = 0x400;
 const NLM_F_EXCL = 0x200;
+const NLM_F_REPLACE = 0x100;
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const RTNH_F_ONLINK = 4;
@@ -80,6 +81,8 @@ export interface RouteSpec {
   metric?: number;
   /** rtm_protocol, the route's origin marker (`ip route ... proto N`); default static (4). */
   protocol?: number;
+  /** A blackhole route (RTN_BLACKHOLE, `ip route add blackhole ...`): no device; `oif` is ignored. */
+  blackhole?: boolean;
 }
 
 /** What the kernel would do with a datagram to one address (`ip route get`). */
@@ -128,7 +131,12 @@ export interface RouteInfo {
   table: number;
   /** rtm_protocol: who installed it (2 kernel, 4 static, ipipd's own RTPROT_IPIPD ...). */
   protocol: number;
+  /** rtm_type: 1 unicast, 6 blackhole (RTN_BLACKHOLE) ... */
+  type: number;
 }
+
+/** rtm_type of a blackhole route. */
+export const RTN_BLACKHOLE = 6;
 
 function ipBuf(a: number): Buffer {
   const b = Buffer.alloc(4);
@@ -230,9 +238,13 @@ export class Rtnl {
     );
   }
 
-  /** Add a unicast route; fails with EEXIST if an identical one is there. */
-  async addRoute(r: RouteSpec): Promise<void> {
-    const attrs: NL.rt.RouteAttrs = { dst: ipBuf(r.dst), oif: r.oif };
+  /**
+   * Add a unicast (or blackhole) route; fails with EEXIST if one with the same destination,
+   * table and metric is there. `replace`: take that one's place instead (NLM_F_REPLACE, in one
+   * step: no moment without a route), or add it if there is none.
+   */
+  async addRoute(r: RouteSpec, replace = false): Promise<void> {
+    const attrs: NL.rt.RouteAttrs = r.blackhole ? { dst: ipBuf(r.dst) } : { dst: ipBuf(r.dst), oif: r.oif };
     if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
     if (r.metric !== undefined) attrs.priority = r.metric;
     await this.run(`add route ${fmt(r.dst)}/${r.dstLen}`, () =>
@@ -242,23 +254,23 @@ export class Rtnl {
           dstLen: r.dstLen,
           table: r.table ?? RT_TABLE_MAIN,
           protocol: (r.protocol ?? RTPROT_STATIC) as NL.rt.RouteProtocol,
-          scope: r.gateway === undefined ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
-          type: RTN_UNICAST,
+          scope: r.gateway === undefined && !r.blackhole ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
+          type: r.blackhole ? RTN_BLACKHOLE : RTN_UNICAST,
           flags: r.onlink ? { __unknown: RTNH_F_ONLINK } : {},
         },
         attrs,
-        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, timeout: REQUEST_TIMEOUT_MS },
+        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (replace ? NLM_F_REPLACE : NLM_F_EXCL), timeout: REQUEST_TIMEOUT_MS },
       ),
     );
   }
 
   async delRoute(r: RouteSpec): Promise<void> {
-    const attrs: NL.rt.RouteAttrs = { dst: ipBuf(r.dst), oif: r.oif };
+    const attrs: NL.rt.RouteAttrs = r.blackhole ? { dst: ipBuf(r.dst) } : { dst: ipBuf(r.dst), oif: r.oif };
     if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
     if (r.metric !== undefined) attrs.priority = r.metric;
     await this.run(`delete route ${fmt(r.dst)}/${r.dstLen}`, () =>
       this.sock.delRoute(
-        { family: AF_INET, dstLen: r.dstLen, table: r.table ?? RT_TABLE_MAIN, scope: RT_SCOPE_NOWHERE },
+        { family: AF_INET, dstLen: r.dstLen, table: r.table ?? RT_TABLE_MAIN, scope: RT_SCOPE_NOWHERE, ...(r.blackhole ? { type: RTN_BLACKHOLE } : {}) },
         attrs,
         { timeout: REQUEST_TIMEOUT_MS },
       ),
@@ -280,6 +292,7 @@ export class Rtnl {
         gateway: bufIp(m.attrs.gateway),
         table: t,
         protocol: typeof m.data.protocol === 'string' ? (netlink.rt.RouteProtocol[m.data.protocol] ?? 0) : (m.data.protocol ?? 0),
+        type: typeof m.data.type === 'string' ? (netlink.rt.RouteType[m.data.type] ?? 0) : (m.data.type ?? 0),
       });
     }
     return out;

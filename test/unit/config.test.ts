@@ -43,8 +43,8 @@ describe('config: valid input', () => {
     expect(c.tun.mtu).toBeUndefined();
     expect(c.underlay.address).toEqual({ text: '192.0.2.1', value: (192 << 24) | (2 << 8) | 1 });
     expect(c.underlay.address.value).toBeLessThan(0); // 192.x is negative as a signed int32
-    expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit' });
-    expect(c.routes).toEqual({ install: true, table: 254, source: 'config' });
+    expect(c.encap).toEqual({ ttl: 64, tos: 'inherit', df: 'inherit', mode: 'always' });
+    expect(c.routes).toEqual({ install: true, table: 254, source: 'config', own_blocks: [] });
     expect(c.io).toEqual({ batch: 64, socket_buffer: 4 << 20, offload: true, queues: 1 });
     expect(c.control.socket).toMatch(/^\/run\/ipipd\/ipip0\.\d+\.sock$/); // the network namespace's inode
     expect(c.log).toEqual({ level: 'info', stats_interval: 60 });
@@ -77,7 +77,7 @@ control: { socket: false }
 log: { level: debug, stats_interval: 0 }
 `);
     expect(c.tun.mtu).toBe(1400);
-    expect(c.encap).toEqual({ ttl: 'inherit', tos: 184, df: 'always' });
+    expect(c.encap).toEqual({ ttl: 'inherit', tos: 184, df: 'always', mode: 'always' });
     expect(c.control.socket).toBe(false);
     expect(c.routes.metric).toBe(20);
     expect(c.io).toEqual({ batch: 8, socket_buffer: 65536, offload: true, queues: 3 });
