@@ -14,20 +14,31 @@
 #   |  198.51.100.1 |      +-------------------------+          +-------------------------+      |  203.0.113.1  |
 #   +---------------+                                                                           +---------------+
 #
-#   --underlay switch (2..4 hosts): every host's ul0 is 192.0.2.<i>/24 on a bridge in P-sw.
+#   --underlay switch (2..32 hosts; the default above 2): every host's ul0 is 192.0.2.<i>/24 on a
+#   bridge in P-sw.
 #
 #        P-h1 ul0 ---- h1 +------+ h3 ---- ul0 P-h3
 #                         | P-sw |
-#        P-h2 ul0 ---- h2 | br0  | h4 ---- ul0 P-h4
+#        P-h2 ul0 ---- h2 | br0  | h4 ---- ul0 P-h4      ... hN ---- ul0 P-hN
 #                         +------+
 #
-#   --underlay router (2 hosts): two /25s joined by a router, for path-MTU tests that lower b0's MTU.
+#   --underlay router, 2 hosts: two /25s joined by a router, for path-MTU tests that lower b0's MTU.
 #
 #        P-h1 ul0 192.0.2.1/25 ---- a0 192.0.2.126/25 [P-r, ip_forward=1] b0 192.0.2.254/25 ---- ul0 192.0.2.129/25 P-h2
 #        (h1: 192.0.2.128/25 via 192.0.2.126)                            (h2: 192.0.2.0/25 via 192.0.2.254)
 #
-#   Pod address blocks (Calico-style node blocks), base B:
+#   --underlay router, 3..32 hosts: the same two subnets, a0 and b0 now bridges in P-r, so that some
+#   peers share a subnet and some do not (Calico's cross-subnet case). The first half of the hosts
+#   (K = ceil(N/2)) is on subnet a, the rest on subnet b:
+#
+#        P-h1 ul0 192.0.2.1/25   --+                                          +-- ul0 192.0.2.129/25 P-h<K+1>
+#        ...                       +-- a0 192.0.2.126/25 [P-r] b0 192.0.2.254/25 --+  ...
+#        P-hK ul0 192.0.2.K/25   --+   (bridges; ports h<i>)                  +-- ul0 192.0.2.(128+N-K)/25 P-hN
+#
+#   Pod address blocks (Calico-style node blocks), base B. Up to 4 hosts, /25s:
 #     h1 198.51.100.0/25   h2 203.0.113.0/25   h3 198.51.100.128/25   h4 203.0.113.128/25
+#   5..32 hosts, /28s in order: h1 198.51.100.0/28, h2 198.51.100.16/28, ... h16 198.51.100.240/28,
+#     h17 203.0.113.0/28, ... h32 203.0.113.240/28 (the pools are 198.51.100.0/24 and 203.0.113.0/24).
 #     B+0  tunnel address of the host's ipipd TUN (/32; added by the daemon, not by this script)
 #     B+1  pod gateway, the same /32 on every host-side pod veth p<j>
 #     B+9+j  pod j's eth0 (/32), routes "B+1 dev eth0 scope link" and "default via B+1";
@@ -44,6 +55,7 @@
 set -Eeuo pipefail
 
 PROG=netns-setup
+MAX_HOSTS=32
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 
 usage() {
@@ -62,16 +74,19 @@ down   Kill processes still inside P-* namespaces, delete every namespace named 
 
 Options:
   --prefix P          [a-z0-9]{1,8}. "up" generates one (ipd + 4 hex digits) if omitted.
-  --hosts N           2..4 (default 2)
+  --hosts N           2..32 (default 2)
   --pods M            pods per host, 1..4 (default 1)
   --underlay KIND     direct (veth between two hosts; default for 2 hosts),
-                      switch (bridge in P-sw; default for 3-4 hosts), router (2 hosts, P-r between)
+                      switch (bridge in P-sw; default for 3 or more hosts),
+                      router (two /25 subnets joined by P-r: 2 hosts one on each, or N hosts, the
+                      first ceil(N/2) on 192.0.2.0/25, the others on 192.0.2.128/25)
   --underlay-mtu MTU  MTU of every underlay link, 576..65535 (default 1500)
   --pod-mtu MTU       MTU of the pod veths, 576..65535 (default 1500)
   --out DIR           where to write the generated files (default ./netns-<P>)
 
-Addresses: underlay 192.0.2.0/24; pod blocks h1 198.51.100.0/25, h2 203.0.113.0/25,
-h3 198.51.100.128/25, h4 203.0.113.128/25 (B+0 tunnel, B+1 gateway, B+9+j pod j).
+Addresses: underlay 192.0.2.0/24; pod blocks, up to 4 hosts: h1 198.51.100.0/25, h2
+203.0.113.0/25, h3 198.51.100.128/25, h4 203.0.113.128/25; 5..32 hosts: /28s in order,
+198.51.100.0/28, .16/28, ... then 203.0.113.0/28, ... (B+0 tunnel, B+1 gateway, B+9+j pod j).
 
 Testing hook: NETNS_SETUP_FAIL_AT=namespaces|underlay|pods|files makes "up" fail after that step,
 to check that it rolls back.
@@ -144,8 +159,13 @@ LEAF_SYSCTLS=(
   net.ipv6.conf.default.disable_ipv6=1
 )
 
-# Block base address of host i (1-based).
+# Block base address of host i (1-based), for BLOCK_LEN 25 (up to 4 hosts) or 28 (5..32 hosts).
 block_base() {
+  if ((BLOCK_LEN == 28)); then
+    local k=$(($1 - 1))
+    if ((k < 16)); then echo "198.51.100.$((k * 16))"; else echo "203.0.113.$(((k - 16) * 16))"; fi
+    return
+  fi
   case "$1" in
     1) echo 198.51.100.0 ;;
     2) echo 203.0.113.0 ;;
@@ -228,7 +248,7 @@ generated_files() {
   local dir="$1" i
   echo "$dir/topology.env"
   echo "$dir/topology.json"
-  for ((i = 1; i <= 4; i++)); do echo "$dir/h$i.yaml"; done
+  for ((i = 1; i <= MAX_HOSTS; i++)); do echo "$dir/h$i.yaml"; done
 }
 
 if [[ "$CMD" == down ]]; then
@@ -251,14 +271,16 @@ fi
 # ---------------------------------------------------------------------------------------------
 # up: validate everything before touching the system
 
-if ! [[ "$HOSTS" =~ ^[2-4]$ ]]; then die_usage "--hosts must be 2..4, got '$HOSTS'"; fi
+if ! [[ "$HOSTS" =~ ^[0-9]{1,2}$ ]] || ((HOSTS < 2 || HOSTS > MAX_HOSTS)); then
+  die_usage "--hosts must be 2..$MAX_HOSTS, got '$HOSTS'"
+fi
 if ! [[ "$PODS" =~ ^[1-4]$ ]]; then die_usage "--pods must be 1..4, got '$PODS'"; fi
 if [[ -z "$UNDERLAY" ]]; then
   if ((HOSTS == 2)); then UNDERLAY=direct; else UNDERLAY=switch; fi
 fi
 case "$UNDERLAY" in
-  direct | router) ((HOSTS == 2)) || die_usage "--underlay $UNDERLAY needs exactly 2 hosts (use switch)" ;;
-  switch) ;;
+  direct) ((HOSTS == 2)) || die_usage "--underlay $UNDERLAY needs exactly 2 hosts (use switch)" ;;
+  switch | router) ;;
   *) die_usage "--underlay must be direct, switch or router, got '$UNDERLAY'" ;;
 esac
 check_mtu --underlay-mtu "$UNDERLAY_MTU"
@@ -316,21 +338,26 @@ add_ns() {
   ip -n "$1" link set lo up
 }
 
-# Address plan.
-declare -a H_NS H_UL H_ULLEN H_BLOCK H_BASE H_TUN H_GW
+# Address plan. On the router underlay, hosts 1..SUBNET_A are on subnet a (192.0.2.<i>/25), the
+# others on subnet b (192.0.2.<128 + i - SUBNET_A>/25): for 2 hosts, 192.0.2.1 and 192.0.2.129.
+BLOCK_LEN=25
+((HOSTS <= 4)) || BLOCK_LEN=28
+SUBNET_A=$(((HOSTS + 1) / 2))
+declare -a H_NS H_UL H_ULLEN H_SUBNET H_BLOCK H_BASE H_TUN H_GW
 for ((i = 1; i <= HOSTS; i++)); do
   H_NS[i]="$PREFIX-h$i"
   H_BASE[i]="$(block_base "$i")"
-  H_BLOCK[i]="${H_BASE[i]}/25"
+  H_BLOCK[i]="${H_BASE[i]}/$BLOCK_LEN"
   H_TUN[i]="${H_BASE[i]}"
   H_GW[i]="$(addr_plus "${H_BASE[i]}" 1)"
-  H_UL[i]="192.0.2.$i"
-  H_ULLEN[i]=24
+  if [[ "$UNDERLAY" != router ]]; then
+    H_UL[i]="192.0.2.$i" H_ULLEN[i]=24 H_SUBNET[i]=192.0.2.0/24
+  elif ((i <= SUBNET_A)); then
+    H_UL[i]="192.0.2.$i" H_ULLEN[i]=25 H_SUBNET[i]=192.0.2.0/25
+  else
+    H_UL[i]="192.0.2.$((128 + i - SUBNET_A))" H_ULLEN[i]=25 H_SUBNET[i]=192.0.2.128/25
+  fi
 done
-if [[ "$UNDERLAY" == router ]]; then
-  H_UL[1]=192.0.2.1 H_ULLEN[1]=25
-  H_UL[2]=192.0.2.129 H_ULLEN[2]=25
-fi
 pod_ns() { echo "$PREFIX-h$1p$2"; }
 pod_addr() { addr_plus "${H_BASE[$1]}" "$((9 + $2))"; }
 SW_NS="$PREFIX-sw"
@@ -380,14 +407,31 @@ case "$UNDERLAY" in
     ip -n "$SW_NS" link set dev br0 mtu "$UNDERLAY_MTU" up
     ;;
   router)
-    ip link add ul0 netns "${H_NS[1]}" type veth peer name a0 netns "$R_NS"
-    ip link add ul0 netns "${H_NS[2]}" type veth peer name b0 netns "$R_NS"
+    if ((HOSTS == 2)); then
+      # Two hosts: each one's veth ends in the router as a0 / b0 (the path-MTU tests lower b0's MTU).
+      ip link add ul0 netns "${H_NS[1]}" type veth peer name a0 netns "$R_NS"
+      ip link add ul0 netns "${H_NS[2]}" type veth peer name b0 netns "$R_NS"
+    else
+      # More: a0 and b0 are bridges, one per subnet, with the hosts' veths (h<i> in P-r) as ports.
+      ip -n "$R_NS" link add a0 type bridge
+      ip -n "$R_NS" link add b0 type bridge
+      for ((i = 1; i <= HOSTS; i++)); do
+        bridge=b0
+        ((i > SUBNET_A)) || bridge=a0
+        ip link add ul0 netns "${H_NS[i]}" type veth peer name "h$i" netns "$R_NS"
+        ip -n "$R_NS" link set dev "h$i" mtu "$UNDERLAY_MTU" master "$bridge" up
+      done
+    fi
     ul_up "$R_NS" a0 192.0.2.126/25
     ul_up "$R_NS" b0 192.0.2.254/25
-    ul_up "${H_NS[1]}" ul0 "${H_UL[1]}/25"
-    ul_up "${H_NS[2]}" ul0 "${H_UL[2]}/25"
-    ip -n "${H_NS[1]}" route add 192.0.2.128/25 via 192.0.2.126 dev ul0
-    ip -n "${H_NS[2]}" route add 192.0.2.0/25 via 192.0.2.254 dev ul0
+    for ((i = 1; i <= HOSTS; i++)); do
+      ul_up "${H_NS[i]}" ul0 "${H_UL[i]}/25"
+      if ((i <= SUBNET_A)); then
+        ip -n "${H_NS[i]}" route add 192.0.2.128/25 via 192.0.2.126 dev ul0
+      else
+        ip -n "${H_NS[i]}" route add 192.0.2.0/25 via 192.0.2.254 dev ul0
+      fi
+    done
     ;;
 esac
 fail_point underlay
@@ -435,6 +479,8 @@ gen_env() {
   echo "UNDERLAY=$UNDERLAY"
   echo "UNDERLAY_MTU=$UNDERLAY_MTU"
   echo "POD_MTU=$POD_MTU"
+  echo "BLOCK_LEN=$BLOCK_LEN"
+  echo "POOLS=\"198.51.100.0/24 203.0.113.0/24\""
   printf 'OUT_DIR=%q\n' "$OUT_ABS"
   [[ "$UNDERLAY" != switch ]] || echo "SWITCH_NS=$SW_NS"
   [[ "$UNDERLAY" != router ]] || echo "ROUTER_NS=$R_NS"
@@ -442,6 +488,7 @@ gen_env() {
     echo "H${i}_NS=${H_NS[i]}"
     echo "H${i}_UNDERLAY=${H_UL[i]}"
     echo "H${i}_UNDERLAY_DEV=ul0"
+    echo "H${i}_UNDERLAY_SUBNET=${H_SUBNET[i]}"
     echo "H${i}_TUN_ADDR=${H_TUN[i]}"
     echo "H${i}_BLOCK=${H_BLOCK[i]}"
     echo "H${i}_GATEWAY=${H_GW[i]}"
@@ -458,11 +505,13 @@ gen_json() {
   local i j sep
   printf '{\n  "prefix": "%s",\n  "underlay": "%s",\n  "underlayMtu": %d,\n  "podMtu": %d,\n' \
     "$PREFIX" "$UNDERLAY" "$UNDERLAY_MTU" "$POD_MTU"
+  printf '  "blockLen": %d,\n  "pools": ["198.51.100.0/24", "203.0.113.0/24"],\n' "$BLOCK_LEN"
   printf '  "outDir": %s,\n  "hosts": [\n' "$(json_str "$OUT_ABS")"
   for ((i = 1; i <= HOSTS; i++)); do
     printf '    {\n      "name": "h%d",\n      "ns": "%s",\n' "$i" "${H_NS[i]}"
     printf '      "underlay": "%s",\n      "underlayDev": "ul0",\n      "underlayPrefixLen": %d,\n' \
       "${H_UL[i]}" "${H_ULLEN[i]}"
+    printf '      "underlaySubnet": "%s",\n' "${H_SUBNET[i]}"
     printf '      "block": "%s",\n      "tunAddress": "%s",\n      "gateway": "%s",\n' \
       "${H_BLOCK[i]}" "${H_TUN[i]}" "${H_GW[i]}"
     printf '      "config": %s,\n      "socket": %s,\n      "pods": [\n' \
