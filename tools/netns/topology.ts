@@ -51,7 +51,9 @@ export interface HostInfo {
   underlay: string;
   underlayDev: 'ul0';
   underlayPrefixLen: number;
-  /** The node's pod block, e.g. "198.51.100.0/25". */
+  /** The underlay subnet ul0 is on: "192.0.2.0/24", or on the router underlay "192.0.2.0/25" or "192.0.2.128/25". */
+  underlaySubnet: string;
+  /** The node's pod block, e.g. "198.51.100.0/25" (up to 4 hosts) or "198.51.100.16/28" (5..32). */
   block: string;
   /** Block base: the address ipipd puts on its TUN (/32). */
   tunAddress: string;
@@ -69,6 +71,10 @@ export interface TopologyInfo {
   underlay: Underlay;
   underlayMtu: number;
   podMtu: number;
+  /** The pod blocks' prefix length: 25 up to 4 hosts, 28 for 5..32. */
+  blockLen: number;
+  /** The pools the blocks are cut from: ["198.51.100.0/24", "203.0.113.0/24"]. */
+  pools: string[];
   outDir: string;
   hosts: HostInfo[];
   switch?: { ns: string; bridge: string };
@@ -78,6 +84,7 @@ export interface TopologyInfo {
 export interface TopologyOptions {
   /** The namespaces' prefix; default a fresh "t" + 5 hex (freshPrefix). */
   prefix?: string;
+  /** 2..32 (default 2). */
   hosts?: number;
   pods?: number;
   underlay?: Underlay;
@@ -138,7 +145,7 @@ export class Topology {
     if (opts.podMtu !== undefined) args.push('--pod-mtu', String(opts.podMtu));
 
     // Registered (by the constructor) before the script runs: a signal during "up" still tears down.
-    const placeholder = new Topology(prefix, { prefix, underlay: opts.underlay ?? 'direct', underlayMtu: 0, podMtu: 0, outDir, hosts: [] });
+    const placeholder = new Topology(prefix, { prefix, underlay: opts.underlay ?? 'direct', underlayMtu: 0, podMtu: 0, blockLen: 0, pools: [], outDir, hosts: [] });
     const r = await runCommand('bash', [SETUP_SCRIPT, ...args], { timeoutMs: 60_000 });
     placeholder.unregister();
     if (r.code !== 0) {
