@@ -16,7 +16,8 @@
  *      stale one would be) is forwarded through the tunnel, and delivered.
  *   4. Reloads switch h1's mode to always (the plain route is replaced by the TUN route, traffic
  *      to h2 becomes IPIP) and back, pings going on.
- *   5. After SIGTERM no route of ipipd's is left on any host.
+ *   5. SIGKILL leaves h1's plain route behind; the next start removes it (crash recovery).
+ *   6. After SIGTERM no route of ipipd's is left on any host.
  */
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -148,6 +149,18 @@ describe.skipIf(why)('encap.mode: cross-subnet, routes from config, two underlay
     expect(await ipipdRoutes(h1)).toEqual([`${h2.block} via ${h2.underlay} dev ul0`, `${h3.block} dev ipip0 scope link`].sort());
     await pingBothWays(topo, A, B);
     await pingBothWays(topo, A, C);
+  });
+
+  test("SIGKILL leaves h1's plain route (it does not go with the TUN); the next start removes it, then installs its own", async () => {
+    const d1 = daemons.shift()!;
+    d1.child.kill('SIGKILL');
+    await d1.exited;
+    expect(await ipipdRoutes(h1)).toEqual([`${h2.block} via ${h2.underlay} dev ul0`]);
+    const again = await startDaemon(topo, h1, configs.get(h1)!);
+    daemons.unshift(again);
+    expect(again.log()).toContain(`"route":"${h2.block} via ${h2.underlay}","msg":"removed a route it left"`);
+    expect(await ipipdRoutes(h1)).toEqual([`${h2.block} via ${h2.underlay} dev ul0`, `${h3.block} dev ipip0 scope link`].sort());
+    await pingBothWays(topo, A, B);
   });
 
   test('after SIGTERM no route of ipipd is left on any host', async () => {
