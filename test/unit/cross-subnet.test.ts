@@ -1,14 +1,18 @@
 /**
  * Cross-subnet mode and own blocks (issue 12; src/daemon/cross-subnet.ts): the config rules with
  * the path each problem names, the same-subnet decision, the plain routes a peer set gets, and
- * what a reload changes (src/daemon/peer-set.ts diffPeers / describeChange).
+ * what a reload changes (src/daemon/peer-set.ts diffPeers / describeChange), and what the route
+ * keeper (src/daemon/plain-routes.ts) asks of rtnetlink.
  */
+import { pino } from 'pino';
 import { describe, expect, test } from 'vitest';
 import { describeConfig, parseConfig, type Config } from '../../src/daemon/config.js';
 import { plainRoutes, plainRouteText, sameSubnet, tunnelled, underlaySubnet } from '../../src/daemon/cross-subnet.js';
 import { IpipdError } from '../../src/daemon/errors.js';
 import { changeCounts, describeChange, diffPeers, installedPrefixes, isEmpty, livePeers, restartKeys, type KernelRoute } from '../../src/daemon/peer-set.js';
-import { parseIPv4 } from '../../src/routing/prefix.js';
+import { UnderlayRoutes } from '../../src/daemon/plain-routes.js';
+import { formatIPv4, parseIPv4 } from '../../src/routing/prefix.js';
+import type { RouteSpec, Rtnl } from '../../src/tun/netlink.js';
 
 /** h2 on 192.0.2.0/25 with us (192.0.2.1), h3 behind a router on 192.0.2.128/25. */
 const BASE = `
@@ -174,5 +178,81 @@ describe('reload: mode, subnet and own blocks change live', () => {
     expect(describeChange(d, 'ipip0', 'ul0')).toEqual(['add route blackhole 198.51.100.64/26 (routes.own_blocks)', 'delete route blackhole 198.51.100.0/26']);
     expect(isEmpty(d)).toBe(false);
     expect(isEmpty(diff(a, a))).toBe(true);
+  });
+});
+
+/** An Rtnl that records route adds and deletes (as `ip route` words) and fails where told. */
+class FakeRtnl {
+  readonly calls: string[] = [];
+  failDel = false;
+  async addRoute(r: RouteSpec, replace = false): Promise<void> {
+    this.calls.push(`${replace ? 'replace' : 'add'} ${show(r)}`);
+  }
+  async delRoute(r: RouteSpec): Promise<void> {
+    this.calls.push(`del ${show(r)}`);
+    if (this.failDel) throw Object.assign(new Error('ESRCH'), { code: 'ESRCH' });
+  }
+}
+
+function show(r: RouteSpec): string {
+  const dst = `${formatIPv4(r.dst)}/${r.dstLen}`;
+  if (r.blackhole) return `blackhole ${dst} proto ${r.protocol} table ${r.table}`;
+  return `${dst}${r.gateway !== undefined ? ` via ${formatIPv4(r.gateway)}` : ''} oif ${r.oif} proto ${r.protocol} table ${r.table}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`;
+}
+
+describe('UnderlayRoutes: what goes to rtnetlink', () => {
+  const c = cfg('encap: { mode: cross-subnet }\nroutes: { table: 100, metric: 5 }\n');
+  const [r0, r1] = plainRoutes(c, livePeers(c, []).peers, 25);
+  const logged: string[] = [];
+  const make = (): { rt: FakeRtnl; u: UnderlayRoutes } => {
+    const rt = new FakeRtnl();
+    const log = pino({ level: 'error' }, { write: (line: string) => void logged.push(line) });
+    return { rt, u: new UnderlayRoutes(rt as unknown as Rtnl, log, 100, 5, { name: 'ul0', index: 7 }) };
+  };
+
+  test("plain routes and blackholes carry ipipd's protocol, table and metric; release deletes every one", async () => {
+    const { rt, u } = make();
+    await u.addPlain(r0!, false);
+    await u.addBlackhole(c.peers[1]!.prefixes[0]!);
+    expect(u.lines()).toEqual({ plain: ['203.0.113.0/25 via 192.0.2.2 dev ul0'], blackholes: ['blackhole 198.51.100.128/25'] });
+    expect(u.recorded()).toEqual({ plain: [{ dst: '203.0.113.0/25', via: '192.0.2.2', ifindex: 7 }], blackholes: ['198.51.100.128/25'] });
+    await u.release();
+    expect(rt.calls).toEqual([
+      'add 203.0.113.0/25 via 192.0.2.2 oif 7 proto 77 table 100 metric 5',
+      'add blackhole 198.51.100.128/25 proto 77 table 100',
+      'del blackhole 198.51.100.128/25 proto 77 table 100',
+      'del 203.0.113.0/25 via 192.0.2.2 oif 7 proto 77 table 100 metric 5',
+    ]);
+    expect(u.lines()).toEqual({ plain: [], blackholes: [] });
+  });
+
+  test('a new next hop for a prefix replaces the route; deleting the old one then touches nothing', async () => {
+    const { rt, u } = make();
+    await u.addPlain(r0!, false);
+    const moved = { ...r0!, via: { text: '192.0.2.3', value: parseIPv4('192.0.2.3')! } };
+    await u.addPlain(moved, false);
+    await u.delPlain(r0!);
+    expect(rt.calls).toEqual(['add 203.0.113.0/25 via 192.0.2.2 oif 7 proto 77 table 100 metric 5', 'replace 203.0.113.0/25 via 192.0.2.3 oif 7 proto 77 table 100 metric 5']);
+    expect(u.hasPlain('203.0.113.0/25')).toBe(true);
+    // A TUN route took the prefix over: forgotten, not deleted at exit.
+    u.forgetPlain('203.0.113.0/25');
+    await u.addPlain(r1!, true);
+    await u.release();
+    expect(rt.calls.slice(2)).toEqual(['replace 203.0.113.128/26 via 192.0.2.2 oif 7 proto 77 table 100 metric 5', 'del 203.0.113.128/26 via 192.0.2.2 oif 7 proto 77 table 100 metric 5']);
+  });
+
+  test('a delete that fails at exit is logged and the others still go', async () => {
+    const { rt, u } = make();
+    await u.addPlain(r0!, false);
+    await u.addPlain(r1!, false);
+    rt.failDel = true;
+    logged.length = 0;
+    await u.release();
+    expect(rt.calls.filter((x) => x.startsWith('del'))).toHaveLength(2);
+    expect(logged.map((l) => JSON.parse(l) as { step: string; msg: string })).toMatchObject([
+      { step: 'delete 203.0.113.128/26 via 192.0.2.2 dev ul0', msg: 'cleanup step failed' },
+      { step: 'delete 203.0.113.0/25 via 192.0.2.2 dev ul0', msg: 'cleanup step failed' },
+    ]);
+    expect(u.lines().plain).toEqual([]);
   });
 });
