@@ -83,7 +83,7 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   }
   if (s.encap) {
     const e = s.encap;
-    out.push(`  encap mode ${e.mode}${e.mode === 'cross-subnet' ? ` (underlay subnet ${e.subnet}): plain routes ${e.plainRoutes.join(', ') || 'none'}` : ''}; blackholes ${e.blackholes.join(', ') || 'none'}`);
+    out.push(`  encap mode ${e.mode}${e.mode === 'cross-subnet' ? ` (underlay subnet ${e.subnet}): plain routes ${e.plainRoutes.join(', ') || 'none'}` : ''}; ${e.blackholes.join(', ') || 'no blackhole'}`);
   }
   if (s.queues.length > 1) out.push(`  queues ${s.queues.length}: ${s.queues.map((q) => `#${q.queue} tx ${q.txPackets} rx ${q.rxPackets}`).join(', ')}`);
   out.push(`  counters: ${Object.entries(s.counters).map(([k, v]) => `${k}=${v}`).join(' ')}`);

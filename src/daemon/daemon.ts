@@ -33,6 +33,9 @@
  *                                                              undo: stop, wait for exit
  *   7. installRoutes: one kernel route per peer prefix into the TUN
  *                                                              undo: delete each route
+ *      (encap.mode: cross-subnet) a plain route via the endpoint of a peer on the underlay
+ *      subnet instead, and (routes.own_blocks) a blackhole per block (src/daemon/plain-routes.ts)
+ *                                                              undo: delete each route
  *      watchKernelRoutes, with routes.source: kernel: dump and follow the routes into the TUN
  *      (src/daemon/kernel-routes.ts)                           undo: stop watching
  *   8. openControlSocket: the control socket                   undo: close, unlink

@@ -40,7 +40,7 @@ export const ERRORS = Object.freeze({
   },
   ERR_ROUTE_ADD: {
     exit: 1,
-    doc: 'Installing a kernel route for a peer prefix failed, e.g. `EEXIST`: the same route is already there.',
+    doc: 'Installing a kernel route for a peer prefix failed (into the TUN, or a plain route in `encap.mode: cross-subnet`), or a blackhole of `routes.own_blocks`, e.g. `EEXIST`: the same route is already there.',
   },
   ERR_CONTROL_SOCKET: {
     exit: 1,

@@ -11,7 +11,8 @@
  * and `openPacketSockets` (`underlay.send: packet`), 6 `startDataPath`, 7 `installRoutes` (with
  * `addPeerRoute` / `delPeerRoute`, which a reload uses too: src/daemon/live.ts), 8
  * `openControlSocket`, `tunGone` (the TUN deleted from outside: what went with it), 9
- * `openMetrics`; then `held`, `pushUndo` (the daemon's own steps) and `release`. What the host
+ * `openMetrics`; then `held`, `pushUndo` (the daemon's own steps) and `release`. Step 7's plain
+ * routes (cross-subnet) and blackholes (own blocks) are kept by src/daemon/plain-routes.ts. What the host
  * lets ipipd do (the TUN's offload probe, a missing capability) is asked in src/daemon/host.ts.
  */
 import { writeFileSync } from 'node:fs';

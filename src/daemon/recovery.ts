@@ -15,7 +15,9 @@
  *     RTPROT_IPIPD through that ifindex, the control socket and the state file are removed,
  *     each logged. (The kernel deletes a TUN when its last fd closes, and its routes and address
  *     with it, so usually only the socket and the state file are left; the rest is for a device
- *     that outlived the daemon, e.g. held open by a child process.)
+ *     that outlived the daemon, e.g. held open by a child process.) Plain routes (cross-subnet)
+ *     and blackholes (own blocks) do not go with the TUN: those the state file records are
+ *     deleted whatever became of the TUN (`recoverUnderlayRoutes`).
  */
 import { readFileSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
