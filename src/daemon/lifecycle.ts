@@ -55,10 +55,9 @@ export class Resources {
   /** Step 1: the device holding the underlay address, and its MTU. */
   underlayDev = '';
   underlayMtu = 0;
-  /** Step 1: its ifindex, and the prefix length of underlay.address on it (src/daemon/cross-subnet.ts). */
+  /** Step 1: its ifindex and underlay.address's prefix length on it; step 7: the routes outside the TUN. */
   underlayIndex = 0;
   underlayPrefixLen = 32;
-  /** Step 7: plain routes (encap.mode: cross-subnet) and blackholes (routes.own_blocks), src/daemon/plain-routes.ts. */
   underlayRoutes: UnderlayRoutes | undefined;
   /** Step 1: the TUN's MTU (configured, or the underlay's less the outer header). */
   tunMtu = 0;
@@ -384,6 +383,7 @@ export class Resources {
     await this.rtnl.delRoute(spec);
   }
 
+  /** The TUN route of prefix `text` was replaced by a plain one: no longer ours to list or delete. */
   private forgetPeerRoute(text: string): void {
     this.routeSpecs.delete(text);
     const at = this.routes.indexOf(`${text} dev ${this.tunName}`);

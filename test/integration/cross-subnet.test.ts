@@ -75,6 +75,11 @@ describe.skipIf(why)('encap.mode: cross-subnet, routes from config, two underlay
     expect(s1.routesInstalled).toEqual([`${h3.block} dev ipip0`]);
     expect(Object.fromEntries(s1.peers.map((p) => [p.endpoint, p.path]))).toEqual({ [h2.underlay]: 'plain', [h3.underlay]: 'tunnel' });
     expect((await status(h3)).encap).toMatchObject({ mode: 'cross-subnet', subnet: h3.underlaySubnet, plainRoutes: [] });
+    const text = await topo.exec(h1.ns, [process.execPath, IPIPD, 'status', '--socket', h1.socket]);
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toContain(`  encap mode cross-subnet (underlay subnet ${h1.underlaySubnet}): plain routes ${h2.block} via ${h2.underlay} dev ul0; no blackhole\n`);
+    expect(text.stdout).toMatch(new RegExp(`peer h2 ${h2.underlay.replace(/\./g, '\\.')} \\[[^\\]]+\\] \\(plain route, same underlay subnet\\)`));
+    expect(text.stdout).not.toMatch(/peer h3 .*plain route/);
   });
 
   test('every pod pair pings both ways', async () => {
