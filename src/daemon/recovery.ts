@@ -67,7 +67,8 @@ export function writeState(c: Config, ifindex: number, underlayRoutes?: Recorded
     table: c.routes.table,
     routes: c.routes.install ? c.peers.flatMap((p) => p.prefixes.map((x) => x.text)) : [],
     socket: c.control.socket,
-    startedAt: new Date().toISOString(),
+    // The process's start, not this write's: a reload rewrites the file (src/daemon/plain-routes.ts).
+    startedAt: new Date(Date.now() - process.uptime() * 1000).toISOString(),
     ...(underlayRoutes ? { underlayRoutes } : {}),
   };
   try {
