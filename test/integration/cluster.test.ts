@@ -1,0 +1,142 @@
+/**
+ * A cluster as Calico builds one, with ipipd where tunl0 is: BIRD on every host speaks BGP and
+ * puts the other hosts' blocks into the kernel as "<block> via <host> dev ipip0 onlink", and
+ * ipipd (routes.source: kernel) learns its peers from those routes (README, "A cluster with
+ * BIRD"). Topologies from scripts/netns-setup.sh --bgp with a per-run prefix, torn down on every
+ * exit path:
+ *
+ *   P-h1 .. P-h9 (ipipd + BIRD each, one pod each) --ul0-- P-sw br0 [-- P-rr 192.0.2.250, BIRD as route reflector]
+ *   router: P-h1 P-h2 on 192.0.2.0/25 --a0 [P-r] b0-- P-h3 P-h4 on 192.0.2.128/25 (cross-subnet)
+ *
+ * Behaviour only: every pair of pods pings, with a full mesh and with a route reflector; a host
+ * joining and a block withdrawn (and announced again) converge, with traffic checked before and
+ * after each change. The convergence times are logged, never asserted.
+ */
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { Cluster } from '../../tools/netns/cluster.js';
+import { expectedView, failedPairs, observedView, pingPairs, podPairs, waitConverged } from '../../tools/netns/cluster-checks.js';
+import { listNamespaces } from '../../tools/netns/namespaces.js';
+import { integrationSkip, skipWithout } from '../helpers/skip.js';
+
+const why = integrationSkip('[cluster.test]') ?? skipWithout('bird', 'birdc', 'ping');
+
+/** True if `pid` runs (a zombie counts as gone). */
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Every pair of pods among the members pings (up to 3 tries each). */
+async function expectAllPairs(c: Cluster, what: string): Promise<void> {
+  const results = await pingPairs(podPairs(c.members));
+  expect(failedPairs(results), `${what}: pairs that did not ping`).toBe('none');
+}
+
+/** Tears the cluster down and checks nothing is left: namespaces, BIRDs. */
+async function downAndCheck(c: Cluster): Promise<void> {
+  const pids = c.birdPids;
+  await c.down();
+  expect(listNamespaces(c.topo.prefix)).toEqual([]);
+  expect(pids.filter(alive)).toEqual([]);
+}
+
+describe.skipIf(why !== null)('cluster with BIRD', () => {
+  describe('full mesh: 8 hosts, a 9th joins, a block withdrawn and announced again', () => {
+    let c: Cluster;
+    beforeAll(async () => {
+      c = await Cluster.up({ hosts: 9, members: 8, bgp: 'mesh' });
+      console.log(`[cluster.test] mesh of 8 converged ${await waitConverged(c)} ms after the last BIRD started`);
+    }, 120_000);
+    afterAll(async () => {
+      if (c) await downAndCheck(c);
+    }, 60_000);
+
+    test('routes as Calico makes them: blackhole for its own block, the others via the TUN, onlink; ipipd learned them', async () => {
+      const h1 = c.topo.host(1);
+      const got = await observedView(c, h1);
+      expect(got).toEqual(expectedView(c, h1));
+      expect(got.kernel).toContain('blackhole 198.51.100.0/28');
+      expect(got.kernel).toContain('198.51.100.16/28 via 192.0.2.2 dev ipip0 onlink');
+      expect(got.ipipd).toHaveLength(7);
+    });
+
+    test('every pod pings every other pod (56 pairs)', async () => {
+      await expectAllPairs(c, 'mesh of 8');
+    });
+
+    test('a 9th host joins: its BIRD and ipipd start, the others reconfigure, nothing restarts', async () => {
+      const before = c.birdPids;
+      const t0 = Date.now();
+      const h9 = await c.join();
+      console.log(`[cluster.test] mesh: h9 joined, converged in ${await waitConverged(c, t0)} ms`);
+      expect(c.birdPids.slice(0, 8)).toEqual(before);
+      expect(before.every(alive)).toBe(true);
+      expect((await observedView(c, c.topo.host(1))).ipipd).toContain(`${h9.block} -> ${h9.underlay}`);
+      await expectAllPairs(c, 'mesh of 9');
+    });
+
+    test('h3 withdraws its block: nobody routes to it, the rest still ping; announced again, all ping', async () => {
+      const t0 = Date.now();
+      await c.withdraw('h3');
+      console.log(`[cluster.test] mesh: h3's block withdrawn, converged in ${await waitConverged(c, t0)} ms`);
+      const pairs = podPairs(c.members);
+      const touching = pairs.filter((p) => p.fromHost === 'h3' || p.toHost === 'h3');
+      const rest = pairs.filter((p) => !touching.includes(p));
+      expect(failedPairs(await pingPairs(rest)), 'pairs without h3 that did not ping').toBe('none');
+      // One try each: these must fail, and a retry would only make the test slower.
+      expect(failedPairs(await pingPairs(touching, 1), false), 'pairs with h3 that still pinged').toBe('none');
+
+      const t1 = Date.now();
+      await c.announce('h3');
+      console.log(`[cluster.test] mesh: h3's block announced again, converged in ${await waitConverged(c, t1)} ms`);
+      await expectAllPairs(c, 'mesh of 9 after h3 announced again');
+    });
+  });
+
+  describe('route reflector: 8 hosts, a 9th joins', () => {
+    let c: Cluster;
+    beforeAll(async () => {
+      c = await Cluster.up({ hosts: 9, members: 8, bgp: 'rr' });
+      console.log(`[cluster.test] 8 hosts with a route reflector converged ${await waitConverged(c)} ms after the last BIRD started`);
+    }, 120_000);
+    afterAll(async () => {
+      if (c) await downAndCheck(c);
+    }, 60_000);
+
+    test('every pod pings every other pod (56 pairs); the next hop is the host, not the reflector', async () => {
+      expect((await observedView(c, c.topo.host(2))).kernel).toContain('198.51.100.0/28 via 192.0.2.1 dev ipip0 onlink');
+      await expectAllPairs(c, 'rr, 8 hosts');
+    });
+
+    test('a 9th host joins: only the reflector reconfigures', async () => {
+      const t0 = Date.now();
+      await c.join();
+      console.log(`[cluster.test] rr: h9 joined, converged in ${await waitConverged(c, t0)} ms`);
+      await expectAllPairs(c, 'rr, 9 hosts');
+    });
+  });
+
+  test('cross-subnet (router underlay, 4 hosts, mesh): same-subnet blocks by a plain route, the others through ipipd', async () => {
+    const c = await Cluster.up({ hosts: 4, bgp: 'mesh', underlay: 'router' });
+    try {
+      expect(c.ipipMode).toBe('cross-subnet');
+      await waitConverged(c);
+      const [h1, h2, h3] = [c.topo.host(1), c.topo.host(2), c.topo.host(3)];
+      const v1 = await observedView(c, h1);
+      expect(v1.kernel).toContain(`${h2.block} via ${h2.underlay} dev ul0`);
+      expect(v1.kernel).toContain(`${h3.block} via ${h3.underlay} dev ipip0 onlink`);
+      expect(v1.ipipd).toEqual([`${c.topo.host(3).block} -> ${h3.underlay}`, `${c.topo.host(4).block} -> ${c.topo.host(4).underlay}`].sort());
+      await expectAllPairs(c, 'cross-subnet');
+      // Traffic to h3 went through ipipd; to h2 it did not (h2 is no peer of h1's ipipd at all).
+      const r1 = await c.ipipdRoutes(h1);
+      expect(r1.find((r) => r.prefix === h3.block)?.txPackets).toBeGreaterThan(0);
+      expect(r1.find((r) => r.prefix === h2.block)).toBeUndefined();
+    } finally {
+      await downAndCheck(c);
+    }
+  }, 120_000);
+});
