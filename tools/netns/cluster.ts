@@ -96,17 +96,18 @@ export class Cluster {
   /**
    * The next host joins: the configs are rendered again with it (netns-setup's confd step), the
    * BIRDs that must know it take them with `birdc configure` (every member in a mesh, the route
-   * reflector alone with rr), then its ipipd and its BIRD start. Nothing restarts.
+   * reflector alone with rr), then its ipipd and its BIRD start. Nothing restarts. Resolves
+   * with the host and when (Date.now()) its BIRD was ready.
    */
-  async join(): Promise<HostInfo> {
+  async join(): Promise<{ host: HostInfo; birdAt: number }> {
     const host = this.topo.hosts[this.memberCount];
     if (!host) throw new Error(`no host left to join (${this.memberCount} of ${this.topo.hosts.length})`);
     await must(['bash', BGP_SCRIPT, 'render', '--out', this.topo.info.outDir, '--members', String(this.memberCount + 1)]);
     const sockets = this.mode === 'mesh' ? this.members.map((h) => h.bird!.socket) : [this.topo.info.bgp!.rr!.bird.socket];
     this.memberCount++;
     await Promise.all(sockets.map((s) => birdc(s, 'configure', /^Reconfigured/m)));
-    await this.startHost(host);
-    return host;
+    const birdAt = await this.startHost(host);
+    return { host, birdAt };
   }
 
   /** Host `name` stops announcing its block (its static protocol disabled; BGP withdraws it). */
@@ -138,8 +139,8 @@ export class Cluster {
     this.procs.clear();
   }
 
-  /** ipipd first (it makes the TUN BIRD's routes name), then BIRD. */
-  private async startHost(host: HostInfo): Promise<void> {
+  /** ipipd first (it makes the TUN BIRD's routes name), then BIRD; resolves when BIRD is ready (Date.now()). */
+  private async startHost(host: HostInfo): Promise<number> {
     const ipipd = this.topo.spawn(host.ns, ['node', IPIPD_BIN, 'run', '--config', host.config]);
     let log = '';
     const keep = (d: Buffer): void => {
@@ -158,6 +159,7 @@ export class Cluster {
     if (!up || ipipd.exitCode !== null) throw new Error(`ipipd on ${host.name} did not come up (exit ${ipipd.exitCode}):\n${log}`);
     const bird = await this.startBird(host.ns, host.bird!, host.name);
     this.procs.set(host.name, { ipipd, bird, ipipdLog: () => log });
+    return Date.now();
   }
 
   /** BIRD in the foreground (so the pid is ours to kill), ready once `birdc show status` answers. */
