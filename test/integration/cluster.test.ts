@@ -12,11 +12,14 @@
  * joining and a block withdrawn (and announced again) converge, with traffic checked before and
  * after each change. The convergence times are logged, never asserted.
  */
-import { readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Cluster } from '../../tools/netns/cluster.js';
+import { BGP_SCRIPT, Cluster } from '../../tools/netns/cluster.js';
 import { expectedView, failedPairs, observedView, pingPairs, podPairs, waitConverged } from '../../tools/netns/cluster-checks.js';
-import { listNamespaces } from '../../tools/netns/namespaces.js';
+import { ROOT, listNamespaces } from '../../tools/netns/namespaces.js';
 import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
 const why = integrationSkip('[cluster.test]') ?? skipWithout('bird', 'birdc', 'ping');
@@ -122,6 +125,16 @@ describe.skipIf(why !== null)('cluster with BIRD', () => {
     });
   });
 
+  test('the cluster demo (scripts/demo.sh --hosts 3 --bgp rr) into a pipe: succeeds, prints the convergence times, no escapes', () => {
+    const r = spawnSync('bash', [join(ROOT, 'scripts', 'demo.sh'), '--hosts', '3', '--bgp', 'rr'], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/3 hosts: 6\/6 pod pairs answered a ping/);
+    expect(r.stdout).toMatch(/4 hosts: 12\/12 pod pairs answered a ping/);
+    expect(r.stdout).toMatch(/h3 withdraws +\d+\.\d\d s/);
+    expect(r.stdout).toMatch(/nothing is left\n[\s\S]*== done/);
+    expect(r.stdout + r.stderr).not.toMatch(/\x1b/);
+  }, 130_000);
+
   test('cross-subnet (router underlay, 4 hosts, mesh): same-subnet blocks by a plain route, the others through ipipd', async () => {
     const c = await Cluster.up({ hosts: 4, bgp: 'mesh', underlay: 'router' });
     try {
@@ -141,4 +154,59 @@ describe.skipIf(why !== null)('cluster with BIRD', () => {
       await downAndCheck(c);
     }
   }, 120_000);
+});
+
+describe('examples/bird', () => {
+  // The example files are exactly what scripts/netns-bgp.sh renders from the templates for a
+  // 3-host cluster on a switch (h1 of a full mesh; the route reflector), so the README can cite them.
+  const env = (bgp: string): string =>
+    [
+      'HOSTS=3',
+      'POOLS="198.51.100.0/24 203.0.113.0/24"',
+      'OUT_DIR=/var/log/bird',
+      `BGP=${bgp}`,
+      'IPIP_MODE=always',
+      'RR_ADDRESS=192.0.2.250',
+      'RR_DEVS="ul0"',
+      ...[1, 2, 3].flatMap((i) => [`H${i}_UNDERLAY=192.0.2.${i}`, `H${i}_UNDERLAY_DEV=ul0`, `H${i}_UNDERLAY_SUBNET=192.0.2.0/24`]),
+      'H1_BLOCK=198.51.100.0/25',
+      'H2_BLOCK=203.0.113.0/25',
+      'H3_BLOCK=198.51.100.128/25',
+    ].join('\n');
+
+  test.each([
+    ['mesh', 'h1.bird.conf', 'host.conf'],
+    ['rr', 'rr.bird.conf', 'rr.conf'],
+  ])('--bgp %s: %s is examples/bird/%s', (bgp, rendered, example) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ipipd-bird-'));
+    try {
+      writeFileSync(join(dir, 'topology.env'), `${env(bgp)}\n`);
+      const r = spawnSync('bash', [BGP_SCRIPT, 'render', '--out', dir], { encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stdout).toContain(join(dir, rendered));
+      expect(readFileSync(join(dir, rendered), 'utf8')).toBe(readFileSync(join(ROOT, 'examples', 'bird', example), 'utf8'));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test.skipIf(skipWithout('bird'))('BIRD parses both examples (bird -p)', () => {
+    for (const f of ['host.conf', 'rr.conf']) {
+      const r = spawnSync('bird', ['-p', '-c', join(ROOT, 'examples', 'bird', f)], { encoding: 'utf8' });
+      expect(r.status, `${f}: ${r.stderr}`).toBe(0);
+    }
+  });
+
+  test('render refuses a directory without a --bgp topology, and a bad --members', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ipipd-bird-'));
+    try {
+      expect(spawnSync('bash', [BGP_SCRIPT, 'render', '--out', dir], { encoding: 'utf8' }).status).toBe(2);
+      writeFileSync(join(dir, 'topology.env'), `${env('mesh')}\n`);
+      const r = spawnSync('bash', [BGP_SCRIPT, 'render', '--out', dir, '--members', '4'], { encoding: 'utf8' });
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/--members must be 1\.\.3/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
