@@ -141,24 +141,9 @@ export class Cluster {
 
   /** ipipd first (it makes the TUN BIRD's routes name), then BIRD; resolves when BIRD is ready (Date.now()). */
   private async startHost(host: HostInfo): Promise<number> {
-    const ipipd = this.topo.spawn(host.ns, ['node', IPIPD_BIN, 'run', '--config', host.config]);
-    let log = '';
-    const keep = (d: Buffer): void => {
-      log = (log + d.toString()).slice(-65536);
-    };
-    ipipd.stdout?.on('data', keep);
-    ipipd.stderr?.on('data', keep);
-    const up = await waitFor(async () => {
-      if (ipipd.exitCode !== null) return true;
-      try {
-        return (JSON.parse(await queryControl(host.socket, { cmd: 'status' }, 1000)) as { state: string }).state === 'up';
-      } catch {
-        return false;
-      }
-    }, 30_000, 100);
-    if (!up || ipipd.exitCode !== null) throw new Error(`ipipd on ${host.name} did not come up (exit ${ipipd.exitCode}):\n${log}`);
+    const { child: ipipd, log } = await startIpipd(this.topo, host);
     const bird = await this.startBird(host.ns, host.bird!, host.name);
-    this.procs.set(host.name, { ipipd, bird, ipipdLog: () => log });
+    this.procs.set(host.name, { ipipd, bird, ipipdLog: log });
     return Date.now();
   }
 
@@ -172,6 +157,31 @@ export class Cluster {
     }
     throw new Error(`BIRD for ${who} did not start (exit ${bird.exitCode}); its log ${files.log}`);
   }
+}
+
+/**
+ * Starts `ipipd run --config CONFIG` in `host`'s namespace (tracked by the topology) and resolves
+ * once its status says "up"; `log()` is the last 64 KiB it wrote. Rejects if it exits first or
+ * is not up within 30 s.
+ */
+export async function startIpipd(topo: Topology, host: HostInfo, config = host.config): Promise<{ child: ChildProcess; log: () => string }> {
+  const child = topo.spawn(host.ns, ['node', IPIPD_BIN, 'run', '--config', config]);
+  let out = '';
+  const keep = (d: Buffer): void => {
+    out = (out + d.toString()).slice(-65536);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const up = await waitFor(async () => {
+    if (child.exitCode !== null) return true;
+    try {
+      return (JSON.parse(await queryControl(host.socket, { cmd: 'status' }, 1000)) as { state: string }).state === 'up';
+    } catch {
+      return false;
+    }
+  }, 30_000, 100);
+  if (!up || child.exitCode !== null) throw new Error(`ipipd on ${host.name} did not come up (exit ${child.exitCode}):\n${out}`);
+  return { child, log: () => out };
 }
 
 async function birdcRaw(socket: string, cmd: string): Promise<{ code: number | null; out: string }> {
