@@ -125,6 +125,24 @@ describe.skipIf(why !== null)('cluster with BIRD', () => {
     });
   });
 
+  test('netns-setup.sh refuses bad --bgp requests before touching anything (exit 2)', () => {
+    const setup = (args: string[]): ReturnType<typeof spawnSync> =>
+      spawnSync('bash', [join(ROOT, 'scripts', 'netns-setup.sh'), 'up', '--prefix', 'xbgpbad', ...args], { encoding: 'utf8' });
+    const cases: [string[], RegExp][] = [
+      [['--bgp', 'ospf'], /--bgp must be mesh or rr/],
+      [['--bgp', 'rr', '--underlay', 'direct'], /--bgp rr needs --underlay switch or router/],
+      [['--bgp-members', '2'], /need --bgp/],
+      [['--hosts', '3', '--bgp', 'mesh', '--bgp-members', '4'], /--bgp-members must be 2\.\.3/],
+      [['--bgp', 'mesh', '--ipip-mode', 'sometimes'], /--ipip-mode must be always or cross-subnet/],
+    ];
+    for (const [args, message] of cases) {
+      const r = setup(args);
+      expect(r.status, args.join(' ')).toBe(2);
+      expect(String(r.stderr)).toMatch(message);
+    }
+    expect(listNamespaces('xbgpbad')).toEqual([]);
+  });
+
   test('the cluster demo (scripts/demo.sh --hosts 3 --bgp rr) into a pipe: succeeds, prints the convergence times, no escapes', () => {
     const r = spawnSync('bash', [join(ROOT, 'scripts', 'demo.sh'), '--hosts', '3', '--bgp', 'rr'], { encoding: 'utf8', timeout: 120_000 });
     expect(r.status, r.stdout + r.stderr).toBe(0);

@@ -87,7 +87,7 @@ async function main(): Promise<void> {
     step('3. every pod pings every other pod');
     await pingAll(c, `${o.hosts} hosts`);
 
-    step(`4. h${o.hosts + 1} joins: ${o.bgp === 'mesh' ? 'every BIRD' : 'the route reflector'} takes the new config (birdc configure), then its ipipd and BIRD start`);
+    step(`4. h${o.hosts + 1} joins: its ipipd and BIRD start, then ${o.bgp === 'mesh' ? 'every BIRD' : 'the route reflector'} takes the new config (birdc configure)`);
     let t0 = Date.now();
     const { host, birdAt } = await c.join();
     const joined = await waitConverged(c, t0);

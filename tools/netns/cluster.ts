@@ -94,19 +94,20 @@ export class Cluster {
   }
 
   /**
-   * The next host joins: the configs are rendered again with it (netns-setup's confd step), the
-   * BIRDs that must know it take them with `birdc configure` (every member in a mesh, the route
-   * reflector alone with rr), then its ipipd and its BIRD start. Nothing restarts. Resolves
-   * with the host and when (Date.now()) its BIRD was ready.
+   * The next host joins: the configs are rendered again with it (netns-setup's confd step), its
+   * ipipd and its BIRD start, then the BIRDs that must know it take the new configs with `birdc
+   * configure` (every member in a mesh, the route reflector alone with rr). Nothing restarts.
+   * Resolves with the host and when (Date.now()) its BIRD was ready.
    */
   async join(): Promise<{ host: HostInfo; birdAt: number }> {
     const host = this.topo.hosts[this.memberCount];
     if (!host) throw new Error(`no host left to join (${this.memberCount} of ${this.topo.hosts.length})`);
     await must(['bash', BGP_SCRIPT, 'render', '--out', this.topo.info.outDir, '--members', String(this.memberCount + 1)]);
     const sockets = this.mode === 'mesh' ? this.members.map((h) => h.bird!.socket) : [this.topo.info.bgp!.rr!.bird.socket];
+    // The newcomer first: the others, once configured, then find its BIRD listening.
+    const birdAt = await this.startHost(host);
     this.memberCount++;
     await Promise.all(sockets.map((s) => birdc(s, 'configure', /^Reconfigured/m)));
-    const birdAt = await this.startHost(host);
     return { host, birdAt };
   }
 
