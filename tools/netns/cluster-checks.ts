@@ -85,10 +85,13 @@ export async function differences(c: Cluster): Promise<string[]> {
 
 /**
  * Polls (every 50 ms) until every member's kernel table and ipipd agree with expectedView;
- * resolves with the milliseconds since `since`, or rejects with what still differs.
+ * resolves with the milliseconds since `since`, or rejects with what still differs, at once if
+ * an ipipd or a BIRD of the cluster has exited.
  */
 export async function waitConverged(c: Cluster, since = Date.now(), timeoutMs = 60_000): Promise<number> {
   for (;;) {
+    const dead = c.exited();
+    if (dead.length > 0) throw new Error(`${dead.join('; ')}\n${dead.filter((d) => d.startsWith('ipipd')).map((d) => c.ipipdLog(/on (h\d+)/.exec(d)?.[1] ?? '')).join('\n')}`);
     const diff = await differences(c);
     if (diff.length === 0) return Date.now() - since;
     if (Date.now() - since > timeoutMs) throw new Error(`not converged after ${timeoutMs} ms:\n${diff.join('\n')}`);

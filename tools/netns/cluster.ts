@@ -129,6 +129,18 @@ export class Cluster {
     return r.routes;
   }
 
+  /** "ipipd on h2 exited (0)", one per ipipd or BIRD of a member (or the reflector) that is no longer running. */
+  exited(): string[] {
+    const gone = (c: ChildProcess): boolean => c.exitCode !== null || c.signalCode !== null;
+    const out: string[] = [];
+    for (const [name, p] of this.procs) {
+      if (gone(p.ipipd)) out.push(`ipipd on ${name} exited (${p.ipipd.exitCode ?? p.ipipd.signalCode})`);
+      if (gone(p.bird)) out.push(`BIRD on ${name} exited (${p.bird.exitCode ?? p.bird.signalCode})`);
+    }
+    if (this.rrBird && gone(this.rrBird)) out.push(`the route reflector's BIRD exited (${this.rrBird.exitCode ?? this.rrBird.signalCode})`);
+    return out;
+  }
+
   /** The last lines of a member's ipipd log (for failure messages). */
   ipipdLog(name: string): string {
     return this.procs.get(name)?.ipipdLog().slice(-4000) ?? '';
