@@ -12,7 +12,12 @@
 # everything: on success, on failure and on Ctrl-C. Needs root, Node.js and iproute2 only
 # (uses `ping` when it is installed, a Node UDP echo otherwise).
 #
+# With --hosts N and/or --bgp mesh|rr it runs the cluster demo instead (tools/netns/cluster-demo.ts,
+# built to dist/): N hosts with ipipd and BIRD each, as Calico runs tunl0 and BIRD, a host joining
+# and a block withdrawn, with the time routes took to converge (`npm run demo:cluster`).
+#
 # Usage: npm run demo [-- --bytes N] [--keep-logs]
+#        npm run demo -- --hosts N --bgp mesh|rr [--underlay switch|router]
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -21,6 +26,7 @@ KEEP_LOGS=0
 usage() {
   cat <<'EOF_USAGE'
 Usage: npm run demo [-- OPTIONS]     (or: sudo scripts/demo.sh [OPTIONS])
+       npm run demo -- --hosts N --bgp mesh|rr [--underlay switch|router]
 
 A two-host IPIP tunnel on network namespaces, end to end: one `ipipd run` per host, a ping and
 a TCP transfer (checked by SHA-256) between a pod on each, the daemons' counters, then a clean
@@ -31,10 +37,20 @@ Options:
   --bytes N      bytes of the TCP transfer (default 16777216)
   --keep-logs    keep the daemons' logs and configs (the directory is printed)
   -h, --help     this text
+
+Cluster demo (npm run demo:cluster is --hosts 8 --bgp mesh): N hosts (2-31) with one pod each,
+ipipd (routes.source: kernel) and BIRD on every host, a full iBGP mesh or a route reflector;
+every pod pings every other, host N+1 joins, one host withdraws its block and announces it
+again, and the time until every host's routes showed each change is printed. Needs bird2 too.
+  --hosts N               hosts at the start (default 8)
+  --bgp mesh|rr           full mesh (default) or one route reflector
+  --underlay switch|router  one underlay subnet (default), or two (Calico's cross-subnet mode)
 EOF_USAGE
 }
+CLUSTER=()
 while [ $# -gt 0 ]; do
   case "$1" in
+    --hosts|--bgp|--underlay) [ $# -ge 2 ] || { echo "demo: $1 needs a value" >&2; exit 2; }; CLUSTER+=("$1" "$2"); shift 2 ;;
     --bytes) BYTES="$2"; shift 2 ;;
     --keep-logs) KEEP_LOGS=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -52,6 +68,14 @@ die() { echo "demo: $*" >&2; exit 1; }
 command -v ip >/dev/null || die "iproute2 (ip) is missing: apt-get install -y iproute2"
 [ -f "$ROOT/build/Release/ipipd_native.node" ] && [ -f "$ROOT/dist/src/daemon/cli.js" ] \
   || die "not built: run 'npm ci' first (it builds the native addon and the TypeScript)"
+
+if [ ${#CLUSTER[@]} -gt 0 ]; then
+  for tool in bird birdc ping; do
+    command -v "$tool" >/dev/null || die "$tool is missing: scripts/install-deps.sh installs it (bird2, iputils-ping)"
+  done
+  # Its own clean-up on every exit path (tools/netns/safety-net.ts); exec, so Ctrl-C reaches it.
+  exec node "$ROOT/dist/tools/netns/cluster-demo.js" "${CLUSTER[@]}"
+fi
 
 PREFIX="demo$(od -An -N2 -tx1 /dev/urandom | tr -d ' \n')"
 OUT="$(mktemp -d "${TMPDIR:-/tmp}/ipipd-demo.XXXXXX")"

@@ -79,8 +79,9 @@ Usage:
 
 up     Create namespaces P-h1..P-hN (hosts) and P-h<i>p<j> (pods), the underlay (device ul0 in
        every host) and the pod veths; write DIR/topology.env, DIR/topology.json and one ipipd
-       config per host, DIR/h<i>.yaml. All or nothing: on any failure everything made so far is
-       deleted and the exit status is non-zero.
+       config per host, DIR/h<i>.yaml (with --bgp also DIR/h<i>.bird.conf, and DIR/rr.bird.conf
+       with rr). All or nothing: on any failure everything made so far is deleted and the exit
+       status is non-zero.
 down   Kill processes still inside P-* namespaces, delete every namespace named P-*, and check that
        none is left. Idempotent. With --out DIR, first kill the BIRDs whose pid files
        (DIR/*.bird.pid) are there, and remove the files "up" wrote there.

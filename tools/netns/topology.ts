@@ -63,7 +63,31 @@ export interface HostInfo {
   config: string;
   /** Absolute path of the control socket named in that config. */
   socket: string;
+  /** With --bgp: this host's BIRD files. */
+  bird?: BirdFiles;
   pods: PodInfo[];
+}
+
+/** A BIRD's files in the output directory (netns-setup.sh --bgp writes the config, BIRD the rest). */
+export interface BirdFiles {
+  config: string;
+  /** Its control socket (bird -s, birdc -s). */
+  socket: string;
+  pidFile: string;
+  log: string;
+}
+
+export type BgpMode = 'mesh' | 'rr';
+export type IpipMode = 'always' | 'cross-subnet';
+
+/** netns-setup.sh --bgp: who is in the BGP configs, and the route reflector (rr). */
+export interface BgpInfo {
+  mode: BgpMode;
+  /** h1..h<members> are in the configs (the others may join). */
+  members: number;
+  ipipMode: IpipMode;
+  as: number;
+  rr?: { ns: string; address: string; bird: BirdFiles };
 }
 
 export interface TopologyInfo {
@@ -79,6 +103,7 @@ export interface TopologyInfo {
   hosts: HostInfo[];
   switch?: { ns: string; bridge: string };
   router?: { ns: string; a0: string; b0: string };
+  bgp?: BgpInfo;
 }
 
 export interface TopologyOptions {
@@ -90,6 +115,10 @@ export interface TopologyOptions {
   underlay?: Underlay;
   underlayMtu?: number;
   podMtu?: number;
+  /** ipipd configs with routes.source: kernel and BIRD configs (netns-setup.sh --bgp). */
+  bgp?: BgpMode;
+  bgpMembers?: number;
+  ipipMode?: IpipMode;
 }
 
 /** The outcome of a traffic.js run: its exit code and its one JSON line (null if none). */
@@ -143,6 +172,9 @@ export class Topology {
     if (opts.underlay !== undefined) args.push('--underlay', opts.underlay);
     if (opts.underlayMtu !== undefined) args.push('--underlay-mtu', String(opts.underlayMtu));
     if (opts.podMtu !== undefined) args.push('--pod-mtu', String(opts.podMtu));
+    if (opts.bgp !== undefined) args.push('--bgp', opts.bgp);
+    if (opts.bgpMembers !== undefined) args.push('--bgp-members', String(opts.bgpMembers));
+    if (opts.ipipMode !== undefined) args.push('--ipip-mode', opts.ipipMode);
 
     // Registered (by the constructor) before the script runs: a signal during "up" still tears down.
     const placeholder = new Topology(prefix, { prefix, underlay: opts.underlay ?? 'direct', underlayMtu: 0, podMtu: 0, blockLen: 0, pools: [], outDir, hosts: [] });
@@ -251,7 +283,7 @@ export class Topology {
     if (this.isDown) return;
     this.isDown = true;
     await killAll(this.children);
-    const r = await runCommand('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { timeoutMs: 60_000 });
+    const r = await runCommand('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix, '--out', this.info.outDir], { timeoutMs: 60_000 });
     this.unregister();
     rmSync(this.info.outDir, { recursive: true, force: true });
     const left = listNamespaces(this.prefix);
@@ -265,7 +297,7 @@ export class Topology {
     this.unregister();
     this.isDown = true;
     killSync(this.children);
-    spawnSync('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix], { stdio: 'ignore', timeout: 30_000 });
+    spawnSync('bash', [SETUP_SCRIPT, 'down', '--prefix', this.prefix, '--out', this.info.outDir], { stdio: 'ignore', timeout: 30_000 });
     rmSync(this.info.outDir, { recursive: true, force: true });
   }
 
