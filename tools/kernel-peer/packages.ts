@@ -1,0 +1,173 @@
+/**
+ * The real Linux kernel the interop test peers with, and the busybox its initrd runs, both from
+ * Debian's packages and nothing else: `linux-image-amd64` resolved to the kernel package it
+ * depends on (linux-image-6.1.0-NN-amd64), and `busybox-static`. They are fetched with
+ * `apt-get download` (no installing: nothing on the system changes) and unpacked with `dpkg-deb`,
+ * only the files the guest needs, into a cache directory that later runs reuse:
+ *
+ *   <cache>/<kernel package>_<version>/vmlinuz           the kernel qemu boots
+ *   <cache>/<kernel package>_<version>/modules/<m>.ko    the GUEST_MODULES, uncompressed
+ *   <cache>/<kernel package>_<version>/busybox           busybox-static's /bin/busybox
+ *
+ * The cache is `$IPIPD_KERNEL_PEER_CACHE`, else `<os tmpdir>/ipipd-kernel-peer` (never in the
+ * repository). A directory appears there only complete (made under a temporary name, renamed).
+ *
+ * Where the host's package lists do not know the packages (a container image that deleted
+ * /var/lib/apt/lists, lists too old for the mirror), apt is pointed at private lists under the
+ * cache (`apt-get update -o Dir::State::Lists=...`), so the system's own apt state is untouched.
+ *
+ * Flow of this file: GUEST_MODULES and cacheRoot; the apt calls (aptOptions, resolveKernel,
+ * download); unpack; kernelPeerAssets, the one entry point, which says why when the packages
+ * cannot be had.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** The modules the guest loads, in this order (each needs only those before it). */
+export const GUEST_MODULES = ['e1000', 'tunnel4', 'ip_tunnel', 'ipip', 'udp_tunnel', 'ip6_udp_tunnel', 'fou'] as const;
+
+/** The meta-package whose dependency names Debian's current kernel. */
+const KERNEL_META = 'linux-image-amd64';
+const BUSYBOX = 'busybox-static';
+
+/** What a booted kernel peer is made of (absolute paths inside the cache). */
+export interface KernelPeerAssets {
+  /** e.g. "linux-image-6.1.0-57-amd64". */
+  kernelPackage: string;
+  /** e.g. "6.1.192-3". */
+  version: string;
+  vmlinuz: string;
+  /** module name -> its uncompressed .ko. */
+  modules: Record<(typeof GUEST_MODULES)[number], string>;
+  busybox: string;
+}
+
+/** The directory the unpacked packages are kept in between runs. */
+export function cacheRoot(env: NodeJS.ProcessEnv = process.env): string {
+  return env.IPIPD_KERNEL_PEER_CACHE || join(tmpdir(), 'ipipd-kernel-peer');
+}
+
+/** apt's options for the system's lists (private = false) or the cache's own (private = true). */
+function aptOptions(cache: string, privateLists: boolean): string[] {
+  // Downloads land in a root-owned directory the _apt sandbox user cannot write to.
+  const opts = ['-o', 'APT::Sandbox::User=root'];
+  if (!privateLists) return opts;
+  const lists = join(cache, 'apt', 'lists');
+  const pkgcache = join(cache, 'apt', 'cache');
+  mkdirSync(join(lists, 'partial'), { recursive: true });
+  mkdirSync(join(pkgcache, 'archives', 'partial'), { recursive: true });
+  return [...opts, '-o', `Dir::State::Lists=${lists}`, '-o', `Dir::Cache=${pkgcache}`];
+}
+
+function apt(cmd: string, argv: string[], cwd?: string): { ok: boolean; out: string } {
+  const r = spawnSync(cmd, argv, { cwd, encoding: 'utf8', timeout: 300_000 });
+  return { ok: r.status === 0, out: `${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? String(r.error) : ''}` };
+}
+
+/** The kernel package linux-image-amd64 depends on and its candidate version, or null. */
+function resolveKernel(opts: string[]): { pkg: string; version: string } | null {
+  const deps = apt('apt-cache', [...opts, 'depends', KERNEL_META]);
+  const pkg = /Depends: (linux-image-[0-9][^\s]*-amd64)\b/.exec(deps.out)?.[1];
+  if (!deps.ok || pkg === undefined) return null;
+  const policy = apt('apt-cache', [...opts, 'policy', pkg]);
+  const version = /Candidate: (\S+)/.exec(policy.out)?.[1];
+  return version === undefined || version === '(none)' ? null : { pkg, version };
+}
+
+/**
+ * Unpacks from the kernel's .deb only vmlinuz and the GUEST_MODULES (`dpkg-deb --fsys-tarfile`
+ * into tar: the 400 MB of everything else never touch the disk), decompressing a module shipped
+ * as .ko.xz or .ko.zst, and busybox from busybox-static, into `dir`.
+ */
+function unpack(kernelDeb: string, busyboxDeb: string, dir: string): void {
+  const raw = join(dir, 'raw');
+  mkdirSync(raw, { recursive: true });
+  const patterns = ['./boot/vmlinuz-*', ...GUEST_MODULES.map((m) => `./lib/modules/*/${m}.ko*`)];
+  const extract = 'deb=$1 dir=$2; shift 2; dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir" --wildcards "$@"';
+  execFileSync('sh', ['-c', extract, 'sh', kernelDeb, raw, ...patterns], { stdio: ['ignore', 'ignore', 'pipe'] });
+  execFileSync('dpkg-deb', ['-x', busyboxDeb, join(dir, 'bb')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  renameSync(join(dir, 'bb', 'bin', 'busybox'), join(dir, 'busybox'));
+  const boot = join(raw, 'boot');
+  renameSync(join(boot, readdirSync(boot).find((f) => f.startsWith('vmlinuz-'))!), join(dir, 'vmlinuz'));
+  mkdirSync(join(dir, 'modules'));
+  const found = execFileSync('find', [join(raw, 'lib', 'modules'), '-name', '*.ko*'], { encoding: 'utf8' }).split('\n').filter(Boolean);
+  for (const m of GUEST_MODULES) {
+    const ko = found.find((f) => new RegExp(`/${m}\\.ko(\\.(xz|zst))?$`).test(f));
+    if (ko === undefined) throw new Error(`${kernelDeb} has no ${m}.ko`);
+    const out = join(dir, 'modules', `${m}.ko`);
+    if (ko.endsWith('.ko')) renameSync(ko, out);
+    else execFileSync('sh', ['-c', `${ko.endsWith('.xz') ? 'xz' : 'zstd'} -dc "$1" > "$2"`, 'sh', ko, out]);
+  }
+  rmSync(raw, { recursive: true, force: true });
+  rmSync(join(dir, 'bb'), { recursive: true, force: true });
+}
+
+function assetsIn(dir: string, pkg: string, version: string): KernelPeerAssets {
+  const modules = Object.fromEntries(GUEST_MODULES.map((m) => [m, join(dir, 'modules', `${m}.ko`)])) as KernelPeerAssets['modules'];
+  return { kernelPackage: pkg, version, vmlinuz: join(dir, 'vmlinuz'), modules, busybox: join(dir, 'busybox') };
+}
+
+/** Downloads the two .debs into `work` with the given apt options; the error text on failure. */
+function download(opts: string[], pkg: string, work: string): string | null {
+  const r = apt('apt-get', [...opts, 'download', pkg, BUSYBOX], work);
+  return r.ok ? null : r.out.trim().split('\n').slice(-3).join(' / ');
+}
+
+/**
+ * The kernel peer's files, from the cache or fetched and unpacked into it; or, as a string, why
+ * the packages cannot be had here (no apt, the mirror unreachable, no such package). Errors
+ * other than "cannot be had" (a .deb without a module the guest needs) are thrown.
+ */
+export function kernelPeerAssets(env: NodeJS.ProcessEnv = process.env): KernelPeerAssets | string {
+  if (spawnSync('apt-get', ['--version']).error || spawnSync('dpkg-deb', ['--version']).error) return "no apt-get/dpkg-deb (not Debian): Debian's kernel package cannot be had";
+  const cache = cacheRoot(env);
+  mkdirSync(cache, { recursive: true });
+  let opts = aptOptions(cache, false);
+  let kernel = resolveKernel(opts);
+  let privateLists = false;
+  if (kernel === null) {
+    opts = aptOptions(cache, (privateLists = true));
+    const up = apt('apt-get', [...opts, 'update']);
+    kernel = up.ok ? resolveKernel(opts) : null;
+    if (kernel === null) return cachedAssets(cache) ?? `${KERNEL_META} cannot be resolved (apt-get update into ${cache}: ${up.out.trim().split('\n').slice(-2).join(' / ')})`;
+  }
+  const dir = join(cache, `${kernel.pkg}_${kernel.version}`);
+  if (existsSync(join(dir, 'busybox'))) return assetsIn(dir, kernel.pkg, kernel.version);
+  const work = mkdtempSync(join(cache, 'fetch-'));
+  try {
+    let failed = download(opts, kernel.pkg, work);
+    if (failed !== null && !privateLists) {
+      // The system's lists name a version the mirror no longer has: fresh private lists.
+      opts = aptOptions(cache, true);
+      apt('apt-get', [...opts, 'update']);
+      failed = download(opts, kernel.pkg, work);
+    }
+    if (failed !== null) return cachedAssets(cache) ?? `apt-get download ${kernel.pkg} ${BUSYBOX} failed: ${failed}`;
+    const debs = readdirSync(work);
+    const deb = (prefix: string): string => join(work, debs.find((f) => f.startsWith(`${prefix}_`))!);
+    const staging = join(work, 'unpacked');
+    unpack(deb(kernel.pkg), deb(BUSYBOX), staging);
+    try {
+      renameSync(staging, dir);
+    } catch (e) {
+      // Another run unpacked the same version meanwhile: use theirs.
+      if (!existsSync(join(dir, 'busybox'))) throw e;
+    }
+    return assetsIn(dir, kernel.pkg, kernel.version);
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/** The newest complete unpacked kernel in the cache (for a run that cannot reach apt), or null. */
+function cachedAssets(cache: string): KernelPeerAssets | null {
+  const dirs = readdirSync(cache)
+    .filter((d) => /^linux-image-.*_.+$/.test(d) && existsSync(join(cache, d, 'busybox')))
+    .sort();
+  const last = dirs.at(-1);
+  if (last === undefined) return null;
+  const [pkg, version] = last.split('_') as [string, string];
+  return assetsIn(join(cache, last), pkg, version);
+}
