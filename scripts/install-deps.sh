@@ -13,7 +13,9 @@
 #   test       the tests' tools: ethtool (underlay GRO), tcpdump and tshark (captures),
 #              python3-scapy (RFC 2003 conformance), iputils-ping, iptables (and its arptables:
 #              the AF_PACKET sending test), libcap2-bin (capsh: the missing-capability tests),
-#              systemd (systemd-analyze verify of packaging/ipipd.service; nothing is started)
+#              systemd (systemd-analyze verify of packaging/ipipd.service; nothing is started),
+#              qemu-system-x86 (the kernel interop test boots Debian's kernel as ipipd's peer;
+#              that kernel and busybox-static it fetches itself with apt-get download)
 #   container  .ci/run's container check only: podman runc debootstrap
 set -eu
 
@@ -21,7 +23,7 @@ group() {
   case "$1" in
     build) echo python3 make g++ ;;
     run) echo iproute2 procps util-linux ca-certificates ;;
-    test) echo ethtool tcpdump tshark python3-scapy iputils-ping iptables libcap2-bin systemd ;;
+    test) echo ethtool tcpdump tshark python3-scapy iputils-ping iptables libcap2-bin systemd qemu-system-x86 ;;
     container) echo podman runc debootstrap ;;
     *) echo "install-deps.sh: unknown group '$1' (build, run, test, container)" >&2; exit 2 ;;
   esac
@@ -29,7 +31,7 @@ group() {
 
 LIST=0
 if [ "${1:-}" = "--list" ]; then LIST=1; shift; fi
-case "${1:-}" in -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 [ $# -gt 0 ] || set -- build run test
 PKGS=""
 for g in "$@"; do PKGS="$PKGS $(group "$g")"; done
