@@ -20,7 +20,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { expectedSha256 } from '../fixtures/payload.js';
-import { ROOT, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { ROOT, editedConfig, startDaemon, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectNothingLeft } from '../helpers/pair.js';
 import { integrationSkip } from '../helpers/skip.js';
 import { hasCommand } from '../../tools/netns/exec.js';
@@ -32,7 +32,8 @@ import { kernelPeerAssets } from '../../tools/kernel-peer/packages.js';
 /** Whether the kernel and busybox can be had (fetched into the cache now, reused later), or why not. */
 function peerMissing(): { reason: string | null; assets: ReturnType<typeof kernelPeerAssets> | null } {
   if (netnsMissing() !== null) return { reason: null, assets: null }; // integrationSkip says why
-  if (!hasCommand('qemu-system-x86_64')) return { reason: "'qemu-system-x86_64' not installed (package qemu-system-x86: scripts/install-deps.sh test)", assets: null };
+  const missing = ['qemu-system-x86_64', 'tcpdump'].filter((c) => !hasCommand(c));
+  if (missing.length > 0) return { reason: `${missing.map((c) => `'${c}'`).join(', ')} not installed (scripts/install-deps.sh test)`, assets: null };
   const assets = kernelPeerAssets();
   return { reason: typeof assets === 'string' ? assets : null, assets };
 }
@@ -51,6 +52,43 @@ const KERNEL_IPIP = `ip link add ipip1 type ipip remote 192.0.2.1 local 192.0.2.
 ip link set ipip1 up
 ip addr add 203.0.113.1/32 dev ipip1
 ip route add 198.51.100.0/25 dev ipip1 src 203.0.113.1`;
+
+/** README "Linux kernel peer": the same over FOU (UDP port 5555 both ways). */
+const KERNEL_FOU = `ip fou add port 5555 ipproto 4
+ip link add fou1 type ipip remote 192.0.2.1 local 192.0.2.2 encap fou encap-sport auto encap-dport 5555
+ip link set fou1 up
+ip addr add 203.0.113.1/32 dev fou1
+ip route add 198.51.100.0/25 dev fou1 src 203.0.113.1`;
+
+interface Mode {
+  encap: 'ipip' | 'fou';
+  title: string;
+  /** The guest's tunnel device, and the commands that make it. */
+  dev: string;
+  setup: string;
+  teardown: string;
+  /** What every outer packet between 192.0.2.1 and 192.0.2.2 looks like to tcpdump -n, each way. */
+  wire: RegExp;
+}
+
+const MODES: Mode[] = [
+  {
+    encap: 'ipip',
+    title: 'plain IPIP (protocol 4)',
+    dev: 'ipip1',
+    setup: KERNEL_IPIP,
+    teardown: 'ip link del ipip1',
+    wire: /^IP 192\.0\.2\.[12] > 192\.0\.2\.[12]: IP (198\.51\.100\.10|203\.0\.113\.1) > (198\.51\.100\.10|203\.0\.113\.1): ICMP echo (request|reply)/,
+  },
+  {
+    encap: 'fou',
+    title: 'FOU (IPIP in UDP, port 5555)',
+    dev: 'fou1',
+    setup: KERNEL_FOU,
+    teardown: 'ip link del fou1 && ip fou del port 5555',
+    wire: /^IP 192\.0\.2\.[12]\.\d+ > 192\.0\.2\.[12]\.5555: UDP, length 84$/,
+  },
+];
 
 const MiB = 1 << 20;
 
@@ -96,14 +134,17 @@ for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]
   test('the README holds the kernel-side commands this file runs', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     expect(readme).toContain(KERNEL_IPIP);
+    expect(readme).toContain(KERNEL_FOU);
   });
 
-  describe('plain IPIP (protocol 4)', () => {
+  // One daemon per encapsulation, the same guest: its tunnel device is remade between them.
+  describe.each(MODES)('$title', (mode) => {
     let d1: RunningDaemon;
 
     beforeAll(async () => {
-      await peer.must(KERNEL_IPIP);
-      d1 = await startDaemon(topo, h1);
+      await peer.must(mode.setup);
+      // Plain IPIP is the default: h1.yaml as generated; FOU is one key on the peer.
+      d1 = await startDaemon(topo, h1, mode.encap === 'ipip' ? h1.config : editedConfig(topo, h1, 'fou', (c) => (c.peers[0].encap = 'fou')));
     });
 
     afterAll(async () => {
@@ -111,11 +152,13 @@ for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]
         expect(await stopDaemon(d1)).toBe(0);
         await expectNothingLeft(topo, h1);
       }
-      await peer.must('ip link del ipip1');
+      await peer.must(mode.teardown);
     });
 
-    test('ping from pod A to the kernel and back', async () => {
-      await pingBothWays(topo, podA, peer);
+    test('ping from pod A to the kernel and back, encapsulated as configured on the wire', async () => {
+      const wire = await capture(topo, topo.host(2).ns, () => pingBothWays(topo, podA, peer));
+      expect(wire.length, wire.join('\n')).toBeGreaterThanOrEqual(12);
+      for (const line of wire) expect(line).toMatch(mode.wire);
       const s = await status(h1);
       expect(s.peers[0]!.txPackets).toBeGreaterThanOrEqual(6);
       expect(s.peers[0]!.rxPackets).toBeGreaterThanOrEqual(6);
@@ -130,10 +173,33 @@ for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]
     });
 
     test('inner sources outside the peer prefixes from the kernel are dropped as spoofed_source', async () => {
-      await spoofedFromGuest(h1, podA, peer, 'ipip1');
+      await spoofedFromGuest(h1, podA, peer, mode.dev);
     });
   });
 });
+
+/**
+ * The outer packets between 192.0.2.1 and 192.0.2.2 (protocol 4, or UDP to or from port 5555)
+ * that cross h2's bridge while `during` runs, as tcpdump -n prints them (one line each).
+ */
+async function capture(topo: Topology, ns: string, during: () => Promise<void>): Promise<string[]> {
+  const filter = 'host 192.0.2.1 and host 192.0.2.2 and (ip proto 4 or udp port 5555)';
+  const dump = topo.spawn(ns, ['tcpdump', '-nl', '-i', 'kb0', '-t', filter]);
+  let out = '';
+  let err = '';
+  dump.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  dump.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  const exited = new Promise<void>((r) => dump.on('close', () => r()));
+  for (let i = 0; i < 100 && !/listening on/.test(err); i++) await new Promise((r) => setTimeout(r, 50));
+  try {
+    await during();
+  } finally {
+    await new Promise((r) => setTimeout(r, 300)); // the last reply reaches tcpdump's buffer
+    dump.kill('SIGINT');
+    await exited;
+  }
+  return out.split('\n').filter(Boolean);
+}
 
 /** Three echoes from pod `a` to the guest's inner address and three from the guest to `a`. */
 async function pingBothWays(topo: Topology, a: PodInfo, peer: KernelPeer): Promise<void> {
