@@ -16,9 +16,9 @@
  * /var/lib/apt/lists, lists too old for the mirror), apt is pointed at private lists under the
  * cache (`apt-get update -o Dir::State::Lists=...`), so the system's own apt state is untouched.
  *
- * Flow of this file: GUEST_MODULES and cacheRoot; the apt calls (aptOptions, resolveKernel,
- * download); unpack; kernelPeerAssets, the one entry point, which says why when the packages
- * cannot be had.
+ * Flow of this file: GUEST_MODULES and cacheRoot; the apt calls (aptOptions, resolveKernel);
+ * unpack; fetchKernel (download and unpack once); kernelPeerAssets, the one entry point, which
+ * says why when the packages cannot be had; cachedAssets, its last resort.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync } from 'node:fs';
@@ -109,42 +109,17 @@ function assetsIn(dir: string, pkg: string, version: string): KernelPeerAssets {
   return { kernelPackage: pkg, version, vmlinuz: join(dir, 'vmlinuz'), modules, busybox: join(dir, 'busybox') };
 }
 
-/** Downloads the two .debs into `work` with the given apt options; the error text on failure. */
-function download(opts: string[], pkg: string, work: string): string | null {
-  const r = apt('apt-get', [...opts, 'download', pkg, BUSYBOX], work);
-  return r.ok ? null : r.out.trim().split('\n').slice(-3).join(' / ');
-}
-
 /**
- * The kernel peer's files, from the cache or fetched and unpacked into it; or, as a string, why
- * the packages cannot be had here (no apt, the mirror unreachable, no such package). Errors
- * other than "cannot be had" (a .deb without a module the guest needs) are thrown.
+ * The unpacked `kernel` in the cache, fetched with apt options `opts` first if it is not there
+ * yet; or, as a string, why apt-get download failed.
  */
-export function kernelPeerAssets(env: NodeJS.ProcessEnv = process.env): KernelPeerAssets | string {
-  if (spawnSync('apt-get', ['--version']).error || spawnSync('dpkg-deb', ['--version']).error) return "no apt-get/dpkg-deb (not Debian): Debian's kernel package cannot be had";
-  const cache = cacheRoot(env);
-  mkdirSync(cache, { recursive: true });
-  let opts = aptOptions(cache, false);
-  let kernel = resolveKernel(opts);
-  let privateLists = false;
-  if (kernel === null) {
-    opts = aptOptions(cache, (privateLists = true));
-    const up = apt('apt-get', [...opts, 'update']);
-    kernel = up.ok ? resolveKernel(opts) : null;
-    if (kernel === null) return cachedAssets(cache) ?? `${KERNEL_META} cannot be resolved (apt-get update into ${cache}: ${up.out.trim().split('\n').slice(-2).join(' / ')})`;
-  }
+function fetchKernel(opts: string[], kernel: { pkg: string; version: string }, cache: string): KernelPeerAssets | string {
   const dir = join(cache, `${kernel.pkg}_${kernel.version}`);
   if (existsSync(join(dir, 'busybox'))) return assetsIn(dir, kernel.pkg, kernel.version);
   const work = mkdtempSync(join(cache, 'fetch-'));
   try {
-    let failed = download(opts, kernel.pkg, work);
-    if (failed !== null && !privateLists) {
-      // The system's lists name a version the mirror no longer has: fresh private lists.
-      opts = aptOptions(cache, true);
-      apt('apt-get', [...opts, 'update']);
-      failed = download(opts, kernel.pkg, work);
-    }
-    if (failed !== null) return cachedAssets(cache) ?? `apt-get download ${kernel.pkg} ${BUSYBOX} failed: ${failed}`;
+    const r = apt('apt-get', [...opts, 'download', kernel.pkg, BUSYBOX], work);
+    if (!r.ok) return `apt-get download ${kernel.pkg} ${BUSYBOX} failed: ${r.out.trim().split('\n').slice(-3).join(' / ')}`;
     const debs = readdirSync(work);
     const deb = (prefix: string): string => join(work, debs.find((f) => f.startsWith(`${prefix}_`))!);
     const staging = join(work, 'unpacked');
@@ -159,6 +134,39 @@ export function kernelPeerAssets(env: NodeJS.ProcessEnv = process.env): KernelPe
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The kernel peer's files, from the cache or fetched and unpacked into it; or, as a string, why
+ * the packages cannot be had here (no apt, the mirror unreachable, no such package). Errors
+ * other than "cannot be had" (a .deb without a module the guest needs) are thrown.
+ *
+ * apt is asked with the system's lists, then with the private lists of an earlier run, then
+ * with private lists fetched now (apt-get update): the network only when the first two fail.
+ * Where none works, the newest kernel already in the cache is used.
+ */
+export function kernelPeerAssets(env: NodeJS.ProcessEnv = process.env): KernelPeerAssets | string {
+  if (spawnSync('apt-get', ['--version']).error || spawnSync('dpkg-deb', ['--version']).error) return "no apt-get/dpkg-deb (not Debian): Debian's kernel package cannot be had";
+  const cache = cacheRoot(env);
+  mkdirSync(cache, { recursive: true });
+  const privateLists = aptOptions(cache, true);
+  const refreshed = (): string[] | string => {
+    const up = apt('apt-get', [...privateLists, 'update']);
+    return up.ok ? privateLists : `apt-get update into ${cache}: ${up.out.trim().split('\n').slice(-2).join(' / ')}`;
+  };
+  let why = '';
+  for (const attempt of [() => aptOptions(cache, false), () => privateLists, refreshed]) {
+    const opts = attempt();
+    if (typeof opts === 'string') {
+      why = opts;
+      continue;
+    }
+    const kernel = resolveKernel(opts);
+    const got = kernel === null ? `${KERNEL_META} cannot be resolved by apt-cache` : fetchKernel(opts, kernel, cache);
+    if (typeof got !== 'string') return got;
+    why = got;
+  }
+  return cachedAssets(cache) ?? why;
 }
 
 /** The newest complete unpacked kernel in the cache (for a run that cannot reach apt), or null. */
