@@ -35,6 +35,8 @@ export interface BootOptions {
   memoryMiB?: number;
   /** Milliseconds to wait for "@@READY" (default 90 s: TCG on a busy 2-core machine). */
   bootTimeoutMs?: number;
+  /** More kernel command-line words. */
+  append?: string[];
 }
 
 export interface GuestResult {
@@ -46,12 +48,13 @@ export interface GuestResult {
 export const GUEST_MAC = '52:54:00:4b:50:01';
 
 function qemuArgv(o: BootOptions, initrd: string): string[] {
-  const append = ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', `kp.modules=${GUEST_MODULES.join(',')}`];
+  // mitigations=off: the guest is a test peer, and under TCG every speculation barrier costs.
+  const append = ['console=ttyS0', 'quiet', 'loglevel=1', 'panic=-1', 'mitigations=off', `kp.modules=${GUEST_MODULES.join(',')}`, ...(o.append ?? [])];
   return [
     'qemu-system-x86_64',
     ...['-accel', 'tcg', '-m', String(o.memoryMiB ?? 256), '-smp', '1'],
     ...['-nodefaults', '-no-user-config', '-no-reboot', '-display', 'none', '-monitor', 'none', '-serial', 'stdio'],
-    ...['-kernel', o.assets.vmlinuz, '-initrd', initrd, '-append', append.join(' ')],
+    ...['-kernel', o.assets.vmlinux ?? o.assets.vmlinuz, '-initrd', initrd, '-append', append.join(' ')],
     ...['-netdev', `tap,id=n0,ifname=${o.tap},script=no,downscript=no`, '-device', `e1000,netdev=n0,mac=${GUEST_MAC},romfile=`],
   ];
 }
@@ -132,7 +135,10 @@ export class KernelPeer {
   async run(script: string, timeoutMs = 60_000): Promise<GuestResult> {
     const id = `c${++this.serial}`;
     const done = new RegExp(`@@BEGIN ${id}\\n([\\s\\S]*?)@@END ${id} (\\d+)\\n`);
-    this.child.stdin.write(`${id} ${Buffer.from(script).toString('base64')}\n`);
+    const line = `${id} ${Buffer.from(script).toString('base64')}\n`;
+    // The guest reads the console in canonical mode: a line longer than 4095 bytes is cut.
+    if (line.length > 4000) throw new Error(`kernel peer: script too long for the console (${script.length} bytes)`);
+    this.child.stdin.write(line);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const m = done.exec(this.console);
