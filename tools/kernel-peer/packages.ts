@@ -124,7 +124,8 @@ function vmlinuxOf(dir: string): string | null {
   const start = ((bz[0x1f1] || 4) + 1) * 512 + bz.readUInt32LE(0x248);
   const payload = bz.subarray(start, start + bz.readUInt32LE(0x24c));
   if (!payload.subarray(0, 6).equals(Buffer.from('fd377a585a00', 'hex'))) return null;
-  const r = spawnSync('xz', ['-dc'], { input: payload, maxBuffer: 512 << 20 });
+  // --single-stream: the kernel's build appends the uncompressed size after the xz stream.
+  const r = spawnSync('xz', ['-dc', '--single-stream'], { input: payload, maxBuffer: 512 << 20 });
   if (r.status !== 0 || r.stdout.subarray(0, 4).toString('latin1') !== '\x7fELF') return null;
   writeFileSync(`${out}.${process.pid}`, r.stdout);
   renameSync(`${out}.${process.pid}`, out);
