@@ -205,7 +205,7 @@ async function capture(topo: Topology, ns: string, during: () => Promise<void>):
 async function pingBothWays(topo: Topology, a: PodInfo, peer: KernelPeer): Promise<void> {
   const out = await topo.exec(a.ns, ['ping', '-c', '3', '-i', '0.2', '-W', '5', GUEST_INNER], { timeoutMs: 30_000 });
   expect(out.stdout, `ping ${a.name} -> kernel`).toMatch(/3 packets transmitted, 3 received/);
-  const back = await peer.run(`ping -c 3 -W 5 ${a.address}`);
+  const back = await peer.run(`ping -c 3 -i 0.2 -W 5 ${a.address}`);
   expect(back.output, `ping kernel -> ${a.name}`).toMatch(/3 packets transmitted, 3 packets received/);
 }
 
@@ -247,7 +247,7 @@ async function tcpFromGuest(topo: Topology, to: PodInfo, peer: KernelPeer, bytes
 async function spoofedFromGuest(h1: HostInfo, a: PodInfo, peer: KernelPeer, dev: string): Promise<void> {
   await peer.must(`ip addr add ${SPOOFED}/32 dev ${dev}`);
   const before = await status(h1);
-  const r = await peer.run(`ping -c 3 -W 1 -I ${SPOOFED} ${a.address}`);
+  const r = await peer.run(`ping -c 3 -i 0.2 -W 1 -I ${SPOOFED} ${a.address}`);
   expect(r.output).toMatch(/3 packets transmitted, 0 packets received/);
   const after = await status(h1);
   const grown = Object.fromEntries(Object.entries(after.drops).filter(([k, v]) => v !== before.drops[k]).map(([k, v]) => [k, v - before.drops[k]!]));
