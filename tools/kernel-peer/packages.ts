@@ -178,19 +178,18 @@ export function kernelPeerAssets(env: NodeJS.ProcessEnv = process.env): KernelPe
   const cache = cacheRoot(env);
   mkdirSync(cache, { recursive: true });
   const privateLists = aptOptions(cache, true);
-  const refreshed = (): string[] | string => {
+  let update = '';
+  const refreshed = (): string[] => {
     const up = apt('apt-get', [...privateLists, 'update']);
-    return up.ok ? privateLists : `apt-get update into ${cache}: ${up.out.trim().split('\n').slice(-2).join(' / ')}`;
+    // apt-get update exits 0 even when every source failed: its last lines say what happened.
+    update = ` (apt-get update into ${cache}: exit ${up.ok ? 0 : 'non-zero'}: ${up.out.trim().split('\n').slice(-2).join(' / ')})`;
+    return privateLists;
   };
   let why = '';
   for (const attempt of [() => aptOptions(cache, false), () => privateLists, refreshed]) {
     const opts = attempt();
-    if (typeof opts === 'string') {
-      why = opts;
-      continue;
-    }
     const kernel = resolveKernel(opts);
-    const got = kernel === null ? `${KERNEL_META} cannot be resolved by apt-cache` : fetchKernel(opts, kernel, cache);
+    const got = kernel === null ? `${KERNEL_META} cannot be resolved by apt-cache${update}` : fetchKernel(opts, kernel, cache);
     if (typeof got !== 'string') return got;
     why = got;
   }
