@@ -131,10 +131,13 @@ for i in $(seq 100); do [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" = 1 ]
     await topo?.down();
   });
 
-  test('the README holds the kernel-side commands this file runs', () => {
+  test('the README holds the kernel-side commands this file runs, and no other kernel tunnel commands', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     expect(readme).toContain(KERNEL_IPIP);
     expect(readme).toContain(KERNEL_FOU);
+    // Every shell block that makes a kernel ipip device is one this file runs, so none is untried.
+    const blocks = [...readme.matchAll(/```sh\n([\s\S]*?)\n```/g)].map((m) => m[1]!).filter((b) => / type ipip /.test(b));
+    for (const b of blocks) expect([KERNEL_IPIP, KERNEL_FOU], 'a README block of kernel tunnel commands').toContain(b);
   });
 
   // One daemon per encapsulation, the same guest: its tunnel device is remade between them.
