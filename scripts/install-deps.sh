@@ -14,7 +14,10 @@
 #              python3-scapy (RFC 2003 conformance), iputils-ping, iptables (and its arptables:
 #              the AF_PACKET sending test), libcap2-bin (capsh: the missing-capability tests),
 #              systemd (systemd-analyze verify of packaging/ipipd.service; nothing is started),
-#              bird2 (the BGP cluster test and demo: BIRD per host namespace, Calico-style)
+#              bird2 (the BGP cluster test and demo: BIRD per host namespace, Calico-style),
+#              qemu-system-x86 and xz-utils (the kernel interop test boots Debian's kernel,
+#              uncompressed with xz, as ipipd's peer; that kernel and busybox-static it fetches
+#              itself with apt-get download)
 #   container  .ci/run's container check only: podman runc debootstrap
 set -eu
 
@@ -22,7 +25,7 @@ group() {
   case "$1" in
     build) echo python3 make g++ ;;
     run) echo iproute2 procps util-linux ca-certificates ;;
-    test) echo ethtool tcpdump tshark python3-scapy iputils-ping iptables libcap2-bin systemd bird2 ;;
+    test) echo ethtool tcpdump tshark python3-scapy iputils-ping iptables libcap2-bin systemd bird2 qemu-system-x86 xz-utils ;;
     container) echo podman runc debootstrap ;;
     *) echo "install-deps.sh: unknown group '$1' (build, run, test, container)" >&2; exit 2 ;;
   esac
@@ -30,7 +33,7 @@ group() {
 
 LIST=0
 if [ "${1:-}" = "--list" ]; then LIST=1; shift; fi
-case "${1:-}" in -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
+case "${1:-}" in -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 [ $# -gt 0 ] || set -- build run test
 PKGS=""
 for g in "$@"; do PKGS="$PKGS $(group "$g")"; done
