@@ -13,6 +13,7 @@ import type { Dataplane } from '../dataplane/dataplane.js';
 import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
 import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
+import { memoryFigures, type MemoryFigures } from './footprint.js';
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'failed' | 'closing' | 'closed';
 
@@ -58,6 +59,8 @@ export interface StatusReport {
     lastChange: { secondsAgo: number; trigger: string; added: number; removed: number; changed: number; routesAdded: number; routesRemoved: number } | null;
     kernelRoutes: { routes: number; events: number; dumps: number; errors: number } | null;
   };
+  /** What the process holds (src/daemon/footprint.ts): RSS and its parts, this thread's V8 heap, Buffers. */
+  memory: MemoryFigures;
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
@@ -147,5 +150,6 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     drops: dp ? named.drops : {},
     lastErrors,
     failure: null,
+    memory: memoryFigures(),
   };
 }
