@@ -60,7 +60,7 @@ export interface StatusReport {
     kernelRoutes: { routes: number; events: number; dumps: number; errors: number } | null;
   };
   /** What the process holds (src/daemon/footprint.ts): RSS and its parts, this thread's V8 heap, Buffers. */
-  memory: MemoryFigures;
+  memory?: MemoryFigures;
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
