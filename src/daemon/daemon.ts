@@ -53,6 +53,8 @@ import { loadConfig, parseConfig, type Config } from './config.js';
 import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { LinkWatch } from '../tun/link-watch.js';
+import { native } from '../tun/native.js';
+import { MALLOC_ARENAS } from './footprint.js';
 import { KernelRoutes } from './kernel-routes.js';
 import { Live, type ReloadAnswer } from './live.js';
 import { Resources } from './lifecycle.js';
@@ -101,6 +103,8 @@ export class Daemon {
   async start(): Promise<void> {
     if (this.state !== 'created') throw new Error(`start() in state ${this.state}`);
     this.state = 'starting';
+    // Before the queue workers start: each thread would otherwise get malloc arenas of its own.
+    native.limitMallocArenas(MALLOC_ARENAS);
     try {
       await this.acquire();
       if (this.queueFailure) throw new IpipdError('ERR_QUEUE', this.queueFailure.message, { cause: this.queueFailure });
@@ -117,6 +121,8 @@ export class Daemon {
     this.startPmtuAging();
     this.linkWatch = new LinkWatch(this.config.tun.name, this.res.tunIndex, (why) => this.tunGone(why));
     this.linkWatch.start();
+    // What start-up allocated and freed (config, netlink dumps, warm-up) goes back to the kernel.
+    native.trimMemory();
     this.log.info(
       { tun: this.config.tun.name, mtu: this.res.tunMtu, underlay: this.config.underlay.address.text, peers: this.res.peers.length, routes: this.res.routes.length },
       'up',
@@ -215,6 +221,8 @@ export class Daemon {
     try {
       const answer = await this.live.reload(next, dryRun, trigger, before);
       if (answer.applied) this.config = next;
+      // A large reload (100k prefixes) builds its table and netlink requests in malloc'd memory.
+      if (answer.applied) native.trimMemory();
       return answer;
     } finally {
       if (told) this.onReload.after?.();
