@@ -36,6 +36,7 @@
 // active uv handle keeps the loop alive; in every other state nothing keeps the loop alive.
 
 #include <napi.h>
+#include <v8.h>
 #include <uv.h>
 
 #include <arpa/inet.h>
@@ -524,6 +525,18 @@ Napi::Value LimitMallocArenas(const Napi::CallbackInfo& info) {
 
 Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+}
+
+// releaseHeap(): tells this thread's V8 isolate that memory is short (MemoryPressureLevel::
+// kCritical): a full, compacting collection that hands emptied heap pages back at once instead
+// of keeping them for later growth. Synchronous: it stalls this thread for the collection, so
+// the daemon calls it only after the heap has grown far past its size once up (a large reload).
+// N-API has no such call; node's v8.h is in every addon's include path.
+
+Napi::Value ReleaseHeap(const Napi::CallbackInfo& info) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  if (isolate != nullptr) isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kCritical);
+  return info.Env().Undefined();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1027,6 +1040,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreadName", Napi::Function::New(env, SetThreadName, "setThreadName"));
   exports.Set("limitMallocArenas", Napi::Function::New(env, LimitMallocArenas, "limitMallocArenas"));
   exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  exports.Set("releaseHeap", Napi::Function::New(env, ReleaseHeap, "releaseHeap"));
   exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));

@@ -54,7 +54,7 @@ import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { LinkWatch } from '../tun/link-watch.js';
 import { native } from '../tun/native.js';
-import { MALLOC_ARENAS } from './footprint.js';
+import { MALLOC_ARENAS, heapReserved, settleMemory } from './footprint.js';
 import { KernelRoutes } from './kernel-routes.js';
 import { Live, type ReloadAnswer } from './live.js';
 import { Resources } from './lifecycle.js';
@@ -74,6 +74,8 @@ export class Daemon {
   /** A queue worker that failed while the daemon was still starting. */
   private queueFailure: Error | undefined;
   private startedAt = 0;
+  /** This thread's V8 heap, reserved bytes, once up: what settleMemory (src/daemon/footprint.ts) compares with. */
+  private heapAtUp = 0;
   private statsTimer: NodeJS.Timeout | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
   /** The TUN's presence and kernel-side drops, watched while up. */
@@ -123,6 +125,7 @@ export class Daemon {
     this.linkWatch.start();
     // What start-up allocated and freed (config, netlink dumps, warm-up) goes back to the kernel.
     native.trimMemory();
+    this.heapAtUp = heapReserved();
     this.log.info(
       { tun: this.config.tun.name, mtu: this.res.tunMtu, underlay: this.config.underlay.address.text, peers: this.res.peers.length, routes: this.res.routes.length },
       'up',
@@ -221,8 +224,8 @@ export class Daemon {
     try {
       const answer = await this.live.reload(next, dryRun, trigger, before);
       if (answer.applied) this.config = next;
-      // A large reload (100k prefixes) builds its table and netlink requests in malloc'd memory.
-      if (answer.applied) native.trimMemory();
+      // A large reload (100k prefixes) leaves ~100 MiB of garbage that V8 would keep reserved.
+      if (answer.applied) settleMemory(native, this.heapAtUp);
       return answer;
     } finally {
       if (told) this.onReload.after?.();

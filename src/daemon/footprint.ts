@@ -36,6 +36,32 @@ export function limitYoungGeneration(): void {
  */
 export const MALLOC_ARENAS = 2;
 
+/** What `settleMemory` needs of the native binding (src/tun/native.ts). */
+export interface MemoryReleases {
+  trimMemory(): boolean;
+  releaseHeap(): void;
+}
+
+/**
+ * Hands memory a change used and no longer needs back to the kernel: malloc's free pages always
+ * (cheap), and, when this thread's V8 heap has grown past twice `heapAtUp` (its reserved size
+ * once up: a reload of 100 000 prefixes parses and builds ~100 MiB), a full collection that
+ * returns the emptied heap pages at once; otherwise V8 keeps them reserved for its next growth
+ * and RSS stays near the peak. The collection stalls this thread (queue 0) for tens of ms, which
+ * is why small heaps are left alone: a reload that size already took seconds. True if it collected.
+ */
+export function settleMemory(n: MemoryReleases, heapAtUp: number): boolean {
+  const grown = getHeapStatistics().total_heap_size > 2 * heapAtUp;
+  if (grown) n.releaseHeap();
+  n.trimMemory();
+  return grown;
+}
+
+/** This thread's V8 heap, reserved bytes: what `settleMemory` compares with. */
+export function heapReserved(): number {
+  return getHeapStatistics().total_heap_size;
+}
+
 /** What this process holds, in KiB (`ipipd status` `memory`). */
 export interface MemoryFigures {
   /** Resident set (VmRSS): what `ps` and the bench call RSS. All threads, queue workers included. */

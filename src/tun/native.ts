@@ -85,6 +85,8 @@ export interface NativeBinding {
   limitMallocArenas(n: number): void;
   /** malloc_trim(0): free pages of every malloc arena back to the kernel; true if any was released. */
   trimMemory(): boolean;
+  /** V8 MemoryPressureNotification(kCritical) on this thread: a full collection that returns emptied heap pages. Stalls the thread. */
+  releaseHeap(): void;
   /**
    * Send `message` as one datagram to the Unix datagram socket `path` (an absolute path, or
    * '@name' for an abstract socket), from a socket opened and closed for it: the sd_notify
