@@ -224,8 +224,9 @@ export class Daemon {
     try {
       const answer = await this.live.reload(next, dryRun, trigger, before);
       if (answer.applied) this.config = next;
-      // A large reload (100k prefixes) leaves ~100 MiB of garbage that V8 would keep reserved.
-      if (answer.applied) settleMemory(native, this.heapAtUp);
+      // A large reload (100k prefixes) leaves ~100 MiB of garbage that V8 would keep reserved;
+      // collected after the answer has gone out, so that the reload's caller does not wait for it.
+      if (answer.applied) setImmediate(() => settleMemory(native, this.heapAtUp));
       return answer;
     } finally {
       if (told) this.onReload.after?.();
