@@ -15,9 +15,9 @@ import { getHeapStatistics, setFlagsFromString } from 'node:v8';
  * Keep V8's young generation at its starting size (two 1 MiB semi-spaces) instead of letting it
  * grow to 2 x 8 MiB. Loading the control path's modules makes V8 grow it at start-up (much of
  * what is allocated then survives), and the grown semi-spaces stay resident for the process's
- * life: 10 MiB of RSS measured. The data path keeps little across a batch, so a scavenge of a
- * small young generation is as quick (0.08 ms against 0.6 ms each in `npm run bench:hotpath`
- * under --trace-gc) and the total time in scavenges the same.
+ * life: 10 MiB of RSS measured. The data path keeps little across a batch, so each of the more
+ * frequent scavenges has little to copy: `npm run bench:hotpath` ran ~605 scavenges instead of 82
+ * in the same CPU time, within the noise (docs/performance.md, "Footprint: what a node pays").
  *
  * Set at run time on purpose: V8 reads this flag whenever it considers growing the young
  * generation, whereas `--max-semi-space-size` is read only when the heap is set up, so it would
