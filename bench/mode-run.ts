@@ -33,6 +33,7 @@ import {
 import { type ActiveMode, MODES, type ModeName, POD_MTU, benchTopology } from './modes.js';
 import type { Options } from './options.js';
 import type { Figures } from './report.js';
+import { type EndFootprint, endFootprint } from './footprint.js';
 
 type Counters = Record<string, Record<string, number>>;
 
@@ -60,6 +61,8 @@ export interface ModeRaw {
   };
   udp1400: UdpResult & { devDelta: DevCounters[] };
   rssKiB: number[] | null;
+  /** Each tunnel process's memory at the same moment, broken down (bench/footprint.ts). */
+  footprint: EndFootprint[];
   daemonCounterDelta: Counters | null;
   /** 1-minute load average at the end of the mode (other work on the machine shows here). */
   loadavg1: number;
@@ -124,6 +127,8 @@ export async function measureMode(mode: ModeName, ctx: MeasureContext): Promise<
     const udp1400 = await udpTest(m, 1400, false);
 
     const rss = act.pids.length > 0 ? act.pids.map(rssKiB) : null;
+    const own = (await act.memory?.()) ?? [];
+    const footprint = act.pids.map((pid, i) => endFootprint(pid, own[i]));
     const why = act.dead();
     if (why) throw new Error(`${mode}: ${why}`);
 
@@ -149,6 +154,7 @@ export async function measureMode(mode: ModeName, ctx: MeasureContext): Promise<
       udp64,
       udp1400,
       rssKiB: rss,
+      footprint,
       daemonCounterDelta,
       loadavg1: Math.round(loadavg()[0] * 100) / 100,
       warnings,

@@ -20,6 +20,7 @@ import { type Background, hasCommand, inNs, must, run, start, waitFor } from '..
 import { ROOT } from '../tools/netns/namespaces.js';
 import { onCleanup } from '../tools/netns/safety-net.js';
 import { type HostInfo, Topology } from '../tools/netns/topology.js';
+import type { MemoryFigures } from '../src/daemon/footprint.js';
 
 export type ModeName = 'direct' | 'ipipd' | 'ipipd-2q' | 'ipipd-pkt' | 'quicktun' | 'wireguard-go';
 export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'ipipd-2q', 'ipipd-pkt', 'quicktun', 'wireguard-go'];
@@ -51,6 +52,8 @@ export interface ActiveMode {
   facts: Record<string, unknown>;
   /** The daemon's own counters, where it has them (ipipd), per host. */
   counters(): Promise<Record<string, Record<string, number>> | null>;
+  /** What each tunnel process says of its own memory (ipipd status `memory`), h1's then h2's; absent for other tunnels. */
+  memory?(): Promise<Array<MemoryFigures | null>>;
   /** Why the mode stopped working (a daemon exited), or null. */
   dead(): string | null;
   /** Stops the processes; resolves with warnings (e.g. unclean exit), never throws. */
@@ -120,7 +123,7 @@ const direct: ModeSpec = {
 
 const IPIPD_BIN = join(ROOT, 'bin', 'ipipd.js');
 
-async function ipipdStatus(socket: string): Promise<{ state: string; tun: { name: string; mtu: number }; counters: Record<string, number>; drops: Record<string, number> } | null> {
+async function ipipdStatus(socket: string): Promise<{ state: string; tun: { name: string; mtu: number }; counters: Record<string, number>; drops: Record<string, number>; memory?: MemoryFigures } | null> {
   const r = await run([process.execPath, IPIPD_BIN, 'status', '--socket', socket, '--json'], { timeoutMs: 10_000 });
   if (r.code !== 0) return null;
   try {
@@ -193,6 +196,7 @@ function ipipdMode(name: ModeName, queues: number, send: 'raw' | 'packet' = 'raw
         }
         return out;
       },
+      memory: () => Promise.all(topo.hosts.map(async (h) => (await ipipdStatus(h.socket))?.memory ?? null)),
       dead: () => deadOf(procs),
       stop: () => stopAll(procs, 15_000),
     };

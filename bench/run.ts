@@ -27,6 +27,7 @@ import { type IpipdModeName, MODES, type ModeName, POD_MTU } from './modes.js';
 import { HELP, type Options, parseOptions } from './options.js';
 import { clearProgress, progress, say } from './progress.js';
 import { type ModeSummary, type RoundEntry, FIGURES, ratiosTo, summarize, table } from './report.js';
+import { footprintTable } from './footprint.js';
 import { runSoak } from './soak.js';
 import { chart } from './svg.js';
 
@@ -237,6 +238,7 @@ function report(results: Results, opts: Options, modes: ModeName[], started: Dat
   writeFileSync(`${base}.svg`, svg);
 
   process.stdout.write(`\n${heading.join('\n')}\n\n${table(results.summary, modes)}\n\n`);
+  process.stdout.write(`${footprintTable(results.rounds, modes)}\n\n`);
   if (results.skipped.length > 0) process.stdout.write(`skipped: ${results.skipped.map((s) => `${s.mode} (${s.reason})`).join('; ')}\n`);
   process.stdout.write(`results: ${base}.json\nchart:   ${base}.svg\n`);
 }

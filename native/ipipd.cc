@@ -36,11 +36,13 @@
 // active uv handle keeps the loop alive; in every other state nothing keeps the loop alive.
 
 #include <napi.h>
+#include <v8.h>
 #include <uv.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <linux/filter.h>
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
@@ -503,6 +505,38 @@ Napi::Value SetThreadName(const Napi::CallbackInfo& info) {
   int err = pthread_setname_np(pthread_self(), name.c_str());
   if (err != 0) throw ErrnoError(env, err, "prctl", "setThreadName(" + name + ")");
   return env.Undefined();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Footprint (src/daemon/footprint.ts): glibc malloc's knobs, which only C can reach.
+// limitMallocArenas(n): mallopt(M_ARENA_MAX, n), so that threads started from now on (the queue
+// workers) share n arenas instead of getting up to 8 per core. trimMemory(): malloc_trim(0),
+// handing the free pages of every arena back to the kernel; true if any memory was released.
+
+Napi::Value LimitMallocArenas(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "arenas must be a number");
+  int n = info[0].As<Napi::Number>().Int32Value();
+  if (n < 1) throw Napi::RangeError::New(env, "arenas must be at least 1");
+  // mallopt returns 1 on success, 0 on error (and sets no errno for M_ARENA_MAX).
+  if (mallopt(M_ARENA_MAX, n) != 1) throw ErrnoError(env, EINVAL, "mallopt", "limitMallocArenas(" + std::to_string(n) + ")");
+  return env.Undefined();
+}
+
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+}
+
+// releaseHeap(): tells this thread's V8 isolate that memory is short (MemoryPressureLevel::
+// kCritical): a full, compacting collection that hands emptied heap pages back at once instead
+// of keeping them for later growth. Synchronous: it stalls this thread for the collection, so
+// the daemon calls it only after the heap has grown far past its size once up (a large reload).
+// N-API has no such call; node's v8.h is in every addon's include path.
+
+Napi::Value ReleaseHeap(const Napi::CallbackInfo& info) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  if (isolate != nullptr) isolate->MemoryPressureNotification(v8::MemoryPressureLevel::kCritical);
+  return info.Env().Undefined();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1004,6 +1038,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, CloseFd, "close"));
   exports.Set("notifyDatagram", Napi::Function::New(env, NotifyDatagram, "notifyDatagram"));
   exports.Set("setThreadName", Napi::Function::New(env, SetThreadName, "setThreadName"));
+  exports.Set("limitMallocArenas", Napi::Function::New(env, LimitMallocArenas, "limitMallocArenas"));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory, "trimMemory"));
+  exports.Set("releaseHeap", Napi::Function::New(env, ReleaseHeap, "releaseHeap"));
   exports.Set("setTunOffload", Napi::Function::New(env, SetTunOffload, "setTunOffload"));
   exports.Set("writeTun", Napi::Function::New(env, WriteTun, "writeTun"));
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));

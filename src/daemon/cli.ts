@@ -96,8 +96,15 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   }
   const errs = Object.entries(s.lastErrors);
   if (errs.length) out.push(`  last errors: ${errs.map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  if (s.memory) out.push(`  memory: ${memoryLine(s.memory)}`);
   if (s.failure) out.push(`  FAILED ${s.failure.code}: ${s.failure.reason}; routes lost: ${s.failure.routesLost.join(', ') || 'none'}`);
   process.stdout.write(out.join('\n') + '\n');
+}
+
+/** `ipipd status`'s memory line, in MiB (src/daemon/footprint.ts). */
+function memoryLine(m: import('./footprint.js').MemoryFigures): string {
+  const mib = (kib: number): string => (kib / 1024).toFixed(1);
+  return `rss ${mib(m.rssKiB)} MiB (private ${mib(m.anonKiB)}, file-backed ${mib(m.fileKiB)}; peak ${mib(m.peakKiB)}), V8 heap ${mib(m.heapUsedKiB)} of ${mib(m.heapTotalKiB)} MiB, buffers ${mib(m.arrayBuffersKiB)} MiB reserved`;
 }
 
 /** The control socket from --socket, or from the config file's control.socket (as status finds it). */

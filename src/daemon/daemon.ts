@@ -56,6 +56,8 @@ import { loadConfig, parseConfig, type Config } from './config.js';
 import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { LinkWatch } from '../tun/link-watch.js';
+import { native } from '../tun/native.js';
+import { MALLOC_ARENAS, heapReserved, settleMemory } from './footprint.js';
 import { KernelRoutes } from './kernel-routes.js';
 import { Live, type ReloadAnswer } from './live.js';
 import { Resources } from './lifecycle.js';
@@ -75,6 +77,8 @@ export class Daemon {
   /** A queue worker that failed while the daemon was still starting. */
   private queueFailure: Error | undefined;
   private startedAt = 0;
+  /** This thread's V8 heap, reserved bytes, once up: what settleMemory (src/daemon/footprint.ts) compares with. */
+  private heapAtUp = 0;
   private statsTimer: NodeJS.Timeout | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
   /** The TUN's presence and kernel-side drops, watched while up. */
@@ -104,6 +108,8 @@ export class Daemon {
   async start(): Promise<void> {
     if (this.state !== 'created') throw new Error(`start() in state ${this.state}`);
     this.state = 'starting';
+    // Before the queue workers start: each thread would otherwise get malloc arenas of its own.
+    native.limitMallocArenas(MALLOC_ARENAS);
     try {
       await this.acquire();
       if (this.queueFailure) throw new IpipdError('ERR_QUEUE', this.queueFailure.message, { cause: this.queueFailure });
@@ -120,6 +126,9 @@ export class Daemon {
     this.startPmtuAging();
     this.linkWatch = new LinkWatch(this.config.tun.name, this.res.tunIndex, (why) => this.tunGone(why));
     this.linkWatch.start();
+    // What start-up allocated and freed (config, netlink dumps, warm-up) goes back to the kernel.
+    native.trimMemory();
+    this.heapAtUp = heapReserved();
     this.log.info(
       { tun: this.config.tun.name, mtu: this.res.tunMtu, underlay: this.config.underlay.address.text, peers: this.res.peers.length, routes: this.res.routes.length },
       'up',
@@ -218,6 +227,9 @@ export class Daemon {
     try {
       const answer = await this.live.reload(next, dryRun, trigger, before);
       if (answer.applied) this.config = next;
+      // A large reload (100k prefixes) leaves ~100 MiB of garbage that V8 would keep reserved;
+      // collected after the answer has gone out, so that the reload's caller does not wait for it.
+      if (answer.applied) setImmediate(() => settleMemory(native, this.heapAtUp));
       return answer;
     } finally {
       if (told) this.onReload.after?.();

@@ -30,7 +30,7 @@ import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
-import { MetricsServer, type MetricsSource } from './metrics.js';
+import type { MetricsSource } from './metrics.js';
 import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
 import { needsCap, probeUdpL4 } from './host.js';
 import { plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
@@ -432,6 +432,8 @@ export class Resources {
   async openMetrics(source: MetricsSource): Promise<void> {
     const listen = this.config.metrics.listen;
     if (listen === undefined) return;
+    // Loaded only when configured: prom-client costs about 2 MiB of heap (docs/performance.md, footprint).
+    const { MetricsServer } = await import('./metrics.js');
     const m = await MetricsServer.listen(listen, source);
     this.log.info({ subsystem: 'metrics', listen: m.address }, 'metrics: serving /metrics');
     this.undo.push({ what: `close metrics ${m.address}`, run: () => m.close() });

@@ -17,6 +17,7 @@ import { setHopEntry } from '../dataplane/hops.js';
 import { createQueue, reloadQueue } from '../dataplane/queue.js';
 import { TRACE_DRAIN_MS } from '../dataplane/trace.js';
 import { native } from '../tun/native.js';
+import { heapReserved, settleMemory } from './footprint.js';
 import { createLogger } from './logger.js';
 import type { FromWorker, QueueWorkerData, ToWorker } from './queues.js';
 
@@ -69,6 +70,8 @@ port.on('message', (m: ToWorker) => {
     peers = reloadQueue(dp, peers, m.reload, d.queue, d.queues, d.tunMtu);
     root.level = m.logLevel;
     send({ type: 'reloaded', id: m.id, peers: peers.length });
+    // This isolate's copy of a large reload (the structured clone, its tables) as the main thread does.
+    settleMemory(native, heapAtReady);
   } else if (m.type === 'stop') {
     if (traceTimer) clearInterval(traceTimer);
     dp.stop();
@@ -79,4 +82,5 @@ port.on('message', (m: ToWorker) => {
 });
 
 dp.start();
+const heapAtReady = heapReserved();
 send({ type: 'ready', packets: warmUp.packets, ms: warmUp.ms });

@@ -15,6 +15,7 @@ import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
 import { plainRoutes, underlaySubnet } from './cross-subnet.js';
 import type { UnderlayRoutes } from './plain-routes.js';
+import { memoryFigures, type MemoryFigures } from './footprint.js';
 
 export type DaemonState = 'created' | 'starting' | 'up' | 'failed' | 'closing' | 'closed';
 
@@ -68,6 +69,8 @@ export interface StatusReport {
     lastChange: { secondsAgo: number; trigger: string; added: number; removed: number; changed: number; routesAdded: number; routesRemoved: number } | null;
     kernelRoutes: { routes: number; events: number; dumps: number; errors: number } | null;
   };
+  /** What the process holds (src/daemon/footprint.ts): RSS and its parts, this thread's V8 heap, Buffers. */
+  memory?: MemoryFigures;
 }
 
 /** What the report reads of the daemon's resources (src/daemon/lifecycle.ts `Resources`). */
@@ -161,6 +164,7 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     drops: dp ? named.drops : {},
     lastErrors,
     failure: null,
+    memory: memoryFigures(),
   };
 }
 

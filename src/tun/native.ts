@@ -81,6 +81,12 @@ export interface NativeBinding {
   setTunOffload(fd: number, flags: number): void;
   /** Name the calling thread (pthread_setname_np; shown by `top -H`, /proc/<pid>/task/<tid>/comm): 1 to 15 bytes, else a RangeError. */
   setThreadName(name: string): void;
+  /** mallopt(M_ARENA_MAX, n): threads started later share at most n malloc arenas (src/daemon/footprint.ts). */
+  limitMallocArenas(n: number): void;
+  /** malloc_trim(0): free pages of every malloc arena back to the kernel; true if any was released. */
+  trimMemory(): boolean;
+  /** V8 MemoryPressureNotification(kCritical) on this thread: a full collection that returns emptied heap pages. Stalls the thread. */
+  releaseHeap(): void;
   /**
    * Send `message` as one datagram to the Unix datagram socket `path` (an absolute path, or
    * '@name' for an abstract socket), from a socket opened and closed for it: the sd_notify
