@@ -103,24 +103,22 @@ export function setAdded(f: Figures, direct: Figures | undefined, isDirect: bool
  * its value is not positive.
  */
 export function ratiosToQuicktun(quicktun: Figures | undefined, f: Figures): Ratios {
-  const out: Ratios = {};
-  for (const d of FIGURES) {
-    if (!d.vsQuicktun) continue;
-    const base = quicktun?.[d.key];
-    const v = f[d.key];
-    out[d.key] = v !== null && base !== null && base !== undefined && base > 0 ? v / base : null;
-  }
-  return out;
+  return ratiosOver(quicktun, f, (d) => d.vsQuicktun === true);
 }
 
 /** value / direct's value in the same round, for the figures where that means something. */
 export function ratiosTo(direct: Figures | undefined, f: Figures): Ratios {
+  return ratiosOver(direct, f, (d) => d.ratio);
+}
+
+/** f's value / base's value for the figures `which` picks; null where base has no positive value. */
+function ratiosOver(base: Figures | undefined, f: Figures, which: (d: FigureDef) => boolean): Ratios {
   const out: Ratios = {};
   for (const d of FIGURES) {
-    if (!d.ratio) continue;
-    const base = direct?.[d.key];
+    if (!which(d)) continue;
+    const b = base?.[d.key];
     const v = f[d.key];
-    out[d.key] = v !== null && base !== null && base !== undefined && base > 0 ? v / base : null;
+    out[d.key] = v !== null && b !== null && b !== undefined && b > 0 ? v / b : null;
   }
   return out;
 }
