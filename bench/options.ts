@@ -19,7 +19,7 @@ direct routing in the same round, the added latency also to quicktun's, with the
 rounds.
 
 Options:
-  --quick            one short run: 2 rounds of 1 s tests (about 5 minutes for 6 modes,
+  --quick            one short run: 2 rounds of 1 s tests (about 9 minutes for 6 modes,
                      most of it the 2 x 1000 pings per mode)
   --rounds N         rounds (default 3; --quick: 2)
   --duration S       seconds per iperf3 test (default 5; --quick: 1)
