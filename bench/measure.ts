@@ -103,11 +103,17 @@ export interface PingResult {
   p50Us: number;
   /** null if the tool gave no p99 (a traffic.js older than its p90/p99). */
   p99Us: number | null;
+  /** Nearest-rank p99.9 (with fewer than 1000 replies, the largest); null from traffic.js, which gives none. */
+  p999Us: number | null;
 }
 
-/** Nearest-rank percentile of an ascending array. */
+/**
+ * Nearest-rank percentile of an ascending array. The rank is rounded to 1e-9 first: 99.9 / 100 x
+ * 1000 is 999.0000000000001 in floating point, whose ceiling would be one rank too far.
+ */
 export function percentile(sorted: number[], p: number): number {
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  const rank = Math.ceil(Math.round((p / 100) * sorted.length * 1e9) / 1e9);
+  const i = Math.min(sorted.length - 1, Math.max(0, rank - 1));
   return sorted[i];
 }
 
@@ -118,7 +124,7 @@ export async function pingLatency(ns: string, to: string, count: number): Promis
   });
   const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000).sort((a, b) => a - b);
   if (times.length === 0) throw new Error(`ping ${to} from ${ns}: no reply (exit ${r.code}): ${(r.stderr || r.stdout).trim().slice(-300)}`);
-  return { tool: 'ping', sent: count, received: times.length, p50Us: percentile(times, 50), p99Us: percentile(times, 99) };
+  return { tool: 'ping', sent: count, received: times.length, p50Us: percentile(times, 50), p99Us: percentile(times, 99), p999Us: percentile(times, 99.9) };
 }
 
 /**
@@ -145,7 +151,7 @@ export async function udpPingLatency(
     const j = JSON.parse(line) as { sent: number; received: number; rttMs: { p50: number; p99?: number } | null };
     if (!j.received || !j.rttMs) throw new Error(`udp-ping ${to}: no reply`);
     const p99Us = typeof j.rttMs.p99 === 'number' ? j.rttMs.p99 * 1000 : null;
-    return { tool: 'traffic.js udp-ping', sent: j.sent, received: j.received, p50Us: j.rttMs.p50 * 1000, p99Us };
+    return { tool: 'traffic.js udp-ping', sent: j.sent, received: j.received, p50Us: j.rttMs.p50 * 1000, p99Us, p999Us: null };
   } finally {
     await echo.stop(2000);
   }

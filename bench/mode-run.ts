@@ -1,13 +1,14 @@
 /**
  * One mode in one round of `npm run bench`: build a fresh topology with the mode's underlay MTU,
  * start the mode, check that pod B is routed through the mode's device (and pod A on the way
- * back), then measure: ping latency, iperf3 TCP with 1 and 4 streams, UDP 64 B (with the tunnel
- * processes' CPU time) and UDP 1400 B, each checked against the device counters around it; read
- * the RSS, check ipipd's own counters, stop and tear down (on every path: `finally`).
+ * back), then measure: ping latency idle and under one TCP stream, iperf3 TCP with 1 and 4
+ * streams, UDP 64 B (with the tunnel processes' CPU time) and UDP 1400 B, each checked against
+ * the device counters around it; read the RSS, check ipipd's own counters, stop and tear down
+ * (on every path: `finally`).
  *
  * Flow of this file: ModeRaw (what one mode yields); measureMode, the steps in that order, with
- * the helpers it calls below it: checkRoutes, latency, around (device counters around a test),
- * tcpTest, udpTest, checkDaemonCounters and figuresOf.
+ * the helpers it calls below it: checkRoutes, latency, loadedLatency, bothDevices, around
+ * (device counters around a test), tcpTest, udpTest, checkDaemonCounters and figuresOf.
  */
 import { loadavg } from 'node:os';
 import { type Background, sleep } from '../tools/netns/exec.js';
@@ -43,6 +44,8 @@ export interface ModeRaw {
   devices: Record<string, unknown>;
   facts: Record<string, unknown>;
   latency: PingResult;
+  /** The same pings while one iperf3 TCP stream (started 1 s before them) runs from pod A to pod B. */
+  loadedLatency: PingResult & { tcp: TcpResult };
   tcp1: TcpResult & { devDelta: DevCounters[] };
   tcp4: TcpResult & { devDelta: DevCounters[] };
   /**
@@ -121,6 +124,7 @@ export async function measureMode(mode: ModeName, ctx: MeasureContext): Promise<
     const rtt = await latency(m, ctx.opts.pings);
 
     server = await startIperfServer(m.podB.ns, m.podB.address);
+    const loaded = await loadedLatency(m);
     const tcp1 = await tcpTest(m, 1);
     const tcp4 = await tcpTest(m, 4);
     const udp64 = await udpTest(m, 64, true);
@@ -135,7 +139,7 @@ export async function measureMode(mode: ModeName, ctx: MeasureContext): Promise<
     const dev9 = await bothDevices(m);
     const daemonCounterDelta = checkDaemonCounters(m, counters0, await act.counters(), udp64.delivered + udp1400.delivered);
     const total = [counterDelta(dev0[0], dev9[0]), counterDelta(dev0[1], dev9[1])];
-    const figures = figuresOf(tcp1, tcp4, udp64, udp1400, rtt, rss);
+    const figures = figuresOf(tcp1, tcp4, udp64, udp1400, rtt, loaded, rss);
 
     ctx.step('stopping');
     server.stop(3000).catch(() => {});
@@ -149,6 +153,7 @@ export async function measureMode(mode: ModeName, ctx: MeasureContext): Promise<
       devices: { ...devices, countersOverTheMode: { h1: total[0], h2: total[1] } },
       facts: act.facts,
       latency: rtt,
+      loadedLatency: loaded,
       tcp1,
       tcp4,
       udp64,
@@ -179,6 +184,25 @@ async function checkRoutes(m: ModeRun): Promise<void> {
 
 function latency(m: ModeRun, count: number): Promise<PingResult> {
   return m.udpPing ? udpPingLatency(TRAFFIC_JS, m.podA.ns, m.podB.ns, m.podB.address, count) : pingLatency(m.podA.ns, m.podB.address, count);
+}
+
+/**
+ * Latency under load: one iperf3 TCP stream from pod A to pod B through the mode, and after 1 s
+ * (slow start over) the pings, which the stream outlasts by a second. The pings share every
+ * queue with the stream (TUN, sockets, veths): this is the round trip an RPC sees next to a bulk
+ * transfer. The iperf3 server must be up.
+ */
+async function loadedLatency(m: ModeRun): Promise<ModeRaw['loadedLatency']> {
+  m.step(`latency under 1 TCP stream (${m.opts.pings} pings, 10 ms apart)`);
+  const seconds = Math.ceil(m.opts.pings * 0.01) + 3;
+  const stream = iperfTcp(m.podA.ns, m.podB.address, 1, seconds);
+  // If the stream fails early, the pings' wait must not leave its rejection unhandled.
+  stream.catch(() => {});
+  await sleep(1000);
+  const rtt = await latency(m, m.opts.pings);
+  const tcp = await stream;
+  await sleep(200);
+  return { ...rtt, tcp };
 }
 
 async function bothDevices(m: ModeRun): Promise<DevCounters[]> {
@@ -276,6 +300,7 @@ function figuresOf(
   udp64: ModeRaw['udp64'],
   udp1400: UdpResult,
   rtt: PingResult,
+  loaded: PingResult,
   rss: number[] | null,
 ): Figures {
   return {
@@ -288,6 +313,14 @@ function figuresOf(
     rttP99Us: rtt.p99Us,
     addedP50Us: null,
     addedP99Us: null,
+    rttP999Us: rtt.p999Us,
+    addedP999Us: null,
+    loadRttP50Us: loaded.p50Us,
+    loadRttP99Us: loaded.p99Us,
+    loadRttP999Us: loaded.p999Us,
+    loadAddedP50Us: null,
+    loadAddedP99Us: null,
+    loadAddedP999Us: null,
     rssMiB: rss ? Math.max(...rss) / 1024 : null,
   };
 }

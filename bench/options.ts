@@ -13,14 +13,18 @@ Measures pod-to-pod traffic through ipipd against direct routing (and quicktun a
 when installed), interleaved over rounds: round 1 runs every mode, round 2 every mode again, ...
 Each mode gets a fresh pair of hosts in network namespaces (scripts/netns-setup.sh, pods at MTU
 ${POD_MTU}). Figures: TCP 1 and 4 streams (Gb/s), UDP 64 B and 1400 B delivered packets/s at an
-unlimited offered rate, tunnel CPU µs per packet, ping RTT p50/p99 and added to direct, tunnel
-RSS; each also as a ratio to direct routing in the same round, with the spread over rounds.
+unlimited offered rate, tunnel CPU µs per packet, ping RTT p50/p99/p99.9 idle and while one TCP
+stream runs through the same path, and added to direct, tunnel RSS; each also as a ratio to
+direct routing in the same round, the added latency also to quicktun's, with the spread over
+rounds.
 
 Options:
-  --quick            one short run: 2 rounds of 1 s tests (about a minute for 4 modes)
+  --quick            one short run: 2 rounds of 1 s tests (about 9 minutes for 6 modes,
+                     most of it the 2 x 1000 pings per mode)
   --rounds N         rounds (default 3; --quick: 2)
   --duration S       seconds per iperf3 test (default 5; --quick: 1)
-  --pings N          pings per latency measurement, 10 ms apart (default 200; --quick: 100)
+  --pings N          pings per latency measurement, 10 ms apart, idle and under load
+                     (default 1000, also with --quick: p99.9 needs 1000)
   --modes LIST       comma-separated, from ${ALL_MODES.join(',')}
                      (default: all; those not installed are skipped unless named here)
   --peers            first install the peers and tools: apt-get install -y quicktun
@@ -111,7 +115,7 @@ export function parseOptions(argv: string[]): Options | null {
     quick,
     rounds: int('rounds', values.rounds, quick ? 2 : 3, 1, 100),
     duration: int('duration', values.duration, quick ? 1 : 5, 1, 3600),
-    pings: int('pings', values.pings, quick ? 100 : 200, 5, 100_000),
+    pings: int('pings', values.pings, 1000, 5, 100_000),
     modes,
     modesExplicit: values.modes !== undefined,
     peers: values.peers ?? false,

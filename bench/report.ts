@@ -19,6 +19,17 @@ export interface Figures {
   /** RTT minus direct routing's in the same round. */
   addedP50Us: number | null;
   addedP99Us: number | null;
+  /** The tail over the same pings (nearest rank), and its added part. */
+  rttP999Us: number | null;
+  addedP999Us: number | null;
+  /** The same pings while one iperf3 TCP stream runs from pod A to pod B through the same path. */
+  loadRttP50Us: number | null;
+  loadRttP99Us: number | null;
+  loadRttP999Us: number | null;
+  /** Loaded RTT minus direct routing's loaded RTT in the same round. */
+  loadAddedP50Us: number | null;
+  loadAddedP99Us: number | null;
+  loadAddedP999Us: number | null;
   /** Max VmRSS of the two tunnel processes at the end of the mode. */
   rssMiB: number | null;
 }
@@ -36,6 +47,8 @@ export interface FigureDef {
   better: 'higher' | 'lower';
   /** Whether a ratio to direct routing means something (direct has a value). */
   ratio: boolean;
+  /** Also shown as a ratio to quicktun's in the same round (the latency targets of issue 15 are set against it). */
+  vsQuicktun?: boolean;
 }
 
 export const FIGURES: readonly FigureDef[] = [
@@ -46,21 +59,66 @@ export const FIGURES: readonly FigureDef[] = [
   { key: 'cpuUsPerPacket', label: 'tunnel CPU per packet (UDP 64 B)', short: 'CPU/packet', unit: 'µs', scale: 1, better: 'lower', ratio: false },
   { key: 'rttP50Us', label: 'ping RTT p50', short: 'RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: true },
   { key: 'rttP99Us', label: 'ping RTT p99', short: 'RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: true },
-  { key: 'addedP50Us', label: 'added RTT p50 (minus direct)', short: '+RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false },
-  { key: 'addedP99Us', label: 'added RTT p99 (minus direct)', short: '+RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'addedP50Us', label: 'added RTT p50 (minus direct)', short: '+RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'addedP99Us', label: 'added RTT p99 (minus direct)', short: '+RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'rttP999Us', label: 'ping RTT p99.9', short: 'RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'addedP999Us', label: 'added RTT p99.9 (minus direct)', short: '+RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'loadRttP50Us', label: 'ping RTT p50 under 1 TCP stream', short: 'loaded RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'loadRttP99Us', label: 'ping RTT p99 under 1 TCP stream', short: 'loaded RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'loadRttP999Us', label: 'ping RTT p99.9 under 1 TCP stream', short: 'loaded RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false },
+  { key: 'loadAddedP50Us', label: 'added RTT p50 under load (minus direct)', short: '+loaded p50', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'loadAddedP99Us', label: 'added RTT p99 under load (minus direct)', short: '+loaded p99', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'loadAddedP999Us', label: 'added RTT p99.9 under load (minus direct)', short: '+loaded p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
   { key: 'rssMiB', label: 'tunnel RSS, max of both ends', short: 'RSS', unit: 'MiB', scale: 1, better: 'lower', ratio: false },
 ];
 
 export type Ratios = Partial<Record<FigureKey, number | null>>;
 
+/**
+ * Each latency figure's "added" counterpart: the mode's value minus direct routing's in the same
+ * round (run.ts fills them once the round's direct routing is measured).
+ */
+export const ADDED: ReadonlyArray<readonly [added: FigureKey, raw: FigureKey]> = [
+  ['addedP50Us', 'rttP50Us'],
+  ['addedP99Us', 'rttP99Us'],
+  ['addedP999Us', 'rttP999Us'],
+  ['loadAddedP50Us', 'loadRttP50Us'],
+  ['loadAddedP99Us', 'loadRttP99Us'],
+  ['loadAddedP999Us', 'loadRttP999Us'],
+];
+
+/** Sets the ADDED figures of `f` from direct routing's figures of the same round (undefined: none measured). */
+export function setAdded(f: Figures, direct: Figures | undefined, isDirect: boolean): void {
+  for (const [added, raw] of ADDED) {
+    const v = f[raw];
+    const base = direct?.[raw];
+    if (isDirect) f[added] = v === null ? null : 0;
+    else f[added] = v !== null && base !== null && base !== undefined ? v - base : null;
+  }
+}
+
+/**
+ * value / quicktun's value in the same round, for the `vsQuicktun` figures (the issue 15
+ * targets: added RTT p50 <= 1.2x and p99 <= 1.5x quicktun's); null without quicktun or when
+ * its value is not positive.
+ */
+export function ratiosToQuicktun(quicktun: Figures | undefined, f: Figures): Ratios {
+  return ratiosOver(quicktun, f, (d) => d.vsQuicktun === true);
+}
+
 /** value / direct's value in the same round, for the figures where that means something. */
 export function ratiosTo(direct: Figures | undefined, f: Figures): Ratios {
+  return ratiosOver(direct, f, (d) => d.ratio);
+}
+
+/** f's value / base's value for the figures `which` picks; null where base has no positive value. */
+function ratiosOver(base: Figures | undefined, f: Figures, which: (d: FigureDef) => boolean): Ratios {
   const out: Ratios = {};
   for (const d of FIGURES) {
-    if (!d.ratio) continue;
-    const base = direct?.[d.key];
+    if (!which(d)) continue;
+    const b = base?.[d.key];
     const v = f[d.key];
-    out[d.key] = v !== null && base !== null && base !== undefined && base > 0 ? v / base : null;
+    out[d.key] = v !== null && b !== null && b !== undefined && b > 0 ? v / b : null;
   }
   return out;
 }
@@ -99,11 +157,14 @@ export function slope(xs: number[], ys: number[]): number | null {
 export interface ModeSummary {
   values: Partial<Record<FigureKey, Spread | null>>;
   ratios: Partial<Record<FigureKey, Spread | null>>;
+  /** The `vsQuicktun` figures as a ratio to quicktun's, over the rounds. */
+  vsQuicktun?: Partial<Record<FigureKey, Spread | null>>;
 }
 
 export interface RoundEntry {
   figures: Figures;
   ratios: Ratios;
+  vsQuicktun?: Ratios;
 }
 
 export function summarize(rounds: Array<Partial<Record<ModeName, RoundEntry>>>, modes: ModeName[]): Record<string, ModeSummary> {
@@ -114,6 +175,7 @@ export function summarize(rounds: Array<Partial<Record<ModeName, RoundEntry>>>, 
     for (const d of FIGURES) {
       s.values[d.key] = spread(entries.map((e) => e.figures[d.key]));
       if (d.ratio) s.ratios[d.key] = spread(entries.map((e) => e.ratios[d.key]));
+      if (d.vsQuicktun) (s.vsQuicktun ??= {})[d.key] = spread(entries.map((e) => e.vsQuicktun?.[d.key]));
     }
     out[m] = s;
   }
@@ -142,8 +204,9 @@ function cell(s: Spread | null | undefined, scale: number, suffix = ''): string 
 }
 
 /**
- * The table: one column per mode, two rows per figure (value, then "× direct" where a ratio
- * means something). Cells: median (min..max) over the rounds.
+ * The table: one column per mode, a row per figure (value), then "× direct" where a ratio means
+ * something and "× quicktun" for the latency figures the targets compare with quicktun's (when
+ * quicktun ran). Cells: median (min..max) over the rounds.
  */
 export function table(summary: Record<string, ModeSummary>, modes: ModeName[]): string {
   const rows: string[][] = [['', ...modes]];
@@ -151,6 +214,9 @@ export function table(summary: Record<string, ModeSummary>, modes: ModeName[]): 
     rows.push([`${d.label}, ${d.unit}`, ...modes.map((m) => cell(summary[m]?.values[d.key], d.scale))]);
     if (d.ratio) {
       rows.push(['  × direct', ...modes.map((m) => cell(summary[m]?.ratios[d.key], 1, '×'))]);
+    }
+    if (d.vsQuicktun && modes.includes('quicktun')) {
+      rows.push(['  × quicktun', ...modes.map((m) => (m === 'direct' ? '' : cell(summary[m]?.vsQuicktun?.[d.key], 1, '×')))]);
     }
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => [...r[c]].length)));

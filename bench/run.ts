@@ -26,7 +26,7 @@ import { type MeasureContext, type ModeRaw, measureMode } from './mode-run.js';
 import { type IpipdModeName, MODES, type ModeName, POD_MTU } from './modes.js';
 import { HELP, type Options, parseOptions } from './options.js';
 import { clearProgress, progress, say } from './progress.js';
-import { type ModeSummary, type RoundEntry, FIGURES, ratiosTo, summarize, table } from './report.js';
+import { type ModeSummary, type RoundEntry, FIGURES, ratiosTo, ratiosToQuicktun, setAdded, summarize, table } from './report.js';
 import { footprintTable } from './footprint.js';
 import { runSoak } from './soak.js';
 import { chart } from './svg.js';
@@ -143,7 +143,7 @@ async function compare(opts: Options, modes: ModeName[], skipped: Results['skipp
     writeFileSync(`${base}.json`, `${JSON.stringify(results, null, 2)}\n`);
   };
 
-  say(`bench: ${modes.join(', ')}; ${opts.rounds} round${opts.rounds > 1 ? 's' : ''}, ${opts.duration} s per iperf3 test; namespaces ${prefix}-*`);
+  say(`bench: ${modes.join(', ')}; ${opts.rounds} round${opts.rounds > 1 ? 's' : ''}, ${opts.duration} s per iperf3 test, ${opts.pings} pings idle and under load; namespaces ${prefix}-*`);
   say(`bench: note: ${machine.note as string}`);
   try {
     for (let r = 1; r <= opts.rounds; r++) {
@@ -190,15 +190,12 @@ async function runRound(
   const direct = round.direct?.figures;
   for (const m of modes) {
     const e = round[m];
-    if (direct && m !== 'direct') {
-      e.figures.addedP50Us = e.figures.rttP50Us !== null && direct.rttP50Us !== null ? e.figures.rttP50Us - direct.rttP50Us : null;
-      e.figures.addedP99Us = e.figures.rttP99Us !== null && direct.rttP99Us !== null ? e.figures.rttP99Us - direct.rttP99Us : null;
-    } else if (m === 'direct') {
-      e.figures.addedP50Us = 0;
-      e.figures.addedP99Us = e.figures.rttP99Us === null ? null : 0;
-    }
+    setAdded(e.figures, direct, m === 'direct');
     e.ratios = ratiosTo(direct, e.figures);
   }
+  // After every mode's added figures exist: the latency targets are set against quicktun's.
+  const quicktun = round.quicktun?.figures;
+  for (const m of modes) if (m !== 'direct') round[m].vsQuicktun = ratiosToQuicktun(quicktun, round[m].figures);
 }
 
 /** Each mode's facts (from round 1) and the spread of every figure over the rounds. */
@@ -209,7 +206,7 @@ function summarizeResults(results: Results, modes: ModeName[]): void {
     results.modeFacts[m] = { ...(f ?? {}), devices: dev };
   }
   results.summary = summarize(
-    results.rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { figures: v.figures, ratios: v.ratios }]))),
+    results.rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { figures: v.figures, ratios: v.ratios, vsQuicktun: v.vsQuicktun }]))),
     modes,
   );
   results.finishedAt = new Date().toISOString();
@@ -224,7 +221,8 @@ function report(results: Results, opts: Options, modes: ModeName[], started: Dat
     `ipipd bench, ${when}: ${opts.rounds} round${opts.rounds > 1 ? 's' : ''} x ${modes.length} modes, ${opts.duration} s per iperf3 test, ${opts.pings} pings`,
     `machine: ${host}`,
     `note: ${machine.note as string}`,
-    `cells: median (min..max) over the rounds; "× direct": ratio to direct routing in the same round`,
+    `cells: median (min..max) over the rounds; "× direct": ratio to direct routing in the same round; "× quicktun": ratio to quicktun's in the same round`,
+    `latency: ${opts.pings} pings 10 ms apart, idle, then again while one iperf3 TCP stream runs from pod A to pod B`,
   ];
   const svg = chart({
     title: 'ipipd bench: pod-to-pod figures as a ratio to direct routing',

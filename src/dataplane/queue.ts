@@ -6,8 +6,8 @@
  *   - `queueIds`: the ID plan that keeps the queues' outer Identifications apart;
  *   - `icmpLimits`: each queue's share of the ICMP rate;
  *   - `buildTunnel`: the pure tunnel core (peers, prefix table, encapsulation policy);
- *   - `createQueue`: all of the above, the Dataplane on the queue's fds, and its JIT warm-up
- *     (warmup.ts); the caller starts it;
+ *   - `createQueue`: all of the above, the Dataplane on the queue's fds, its JIT warm-up
+ *     (warmup.ts) and a quiet heap after it (heap.ts); the caller starts it;
  *   - `reloadQueue`: a config reload on a running queue: a new tunnel core from the new peer
  *     set, what stays carried over from the old one, swapped in between two batches.
  */
@@ -17,6 +17,7 @@ import { Peer, Tunnel } from '../ipip/index.js';
 import { PrefixTable } from '../routing/table.js';
 import { Dataplane } from './dataplane.js';
 import { PeerFigures } from './figures.js';
+import { quietHeap } from './heap.js';
 import type { DataplaneIo } from './io.js';
 import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
 
@@ -128,8 +129,8 @@ export interface Queue {
   peers: Peer[];
   /** The ID starts this queue used (queue 0 hands them to the workers). */
   idStarts: readonly number[];
-  /** The JIT warm-up: packets processed, and how long it took. */
-  warmUp: { packets: number; ms: number };
+  /** The JIT warm-up: packets processed, how long it took, and of that the full GC after it (heap.ts). */
+  warmUp: { packets: number; ms: number; gcMs: number };
 }
 
 /** Build queue `spec.queue` from the config and warm it up; not started. */
@@ -164,7 +165,10 @@ export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
     dataplane.close();
     throw err;
   }
-  return { dataplane, tunnel, peers, idStarts: ids.starts, warmUp: { packets, ms: Math.round(performance.now() - t0) } };
+  // The warm-up's garbage collected now, and no memory-reducer GC later (heap.ts: they were the
+  // 15-45 ms outliers of the round trip).
+  const gcMs = quietHeap();
+  return { dataplane, tunnel, peers, idStarts: ids.starts, warmUp: { packets, ms: Math.round(performance.now() - t0), gcMs: Math.round(gcMs * 10) / 10 } };
 }
 
 /** What a reload hands every queue (plain data: it is posted to the queue workers as it is). */

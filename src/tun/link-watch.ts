@@ -4,16 +4,17 @@
  * Flow, in the order of this file: `LinkWatch.start` opens an rtnetlink socket of its own
  * subscribed to link events (RTNLGRP_LINK) and calls `onGone` once when an RTM_DELLINK names
  * our ifindex (`ip link del ipip0`, or the namespace going away); a slow timer re-reads
- * `/sys/class/net/<name>/ifindex` as a backstop for an event the kernel could not queue (a
- * netlink socket that overflowed gets ENOBUFS, not the message). `txDropped` reads the device's
- * own `tx_dropped`: packets the kernel dropped because the TUN's queue (`txqueuelen`) was full,
- * that ipipd therefore never read (FINDINGS.md: the only trace of them). `stop` closes it all.
+ * `/sys/class/net/<name>/ifindex` (asynchronously: this runs on queue 0's thread) as a backstop
+ * for an event the kernel could not queue (a netlink socket that overflowed gets ENOBUFS, not
+ * the message). `txDropped` reads the device's own `tx_dropped`: packets the kernel dropped
+ * because the TUN's queue (`txqueuelen`) was full, that ipipd therefore never read (FINDINGS.md:
+ * the only trace of them). `stop` closes it all.
  *
  * This is the second module that uses the `netlink` package (src/tun/netlink.ts makes the
  * requests): a subscription needs a socket of its own, and its listener must never throw (an
  * exception inside the package's listener aborts the process), so everything in it is caught.
  */
-import { readFileSync } from 'node:fs';
+import { readFile, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type * as NL from 'netlink';
 
@@ -61,8 +62,14 @@ export class LinkWatch {
     } catch {
       this.sock = undefined;
     }
+    // Read off the thread (libuv's pool): this thread is queue 0's data path, and a synchronous
+    // sysfs read here held a batch up for 0.3-0.6 ms every 2 s (docs/performance.md, "Latency:
+    // where the tail comes from").
     this.timer = setInterval(() => {
-      if (this.readIndex() !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
+      readFile(`/sys/class/net/${this.name}/ifindex`, 'utf8', (err, text) => {
+        if (this.timer === undefined) return; // stopped meanwhile
+        if ((err ? 0 : Number(text)) !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
+      });
     }, BACKSTOP_MS);
     this.timer.unref();
   }
@@ -96,14 +103,6 @@ export class LinkWatch {
       // already closed
     }
     this.sock = undefined;
-  }
-
-  private readIndex(): number {
-    try {
-      return Number(readFileSync(`/sys/class/net/${this.name}/ifindex`, 'utf8'));
-    } catch {
-      return 0;
-    }
   }
 
   private lost(reason: string): void {
