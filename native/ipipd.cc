@@ -709,10 +709,232 @@ Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// FOU (IPIP over UDP, Linux `ip fou add port P ipproto 4`): UDP sockets on the underlay.
+// openUdp(localAddr, port, rcvbuf, sndbuf, options?): { fd, port, gro }
+// sendUdp(slab, offs, lens, dsts, fds, n, res, port, gsoMax): sent
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// Segments per UDP_SEGMENT send at most (UDP_MAX_SEGMENTS was 64 before Linux 6.3), and the
+// largest UDP payload over IPv4 (65535 - 20 - 8).
+constexpr int kUdpMaxSegments = 64;
+constexpr int32_t kUdpMaxPayload = 65507;
+
+// A non-blocking UDP socket bound to localAddr:port (0 = an ephemeral port), with outer DF set
+// and the route's device MTU as the only limit (IP_PMTU_DISCOVER IP_PMTUDISC_PROBE: what
+// IP_HDRINCL gives the raw socket; ipipd learns path MTUs itself from underlay ICMP).
+// options.gro: try UDP_GRO and IP_RECVTOS (receive socket); options.sendOnly: a filter that drops
+// every datagram it would receive (the per-flow source-port sockets). Returns the bound port and
+// whether UDP_GRO was accepted.
+Napi::Value OpenUdp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t local = ArgAddr(info, 0, "localAddr");
+  int32_t port = ArgInt(info, 1, "port", 0, 65535);
+  int32_t rcvbuf = ArgInt(info, 2, "rcvbuf", 0, INT32_MAX);
+  int32_t sndbuf = ArgInt(info, 3, "sndbuf", 0, INT32_MAX);
+  bool gro = false;
+  bool sendOnly = false;
+  if (info.Length() > 4 && info[4].IsObject()) {
+    Napi::Object o = info[4].As<Napi::Object>();
+    gro = o.Get("gro").ToBoolean();
+    sendOnly = o.Get("sendOnly").ToBoolean();
+  }
+  std::string what = "openUdp(" + Ipv4Text(local) + ":" + std::to_string(port) + ")";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
+  auto fail = [&](const char* syscall, const std::string& step) {
+    int err = errno;
+    close(fd);
+    return ErrnoError(env, err, syscall, what + ": " + step);
+  };
+  if (sendOnly) {
+    struct sock_filter drop[] = {{BPF_RET | BPF_K, 0, 0, 0}};
+    struct sock_fprog prog = {1, drop};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER");
+  }
+  int pmtu = IP_PMTUDISC_PROBE;
+  if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) throw fail("setsockopt", "setsockopt IP_MTU_DISCOVER");
+  if (SetBufSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf) < 0) throw fail("setsockopt", "setsockopt SO_RCVBUF");
+  if (SetBufSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf) < 0) throw fail("setsockopt", "setsockopt SO_SNDBUF");
+  bool groOn = false;
+  if (gro) {
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof one) < 0) throw fail("setsockopt", "setsockopt IP_RECVTOS");
+    // Refused by kernels before 5.0: the caller falls back to one datagram per read.
+    groOn = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(local));
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) throw fail("bind", "bind");
+  socklen_t salen = sizeof sa;
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &salen) < 0) throw fail("getsockname", "getsockname");
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("port", Napi::Number::New(env, ntohs(sa.sin_port)));
+  out.Set("gro", Napi::Boolean::New(env, groOn));
+  return out;
+}
+
+// The kernel's answers to a UDP_SEGMENT send it cannot do (no checksum offload on the route's
+// device: EIO; no UDP GSO at all: ENOPROTOOPT/EOPNOTSUPP; a segment size it refuses: EINVAL).
+inline bool GsoRefused(int err) {
+  return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
+// Packet i (the inner IPv4 packet: the UDP payload) goes to dsts[i]:port from socket fds[i].
+// With gsoMax > 1, consecutive packets with the same socket and destination whose sizes are
+// equal (the last of a run may be shorter) leave as one sendmsg with UDP_SEGMENT = that size,
+// up to gsoMax segments and 65507 bytes. res: [0] failures, [1] last errno, [2] UDP_SEGMENT
+// sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none;
+// those packets are then sent one by one, and so is the rest of the call).
+Napi::Value SendUdp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array slab = ArgBytes(info, 0, "slab");
+  Napi::Int32Array offsA = ArgI32(info, 1, "offs");
+  Napi::Int32Array lensA = ArgI32(info, 2, "lens");
+  Napi::Int32Array dstsA = ArgI32(info, 3, "dsts");
+  Napi::Int32Array fdsA = ArgI32(info, 4, "fds");
+  int32_t n = ArgInt(info, 5, "n", 0, INT32_MAX);
+  Napi::Int32Array resA = ArgI32(info, 6, "res");
+  int32_t port = ArgInt(info, 7, "port", 1, 65535);
+  int32_t gsoMax = ArgInt(info, 8, "gsoMax", 1, kUdpMaxSegments);
+  CheckCount(env, n, offsA, "offs");
+  CheckCount(env, n, lensA, "lens");
+  CheckCount(env, n, dstsA, "dsts");
+  CheckCount(env, n, fdsA, "fds");
+  if (resA.ElementLength() < 5) throw Napi::RangeError::New(env, "res must have at least 5 elements");
+  uint8_t* base = slab.Data();
+  size_t size = slab.ByteLength();
+  const int32_t* off = offsA.Data();
+  int32_t* len = lensA.Data();
+  const int32_t* dst = dstsA.Data();
+  const int32_t* fds = fdsA.Data();
+  int32_t* res = resA.Data();
+  res[2] = res[3] = res[4] = 0;
+  int32_t done = 0, failed = 0, last = 0;
+  auto failOne = [&](int32_t i, int err) {
+    failed++;
+    last = err;
+    len[i] = -err;
+  };
+
+  struct mmsghdr msgs[kSendChunk];
+  struct sockaddr_in to[kSendChunk];
+  int32_t first[kSendChunk];  // message -> its first packet
+  int32_t count[kSendChunk];  // message -> its packets
+  alignas(struct cmsghdr) char ctrl[kSendChunk][CMSG_SPACE(sizeof(uint16_t))];
+  static thread_local std::vector<struct iovec> iov(kSendChunk * kUdpMaxSegments);
+  int32_t i = 0;
+  while (i < n) {
+    // Build up to kSendChunk messages, all on the same socket (sendmmsg takes one fd).
+    int m = 0;
+    int fd = -1;
+    size_t v = 0;
+    for (; i < n && m < kSendChunk;) {
+      if (!InSlab(off[i], len[i], size) || len[i] > kUdpMaxPayload) {
+        failOne(i, InSlab(off[i], len[i], size) ? EMSGSIZE : EINVAL);
+        i++;
+        continue;
+      }
+      if (fds[i] == kDiscardFd) {
+        done++;
+        i++;
+        continue;
+      }
+      if (m > 0 && fds[i] != fd) break;
+      fd = fds[i];
+      const int32_t seg = len[i];
+      int32_t k = 1;
+      int32_t total = seg;
+      while (k < gsoMax && i + k < n && fds[i + k] == fd && dst[i + k] == dst[i] && len[i + k - 1] == seg &&
+             len[i + k] > 0 && len[i + k] <= seg && total + len[i + k] <= kUdpMaxPayload &&
+             InSlab(off[i + k], len[i + k], size)) {
+        total += len[i + k];
+        k++;
+      }
+      first[m] = i;
+      count[m] = k;
+      for (int32_t j = 0; j < k; j++) {
+        iov[v + j].iov_base = base + off[i + j];
+        iov[v + j].iov_len = static_cast<size_t>(len[i + j]);
+      }
+      memset(&to[m], 0, sizeof to[m]);
+      to[m].sin_family = AF_INET;
+      to[m].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
+      to[m].sin_port = htons(static_cast<uint16_t>(port));
+      memset(&msgs[m], 0, sizeof msgs[m]);
+      struct msghdr& h = msgs[m].msg_hdr;
+      h.msg_name = &to[m];
+      h.msg_namelen = sizeof to[m];
+      h.msg_iov = &iov[v];
+      h.msg_iovlen = static_cast<size_t>(k);
+      if (k > 1) {
+        h.msg_control = ctrl[m];
+        h.msg_controllen = sizeof ctrl[m];
+        struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+        c->cmsg_level = SOL_UDP;
+        c->cmsg_type = UDP_SEGMENT;
+        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+        uint16_t gs = static_cast<uint16_t>(seg);
+        memcpy(CMSG_DATA(c), &gs, sizeof gs);
+      }
+      v += static_cast<size_t>(k);
+      i += k;
+      m++;
+    }
+    // sendmmsg(2) stops at the first message that fails: skip it (its packets fail) and go on.
+    int k = 0;
+    while (k < m) {
+      int r = sendmmsg(fd, &msgs[k], static_cast<unsigned>(m - k), MSG_DONTWAIT);
+      if (r > 0) {
+        for (int x = k; x < k + r; x++) {
+          done += count[x];
+          if (count[x] > 1) {
+            res[2]++;
+            res[3] += count[x];
+          }
+        }
+        k += r;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      int err = r < 0 ? errno : EAGAIN;
+      if (count[k] > 1 && GsoRefused(err)) {
+        // Refused: this message's packets and everything after go again, one datagram each.
+        res[4] = err;
+        gsoMax = 1;
+        i = first[k];
+        break;
+      }
+      for (int32_t j = 0; j < count[k]; j++) failOne(first[k] + j, err);
+      k++;
+    }
+  }
+  res[0] = failed;
+  res[1] = last;
+  return Napi::Number::New(env, done);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reader
 
 constexpr int kKindTun = 0;
 constexpr int kKindRaw = 1;
+// FOU: a UDP socket; per datagram also its source, UDP_GRO segment size and TOS (Reader's `info`).
+constexpr int kKindUdp = 2;
+constexpr int kUdpInfoInts = 4;
+constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
 constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
 
@@ -743,6 +965,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
   void Drain();
   int ReadTun(int* err);
   int ReadRaw(int* err);
+  int ReadUdp(int* err);
   void Unpin();
   void ReleaseHandle();
   std::string What() const;
@@ -762,6 +985,11 @@ class Reader : public Napi::ObjectWrap<Reader> {
   // recvmmsg(2) vectors, built once: entry i always points at slot i.
   std::vector<struct mmsghdr> msgs_;
   std::vector<struct iovec> iov_;
+  // kKindUdp: each datagram's source and control messages, and where they are reported.
+  std::vector<struct sockaddr_in> names_;
+  std::vector<char> ctrl_;
+  int32_t* info_ = nullptr;
+  Napi::ObjectReference infoRef_;
   uv_poll_t* handle_ = nullptr;  // heap-allocated: it must outlive us until its close callback
   bool started_ = false;
   bool closed_ = false;
@@ -772,7 +1000,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
   Napi::Env env = info.Env();
   fd_ = ArgInt(info, 0, "fd", 0, INT32_MAX);
-  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindRaw);
+  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindUdp);
   Napi::Uint8Array slab = ArgBytes(info, 2, "slab");
   Napi::Int32Array lens = ArgI32(info, 3, "lens");
   slot_ = ArgInt(info, 4, "slotSize", 1, INT32_MAX);
@@ -798,7 +1026,20 @@ Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) 
   onError_ = Napi::Persistent(onError);
   context_ = std::make_unique<Napi::AsyncContext>(env, "ipipd.Reader");
 
-  if (kind_ == kKindRaw) {
+  if (kind_ == kKindUdp) {
+    // Optional 10th argument for kKindUdp: Int32Array of batch * 4 (source address, source
+    // port, UDP_GRO segment size or 0, TOS) per datagram.
+    if (info.Length() < 10) throw Napi::TypeError::New(env, "info must be an Int32Array");
+    Napi::Int32Array infoArr = ArgI32(info, 9, "info");
+    if (infoArr.ElementLength() < static_cast<size_t>(batch_) * kUdpInfoInts) {
+      throw Napi::RangeError::New(env, "info must have at least batch * 4 elements");
+    }
+    info_ = infoArr.Data();
+    infoRef_ = Napi::Persistent(static_cast<Napi::Object>(infoArr));
+    names_.resize(batch_);
+    ctrl_.resize(static_cast<size_t>(batch_) * kUdpCtrl);
+  }
+  if (kind_ == kKindRaw || kind_ == kKindUdp) {
     msgs_.resize(batch_);
     iov_.resize(batch_);
     size_t cap = static_cast<size_t>(slot_ - headroom_);
@@ -871,6 +1112,8 @@ Napi::Value Reader::Close(const Napi::CallbackInfo& info) {
     onError_.Reset();
     slabRef_.Reset();
     lensRef_.Reset();
+    infoRef_.Reset();
+    info_ = nullptr;
     // napi_make_callback may still be using the async context if we are closed from inside a
     // callback: Wake() destroys it on the way out instead.
     if (!inWake_) context_.reset();
@@ -947,7 +1190,7 @@ void Reader::Drain() {
   Napi::Env env = Env();
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
-    int n = kind_ == kKindTun ? ReadTun(&err) : ReadRaw(&err);
+    int n = kind_ == kKindTun ? ReadTun(&err) : kind_ == kKindUdp ? ReadUdp(&err) : ReadRaw(&err);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -995,6 +1238,42 @@ int Reader::ReadRaw(int* err) {
   return r;
 }
 
+// One recvmmsg(2) on a UDP socket: datagram i's payload into slot i as ReadRaw, its source
+// address and port, the segment size of a UDP_GRO read (0 if none) and the TOS into info_.
+int Reader::ReadUdp(int* err) {
+  for (int i = 0; i < batch_; i++) {
+    struct msghdr& h = msgs_[i].msg_hdr;
+    h.msg_name = &names_[i];
+    h.msg_namelen = sizeof names_[i];
+    h.msg_control = ctrl_.data() + static_cast<size_t>(i) * kUdpCtrl;
+    h.msg_controllen = kUdpCtrl;
+  }
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+  if (r < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < r; i++) {
+    struct msghdr& h = msgs_[i].msg_hdr;
+    lens_[i] = (h.msg_flags & MSG_TRUNC) != 0 ? -1 : static_cast<int32_t>(msgs_[i].msg_len);
+    int32_t* o = info_ + i * kUdpInfoInts;
+    o[0] = static_cast<int32_t>(ntohl(names_[i].sin_addr.s_addr));
+    o[1] = ntohs(names_[i].sin_port);
+    o[2] = 0;
+    o[3] = 0;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int gso = 0;
+        memcpy(&gso, CMSG_DATA(c), sizeof gso);
+        o[2] = gso;
+      } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+        o[3] = *reinterpret_cast<const uint8_t*>(CMSG_DATA(c));
+      }
+    }
+  }
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Module
 
@@ -1009,6 +1288,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
   exports.Set("sendPacket", Napi::Function::New(env, SendPacket, "sendPacket"));
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket, "openPacket"));
+  exports.Set("openUdp", Napi::Function::New(env, OpenUdp, "openUdp"));
+  exports.Set("sendUdp", Napi::Function::New(env, SendUdp, "sendUdp"));
+  exports.Set("READER_UDP", Napi::Number::New(env, kKindUdp));
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
   exports.Set("DISCARD_FD", Napi::Number::New(env, kDiscardFd));

@@ -13,10 +13,11 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Peer, Tunnel } from '../ipip/index.js';
+import { ENCAP_FOU, ENCAP_IPIP, Peer, Tunnel } from '../ipip/index.js';
 import { PrefixTable } from '../routing/table.js';
 import { Dataplane } from './dataplane.js';
 import { PeerFigures } from './figures.js';
+import type { FouOptions } from './fou.js';
 import type { DataplaneIo } from './io.js';
 import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
 
@@ -29,6 +30,8 @@ export interface QueueConfig {
     readonly endpoint: { readonly value: number };
     readonly mtu?: number | undefined;
     readonly prefixes: readonly { readonly addr: number; readonly len: number }[];
+    /** `fou`: IPIP over UDP (fou.ts); default ipip. */
+    readonly encap?: 'ipip' | 'fou' | undefined;
   }[];
   readonly encap: { readonly ttl: number | 'inherit'; readonly tos: number | 'inherit'; readonly df: 'inherit' | 'always' };
   readonly icmp: { readonly rate: number; readonly burst: number };
@@ -78,6 +81,7 @@ export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds)
         mtu: Math.min(p.mtu ?? tunMtu, tunMtu),
         initialId: (plan.starts[index]! + plan.queue) & 0xffff,
         idStep: plan.step,
+        encap: p.encap === 'fou' ? ENCAP_FOU : ENCAP_IPIP,
       }),
   );
   const routes = PrefixTable.build(
@@ -120,6 +124,8 @@ export interface QueueSpec {
   packet?: { fd: number; hops: Int32Array };
   /** Tests: the I/O to use instead of the native binding. */
   io?: DataplaneIo;
+  /** FOU: the UDP sockets (fou.ts), when a peer may use FOU. */
+  fou?: FouOptions;
 }
 
 export interface Queue {
@@ -153,6 +159,7 @@ export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
     ...(spec.onPathMtu ? { onPathMtu: spec.onPathMtu } : {}),
     ...(spec.packet ? { packet: spec.packet } : {}),
     ...(spec.io ? { io: spec.io } : {}),
+    ...(spec.fou ? { fou: spec.fou } : {}),
   });
   // JIT warm-up (warmup.ts): the real data path over synthetic packets, into the discard fd;
   // nothing leaves the process, and the peers' state is put back.

@@ -15,6 +15,7 @@
  * counted under exactly one drop reason.
  */
 import { IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { UDP_INFO_INTS } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
 import { MAX_FRAGMENTS, type Slabs } from './slabs.js';
@@ -22,6 +23,8 @@ import { Tracer } from './trace.js';
 
 export class Receiver {
   private readonly result = new PacketResult();
+  /** FOU: the UDP Reader's per-slot info (src/tun/native.ts UDP_INFO_INTS), set by the Dataplane. */
+  fouInfo = new Int32Array(0);
 
   constructor(
     public tunnel: Tunnel,
@@ -88,6 +91,73 @@ export class Receiver {
     // Sampled before the writes: the coalescer may rewrite headers in place.
     if (this.tracer.on) this.tracer.sampleReceive(rxBuf, rawLens, rawSlot, n);
     if (k === 0) return;
+    if (this.coalescer !== null) this.writeCoalesced(k);
+    else this.writePlain(k);
+  }
+
+  /**
+   * FOU (src/ipip/fou.ts): the UDP Reader's batch handler. Slot i holds the payload of one UDP
+   * datagram, or with UDP_GRO several of one sender, all `info[4i+2]` bytes but the last; its
+   * source address and outer TOS are in `fouInfo` (UDP_INFO_INTS per slot). Each datagram is one
+   * inner packet: `Tunnel.decapsulateFou` checks it, and the forwards go to the TUN as on the
+   * raw path (coalesced in offload mode). Counted per datagram as the raw path counts packets.
+   */
+  onFouBatch(n: number): void {
+    const { result, tunnel, fouInfo } = this;
+    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso } = this.slabs;
+    const { counters, drops } = this.figures;
+    const cap = writeOffs.length;
+    counters[C.underlay_rx_batches]++;
+    const now = this.now();
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const len = rawLens[i];
+      const src = fouInfo[i * UDP_INFO_INTS];
+      const gro = fouInfo[i * UDP_INFO_INTS + 2];
+      const tos = fouInfo[i * UDP_INFO_INTS + 3];
+      // A UDP_GRO read: datagrams of `gro` bytes, the last one shorter or equal.
+      const seg = gro > 0 && len > gro ? gro : len;
+      const count = seg === len ? 1 : Math.ceil(len / seg);
+      if (count > 1) {
+        counters[C.fou_gro_reads]++;
+        counters[C.fou_gro_segments] += count;
+      }
+      counters[C.underlay_rx_packets] += count;
+      if (len > 0) counters[C.underlay_rx_bytes] += len;
+      for (let s = 0; s < count; s++) {
+        const v = tunnel.decapsulateFou(rxBuf, i * rawSlot + s * seg, count === 1 ? len : Math.min(seg, len - s * seg), src, tos, result);
+        if (v !== Verdict.forward) {
+          drops[v]++;
+          continue;
+        }
+        const p = result.peer!.index;
+        this.markReachable(p, now);
+        if (k === cap) {
+          this.writeBatch(k);
+          k = 0;
+        }
+        writeOffs[k] = result.offset;
+        writeLens[k] = result.length;
+        writePeers[k] = p;
+        writeGso[k] = 0;
+        k++;
+      }
+    }
+    if (k > 0) this.writeBatch(k);
+  }
+
+  /** Soft state (RFC 2003 §5): a packet from peer index `p` proves it reachable again. */
+  private markReachable(p: number, now: number): void {
+    const peers = this.figures.peers;
+    peers.lastRxAt[p] = now;
+    if (peers.unreachableAt[p] !== 0) {
+      peers.unreachableAt[p] = 0;
+      peers.unreachableReason[p] = null;
+    }
+  }
+
+  /** Write the k queued forwards: coalesced in offload mode, else as they are. */
+  private writeBatch(k: number): void {
     if (this.coalescer !== null) this.writeCoalesced(k);
     else this.writePlain(k);
   }

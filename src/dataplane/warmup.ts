@@ -222,6 +222,7 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
   ports.tun = ports.io.DISCARD_FD;
   ports.raw = ports.io.DISCARD_FD;
   if (real.packet >= 0) ports.packet = ports.io.DISCARD_FD;
+  const realFou = dp.send.fou?.discard(ports.io.DISCARD_FD);
   let packets = 0;
   const seq = { next: 1 };
   try {
@@ -244,6 +245,7 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
     ports.tun = real.tun;
     ports.raw = real.raw;
     if (real.packet >= 0) ports.packet = real.packet;
+    if (realFou) dp.send.fou!.restore(realFou);
     figures.resetCounters();
     dp.send.settle();
     dp.icmpErrors.settle(icmpId);

@@ -60,7 +60,8 @@ import {
   setTos,
 } from './ipv4.js';
 import { checksumUpdate16 } from './checksum.js';
-import { MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
+import { FOU_OVERHEAD } from './fou.js';
+import { ENCAP_FOU, MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
 import { Verdict } from './verdict.js';
 
 /**
@@ -178,10 +179,14 @@ export class Tunnel {
     Object.freeze(this);
   }
 
-  /** Effective tunnel MTU toward `peer`: min(policy mtu, peer.mtu), in inner bytes. */
+  /**
+   * Effective tunnel MTU toward `peer`: min(policy mtu, peer.mtu), in inner bytes; for a FOU
+   * peer the policy's is 8 bytes less (the UDP header: 28 bytes of overhead, not 20).
+   */
   mtuFor(peer: Peer): number {
     const m = peer.mtu;
-    return m < this.mtu ? m : this.mtu;
+    const cap = peer.encap === ENCAP_FOU ? this.mtu - FOU_OVERHEAD : this.mtu;
+    return m < cap ? m : cap;
   }
 
   /** The peer whose endpoint is `addr` (int32), or null. Binary search; no allocation. */
@@ -254,6 +259,8 @@ export class Tunnel {
     const src = getSrc(buf, off);
     if (src === this.local || src === peer.endpoint) return Verdict.loop;
     if (len > this.mtuFor(peer)) return Verdict.too_big;
+    // FOU (fou.ts): the inner packet is the whole UDP payload; the kernel writes IP and UDP.
+    if (peer.encap === ENCAP_FOU) return Verdict.forward;
 
     // Per-packet words; the inherited parts are masked to 0 when the policy fixes the field.
     const innerTos = getTos(buf, off);
@@ -359,8 +366,35 @@ export class Tunnel {
     out.peer = peer;
 
     const ohl = getHeaderLength(buf, off);
-    const inner = off + ohl;
-    const innerLen = getTotalLength(buf, off) - ohl;
+    return this.decapsulateInner(buf, off + ohl, getTotalLength(buf, off) - ohl, peer, getTos(buf, off), out);
+  }
+
+  /**
+   * Underlay -> TUN over FOU (fou.ts): `buf[off, off+len)` is the payload of a UDP datagram that
+   * reached our FOU port from `src` (int32) with outer TOS `outerTos`; the kernel checked its IP
+   * and UDP headers. Checks, first failure wins:
+   *  1. len === -1                                                  -> truncated
+   *  2. off < 0, len < 0 or off + len > buf.length (I/O bug)       -> malformed
+   *  3. `src` is no peer's endpoint (CVE-2020-10136)                -> unknown_peer
+   *  4. the peer's encap is not FOU                                 -> not_fou_peer
+   *  5.-10. the inner checks of `decapsulate` (7.-12. there), the inner datagram being the
+   *     whole payload.
+   */
+  decapsulateFou(buf: Buffer, off: number, len: number, src: number, outerTos: number, out: PacketResult): Verdict {
+    out.offset = off;
+    out.length = len;
+    out.peer = null;
+    if (len === -1) return Verdict.truncated;
+    if (off < 0 || len < 0 || off + len > buf.length) return Verdict.malformed;
+    const peer = this.peerByEndpoint(src);
+    if (peer === null) return Verdict.unknown_peer;
+    out.peer = peer;
+    if (peer.encap !== ENCAP_FOU) return Verdict.not_fou_peer;
+    return this.decapsulateInner(buf, off, len, peer, outerTos, out);
+  }
+
+  /** The inner checks of both receive paths (`decapsulate` 7.-12.): `buf[inner, inner+innerLen)` from `peer`. */
+  private decapsulateInner(buf: Buffer, inner: number, innerLen: number, peer: Peer, outerTos: number, out: PacketResult): Verdict {
     const check = checkIPv4(buf, inner, innerLen, true);
     if (check !== IPV4_OK) return check === IPV4_ERR_CHECKSUM ? Verdict.inner_bad_checksum : Verdict.inner_malformed;
     if (getTotalLength(buf, inner) !== innerLen) return Verdict.inner_malformed;
@@ -371,7 +405,7 @@ export class Tunnel {
     if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
     if (this.routes.lookup(src) !== peer) return Verdict.spoofed_source;
     if (this.routes.lookup(dst) !== undefined) return Verdict.bad_destination;
-    if ((getTos(buf, off) & ECN_MASK) === ECN_CE) {
+    if ((outerTos & ECN_MASK) === ECN_CE) {
       const innerTos = getTos(buf, inner);
       const ecn = innerTos & ECN_MASK;
       if (ecn === ECN_NOT_ECT) return Verdict.ecn_drop;

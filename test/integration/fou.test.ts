@@ -1,0 +1,118 @@
+/**
+ * FOU (IPIP over UDP, README "FOU") between two ipipd daemons, real packets. The two-host
+ * topology of tunnel.test.ts, with every peer's `encap: fou`:
+ *
+ *   pod A 198.51.100.10 -- [ipip0] host A 192.0.2.1 ==== UDP to port 5555 ==== 192.0.2.2 host B [ipip0] -- pod B 203.0.113.10
+ *
+ * What is checked: the TUN MTU leaves room for 28 bytes of outer headers; ping and a
+ * multi-megabyte TCP transfer each way arrive byte for byte (SHA-256), counted on the FOU path
+ * (UDP_SEGMENT sends and UDP_GRO reads in offload mode, which is the default); the underlay
+ * carries UDP to port 5555 whose payload is the inner packet, and no protocol 4; the status
+ * report shows FOU; after SIGTERM nothing is left.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
+import { expectNothingLeft, pingBothWays, startPair, tcpTransfer } from '../helpers/pair.js';
+import { Topology, type HostInfo } from '../../tools/netns/topology.js';
+import { integrationSkip, skipWithout } from '../helpers/skip.js';
+
+const why = integrationSkip('FOU integration tests');
+
+describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd <-> ipipd over FOU (io.offload and fou.offload: $offload)', ({ offload }) => {
+  let topo: Topology;
+  let h1: HostInfo;
+  let h2: HostInfo;
+  let d1: RunningDaemon;
+  let d2: RunningDaemon;
+
+  beforeAll(async () => {
+    topo = await Topology.up({ hosts: 2 });
+    ({ h1, h2, d1, d2 } = await startPair(topo, (h) =>
+      editedConfig(topo, h, `fou-${offload}`, (c) => {
+        for (const p of c.peers) p.encap = 'fou';
+        c.io = { offload };
+        c.fou = { offload };
+      }),
+    ));
+  });
+
+  afterAll(async () => {
+    await topo?.down();
+  });
+
+  test('the TUN MTU is the underlay 1500 less 28, and status shows FOU', async () => {
+    const s = await status(h1);
+    expect(s.tun.mtu).toBe(1472);
+    expect(s.peers).toEqual([expect.objectContaining({ name: 'h2', encap: 'fou', mtu: 1472 })]);
+    expect(s.fou).toMatchObject({ port: 5555, udpSegment: offload ? 'on' : 'off', udpGro: offload ? 'on' : 'off' });
+    expect(s.fou!.sourcePorts).toHaveLength(8);
+  });
+
+  test('ping from pod A to pod B and back', async () => {
+    await pingBothWays(topo, h1.pods[0]!, h2.pods[0]!);
+    const s1 = await status(h1);
+    expect(s1.peers[0]!.txPackets).toBeGreaterThanOrEqual(6);
+    expect(s1.peers[0]!.rxPackets).toBeGreaterThanOrEqual(6);
+  });
+
+  test('a multi-megabyte TCP transfer each way arrives byte for byte', async () => {
+    const bytes = 8 * 1024 * 1024;
+    const a = h1.pods[0]!;
+    const b = h2.pods[0]!;
+    for (const [from, to, seed] of [[a, b, 21], [b, a, 22]] as const) await tcpTransfer(topo, from, to, bytes, seed, 60);
+    for (const h of [h1, h2]) {
+      const s = await status(h);
+      expect(s.counters.rx_bytes).toBeGreaterThan(bytes);
+      expect(s.counters.tx_bytes).toBeGreaterThan(bytes);
+      expect(s.drops.socket_write_error).toBe(0);
+      expect(s.drops.tun_write_error).toBe(0);
+      expect(s.drops.not_fou_peer).toBe(0);
+      if (offload) {
+        // TSO super-packets from the TUN leave as UDP_SEGMENT sends of many datagrams.
+        expect(s.counters.fou_gso_sends).toBeGreaterThan(0);
+        expect(s.counters.fou_gso_segments).toBeGreaterThan(2 * s.counters.fou_gso_sends!);
+        expect(s.counters.fou_gso_refused).toBe(0);
+      } else {
+        expect(s.counters.fou_gso_sends).toBe(0);
+        expect(s.counters.fou_gro_reads).toBe(0);
+      }
+    }
+    if (offload) {
+      // UDP_GRO on the receiving socket hands several datagrams per read (veth GRO permitting).
+      const s2 = await status(h2);
+      const s1 = await status(h1);
+      expect(s1.counters.fou_gro_reads! + s2.counters.fou_gro_reads!).toBeGreaterThan(0);
+    }
+  });
+
+  test.skipIf(skipWithout('tcpdump'))('the underlay carries UDP to port 5555 holding the inner packet, and no protocol 4', async () => {
+    const pcap = join(topo.info.outDir, `fou-${offload}.pcap`);
+    const cap = topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-c', '6', '-w', pcap, 'udp port 5555 or ip proto 4']);
+    const capDone = new Promise<void>((r) => cap.on('exit', () => r()));
+    await new Promise((r) => setTimeout(r, 500));
+    const b = h2.pods[0]!;
+    const echo = await topo.serve(b.ns, ['udp-echo', '--bind', b.address, '--port', '7']);
+    await topo.traffic(h1.pods[0]!.ns, ['udp-ping', '--to', b.address, '--port', '7', '--count', '3', '--interval-ms', '50']);
+    await echo.stop();
+    await Promise.race([capDone, new Promise((r) => setTimeout(r, 5000))]);
+    cap.kill('SIGTERM');
+    expect(existsSync(pcap)).toBe(true);
+    const r = spawnSync('tcpdump', ['-r', pcap, '-n', '-v'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/proto IPIP/);
+    // Each frame: outer UDP to 5555, then tcpdump decodes no further; the datagram length is
+    // the inner packet: 20 (IPv4) + 8 (UDP) + 64 bytes of udp-ping payload or so.
+    const lines = r.stdout.split('\n').filter((l) => /\.5555: UDP|\.5555 > /.test(l) || /> 192\.0\.2\.\d\.5555/.test(l));
+    expect(lines.length, r.stdout).toBeGreaterThanOrEqual(6);
+  });
+
+  test('SIGTERM: both exit 0 and leave nothing behind', async () => {
+    expect(await stopDaemon(d1)).toBe(0);
+    expect(await stopDaemon(d2)).toBe(0);
+    await expectNothingLeft(topo, h1);
+    await expectNothingLeft(topo, h2);
+  });
+});
