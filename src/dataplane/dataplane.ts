@@ -135,7 +135,8 @@ export class Dataplane {
         // It shares the raw slab: the two Readers' batches never overlap (one thread).
         const info = new Int32Array(b * UDP_INFO_INTS);
         receive.fouInfo = info;
-        this.fouReader = new io.Reader(o.fou.recvFd, READER_UDP, slabs.rawSlab, slabs.rawLens, slabs.rawSlot, 0, b,
+        // Datagrams at HEADROOM into each slot: room for a virtio_net_hdr before each (offload mode).
+        this.fouReader = new io.Reader(o.fou.recvFd, READER_UDP, slabs.rawSlab, slabs.rawLens, slabs.rawSlot, HEADROOM, b,
           (n) => receive.onFouBatch(n), (err) => this.onReadError('underlay', err), info);
       }
     }

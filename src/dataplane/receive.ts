@@ -14,11 +14,11 @@
  * No object, closure, Buffer or log call per packet; every datagram read is either written or
  * counted under exactly one drop reason.
  */
-import { IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { IPV4_MIN_HEADER, PacketResult, VNET_HDR_LEN, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
 import { UDP_INFO_INTS } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
-import { MAX_FRAGMENTS, type Slabs } from './slabs.js';
+import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
 import { Tracer } from './trace.js';
 
 export class Receiver {
@@ -107,6 +107,12 @@ export class Receiver {
     const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso } = this.slabs;
     const { counters, drops } = this.figures;
     const cap = writeOffs.length;
+    // Offload mode: a packet written as it came gets its virtio_net_hdr in the 10 bytes before
+    // it, which inside a UDP_GRO read are the previous datagram's: those datagrams are spread
+    // first (`spread`) into the end of the coalescing pool, which coalesce() then leaves alone.
+    const spreading = this.coalescer !== null;
+    const spreadStart = this.fouSpreadStart();
+    let cursor = spreadStart;
     counters[C.underlay_rx_batches]++;
     const now = this.now();
     let k = 0;
@@ -124,8 +130,23 @@ export class Receiver {
       }
       counters[C.underlay_rx_packets] += count;
       if (len > 0) counters[C.underlay_rx_bytes] += len;
+      const base = i * rawSlot + HEADROOM;
       for (let s = 0; s < count; s++) {
-        const v = tunnel.decapsulateFou(rxBuf, i * rawSlot + s * seg, count === 1 ? len : Math.min(seg, len - s * seg), src, tos, result);
+        let off = base + s * seg;
+        const l = count === 1 ? len : Math.min(seg, len - s * seg);
+        if (spreading && count > 1) {
+          let o = (cursor + VNET_HDR_LEN + 15) & ~15;
+          if (o + l > rxBuf.length) {
+            // The spread region is full: write what is queued, then start it over.
+            if (k > 0) this.writeBatch(k, spreadStart);
+            k = 0;
+            o = (spreadStart + VNET_HDR_LEN + 15) & ~15;
+          }
+          rxBuf.copy(rxBuf, o, off, off + l);
+          cursor = o + l;
+          off = o;
+        }
+        const v = tunnel.decapsulateFou(rxBuf, off, l, src, tos, result);
         if (v !== Verdict.forward) {
           drops[v]++;
           continue;
@@ -133,7 +154,8 @@ export class Receiver {
         const p = result.peer!.index;
         this.markReachable(p, now);
         if (k === cap) {
-          this.writeBatch(k);
+          // The spread datagrams queued stay where they are until the region is full.
+          this.writeBatch(k, spreadStart);
           k = 0;
         }
         writeOffs[k] = result.offset;
@@ -143,7 +165,18 @@ export class Receiver {
         k++;
       }
     }
-    if (k > 0) this.writeBatch(k);
+    if (k > 0) this.writeBatch(k, spreadStart);
+  }
+
+  /**
+   * Where FOU's spread region starts in rxBuf: the last half of the coalescing pool, at most
+   * 1 MiB (offload mode; the end of rxBuf otherwise). Room for a UDP_GRO read's datagrams
+   * (at most 65507 bytes, 64 datagrams) with their gaps even at batch 1.
+   */
+  private fouSpreadStart(): number {
+    const { rxBuf, poolStart } = this.slabs;
+    const pool = rxBuf.length - poolStart;
+    return rxBuf.length - (Math.min(pool >> 1, 1 << 20) & ~63);
   }
 
   /** Soft state (RFC 2003 §5): a packet from peer index `p` proves it reachable again. */
@@ -156,9 +189,9 @@ export class Receiver {
     }
   }
 
-  /** Write the k queued forwards: coalesced in offload mode, else as they are. */
-  private writeBatch(k: number): void {
-    if (this.coalescer !== null) this.writeCoalesced(k);
+  /** Write the k queued forwards: coalesced (in the pool up to `poolEnd`) in offload mode, else as they are. */
+  private writeBatch(k: number, poolEnd: number): void {
+    if (this.coalescer !== null) this.writeCoalesced(k, poolEnd);
     else this.writePlain(k);
   }
 
@@ -218,12 +251,12 @@ export class Receiver {
    * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
    * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
    */
-  private writeCoalesced(k: number): void {
+  private writeCoalesced(k: number, poolEnd = this.slabs.rxBuf.length): void {
     const co = this.coalescer!;
     const { ports } = this;
     const { rxBuf, writeOffs, writeLens, writePeers, writeGso, poolStart } = this.slabs;
     const { counters, drops, peers } = this.figures;
-    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, rxBuf.length, writeGso);
+    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, poolEnd, writeGso);
     ports.io.writeTun(ports.tun, rxBuf, co.offs, co.lens, m, ports.res);
     for (let x = 0; x < m; x++) {
       const segs = co.segments[x];
