@@ -316,7 +316,7 @@ export class Resources {
     const icmpSource = ta ? ta.addr : c.underlay.address.value;
     const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
     // Queue 0 here, built, warmed up (src/dataplane/warmup.ts) and started; the others below.
-    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource };
+    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource, fouMtu: this.underlayMtu - FOU_ENCAP_LEN };
     const q0 = createQueue(c, {
       ...shared,
       queue: 0,

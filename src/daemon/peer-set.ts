@@ -179,6 +179,7 @@ export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, 
     const minus = [...before].filter((x) => !after.has(x));
     if (plus.length || minus.length) what.push(`prefixes ${[...plus.map((x) => `+${x}`), ...minus.map((x) => `-${x}`)].join(' ')}`);
     if (o.mtu !== p.mtu) what.push(`mtu ${o.mtu ?? 'default'} -> ${p.mtu ?? 'default'}`);
+    if (o.encap !== p.encap) what.push(`encap ${o.encap} -> ${p.encap}`);
     if (what.length) ch.changed.push({ peer: p, what });
   }
   for (const p of now) if (!fresh.has(p.name)) ch.removed.push(p);

@@ -70,7 +70,7 @@ export function icmpLimits(config: QueueConfig, queues: number): { icmpRate: num
 }
 
 /** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
-export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds): { tunnel: Tunnel; peers: Peer[] } {
+export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds, fouMtu?: number): { tunnel: Tunnel; peers: Peer[] } {
   const plan = ids ?? queueIds(config.peers.length, 0, 1);
   const peers = config.peers.map(
     (p, index) =>
@@ -95,6 +95,8 @@ export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds)
     tos: config.encap.tos,
     df: config.encap.df,
     mtu: tunMtu,
+    // FOU peers: the underlay MTU - 28, never above the TUN's (default: 8 below it).
+    fouMtu: Math.min(tunMtu, fouMtu ?? tunMtu - 8),
   });
   return { tunnel, peers };
 }
@@ -126,6 +128,8 @@ export interface QueueSpec {
   io?: DataplaneIo;
   /** FOU: the UDP sockets (fou.ts), when a peer may use FOU. */
   fou?: FouOptions;
+  /** FOU: the tunnel MTU toward FOU peers, underlay MTU - 28 (default: the TUN MTU - 8). */
+  fouMtu?: number;
 }
 
 export interface Queue {
@@ -141,7 +145,7 @@ export interface Queue {
 /** Build queue `spec.queue` from the config and warm it up; not started. */
 export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
   const ids = queueIds(c.peers.length, spec.queue, spec.queues, spec.idStarts);
-  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids);
+  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids, spec.fouMtu);
   const dataplane = new Dataplane({
     tunFd: spec.tunFd,
     rawFd: spec.rawFd,
@@ -193,7 +197,7 @@ export interface QueueReload {
  * the queue's own thread). A removed peer's packets stay in the global counters. Returns the new peers.
  */
 export function reloadQueue(dp: Dataplane, old: readonly Peer[], r: QueueReload, queue: number, queues: number, tunMtu: number): Peer[] {
-  const { tunnel, peers } = buildTunnel(r.config, tunMtu, queueIds(r.config.peers.length, queue, queues, r.idStarts));
+  const { tunnel, peers } = buildTunnel(r.config, tunMtu, queueIds(r.config.peers.length, queue, queues, r.idStarts), dp.tunnel.fouMtu);
   const was = dp.figures.peers;
   const figures = new PeerFigures(peers.length);
   peers.forEach((p, i) => {

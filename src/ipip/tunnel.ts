@@ -102,6 +102,8 @@ export interface TunnelPolicy {
   readonly df: 'inherit' | 'always';
   /** Tunnel MTU: largest inner packet in bytes (underlay MTU - 20), 68..65515. */
   readonly mtu: number;
+  /** Tunnel MTU toward FOU peers (underlay MTU - 28), 68..mtu; default mtu - 8. */
+  readonly fouMtu?: number;
 }
 
 /** The ECN field, the low two bits of the TOS byte (RFC 3168 §5). */
@@ -122,6 +124,8 @@ export class Tunnel {
   readonly tos: number | 'inherit';
   readonly df: 'inherit' | 'always';
   readonly mtu: number;
+  /** Tunnel MTU toward FOU peers (policy `fouMtu`). */
+  readonly fouMtu: number;
 
   // Masks selecting the inherited part of a per-packet field (0 when the policy fixes it; the
   // fixed value then lives in the peer's template). Branch-free per packet. The ECN bits of the
@@ -148,6 +152,10 @@ export class Tunnel {
     if (!Number.isInteger(mtu) || mtu < MIN_TUNNEL_MTU || mtu > MAX_TUNNEL_MTU) {
       throw new RangeError(`ipip: mtu must be an integer ${MIN_TUNNEL_MTU}..${MAX_TUNNEL_MTU}, got ${mtu}`);
     }
+    const fouMtu = policy.fouMtu ?? mtu - FOU_OVERHEAD;
+    if (!Number.isInteger(fouMtu) || fouMtu < MIN_TUNNEL_MTU || fouMtu > mtu) {
+      throw new RangeError(`ipip: fouMtu must be an integer ${MIN_TUNNEL_MTU}..mtu, got ${fouMtu}`);
+    }
     const seen = new Set<number>();
     for (let i = 0; i < peers.length; i++) {
       const p = peers[i];
@@ -164,6 +172,7 @@ export class Tunnel {
     this.tos = tos;
     this.df = df;
     this.mtu = mtu;
+    this.fouMtu = fouMtu;
     this.dscpMask = tos === 'inherit' ? 0xfc : 0;
     this.ttlMask = ttl === 'inherit' ? 0xff : 0;
     this.dfMask = df === 'inherit' ? FLAG_DF : 0;
@@ -181,11 +190,11 @@ export class Tunnel {
 
   /**
    * Effective tunnel MTU toward `peer`: min(policy mtu, peer.mtu), in inner bytes; for a FOU
-   * peer the policy's is 8 bytes less (the UDP header: 28 bytes of overhead, not 20).
+   * peer the policy's `fouMtu` (the UDP header: 28 bytes of overhead, not 20).
    */
   mtuFor(peer: Peer): number {
     const m = peer.mtu;
-    const cap = peer.encap === ENCAP_FOU ? this.mtu - FOU_OVERHEAD : this.mtu;
+    const cap = peer.encap === ENCAP_FOU ? this.fouMtu : this.mtu;
     return m < cap ? m : cap;
   }
 

@@ -79,6 +79,14 @@ describe('FOU wire format', () => {
     expect(a.mtuFor(peerB)).toBe(1400);
   });
 
+  it('policy fouMtu (the underlay MTU - 28, when the TUN MTU already left room) sets the limit instead', () => {
+    const peer = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, encap: ENCAP_FOU });
+    const t = new Tunnel({ local: A_LOCAL, routes: new LinearLpm<Peer>().add('10.0.2.0/24', peer), peers: [peer], ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1472, fouMtu: 1472 });
+    expect(t.mtuFor(peer)).toBe(1472);
+    expect(() => new Tunnel({ ...t, routes: t.routes, peers: [peer], fouMtu: 1473 })).toThrow(/fouMtu/);
+    expect(() => new Tunnel({ ...t, routes: t.routes, peers: [peer], fouMtu: 67 })).toThrow(/fouMtu/);
+  });
+
   it('Peer refuses an unknown encap', () => {
     expect(() => new Peer({ index: 0, name: 'x', endpoint: 1, encap: 7 })).toThrow(RangeError);
   });
