@@ -796,8 +796,9 @@ inline bool GsoRefused(int err) {
 // With gsoMax > 1, consecutive packets with the same socket and destination whose sizes are
 // equal (the last of a run may be shorter) leave as one sendmsg with UDP_SEGMENT = that size,
 // up to gsoMax segments and 65507 bytes. res: [0] failures, [1] last errno, [2] UDP_SEGMENT
-// sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none;
-// those packets are then sent one by one, and so is the rest of the call).
+// sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none).
+// A refused UDP_SEGMENT send is tried again one datagram at a time; if any of those goes out,
+// the refusal was UDP_SEGMENT's and the rest of the call goes one by one too.
 Napi::Value SendUdp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Uint8Array slab = ArgBytes(info, 0, "slab");
@@ -911,11 +912,38 @@ Napi::Value SendUdp(const Napi::CallbackInfo& info) {
       if (r < 0 && errno == EINTR) continue;
       int err = r < 0 ? errno : EAGAIN;
       if (count[k] > 1 && GsoRefused(err)) {
-        // Refused: this message's packets and everything after go again, one datagram each.
-        res[4] = err;
-        gsoMax = 1;
-        i = first[k];
-        break;
+        // This message's packets again, one datagram each. If that works the kernel refused
+        // UDP_SEGMENT itself: off for the rest of the call (and, by the caller, for good);
+        // if they fail too the error was theirs (e.g. larger than the device MTU).
+        struct msghdr one = msgs[k].msg_hdr;
+        one.msg_control = nullptr;
+        one.msg_controllen = 0;
+        one.msg_iovlen = 1;
+        int32_t ok = 0;
+        for (int32_t j = 0; j < count[k]; j++) {
+          one.msg_iov = msgs[k].msg_hdr.msg_iov + j;
+          ssize_t w;
+          do {
+            w = sendmsg(fd, &one, MSG_DONTWAIT);
+          } while (w < 0 && errno == EINTR);
+          if (w < 0) {
+            failOne(first[k] + j, errno);
+          } else {
+            ok++;
+            done++;
+          }
+        }
+        if (ok > 0 && gsoMax > 1) {
+          res[4] = err;
+          gsoMax = 1;
+          // The messages after this one were built with UDP_SEGMENT: build them again.
+          if (k + 1 < m) {
+            i = first[k + 1];
+            break;
+          }
+        }
+        k++;
+        continue;
       }
       for (int32_t j = 0; j < count[k]; j++) failOne(first[k] + j, err);
       k++;
