@@ -86,10 +86,18 @@ export class FouSender {
     this.offs[k] = off;
     this.lens[k] = len;
     this.dsts[k] = peer.endpoint;
-    this.sockOf[k] = this.fds[fouSourceIndex(fouFlowHash(buf, off), this.fds.length)]!;
+    if (origin !== this.lastOrigin) {
+      this.lastOrigin = origin;
+      this.lastSock = this.fds[fouSourceIndex(fouFlowHash(buf, off), this.fds.length)]!;
+    }
+    this.sockOf[k] = this.lastSock;
     this.peerOf[k] = peer.index;
     this.origin[k] = origin;
   }
+
+  /** The TUN slot and socket of the last packet queued: a super-packet's segments share a flow, hashed once. */
+  private lastOrigin = -1;
+  private lastSock = -1;
 
   /** Room for `n` more packets before a flush is due. */
   hasRoom(n: number): boolean {
@@ -105,6 +113,8 @@ export class FouSender {
     const k = this.count;
     if (k === 0) return lastFailedOrigin;
     this.count = 0;
+    // The next batch's slots hold other packets.
+    this.lastOrigin = -1;
     const { lens, res, figures } = this;
     const { counters, drops, peers } = figures;
     const sent = this.sendUdp(buf, this.offs, lens, this.dsts, this.sockOf, k, res, this.port, this.gsoMax);
@@ -159,10 +169,12 @@ export class FouSender {
   discard(discardFd: number): Int32Array {
     const real = this.fds;
     this.fds = new Int32Array(real.length).fill(discardFd);
+    this.lastOrigin = -1;
     return real;
   }
 
   restore(real: Int32Array): void {
     this.fds = real;
+    this.lastOrigin = -1;
   }
 }

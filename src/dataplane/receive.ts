@@ -142,7 +142,8 @@ export class Receiver {
             k = 0;
             o = (spreadStart + VNET_HDR_LEN + 15) & ~15;
           }
-          rxBuf.copy(rxBuf, o, off, off + l);
+          // copyWithin, not copy: Buffer.copy makes a view (an allocation) per call.
+          rxBuf.copyWithin(o, off, off + l);
           cursor = o + l;
           off = o;
         }
