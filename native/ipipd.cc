@@ -799,159 +799,213 @@ inline bool GsoRefused(int err) {
 // sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none).
 // A refused UDP_SEGMENT send is tried again one datagram at a time; if any of those goes out,
 // the refusal was UDP_SEGMENT's and the rest of the call goes one by one too.
-Napi::Value SendUdp(const Napi::CallbackInfo& info) {
+// One sendUdp call: the packets, the messages of the chunk being sent, and the tallies.
+class UdpSend {
+ public:
+  UdpSend(const Napi::CallbackInfo& info);
+  // Send everything; returns the packets sent.
+  int32_t Run();
+
+ private:
+  int32_t Build(int32_t i, int* m, int* fd);
+  int32_t Transmit(int m, int fd);
+  int32_t RetryOneByOne(int k, int fd);
+  void FailOne(int32_t i, int err) {
+    failed_++;
+    last_ = err;
+    len_[i] = -err;
+  }
+
+  uint8_t* base_;
+  size_t size_;
+  const int32_t* off_;
+  int32_t* len_;
+  const int32_t* dst_;
+  const int32_t* fds_;
+  int32_t n_;
+  int32_t* res_;
+  int32_t port_;
+  int32_t gsoMax_;
+  int32_t done_ = 0, failed_ = 0, last_ = 0;
+  struct mmsghdr msgs_[kSendChunk];
+  struct sockaddr_in to_[kSendChunk];
+  int32_t first_[kSendChunk];  // message -> its first packet
+  int32_t count_[kSendChunk];  // message -> its packets
+  alignas(struct cmsghdr) char ctrl_[kSendChunk][CMSG_SPACE(sizeof(uint16_t))];
+  std::vector<struct iovec>& iov_;
+  static std::vector<struct iovec>& Iovecs() {
+    static thread_local std::vector<struct iovec> v(kSendChunk * kUdpMaxSegments);
+    return v;
+  }
+};
+
+UdpSend::UdpSend(const Napi::CallbackInfo& info) : iov_(Iovecs()) {
   Napi::Env env = info.Env();
   Napi::Uint8Array slab = ArgBytes(info, 0, "slab");
   Napi::Int32Array offsA = ArgI32(info, 1, "offs");
   Napi::Int32Array lensA = ArgI32(info, 2, "lens");
   Napi::Int32Array dstsA = ArgI32(info, 3, "dsts");
   Napi::Int32Array fdsA = ArgI32(info, 4, "fds");
-  int32_t n = ArgInt(info, 5, "n", 0, INT32_MAX);
+  n_ = ArgInt(info, 5, "n", 0, INT32_MAX);
   Napi::Int32Array resA = ArgI32(info, 6, "res");
-  int32_t port = ArgInt(info, 7, "port", 1, 65535);
-  int32_t gsoMax = ArgInt(info, 8, "gsoMax", 1, kUdpMaxSegments);
-  CheckCount(env, n, offsA, "offs");
-  CheckCount(env, n, lensA, "lens");
-  CheckCount(env, n, dstsA, "dsts");
-  CheckCount(env, n, fdsA, "fds");
+  port_ = ArgInt(info, 7, "port", 1, 65535);
+  gsoMax_ = ArgInt(info, 8, "gsoMax", 1, kUdpMaxSegments);
+  CheckCount(env, n_, offsA, "offs");
+  CheckCount(env, n_, lensA, "lens");
+  CheckCount(env, n_, dstsA, "dsts");
+  CheckCount(env, n_, fdsA, "fds");
   if (resA.ElementLength() < 5) throw Napi::RangeError::New(env, "res must have at least 5 elements");
-  uint8_t* base = slab.Data();
-  size_t size = slab.ByteLength();
-  const int32_t* off = offsA.Data();
-  int32_t* len = lensA.Data();
-  const int32_t* dst = dstsA.Data();
-  const int32_t* fds = fdsA.Data();
-  int32_t* res = resA.Data();
-  res[2] = res[3] = res[4] = 0;
-  int32_t done = 0, failed = 0, last = 0;
-  auto failOne = [&](int32_t i, int err) {
-    failed++;
-    last = err;
-    len[i] = -err;
-  };
+  base_ = slab.Data();
+  size_ = slab.ByteLength();
+  off_ = offsA.Data();
+  len_ = lensA.Data();
+  dst_ = dstsA.Data();
+  fds_ = fdsA.Data();
+  res_ = resA.Data();
+}
 
-  struct mmsghdr msgs[kSendChunk];
-  struct sockaddr_in to[kSendChunk];
-  int32_t first[kSendChunk];  // message -> its first packet
-  int32_t count[kSendChunk];  // message -> its packets
-  alignas(struct cmsghdr) char ctrl[kSendChunk][CMSG_SPACE(sizeof(uint16_t))];
-  static thread_local std::vector<struct iovec> iov(kSendChunk * kUdpMaxSegments);
+int32_t UdpSend::Run() {
+  res_[2] = res_[3] = res_[4] = 0;
   int32_t i = 0;
-  while (i < n) {
-    // Build up to kSendChunk messages, all on the same socket (sendmmsg takes one fd).
+  while (i < n_) {
     int m = 0;
     int fd = -1;
-    size_t v = 0;
-    for (; i < n && m < kSendChunk;) {
-      if (!InSlab(off[i], len[i], size) || len[i] > kUdpMaxPayload) {
-        failOne(i, InSlab(off[i], len[i], size) ? EMSGSIZE : EINVAL);
-        i++;
-        continue;
-      }
-      if (fds[i] == kDiscardFd) {
-        done++;
-        i++;
-        continue;
-      }
-      if (m > 0 && fds[i] != fd) break;
-      fd = fds[i];
-      const int32_t seg = len[i];
-      int32_t k = 1;
-      int32_t total = seg;
-      while (k < gsoMax && i + k < n && fds[i + k] == fd && dst[i + k] == dst[i] && len[i + k - 1] == seg &&
-             len[i + k] > 0 && len[i + k] <= seg && total + len[i + k] <= kUdpMaxPayload &&
-             InSlab(off[i + k], len[i + k], size)) {
-        total += len[i + k];
-        k++;
-      }
-      first[m] = i;
-      count[m] = k;
-      for (int32_t j = 0; j < k; j++) {
-        iov[v + j].iov_base = base + off[i + j];
-        iov[v + j].iov_len = static_cast<size_t>(len[i + j]);
-      }
-      memset(&to[m], 0, sizeof to[m]);
-      to[m].sin_family = AF_INET;
-      to[m].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst[i]));
-      to[m].sin_port = htons(static_cast<uint16_t>(port));
-      memset(&msgs[m], 0, sizeof msgs[m]);
-      struct msghdr& h = msgs[m].msg_hdr;
-      h.msg_name = &to[m];
-      h.msg_namelen = sizeof to[m];
-      h.msg_iov = &iov[v];
-      h.msg_iovlen = static_cast<size_t>(k);
-      if (k > 1) {
-        h.msg_control = ctrl[m];
-        h.msg_controllen = sizeof ctrl[m];
-        struct cmsghdr* c = CMSG_FIRSTHDR(&h);
-        c->cmsg_level = SOL_UDP;
-        c->cmsg_type = UDP_SEGMENT;
-        c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-        uint16_t gs = static_cast<uint16_t>(seg);
-        memcpy(CMSG_DATA(c), &gs, sizeof gs);
-      }
-      v += static_cast<size_t>(k);
-      i += k;
-      m++;
+    int32_t next = Build(i, &m, &fd);
+    int32_t again = Transmit(m, fd);
+    i = again >= 0 ? again : next;
+  }
+  res_[0] = failed_;
+  res_[1] = last_;
+  return done_;
+}
+
+// Messages from packet i on, up to kSendChunk, all on one socket (sendmmsg takes one fd);
+// returns the packet after the last one taken.
+int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
+  int m = 0;
+  int fd = -1;
+  size_t v = 0;
+  while (i < n_ && m < kSendChunk) {
+    if (!InSlab(off_[i], len_[i], size_) || len_[i] > kUdpMaxPayload) {
+      FailOne(i, InSlab(off_[i], len_[i], size_) ? EMSGSIZE : EINVAL);
+      i++;
+      continue;
     }
-    // sendmmsg(2) stops at the first message that fails: skip it (its packets fail) and go on.
-    int k = 0;
-    while (k < m) {
-      int r = sendmmsg(fd, &msgs[k], static_cast<unsigned>(m - k), MSG_DONTWAIT);
-      if (r > 0) {
-        for (int x = k; x < k + r; x++) {
-          done += count[x];
-          if (count[x] > 1) {
-            res[2]++;
-            res[3] += count[x];
-          }
-        }
-        k += r;
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      int err = r < 0 ? errno : EAGAIN;
-      if (count[k] > 1 && GsoRefused(err)) {
-        // This message's packets again, one datagram each. If that works the kernel refused
-        // UDP_SEGMENT itself: off for the rest of the call (and, by the caller, for good);
-        // if they fail too the error was theirs (e.g. larger than the device MTU).
-        struct msghdr one = msgs[k].msg_hdr;
-        one.msg_control = nullptr;
-        one.msg_controllen = 0;
-        one.msg_iovlen = 1;
-        int32_t ok = 0;
-        for (int32_t j = 0; j < count[k]; j++) {
-          one.msg_iov = msgs[k].msg_hdr.msg_iov + j;
-          ssize_t w;
-          do {
-            w = sendmsg(fd, &one, MSG_DONTWAIT);
-          } while (w < 0 && errno == EINTR);
-          if (w < 0) {
-            failOne(first[k] + j, errno);
-          } else {
-            ok++;
-            done++;
-          }
-        }
-        if (ok > 0 && gsoMax > 1) {
-          res[4] = err;
-          gsoMax = 1;
-          // The messages after this one were built with UDP_SEGMENT: build them again.
-          if (k + 1 < m) {
-            i = first[k + 1];
-            break;
-          }
-        }
-        k++;
-        continue;
-      }
-      for (int32_t j = 0; j < count[k]; j++) failOne(first[k] + j, err);
+    if (fds_[i] == kDiscardFd) {
+      done_++;
+      i++;
+      continue;
+    }
+    if (m > 0 && fds_[i] != fd) break;
+    fd = fds_[i];
+    const int32_t seg = len_[i];
+    int32_t k = 1;
+    int32_t total = seg;
+    while (k < gsoMax_ && i + k < n_ && fds_[i + k] == fd && dst_[i + k] == dst_[i] && len_[i + k - 1] == seg &&
+           len_[i + k] > 0 && len_[i + k] <= seg && total + len_[i + k] <= kUdpMaxPayload &&
+           InSlab(off_[i + k], len_[i + k], size_)) {
+      total += len_[i + k];
       k++;
     }
+    first_[m] = i;
+    count_[m] = k;
+    for (int32_t j = 0; j < k; j++) {
+      iov_[v + j].iov_base = base_ + off_[i + j];
+      iov_[v + j].iov_len = static_cast<size_t>(len_[i + j]);
+    }
+    memset(&to_[m], 0, sizeof to_[m]);
+    to_[m].sin_family = AF_INET;
+    to_[m].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst_[i]));
+    to_[m].sin_port = htons(static_cast<uint16_t>(port_));
+    memset(&msgs_[m], 0, sizeof msgs_[m]);
+    struct msghdr& h = msgs_[m].msg_hdr;
+    h.msg_name = &to_[m];
+    h.msg_namelen = sizeof to_[m];
+    h.msg_iov = &iov_[v];
+    h.msg_iovlen = static_cast<size_t>(k);
+    if (k > 1) {
+      h.msg_control = ctrl_[m];
+      h.msg_controllen = sizeof ctrl_[m];
+      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gs = static_cast<uint16_t>(seg);
+      memcpy(CMSG_DATA(c), &gs, sizeof gs);
+    }
+    v += static_cast<size_t>(k);
+    i += k;
+    m++;
   }
-  res[0] = failed;
-  res[1] = last;
-  return Napi::Number::New(env, done);
+  *mOut = m;
+  *fdOut = fd;
+  return i;
+}
+
+// sendmmsg(2) the m messages; it stops at the first that fails: that one's packets fail (or,
+// refused UDP_SEGMENT, go one by one) and the rest go on. Returns -1, or the packet to build
+// from again when UDP_SEGMENT was turned off with messages of this chunk still to send.
+int32_t UdpSend::Transmit(int m, int fd) {
+  int k = 0;
+  while (k < m) {
+    int r = sendmmsg(fd, &msgs_[k], static_cast<unsigned>(m - k), MSG_DONTWAIT);
+    if (r > 0) {
+      for (int x = k; x < k + r; x++) {
+        done_ += count_[x];
+        if (count_[x] > 1) {
+          res_[2]++;
+          res_[3] += count_[x];
+        }
+      }
+      k += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    int err = r < 0 ? errno : EAGAIN;
+    if (count_[k] > 1 && GsoRefused(err)) {
+      // If one datagram at a time works the kernel refused UDP_SEGMENT itself: off for the
+      // rest of the call (and, by the caller, for good); if not the error was the packets'
+      // (e.g. larger than the device MTU).
+      if (RetryOneByOne(k, fd) > 0 && gsoMax_ > 1) {
+        res_[4] = err;
+        gsoMax_ = 1;
+        if (k + 1 < m) return first_[k + 1];
+      }
+      k++;
+      continue;
+    }
+    for (int32_t j = 0; j < count_[k]; j++) FailOne(first_[k] + j, err);
+    k++;
+  }
+  return -1;
+}
+
+// Message k's packets one datagram each; returns how many went out.
+int32_t UdpSend::RetryOneByOne(int k, int fd) {
+  struct msghdr one = msgs_[k].msg_hdr;
+  one.msg_control = nullptr;
+  one.msg_controllen = 0;
+  one.msg_iovlen = 1;
+  int32_t ok = 0;
+  for (int32_t j = 0; j < count_[k]; j++) {
+    one.msg_iov = msgs_[k].msg_hdr.msg_iov + j;
+    ssize_t w;
+    do {
+      w = sendmsg(fd, &one, MSG_DONTWAIT);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+      FailOne(first_[k] + j, errno);
+    } else {
+      ok++;
+      done_++;
+    }
+  }
+  return ok;
+}
+
+Napi::Value SendUdp(const Napi::CallbackInfo& info) {
+  UdpSend send(info);
+  return Napi::Number::New(info.Env(), send.Run());
 }
 
 // ---------------------------------------------------------------------------------------------

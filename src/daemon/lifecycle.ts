@@ -23,7 +23,7 @@ import { steeringFilter } from '../tun/steering.js';
 import { fouInUse, type Config } from './config.js';
 import { ControlServer, type ControlHandler } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
-import type { FouOptions } from '../dataplane/fou.js';
+import { allFou, fouOptions, openFouSockets, type FouSockets } from './fou-sockets.js';
 import { hopEntry } from '../dataplane/hops.js';
 import { createQueue } from '../dataplane/queue.js';
 import { IpipdError, errnoName } from './errors.js';
@@ -33,16 +33,6 @@ import { NextHops } from './nexthop.js';
 import { MetricsServer, type MetricsSource } from './metrics.js';
 import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
 import { needsCap, probeUdpL4 } from './host.js';
-
-/** A queue's FouOptions (plain data, for a worker too): `recvFd` the socket it reads, or -1. */
-function fouOptions(f: FouOptions, recvFd: number): FouOptions {
-  return { recvFd, sendFds: [...f.sendFds], port: f.port, gso: f.gso, gro: f.gro };
-}
-
-/** Every peer, configured and kernel-learned, uses FOU: the TUN MTU leaves room for 28 bytes. */
-function allFou(c: Config): boolean {
-  return fouInUse(c) && c.peers.every((p) => p.encap === 'fou') && (c.routes.source !== 'kernel' || c.fou.kernel_peers === 'fou');
-}
 
 /** Outer header + the largest IPv4 options a peer may add; bounds the raw receive slot. */
 const OUTER_MAX = 60;
@@ -78,7 +68,7 @@ export class Resources {
   private packet: { fd: number; hops: Int32Array } | undefined;
   nextHops: NextHops | undefined;
   /** Step 5, FOU (`fouInUse`): the UDP sockets, their ports, and whether UDP_GRO was taken. */
-  fou: (FouOptions & { sourcePorts: number[] }) | undefined;
+  fou: FouSockets | undefined;
   /** Step 6: queue 0's data path (this thread), its peers, and the worker threads of the others. */
   dataplane: Dataplane | undefined;
   peers: Peer[] = [];
@@ -242,33 +232,9 @@ export class Resources {
     if (fouInUse(c)) this.openFouSockets();
   }
 
-  /**
-   * 5, FOU: the UDP socket bound to underlay.address:fou.port that receives (UDP_GRO if the
-   * kernel takes it), and the send sockets: the receive socket itself with a fixed
-   * `fou.source_port` equal to `fou.port`, else one socket bound to that port, or with `auto`
-   * `fou.source_ports` sockets on ephemeral ports that receive nothing.
-   */
+  /** 5, FOU (src/daemon/fou-sockets.ts): the UDP sockets, closed at exit with the rest. */
   openFouSockets(): void {
-    const c = this.config;
-    const f = c.fou;
-    const at = `${c.underlay.address.text}:${f.port}`;
-    const open = (port: number, what: string, opts: { gro?: boolean; sendOnly?: boolean }): { fd: number; port: number; gro: boolean } => {
-      let s: { fd: number; port: number; gro: boolean };
-      try {
-        s = native.openUdp(c.underlay.address.value, port, c.io.socket_buffer, c.io.socket_buffer, opts);
-      } catch (err) {
-        throw new IpipdError('ERR_FOU_SOCKET', `cannot open the FOU ${what} on ${c.underlay.address.text}${port ? `:${port}` : ''}: ${errnoName(err) ?? err}`, { cause: err });
-      }
-      this.undo.push({ what: `close FOU ${what}`, run: () => native.close(s.fd) });
-      return s;
-    };
-    const recv = open(f.port, `socket ${at}`, { gro: f.offload });
-    const send: { fd: number; port: number }[] = [];
-    if (f.source_port === f.port) send.push(recv);
-    else if (f.source_port !== 'auto') send.push(open(f.source_port, 'source-port socket', { sendOnly: true }));
-    else for (let i = 0; i < f.source_ports; i++) send.push(open(0, `source-port socket ${i}`, { sendOnly: true }));
-    this.fou = { recvFd: recv.fd, sendFds: send.map((s) => s.fd), port: f.port, gso: f.offload, gro: recv.gro, sourcePorts: send.map((s) => s.port) };
-    if (f.offload && !recv.gro) this.log.warn('the kernel refused UDP_GRO: FOU reads one datagram at a time');
+    this.fou = openFouSockets(this.config, this.log, (u) => this.undo.push(u));
   }
 
   /**
