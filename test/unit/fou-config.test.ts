@@ -9,29 +9,27 @@ import { IpipdError } from '../../src/daemon/errors.js';
 import { diffPeers, livePeers, restartKeys } from '../../src/daemon/peer-set.js';
 import { ip } from '../helpers/packets.js';
 
-const BASE = `
-underlay:
-  address: 192.0.2.1
-peers:
-  - name: h2
-    endpoint: 192.0.2.2
-    prefixes: [203.0.113.0/25]
-`;
+/** A config with one peer h2; `peer` adds keys to its entry, `rest` top-level sections. */
+const cfg = (peer = '', rest = '', underlay = ''): string =>
+  `underlay: { address: 192.0.2.1${underlay} }\npeers:\n  - { name: h2, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25]${peer} }\n${rest}`;
 
+/** The problem lines of the one error a bad config gives. */
 function problems(text: string): string[] {
+  let thrown: unknown = null;
   try {
     parseConfig(text, 'fou.yaml');
   } catch (err) {
-    expect(err).toBeInstanceOf(IpipdError);
-    expect((err as IpipdError).code).toBe('ERR_CONFIG_INVALID');
-    return (err as IpipdError).message.split('\n').slice(1).map((l) => l.trim());
+    thrown = err;
   }
-  throw new Error('expected the config to be rejected');
+  expect(thrown).toBeInstanceOf(IpipdError);
+  const e = thrown as IpipdError;
+  expect(e.code).toBe('ERR_CONFIG_INVALID');
+  return e.message.split('\n').slice(1).map((l) => l.trim());
 }
 
 describe('FOU config', () => {
   test('defaults: peers are ipip, fou port 5555, source port auto over 8 ports, kernel peers ipip, offload on; no FOU in use', () => {
-    const c = parseConfig(BASE);
+    const c = parseConfig(cfg());
     expect(c.peers[0]!.encap).toBe('ipip');
     expect(c.fou).toEqual({ port: 5555, source_port: 'auto', source_ports: 8, kernel_peers: 'ipip', offload: true });
     expect(fouInUse(c)).toBe(false);
@@ -39,7 +37,7 @@ describe('FOU config', () => {
   });
 
   test('a FOU peer, a fixed source port: in use, and described', () => {
-    const c = parseConfig(`${BASE}    encap: fou\nfou:\n  port: 4789\n  source_port: 4789\n  offload: false\n`);
+    const c = parseConfig(cfg(', encap: fou', 'fou: { port: 4789, source_port: 4789, offload: false }\n'));
     expect(c.peers[0]!.encap).toBe('fou');
     expect(c.fou).toMatchObject({ port: 4789, source_port: 4789, offload: false });
     expect(fouInUse(c)).toBe(true);
@@ -49,14 +47,14 @@ describe('FOU config', () => {
   });
 
   test('kernel-learned peers on FOU put FOU in use with no configured FOU peer', () => {
-    const c = parseConfig(`${BASE}routes:\n  source: kernel\nfou:\n  kernel_peers: fou\n`.replace('  address: 192.0.2.1\n', '  address: 192.0.2.1\n  allowed_endpoints: [192.0.2.0/24]\n'));
+    const c = parseConfig(cfg('', 'routes: { source: kernel }\nfou: { kernel_peers: fou }\n', ', allowed_endpoints: [192.0.2.0/24]'));
     expect(fouInUse(c)).toBe(true);
     const { peers } = livePeers(c, [{ prefix: { text: '198.51.100.0/26', addr: ip('198.51.100.0'), len: 26 }, gateway: ip('192.0.2.3') }]);
     expect(peers.map((p) => [p.name, p.encap])).toEqual([['h2', 'ipip'], ['kernel:192.0.2.3', 'fou']]);
   });
 
   test('bad values: each named by its path, all in one error', () => {
-    const p = problems(`${BASE}    encap: gre\nfou:\n  port: 0\n  source_port: any\n  source_ports: 65\n  kernel_peers: udp\n  offload: yes\n  extra: 1\n`);
+    const p = problems(cfg(', encap: gre', 'fou: { port: 0, source_port: any, source_ports: 65, kernel_peers: udp, offload: yes, extra: 1 }\n'));
     expect(p.some((l) => l.startsWith('peers[0].encap:'))).toBe(true);
     expect(p.some((l) => l.startsWith('fou.port:'))).toBe(true);
     expect(p).toContain('fou.source_port: expected auto, or a UDP port from 1 to 65535; got "any"');
@@ -67,12 +65,12 @@ describe('FOU config', () => {
   });
 
   test('a FOU peer whose mtu + 28 does not fit in an IPv4 datagram', () => {
-    expect(problems(`${BASE}    encap: fou\n    mtu: 65510\n`)).toEqual(['peers[0].mtu: mtu + 28 bytes of FOU outer headers (IPv4 and UDP) must fit in 65535']);
+    expect(problems(cfg(', encap: fou, mtu: 65510'))).toEqual(['peers[0].mtu: mtu + 28 bytes of FOU outer headers (IPv4 and UDP) must fit in 65535']);
   });
 
   test('reload: an encap change is described; a FOU peer where no FOU socket is open needs a restart', () => {
-    const live = parseConfig(BASE);
-    const next = parseConfig(`${BASE}    encap: fou\n`);
+    const live = parseConfig(cfg());
+    const next = parseConfig(cfg(', encap: fou'));
     const [a, b] = [livePeers(live, []).peers, livePeers(next, []).peers];
     expect(diffPeers(live, a, next, b).changed).toEqual([{ peer: b[0], what: ['encap ipip -> fou'] }]);
     expect(restartKeys(live, next, a, b)).toContain('peers (encap: fou, with no FOU socket open)');
