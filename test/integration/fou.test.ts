@@ -8,7 +8,8 @@
  * multi-megabyte TCP transfer each way arrive byte for byte (SHA-256), counted on the FOU path
  * (UDP_SEGMENT sends and UDP_GRO reads in offload mode, which is the default); the underlay
  * carries UDP to port 5555 whose payload is the inner packet, and no protocol 4; the status
- * report shows FOU; after SIGTERM nothing is left.
+ * report shows FOU; after SIGTERM nothing is left. Also with io.queues 2 (queue 0 reads the FOU
+ * socket, both queues send on the shared send sockets).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { editedConfig, status, stopDaemon } from '../helpers/daemons.js';
@@ -18,16 +19,17 @@ import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
 const why = integrationSkip('FOU integration tests');
 
-describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd <-> ipipd over FOU (io.offload and fou.offload: $offload)', ({ offload }) => {
+// With io.queues 2 queue 0 alone reads the FOU socket; both queues send on the shared send sockets.
+describe.skipIf(why).each([{ offload: true, queues: 1 }, { offload: false, queues: 1 }, { offload: true, queues: 2 }])('ipipd <-> ipipd over FOU (io.offload and fou.offload: $offload, io.queues: $queues)', ({ offload, queues }) => {
   let topo: Topology;
   let pair: StartedPair;
 
   beforeAll(async () => {
     topo = await Topology.up({ hosts: 2 });
     pair = await startPair(topo, (h) =>
-      editedConfig(topo, h, `fou-${offload}`, (c) => {
+      editedConfig(topo, h, `fou-${offload}-${queues}`, (c) => {
         for (const p of c.peers) p.encap = 'fou';
-        c.io = { offload };
+        c.io = { offload, queues };
         c.fou = { offload };
       }),
     );
