@@ -822,6 +822,7 @@ class UdpSend {
   int32_t* len_;
   const int32_t* dst_;
   const int32_t* fds_;
+  const int32_t* tos_ = nullptr;  // optional: each datagram's outer TOS
   int32_t n_;
   int32_t* res_;
   int32_t port_;
@@ -831,7 +832,8 @@ class UdpSend {
   struct sockaddr_in to_[kSendChunk];
   int32_t first_[kSendChunk];  // message -> its first packet
   int32_t count_[kSendChunk];  // message -> its packets
-  alignas(struct cmsghdr) char ctrl_[kSendChunk][CMSG_SPACE(sizeof(uint16_t))];
+  // IP_TOS first (the one-by-one retry keeps just it), then UDP_SEGMENT.
+  alignas(struct cmsghdr) char ctrl_[kSendChunk][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t))];
   std::vector<struct iovec>& iov_;
   static std::vector<struct iovec>& Iovecs() {
     static thread_local std::vector<struct iovec> v(kSendChunk * kUdpMaxSegments);
@@ -855,6 +857,11 @@ UdpSend::UdpSend(const Napi::CallbackInfo& info) : iov_(Iovecs()) {
   CheckCount(env, n_, dstsA, "dsts");
   CheckCount(env, n_, fdsA, "fds");
   if (resA.ElementLength() < 5) throw Napi::RangeError::New(env, "res must have at least 5 elements");
+  if (info.Length() > 9 && !info[9].IsUndefined()) {
+    Napi::Int32Array tosA = ArgI32(info, 9, "tos");
+    CheckCount(env, n_, tosA, "tos");
+    tos_ = tosA.Data();
+  }
   base_ = slab.Data();
   size_ = slab.ByteLength();
   off_ = offsA.Data();
@@ -901,7 +908,9 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
     const int32_t seg = len_[i];
     int32_t k = 1;
     int32_t total = seg;
+    const int tos = tos_ != nullptr ? tos_[i] & 0xff : 0;
     while (k < gsoMax_ && i + k < n_ && fds_[i + k] == fd && dst_[i + k] == dst_[i] && len_[i + k - 1] == seg &&
+           (tos_ == nullptr || (tos_[i + k] & 0xff) == tos) &&
            len_[i + k] > 0 && len_[i + k] <= seg && total + len_[i + k] <= kUdpMaxPayload &&
            InSlab(off_[i + k], len_[i + k], size_)) {
       total += len_[i + k];
@@ -923,15 +932,27 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
     h.msg_namelen = sizeof to_[m];
     h.msg_iov = &iov_[v];
     h.msg_iovlen = static_cast<size_t>(k);
+    size_t clen = 0;
+    if (tos != 0) {
+      auto* c = reinterpret_cast<struct cmsghdr*>(ctrl_[m]);
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_TOS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &tos, sizeof tos);
+      clen = CMSG_SPACE(sizeof(int));
+    }
     if (k > 1) {
-      h.msg_control = ctrl_[m];
-      h.msg_controllen = sizeof ctrl_[m];
-      struct cmsghdr* c = CMSG_FIRSTHDR(&h);
+      auto* c = reinterpret_cast<struct cmsghdr*>(ctrl_[m] + clen);
       c->cmsg_level = SOL_UDP;
       c->cmsg_type = UDP_SEGMENT;
       c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
       uint16_t gs = static_cast<uint16_t>(seg);
       memcpy(CMSG_DATA(c), &gs, sizeof gs);
+      clen += CMSG_SPACE(sizeof(uint16_t));
+    }
+    if (clen > 0) {
+      h.msg_control = ctrl_[m];
+      h.msg_controllen = clen;
     }
     v += static_cast<size_t>(k);
     i += k;
@@ -983,8 +1004,10 @@ int32_t UdpSend::Transmit(int m, int fd) {
 // Message k's packets one datagram each; returns how many went out.
 int32_t UdpSend::RetryOneByOne(int k, int fd) {
   struct msghdr one = msgs_[k].msg_hdr;
-  one.msg_control = nullptr;
-  one.msg_controllen = 0;
+  // Keep an IP_TOS cmsg (the first), drop UDP_SEGMENT.
+  const int tos = tos_ != nullptr ? tos_[first_[k]] & 0xff : 0;
+  one.msg_control = tos != 0 ? ctrl_[k] : nullptr;
+  one.msg_controllen = tos != 0 ? CMSG_SPACE(sizeof(int)) : 0;
   one.msg_iovlen = 1;
   int32_t ok = 0;
   for (int32_t j = 0; j < count_[k]; j++) {

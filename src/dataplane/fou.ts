@@ -55,9 +55,12 @@ export class FouSender {
   private readonly sockOf: Int32Array;
   private readonly peerOf: Int32Array;
   private readonly origin: Int32Array;
+  /** The outer TOS of each queued packet (PacketResult.tos). */
+  private readonly tos: Int32Array;
   private readonly res = new Int32Array(5);
   /** `sendNow`'s socket per fragment (at most MAX_FRAGMENTS). */
   private readonly fragSock = new Int32Array(MAX_FRAGMENTS);
+  private readonly fragTos = new Int32Array(MAX_FRAGMENTS);
   private readonly sendUdp: NativeBinding['sendUdp'];
 
   constructor(
@@ -77,12 +80,14 @@ export class FouSender {
     this.sockOf = new Int32Array(capacity);
     this.peerOf = new Int32Array(capacity);
     this.origin = new Int32Array(capacity);
+    this.tos = new Int32Array(capacity);
     this.sendUdp = sendUdp ?? native.sendUdp;
   }
 
   /** Queue the inner packet `buf[off, off+len)` for `peer` (TUN slot `origin`); the caller flushes before the queue is full. */
-  queue(buf: Buffer, off: number, len: number, peer: Peer, origin: number): void {
+  queue(buf: Buffer, off: number, len: number, peer: Peer, origin: number, tos: number): void {
     const k = this.count++;
+    this.tos[k] = tos;
     this.offs[k] = off;
     this.lens[k] = len;
     this.dsts[k] = peer.endpoint;
@@ -117,7 +122,7 @@ export class FouSender {
     this.lastOrigin = -1;
     const { lens, res, figures } = this;
     const { counters, drops, peers } = figures;
-    const sent = this.sendUdp(buf, this.offs, lens, this.dsts, this.sockOf, k, res, this.port, this.gsoMax);
+    const sent = this.sendUdp(buf, this.offs, lens, this.dsts, this.sockOf, k, res, this.port, this.gsoMax, this.tos);
     counters[C.tx_packets] += sent;
     if (res[2]! > 0) {
       counters[C.fou_gso_sends] += res[2]!;
@@ -148,10 +153,11 @@ export class FouSender {
    * Sender's slow path for a packet too big without DF). Returns the number sent; failures as
    * `sendUdp` marks them, the errno in `lastErrors`.
    */
-  sendNow(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number): number {
+  sendNow(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, n: number, tos: number): number {
     const sock = this.fds[fouSourceIndex(fouFlowHash(slab, offs[0]!), this.fds.length)]!;
     this.fragSock.fill(sock, 0, n);
-    const sent = this.sendUdp(slab, offs, lens, dsts, this.fragSock, n, this.res, this.port, 1);
+    this.fragTos.fill(tos, 0, n);
+    const sent = this.sendUdp(slab, offs, lens, dsts, this.fragSock, n, this.res, this.port, 1, this.fragTos);
     if (this.res[0]! > 0) this.figures.lastErrors.underlaySend = errnoLabel(this.res[1]!);
     return sent;
   }

@@ -198,7 +198,7 @@ export class Sender {
       return;
     }
     if (!fou.hasRoom(1)) this.lastFailedOrigin = fou.flush(this.slabs.txBuf, this.lastFailedOrigin, this.tracer);
-    fou.queue(this.slabs.txBuf, this.result.offset, this.result.length, peer, origin);
+    fou.queue(this.slabs.txBuf, this.result.offset, this.result.length, peer, origin, this.result.tos);
   }
 
   /**
@@ -291,7 +291,7 @@ export class Sender {
     // FOU: the fragments themselves are the UDP payloads (no outer header in front).
     const fou = peer.encap === ENCAP_FOU;
     if (fou && this.fou === null) return Verdict.socket_write_error;
-    const sent = fou ? this.fou!.sendNow(fragSlab, fragOffs, fragLens, fragDsts, n) : this.sendUnderlay(fragSlab, fragOffs, fragLens, fragDsts, fragHops, n);
+    const sent = fou ? this.fou!.sendNow(fragSlab, fragOffs, fragLens, fragDsts, n, fragResult.tos) : this.sendUnderlay(fragSlab, fragOffs, fragLens, fragDsts, fragHops, n);
     const outer = fou ? 0 : HEADROOM;
     counters[C.tx_packets] += sent;
     counters[C.fragments_sent] += sent;

@@ -84,6 +84,11 @@ export class PacketResult {
   length = 0;
   /** Peer the packet goes to (encap) or came from (decap); null if not (yet) known. */
   peer: Peer | null = null;
+  /**
+   * Encapsulation toward a FOU peer: the outer TOS byte for the kernel to put on the UDP
+   * datagram (DSCP fixed or copied, ECN from the inner as RFC 6040 §4.1); else not written.
+   */
+  tos = 0;
 }
 
 /** Frozen tunnel policy; validated by the config layer, asserted again by `Tunnel`. */
@@ -268,13 +273,16 @@ export class Tunnel {
     const src = getSrc(buf, off);
     if (src === this.local || src === peer.endpoint) return Verdict.loop;
     if (len > this.mtuFor(peer)) return Verdict.too_big;
-    // FOU (fou.ts): the inner packet is the whole UDP payload; the kernel writes IP and UDP.
-    if (peer.encap === ENCAP_FOU) return Verdict.forward;
-
     // Per-packet words; the inherited parts are masked to 0 when the policy fixes the field.
     const innerTos = getTos(buf, off);
     const ecn = innerTos & ECN_MASK;
     const tos = (innerTos & this.dscpMask) | (ecn === ECN_CE ? ECN_ECT0 : ecn);
+    // FOU (fou.ts): the inner packet is the whole UDP payload; the kernel writes IP and UDP,
+    // with this TOS (a cmsg per datagram).
+    if (peer.encap === ENCAP_FOU) {
+      out.tos = peer.outerTos | tos;
+      return Verdict.forward;
+    }
     const ttlIn = ttl & this.ttlMask;
     const df = getFlagsFragment(buf, off) & this.dfMask;
     const id = peer.nextId;

@@ -128,9 +128,10 @@ export interface NativeBinding {
    * res[0] failures, res[1] last errno, res[2] UDP_SEGMENT sends, res[3] packets in them, res[4]
    * the errno with which the kernel refused a UDP_SEGMENT send (EIO, EINVAL, ENOPROTOOPT,
    * EOPNOTSUPP), 0 if none: those packets, and the rest of the call, then went one by one. A
-   * failed packet's lens[i] becomes -errno. `res` needs 5 elements.
+   * failed packet's lens[i] becomes -errno. `res` needs 5 elements. `tos` (optional): each
+   * datagram's outer TOS byte (an IP_TOS cmsg when not 0; one UDP_SEGMENT send has one TOS).
    */
-  sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number): number;
+  sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number, tos?: Int32Array): number;
   /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
   openPacket(sndbuf: number): number;
   /**

@@ -70,7 +70,7 @@ describe.skipIf(why).each([{ offload: true, queues: 1 }, { offload: false, queue
     expect(groReads > 0).toBe(offload);
   });
 
-  test.skipIf(skipWithout('tcpdump'))('on the underlay: UDP to port 5555 whose payload is the inner IPv4 packet, and no protocol 4', async () => {
+  test.skipIf(skipWithout('tcpdump', 'ping'))('on the underlay: UDP to port 5555 whose payload is the inner IPv4 packet, and no protocol 4', async () => {
     const { h1, h2 } = pair;
     const a = h1.pods[0]!;
     const b = h2.pods[0]!;
@@ -82,29 +82,36 @@ describe.skipIf(why).each([{ offload: true, queues: 1 }, { offload: false, queue
     const echo = await topo.serve(b.ns, ['udp-echo', '--bind', b.address, '--port', '7']);
     await topo.traffic(a.ns, ['udp-ping', '--to', b.address, '--port', '7', '--count', '3', '--interval-ms', '50']);
     await echo.stop();
+    // Two echoes with DSCP EF and ECT(1) (TOS 0xb9), which the outer header must carry (RFC 6040).
+    const ping = await topo.exec(a.ns, ['ping', '-c', '2', '-i', '0.2', '-Q', '0xb9', b.address], { timeoutMs: 10_000 });
+    expect(ping.stdout).toMatch(/2 received/);
     await new Promise((r) => setTimeout(r, 300));
     cap.kill('SIGTERM');
     const frames = text.split(/\n(?=\d{2}:\d{2})/).map((f) => ({
       head: f.split('\n')[0]!,
       bytes: Buffer.from(f.split('\n').slice(1).map((l) => l.replace(/^\s*0x[0-9a-f]+:\s*/, '').replace(/\s+/g, '')).join(''), 'hex'),
     }));
-    const fou = frames.filter((f) => f.bytes.length > 48);
-    expect(fou.length, text).toBeGreaterThanOrEqual(6);
+    const fou = frames.filter((f) => f.bytes.length >= 56);
+    expect(fou.length, text).toBeGreaterThanOrEqual(10);
+    expect(fou.filter((f) => f.bytes[28 + 1] === 0xb9).length, text).toBeGreaterThanOrEqual(4);
     const hex4 = (s: string): Buffer => Buffer.from(s.split('.').map(Number));
     for (const { head, bytes } of fou) {
       expect(head, text).not.toMatch(/IPIP/);
-      // Outer IPv4: protocol 17, DF; UDP (bytes 20..27) to 5555 with length 8 + the inner total length.
+      // Outer IPv4: protocol 17, DF, the inner TOS (CE would go out as ECT(0)); UDP (bytes
+      // 20..27) to 5555 with length 8 + the inner total length.
       expect(bytes[9]).toBe(17);
+      expect(bytes[1]).toBe(bytes[29] === 0xbb ? 0xba : bytes[29]);
       expect(bytes[6]! & 0x40).toBe(0x40);
       expect(bytes.readUInt16BE(22)).toBe(5555);
       const inner = bytes.subarray(28);
       expect(bytes.readUInt16BE(24)).toBe(8 + inner.readUInt16BE(2));
       // The payload is the inner packet itself: IPv4 between the pods, UDP to or from port 7.
       expect(inner[0]).toBe(0x45);
-      expect(inner[9]).toBe(17);
       const ends = [inner.subarray(12, 16), inner.subarray(16, 20)];
       expect(ends.some((x) => x.equals(hex4(a.address))) && ends.some((x) => x.equals(hex4(b.address)))).toBe(true);
-      expect([inner.readUInt16BE(20), inner.readUInt16BE(22)]).toContain(7);
+      // udp-ping to port 7, or the ICMP echoes.
+      if (inner[9] === 17) expect([inner.readUInt16BE(20), inner.readUInt16BE(22)]).toContain(7);
+      else expect(inner[9]).toBe(1);
     }
   });
 

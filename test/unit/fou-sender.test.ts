@@ -21,13 +21,14 @@ interface Call {
   gsoMax: number;
   port: number;
   fds: number[];
+  tos: number[];
   packets: Buffer[];
 }
 
 /** A sendUdp that records each call and answers as the kernel would, refusing UDP_SEGMENT with `refuse` (errno) if set. */
 function fakeSendUdp(calls: Call[], refuse = 0): NativeBinding['sendUdp'] {
-  return (slab, offs, lens, _dsts, fds, n, res, port, gsoMax) => {
-    calls.push({ n, gsoMax, port, fds: Array.from(fds.subarray(0, n)), packets: Array.from({ length: n }, (_, i) => Buffer.from(slab.subarray(offs[i]!, offs[i]! + lens[i]!))) });
+  return (slab, offs, lens, _dsts, fds, n, res, port, gsoMax, tos) => {
+    calls.push({ n, gsoMax, port, fds: Array.from(fds.subarray(0, n)), tos: Array.from(tos!.subarray(0, n)), packets: Array.from({ length: n }, (_, i) => Buffer.from(slab.subarray(offs[i]!, offs[i]! + lens[i]!))) });
     res.fill(0);
     if (gsoMax > 1) {
       if (refuse !== 0) res[4] = refuse; // sent one by one after all
@@ -63,13 +64,15 @@ function setup(refuse = 0): { sender: FouSender; figures: Figures; calls: Call[]
 describe('FouSender', () => {
   it('sends the inner packets as they are, from the flow hash\'s socket, to the FOU port, with UDP_SEGMENT', () => {
     const { sender, figures, calls, peer, buf, offs } = setup();
-    for (const o of offs) sender.queue(buf, o, 1020, peer, 0);
+    for (const o of offs) sender.queue(buf, o, 1020, peer, 0, 0xba);
     expect(sender.flush(buf, -1, new Tracer(4))).toBe(-1);
     expect(calls).toHaveLength(1);
     const c = calls[0]!;
     expect(c).toMatchObject({ n: 3, gsoMax: FOU_GSO_MAX, port: 5555 });
     const fd = [101, 102, 103, 104][fouSourceIndex(fouFlowHash(buf, offs[0]!), 4)];
     expect(c.fds).toEqual([fd, fd, fd]);
+    // The outer TOS of each (PacketResult.tos), for the kernel's IP_TOS cmsg.
+    expect(c.tos).toEqual([0xba, 0xba, 0xba]);
     offs.forEach((o, i) => expect(c.packets[i]!.equals(buf.subarray(o, o + 1020))).toBe(true));
     expect(figures.counters[C.tx_packets]).toBe(3);
     expect(figures.counters[C.tx_bytes]).toBe(3 * 1020);
@@ -82,7 +85,7 @@ describe('FouSender', () => {
   it('refused UDP_SEGMENT (EIO): nothing lost, counted and logged once, then one datagram per packet', () => {
     const { sender, figures, calls, logs, peer, buf, offs } = setup(constants.errno.EIO);
     for (let round = 0; round < 3; round++) {
-      for (const o of offs) sender.queue(buf, o, 1020, peer, 0);
+      for (const o of offs) sender.queue(buf, o, 1020, peer, 0, 0xba);
       sender.flush(buf, -1, new Tracer(4));
     }
     expect(calls.map((c) => c.gsoMax)).toEqual([FOU_GSO_MAX, 1, 1]);
@@ -111,9 +114,9 @@ describe('FouSender', () => {
     const buf = Buffer.alloc(4096);
     p.copy(buf, 20);
     p.copy(buf, 2068);
-    sender.queue(buf, 20, p.length, peer, 0);
-    sender.queue(buf, 2068, p.length, peer, 0);
-    sender.queue(buf, 20, p.length, peer, 1);
+    sender.queue(buf, 20, p.length, peer, 0, 0);
+    sender.queue(buf, 2068, p.length, peer, 0, 0);
+    sender.queue(buf, 20, p.length, peer, 1, 0);
     const tracer = new Tracer(4);
     expect(sender.flush(buf, -1, tracer)).toBe(1);
     expect(figures.drops[Verdict.socket_write_error]).toBe(2); // slots 0 and 1
@@ -124,7 +127,7 @@ describe('FouSender', () => {
   it('discard / restore: the JIT warm-up sends into the discard fd', () => {
     const { sender, calls, peer, buf, offs } = setup();
     const real = sender.discard(-2);
-    sender.queue(buf, offs[0]!, 1020, peer, 0);
+    sender.queue(buf, offs[0]!, 1020, peer, 0, 0);
     sender.flush(buf, -1, new Tracer(4));
     expect(calls[0]!.fds).toEqual([-2]);
     sender.restore(real);

@@ -66,6 +66,16 @@ describe('FOU wire format', () => {
     expect(peerB.nextId).toBe(0);
   });
 
+  it('the outer TOS for the kernel: DSCP copied, ECN copied except CE sent as ECT(0) (RFC 6040 §4.1)', () => {
+    const { a } = fouSides();
+    const out = new PacketResult();
+    for (const [innerTos, outerTos] of [[0x00, 0x00], [0xb8, 0xb8], [0xb9, 0xb9], [0xba, 0xba], [0xbb, 0xba]] as const) {
+      const p = inner({ tos: innerTos });
+      expect(a.encapsulate(place(p, 20), 20, p.length, out)).toBe(Verdict.forward);
+      expect(out.tos).toBe(outerTos);
+    }
+  });
+
   it('the tunnel MTU toward a FOU peer is 8 bytes less: 1472 fits, 1473 is too big', () => {
     const { a, peerB } = fouSides();
     expect(a.mtuFor(peerB)).toBe(1472);
