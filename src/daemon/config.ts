@@ -84,7 +84,7 @@ const schema = z.strictObject({
       name: deviceName.default('ipip0'),
       /** Address put on the TUN (like Calico's tunl0 address); optional. */
       address: interfaceAddress.optional(),
-      /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1). */
+      /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1), - 28 when every peer uses FOU. */
       mtu: z.number().int().min(576).max(65515).optional(),
       /** TUN transmit queue length (packets); a full queue drops silently (FINDINGS.md). */
       txqueuelen: z.number().int().min(1).max(1_000_000).default(1000),
