@@ -25,6 +25,7 @@ const COLORS: Record<string, string> = {
   ipipd: '#1f6fb4',
   'ipipd-2q': '#7fb2e0',
   'ipipd-pkt': '#0b3d6b',
+  'ipipd-fou': '#9c36b5',
   quicktun: '#e3801c',
   'wireguard-go': '#2f9e44',
 };

@@ -743,10 +743,337 @@ Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// FOU (IPIP over UDP, Linux `ip fou add port P ipproto 4`): UDP sockets on the underlay.
+// openUdp(localAddr, port, rcvbuf, sndbuf, options?): { fd, port, gro }
+// sendUdp(slab, offs, lens, dsts, fds, n, res, port, gsoMax): sent
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+
+// Segments per UDP_SEGMENT send at most (UDP_MAX_SEGMENTS was 64 before Linux 6.3), and the
+// largest UDP payload over IPv4 (65535 - 20 - 8).
+constexpr int kUdpMaxSegments = 64;
+constexpr int32_t kUdpMaxPayload = 65507;
+
+// A non-blocking UDP socket bound to localAddr:port (0 = an ephemeral port), with outer DF set
+// and the route's device MTU as the only limit (IP_PMTU_DISCOVER IP_PMTUDISC_PROBE: what
+// IP_HDRINCL gives the raw socket; ipipd learns path MTUs itself from underlay ICMP).
+// options.gro: try UDP_GRO and IP_RECVTOS (receive socket); options.sendOnly: a filter that drops
+// every datagram it would receive (the per-flow source-port sockets). Returns the bound port and
+// whether UDP_GRO was accepted.
+Napi::Value OpenUdp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t local = ArgAddr(info, 0, "localAddr");
+  int32_t port = ArgInt(info, 1, "port", 0, 65535);
+  int32_t rcvbuf = ArgInt(info, 2, "rcvbuf", 0, INT32_MAX);
+  int32_t sndbuf = ArgInt(info, 3, "sndbuf", 0, INT32_MAX);
+  bool gro = false;
+  bool sendOnly = false;
+  if (info.Length() > 4 && info[4].IsObject()) {
+    Napi::Object o = info[4].As<Napi::Object>();
+    gro = o.Get("gro").ToBoolean();
+    sendOnly = o.Get("sendOnly").ToBoolean();
+  }
+  std::string what = "openUdp(" + Ipv4Text(local) + ":" + std::to_string(port) + ")";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
+  auto fail = [&](const char* syscall, const std::string& step) {
+    int err = errno;
+    close(fd);
+    return ErrnoError(env, err, syscall, what + ": " + step);
+  };
+  if (sendOnly) {
+    struct sock_filter drop[] = {{BPF_RET | BPF_K, 0, 0, 0}};
+    struct sock_fprog prog = {1, drop};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) throw fail("setsockopt", "setsockopt SO_ATTACH_FILTER");
+  }
+  int pmtu = IP_PMTUDISC_PROBE;
+  if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu) < 0) throw fail("setsockopt", "setsockopt IP_MTU_DISCOVER");
+  if (SetBufSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf) < 0) throw fail("setsockopt", "setsockopt SO_RCVBUF");
+  if (SetBufSize(fd, SO_SNDBUFFORCE, SO_SNDBUF, sndbuf) < 0) throw fail("setsockopt", "setsockopt SO_SNDBUF");
+  bool groOn = false;
+  if (gro) {
+    int one = 1;
+    if (setsockopt(fd, IPPROTO_IP, IP_RECVTOS, &one, sizeof one) < 0) throw fail("setsockopt", "setsockopt IP_RECVTOS");
+    // Refused by kernels before 5.0: the caller falls back to one datagram per read.
+    groOn = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
+  }
+  struct sockaddr_in sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(static_cast<uint32_t>(local));
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) throw fail("bind", "bind");
+  socklen_t salen = sizeof sa;
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &salen) < 0) throw fail("getsockname", "getsockname");
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("port", Napi::Number::New(env, ntohs(sa.sin_port)));
+  out.Set("gro", Napi::Boolean::New(env, groOn));
+  return out;
+}
+
+// The kernel's answers to a UDP_SEGMENT send it cannot do (no checksum offload on the route's
+// device: EIO; no UDP GSO at all: ENOPROTOOPT/EOPNOTSUPP; a segment size it refuses: EINVAL).
+inline bool GsoRefused(int err) {
+  return err == EIO || err == EINVAL || err == ENOPROTOOPT || err == EOPNOTSUPP;
+}
+
+// Packet i (the inner IPv4 packet: the UDP payload) goes to dsts[i]:port from socket fds[i].
+// With gsoMax > 1, consecutive packets with the same socket and destination whose sizes are
+// equal (the last of a run may be shorter) leave as one sendmsg with UDP_SEGMENT = that size,
+// up to gsoMax segments and 65507 bytes. res: [0] failures, [1] last errno, [2] UDP_SEGMENT
+// sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none).
+// A refused UDP_SEGMENT send is tried again one datagram at a time; if any of those goes out,
+// the refusal was UDP_SEGMENT's and the rest of the call goes one by one too.
+// One sendUdp call: the packets, the messages of the chunk being sent, and the tallies.
+class UdpSend {
+ public:
+  UdpSend(const Napi::CallbackInfo& info);
+  // Send everything; returns the packets sent.
+  int32_t Run();
+
+ private:
+  int32_t Build(int32_t i, int* m, int* fd);
+  int32_t Transmit(int m, int fd);
+  int32_t RetryOneByOne(int k, int fd);
+  void FailOne(int32_t i, int err) {
+    failed_++;
+    last_ = err;
+    len_[i] = -err;
+  }
+
+  uint8_t* base_;
+  size_t size_;
+  const int32_t* off_;
+  int32_t* len_;
+  const int32_t* dst_;
+  const int32_t* fds_;
+  const int32_t* tos_ = nullptr;  // optional: each datagram's outer TOS
+  int32_t n_;
+  int32_t* res_;
+  int32_t port_;
+  int32_t gsoMax_;
+  int32_t done_ = 0, failed_ = 0, last_ = 0;
+  struct mmsghdr msgs_[kSendChunk];
+  struct sockaddr_in to_[kSendChunk];
+  int32_t first_[kSendChunk];  // message -> its first packet
+  int32_t count_[kSendChunk];  // message -> its packets
+  // IP_TOS first (the one-by-one retry keeps just it), then UDP_SEGMENT.
+  alignas(struct cmsghdr) char ctrl_[kSendChunk][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t))];
+  std::vector<struct iovec>& iov_;
+  static std::vector<struct iovec>& Iovecs() {
+    static thread_local std::vector<struct iovec> v(kSendChunk * kUdpMaxSegments);
+    return v;
+  }
+};
+
+UdpSend::UdpSend(const Napi::CallbackInfo& info) : iov_(Iovecs()) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array slab = ArgBytes(info, 0, "slab");
+  Napi::Int32Array offsA = ArgI32(info, 1, "offs");
+  Napi::Int32Array lensA = ArgI32(info, 2, "lens");
+  Napi::Int32Array dstsA = ArgI32(info, 3, "dsts");
+  Napi::Int32Array fdsA = ArgI32(info, 4, "fds");
+  n_ = ArgInt(info, 5, "n", 0, INT32_MAX);
+  Napi::Int32Array resA = ArgI32(info, 6, "res");
+  port_ = ArgInt(info, 7, "port", 1, 65535);
+  gsoMax_ = ArgInt(info, 8, "gsoMax", 1, kUdpMaxSegments);
+  CheckCount(env, n_, offsA, "offs");
+  CheckCount(env, n_, lensA, "lens");
+  CheckCount(env, n_, dstsA, "dsts");
+  CheckCount(env, n_, fdsA, "fds");
+  if (resA.ElementLength() < 5) throw Napi::RangeError::New(env, "res must have at least 5 elements");
+  if (info.Length() > 9 && !info[9].IsUndefined()) {
+    Napi::Int32Array tosA = ArgI32(info, 9, "tos");
+    CheckCount(env, n_, tosA, "tos");
+    tos_ = tosA.Data();
+  }
+  base_ = slab.Data();
+  size_ = slab.ByteLength();
+  off_ = offsA.Data();
+  len_ = lensA.Data();
+  dst_ = dstsA.Data();
+  fds_ = fdsA.Data();
+  res_ = resA.Data();
+}
+
+int32_t UdpSend::Run() {
+  res_[2] = res_[3] = res_[4] = 0;
+  int32_t i = 0;
+  while (i < n_) {
+    int m = 0;
+    int fd = -1;
+    int32_t next = Build(i, &m, &fd);
+    int32_t again = Transmit(m, fd);
+    i = again >= 0 ? again : next;
+  }
+  res_[0] = failed_;
+  res_[1] = last_;
+  return done_;
+}
+
+// Messages from packet i on, up to kSendChunk, all on one socket (sendmmsg takes one fd);
+// returns the packet after the last one taken.
+int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
+  int m = 0;
+  int fd = -1;
+  size_t v = 0;
+  while (i < n_ && m < kSendChunk) {
+    if (!InSlab(off_[i], len_[i], size_) || len_[i] > kUdpMaxPayload) {
+      FailOne(i, InSlab(off_[i], len_[i], size_) ? EMSGSIZE : EINVAL);
+      i++;
+      continue;
+    }
+    if (fds_[i] == kDiscardFd) {
+      done_++;
+      i++;
+      continue;
+    }
+    if (m > 0 && fds_[i] != fd) break;
+    fd = fds_[i];
+    const int32_t seg = len_[i];
+    int32_t k = 1;
+    int32_t total = seg;
+    const int tos = tos_ != nullptr ? tos_[i] & 0xff : 0;
+    while (k < gsoMax_ && i + k < n_ && fds_[i + k] == fd && dst_[i + k] == dst_[i] && len_[i + k - 1] == seg &&
+           (tos_ == nullptr || (tos_[i + k] & 0xff) == tos) &&
+           len_[i + k] > 0 && len_[i + k] <= seg && total + len_[i + k] <= kUdpMaxPayload &&
+           InSlab(off_[i + k], len_[i + k], size_)) {
+      total += len_[i + k];
+      k++;
+    }
+    first_[m] = i;
+    count_[m] = k;
+    for (int32_t j = 0; j < k; j++) {
+      iov_[v + j].iov_base = base_ + off_[i + j];
+      iov_[v + j].iov_len = static_cast<size_t>(len_[i + j]);
+    }
+    memset(&to_[m], 0, sizeof to_[m]);
+    to_[m].sin_family = AF_INET;
+    to_[m].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst_[i]));
+    to_[m].sin_port = htons(static_cast<uint16_t>(port_));
+    memset(&msgs_[m], 0, sizeof msgs_[m]);
+    struct msghdr& h = msgs_[m].msg_hdr;
+    h.msg_name = &to_[m];
+    h.msg_namelen = sizeof to_[m];
+    h.msg_iov = &iov_[v];
+    h.msg_iovlen = static_cast<size_t>(k);
+    size_t clen = 0;
+    if (tos != 0) {
+      auto* c = reinterpret_cast<struct cmsghdr*>(ctrl_[m]);
+      c->cmsg_level = IPPROTO_IP;
+      c->cmsg_type = IP_TOS;
+      c->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(c), &tos, sizeof tos);
+      clen = CMSG_SPACE(sizeof(int));
+    }
+    if (k > 1) {
+      auto* c = reinterpret_cast<struct cmsghdr*>(ctrl_[m] + clen);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gs = static_cast<uint16_t>(seg);
+      memcpy(CMSG_DATA(c), &gs, sizeof gs);
+      clen += CMSG_SPACE(sizeof(uint16_t));
+    }
+    if (clen > 0) {
+      h.msg_control = ctrl_[m];
+      h.msg_controllen = clen;
+    }
+    v += static_cast<size_t>(k);
+    i += k;
+    m++;
+  }
+  *mOut = m;
+  *fdOut = fd;
+  return i;
+}
+
+// sendmmsg(2) the m messages; it stops at the first that fails: that one's packets fail (or,
+// refused UDP_SEGMENT, go one by one) and the rest go on. Returns -1, or the packet to build
+// from again when UDP_SEGMENT was turned off with messages of this chunk still to send.
+int32_t UdpSend::Transmit(int m, int fd) {
+  int k = 0;
+  while (k < m) {
+    int r = sendmmsg(fd, &msgs_[k], static_cast<unsigned>(m - k), MSG_DONTWAIT);
+    if (r > 0) {
+      for (int x = k; x < k + r; x++) {
+        done_ += count_[x];
+        if (count_[x] > 1) {
+          res_[2]++;
+          res_[3] += count_[x];
+        }
+      }
+      k += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    int err = r < 0 ? errno : EAGAIN;
+    if (count_[k] > 1 && GsoRefused(err)) {
+      // If one datagram at a time works the kernel refused UDP_SEGMENT itself: off for the
+      // rest of the call (and, by the caller, for good); if not the error was the packets'
+      // (e.g. larger than the device MTU).
+      if (RetryOneByOne(k, fd) > 0 && gsoMax_ > 1) {
+        res_[4] = err;
+        gsoMax_ = 1;
+        if (k + 1 < m) return first_[k + 1];
+      }
+      k++;
+      continue;
+    }
+    for (int32_t j = 0; j < count_[k]; j++) FailOne(first_[k] + j, err);
+    k++;
+  }
+  return -1;
+}
+
+// Message k's packets one datagram each; returns how many went out.
+int32_t UdpSend::RetryOneByOne(int k, int fd) {
+  struct msghdr one = msgs_[k].msg_hdr;
+  // Keep an IP_TOS cmsg (the first), drop UDP_SEGMENT.
+  const int tos = tos_ != nullptr ? tos_[first_[k]] & 0xff : 0;
+  one.msg_control = tos != 0 ? ctrl_[k] : nullptr;
+  one.msg_controllen = tos != 0 ? CMSG_SPACE(sizeof(int)) : 0;
+  one.msg_iovlen = 1;
+  int32_t ok = 0;
+  for (int32_t j = 0; j < count_[k]; j++) {
+    one.msg_iov = msgs_[k].msg_hdr.msg_iov + j;
+    ssize_t w;
+    do {
+      w = sendmsg(fd, &one, MSG_DONTWAIT);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+      FailOne(first_[k] + j, errno);
+    } else {
+      ok++;
+      done_++;
+    }
+  }
+  return ok;
+}
+
+Napi::Value SendUdp(const Napi::CallbackInfo& info) {
+  UdpSend send(info);
+  return Napi::Number::New(info.Env(), send.Run());
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reader
 
 constexpr int kKindTun = 0;
 constexpr int kKindRaw = 1;
+// FOU: a UDP socket; per datagram also its source, UDP_GRO segment size and TOS (Reader's `info`).
+constexpr int kKindUdp = 2;
+constexpr int kUdpInfoInts = 4;
+constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
 constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
 
@@ -777,6 +1104,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
   void Drain();
   int ReadTun(int* err);
   int ReadRaw(int* err);
+  int ReadUdp(int* err);
   void Unpin();
   void ReleaseHandle();
   std::string What() const;
@@ -796,6 +1124,11 @@ class Reader : public Napi::ObjectWrap<Reader> {
   // recvmmsg(2) vectors, built once: entry i always points at slot i.
   std::vector<struct mmsghdr> msgs_;
   std::vector<struct iovec> iov_;
+  // kKindUdp: each datagram's source and control messages, and where they are reported.
+  std::vector<struct sockaddr_in> names_;
+  std::vector<char> ctrl_;
+  int32_t* info_ = nullptr;
+  Napi::ObjectReference infoRef_;
   uv_poll_t* handle_ = nullptr;  // heap-allocated: it must outlive us until its close callback
   bool started_ = false;
   bool closed_ = false;
@@ -806,7 +1139,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
   Napi::Env env = info.Env();
   fd_ = ArgInt(info, 0, "fd", 0, INT32_MAX);
-  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindRaw);
+  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindUdp);
   Napi::Uint8Array slab = ArgBytes(info, 2, "slab");
   Napi::Int32Array lens = ArgI32(info, 3, "lens");
   slot_ = ArgInt(info, 4, "slotSize", 1, INT32_MAX);
@@ -832,7 +1165,20 @@ Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) 
   onError_ = Napi::Persistent(onError);
   context_ = std::make_unique<Napi::AsyncContext>(env, "ipipd.Reader");
 
-  if (kind_ == kKindRaw) {
+  if (kind_ == kKindUdp) {
+    // Optional 10th argument for kKindUdp: Int32Array of batch * 4 (source address, source
+    // port, UDP_GRO segment size or 0, TOS) per datagram.
+    if (info.Length() < 10) throw Napi::TypeError::New(env, "info must be an Int32Array");
+    Napi::Int32Array infoArr = ArgI32(info, 9, "info");
+    if (infoArr.ElementLength() < static_cast<size_t>(batch_) * kUdpInfoInts) {
+      throw Napi::RangeError::New(env, "info must have at least batch * 4 elements");
+    }
+    info_ = infoArr.Data();
+    infoRef_ = Napi::Persistent(static_cast<Napi::Object>(infoArr));
+    names_.resize(batch_);
+    ctrl_.resize(static_cast<size_t>(batch_) * kUdpCtrl);
+  }
+  if (kind_ == kKindRaw || kind_ == kKindUdp) {
     msgs_.resize(batch_);
     iov_.resize(batch_);
     size_t cap = static_cast<size_t>(slot_ - headroom_);
@@ -905,6 +1251,8 @@ Napi::Value Reader::Close(const Napi::CallbackInfo& info) {
     onError_.Reset();
     slabRef_.Reset();
     lensRef_.Reset();
+    infoRef_.Reset();
+    info_ = nullptr;
     // napi_make_callback may still be using the async context if we are closed from inside a
     // callback: Wake() destroys it on the way out instead.
     if (!inWake_) context_.reset();
@@ -981,7 +1329,7 @@ void Reader::Drain() {
   Napi::Env env = Env();
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
-    int n = kind_ == kKindTun ? ReadTun(&err) : ReadRaw(&err);
+    int n = kind_ == kKindTun ? ReadTun(&err) : kind_ == kKindUdp ? ReadUdp(&err) : ReadRaw(&err);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -1029,6 +1377,42 @@ int Reader::ReadRaw(int* err) {
   return r;
 }
 
+// One recvmmsg(2) on a UDP socket: datagram i's payload into slot i as ReadRaw, its source
+// address and port, the segment size of a UDP_GRO read (0 if none) and the TOS into info_.
+int Reader::ReadUdp(int* err) {
+  for (int i = 0; i < batch_; i++) {
+    struct msghdr& h = msgs_[i].msg_hdr;
+    h.msg_name = &names_[i];
+    h.msg_namelen = sizeof names_[i];
+    h.msg_control = ctrl_.data() + static_cast<size_t>(i) * kUdpCtrl;
+    h.msg_controllen = kUdpCtrl;
+  }
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+  if (r < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < r; i++) {
+    struct msghdr& h = msgs_[i].msg_hdr;
+    lens_[i] = (h.msg_flags & MSG_TRUNC) != 0 ? -1 : static_cast<int32_t>(msgs_[i].msg_len);
+    int32_t* o = info_ + i * kUdpInfoInts;
+    o[0] = static_cast<int32_t>(ntohl(names_[i].sin_addr.s_addr));
+    o[1] = ntohs(names_[i].sin_port);
+    o[2] = 0;
+    o[3] = 0;
+    for (struct cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+      if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+        int gso = 0;
+        memcpy(&gso, CMSG_DATA(c), sizeof gso);
+        o[2] = gso;
+      } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
+        o[3] = *reinterpret_cast<const uint8_t*>(CMSG_DATA(c));
+      }
+    }
+  }
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Module
 
@@ -1046,6 +1430,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("sendRaw", Napi::Function::New(env, SendRaw, "sendRaw"));
   exports.Set("sendPacket", Napi::Function::New(env, SendPacket, "sendPacket"));
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket, "openPacket"));
+  exports.Set("openUdp", Napi::Function::New(env, OpenUdp, "openUdp"));
+  exports.Set("sendUdp", Napi::Function::New(env, SendUdp, "sendUdp"));
+  exports.Set("READER_UDP", Napi::Number::New(env, kKindUdp));
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
   exports.Set("DISCARD_FD", Napi::Number::New(env, kDiscardFd));

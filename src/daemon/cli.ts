@@ -69,12 +69,13 @@ async function cmdStatus(socket: string, json: boolean): Promise<void> {
   const out: string[] = [];
   out.push(`ipipd ${s.state}, pid ${s.pid}, up ${s.uptimeSeconds}s`);
   out.push(`  tun ${s.tun.name} mtu ${s.tun.mtu}${s.tun.address ? ` address ${s.tun.address}` : ''}; underlay ${s.underlay.address} on ${s.underlay.device} (mtu ${s.underlay.mtu}, sending ${s.underlay.send === 'packet' ? 'through AF_PACKET' : 'through the raw socket'}); batch ${s.batch}${s.offload ? `; offload on (${s.udpGro ? 'TSO, USO, TCP and UDP GRO' : 'TSO, TCP GRO'})` : ''}`);
+  if (s.fou) out.push(`  fou udp port ${s.fou.port}, source ports ${s.fou.sourcePorts.join(',')}; UDP_SEGMENT ${s.fou.udpSegment}, UDP_GRO ${s.fou.udpGro}`);
   for (const p of s.peers) {
     const mtu = p.mtu === p.baseMtu ? `mtu ${p.mtu}` : `mtu ${p.mtu} (learned ${p.pmtuLearnedSecondsAgo}s ago; configured ${p.baseMtu})`;
     const reach = p.reachable ? '' : ` UNREACHABLE (${p.unreachableReason})`;
     const last = p.lastRxSecondsAgo === null ? 'nothing received yet' : `last rx ${p.lastRxSecondsAgo}s ago`;
     const plain = p.path === 'plain' ? ' (plain route, same underlay subnet)' : '';
-    out.push(`  peer ${p.name} ${p.endpoint} [${p.prefixes.join(', ')}]${plain} ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
+    out.push(`  peer ${p.name} ${p.endpoint}${p.encap === 'fou' ? ' (fou)' : ''} [${p.prefixes.join(', ')}]${plain} ${mtu}${reach}: tx ${p.txPackets} pkts ${p.txBytes} B, rx ${p.rxPackets} pkts ${p.rxBytes} B, ${last}`);
     const h = p.nextHop;
     if (h !== null) {
       const where = h.via === undefined ? '' : ` via ${h.via}${h.ifindex ? ` (ifindex ${h.ifindex})` : ''}`;

@@ -85,7 +85,7 @@ const schema = z.strictObject({
       name: deviceName.default('ipip0'),
       /** Address put on the TUN (like Calico's tunl0 address); optional. */
       address: interfaceAddress.optional(),
-      /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1). */
+      /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1), - 28 when every peer uses FOU. */
       mtu: z.number().int().min(576).max(65515).optional(),
       /** TUN transmit queue length (packets); a full queue drops silently (FINDINGS.md). */
       txqueuelen: z.number().int().min(1).max(1_000_000).default(1000),
@@ -147,10 +147,30 @@ const schema = z.strictObject({
         prefixes: z.array(prefix).min(1),
         /** Tunnel MTU toward this peer when its path is known to be smaller than ours; default: the TUN MTU. */
         mtu: z.number().int().min(68).max(65515).optional(),
+        /** How packets to and from this peer travel: `ipip` (protocol 4, RFC 2003) or `fou` (IPIP over UDP, Linux FOU; README "FOU"). */
+        encap: z.enum(['ipip', 'fou']).default('ipip'),
       }),
     )
     // At least one unless routes.source is kernel (sourceCheck).
     .default([]),
+  /** FOU, IPIP over UDP (README "FOU"): used by peers with `encap: fou`. */
+  fou: z
+    .strictObject({
+      /** UDP port FOU packets go to, and the one ipipd receives them on (Linux: `ip fou add port 5555 ipproto 4`). */
+      port: z.number().int().min(1).max(65535).default(5555),
+      /**
+       * Source port of the FOU packets ipipd sends: `auto`, one of `source_ports` ephemeral ports
+       * picked by a hash of the inner flow (like Linux's `encap-sport auto`), or a fixed port.
+       */
+      source_port: z.union([z.literal('auto'), z.number().int().min(1).max(65535)], { error: expected('auto, or a UDP port from 1 to 65535') }).default('auto'),
+      /** `source_port: auto`: how many source ports (one UDP socket each) the flows are spread over. */
+      source_ports: z.number().int().min(1).max(64).default(8),
+      /** The encap of peers learned from kernel routes (`routes.source: kernel`). */
+      kernel_peers: z.enum(['ipip', 'fou']).default('ipip'),
+      /** UDP_SEGMENT on send and UDP_GRO on receive where the kernel has them (each falls back by itself). */
+      offload: z.boolean().default(true),
+    })
+    .prefault({}),
   routes: z
     .strictObject({
       /** Install a kernel route into the TUN for every peer prefix (and remove it on exit). */
@@ -313,6 +333,10 @@ function crossCheck(c: CrossInput): Problem[] {
   });
   if (c.encap && typeof c.encap.tos === 'number' && (c.encap.tos & 3) !== 0)
     problems.push({ path: 'encap.tos', message: `the low 2 bits of ${c.encap.tos} are ECN, which always follows the inner packet (RFC 6040): give a DSCP byte, a multiple of 4 (e.g. ${c.encap.tos & 0xfc})` });
+  c.peers.forEach((p, i) => {
+    if (p?.encap === 'fou' && p.mtu !== undefined && p.mtu + 28 > 65535)
+      problems.push({ path: `peers[${i}].mtu`, message: 'mtu + 28 bytes of FOU outer headers (IPv4 and UDP) must fit in 65535' });
+  });
   if (c.tun?.mtu !== undefined && c.tun.mtu + 20 > 65535)
     problems.push({ path: 'tun.mtu', message: 'tun.mtu + 20 bytes of outer header must fit in 65535' });
   return problems;
@@ -413,6 +437,11 @@ export function asWritten(_key: string, v: unknown): unknown {
   return v;
 }
 
+/** Whether ipipd opens FOU sockets: a peer has `encap: fou`, or kernel-learned peers will. */
+export function fouInUse(c: { readonly peers: readonly { readonly encap: string }[]; readonly routes: { readonly source: string }; readonly fou: { readonly kernel_peers: string } }): boolean {
+  return c.peers.some((p) => p.encap === 'fou') || (c.routes.source === 'kernel' && c.fou.kernel_peers === 'fou');
+}
+
 /** A short human description of a config, for `ipipd check` and the start-up log. */
 export function describeConfig(c: Config): string[] {
   const lines = [
@@ -422,7 +451,9 @@ export function describeConfig(c: Config): string[] {
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,
     describeEncapMode(c),
   ];
-  for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}`);
+  for (const p of c.peers) lines.push(`peer ${p.name} endpoint ${p.endpoint.text} prefixes ${p.prefixes.map((x) => x.text).join(', ')}${p.mtu ? ` mtu ${p.mtu}` : ''}${p.encap === 'fou' ? ' encap fou' : ''}`);
+  if (fouInUse(c))
+    lines.push(`fou port ${c.fou.port} source port ${c.fou.source_port === 'auto' ? `auto (${c.fou.source_ports} ports by inner flow)` : c.fou.source_port} kernel peers ${c.fou.kernel_peers} offload ${c.fou.offload ? 'on (UDP_SEGMENT, UDP_GRO where the kernel has them)' : 'off'}`);
   lines.push(
     `routes ${c.routes.install ? `installed into table ${c.routes.table}${c.routes.metric !== undefined ? ` metric ${c.routes.metric}` : ''}` : 'not installed'}`,
     ...(c.routes.source === 'kernel'

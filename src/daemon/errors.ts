@@ -38,6 +38,10 @@ export const ERRORS = Object.freeze({
     exit: 1,
     doc: 'Opening the raw IPv4 protocol-4 socket failed (needs root or CAP_NET_RAW), or binding it to the underlay address; with `underlay.send: packet`, opening the AF_PACKET socket.',
   },
+  ERR_FOU_SOCKET: {
+    exit: 1,
+    doc: "Opening a FOU UDP socket failed: `EADDRINUSE` on `underlay.address:fou.port` means another program (or the kernel's own `ip fou add port`) holds the port.",
+  },
   ERR_ROUTE_ADD: {
     exit: 1,
     doc: 'Installing a kernel route for a peer prefix failed (into the TUN, or a plain route in `encap.mode: cross-subnet`), or a blackhole of `routes.own_blocks`, e.g. `EEXIST`: the same route is already there.',

@@ -17,13 +17,14 @@
  */
 import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { IPPROTO_ICMP, type Peer } from '../ipip/index.js';
+import { FOU_ENCAP_LEN, IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import { steeringFilter } from '../tun/steering.js';
-import type { Config } from './config.js';
+import { fouInUse, type Config } from './config.js';
 import { ControlServer, type ControlHandler } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
+import { allFou, fouOptions, openFouSockets, type FouSockets } from './fou-sockets.js';
 import { hopEntry } from '../dataplane/hops.js';
 import { createQueue } from '../dataplane/queue.js';
 import { IpipdError, errnoName } from './errors.js';
@@ -73,6 +74,8 @@ export class Resources {
   private readonly packetFds: number[] = [];
   private packet: { fd: number; hops: Int32Array } | undefined;
   nextHops: NextHops | undefined;
+  /** Step 5, FOU (`fouInUse`): the UDP sockets, their ports, and whether UDP_GRO was taken. */
+  fou: FouSockets | undefined;
   /** Step 6: queue 0's data path (this thread), its peers, and the worker threads of the others. */
   dataplane: Dataplane | undefined;
   peers: Peer[] = [];
@@ -123,7 +126,7 @@ export class Resources {
     this.underlayIndex = ownerLink.index;
     this.underlayPrefixLen = owner.prefixLength;
     // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
-    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - 20;
+    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - (allFou(c) ? FOU_ENCAP_LEN : 20);
     if (links.some((l) => l.name === c.tun.name)) {
       throw new IpipdError('ERR_TUN_EXISTS', `a device named ${c.tun.name} already exists; choose another tun.name or remove it`);
     }
@@ -235,6 +238,12 @@ export class Resources {
     }
     this.icmpFd = icmpFd;
     this.undo.push({ what: 'close ICMP socket', run: () => native.close(icmpFd) });
+    if (fouInUse(c)) this.openFouSockets();
+  }
+
+  /** 5, FOU (src/daemon/fou-sockets.ts): the UDP sockets, closed at exit with the rest. */
+  openFouSockets(): void {
+    this.fou = openFouSockets(this.config, this.log, (u) => this.undo.push(u));
   }
 
   /**
@@ -282,7 +291,7 @@ export class Resources {
     const icmpSource = ta ? ta.addr : c.underlay.address.value;
     const underlayMax = Math.max(this.underlayMtu, this.tunMtu + OUTER_MAX);
     // Queue 0 here, built, warmed up (src/dataplane/warmup.ts) and started; the others below.
-    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource };
+    const shared = { queues, tunMtu: this.tunMtu, underlayMax, udpGro: this.udpGro, icmpSource, fouMtu: this.underlayMtu - FOU_ENCAP_LEN };
     const q0 = createQueue(c, {
       ...shared,
       queue: 0,
@@ -293,6 +302,7 @@ export class Resources {
       // Queue 0 alone reads underlay ICMP: a path MTU it learns goes to the other queues.
       onPathMtu: (peer) => this.queues?.setPeerMtu(peer.index, peer.mtu),
       ...(packet ? { packet } : {}),
+      ...(this.fou ? { fou: fouOptions(this.fou, this.fou.recvFd) } : {}),
     });
     const dp = q0.dataplane;
     this.peers = q0.peers;
@@ -313,6 +323,8 @@ export class Resources {
           logLevel: this.log.level,
           packetFd: packetFds[q] ?? -1,
           hops: packet ? Array.from(packet.hops) : [],
+          // Queue 0 alone reads the FOU socket; every queue sends on the shared send sockets.
+          ...(this.fou ? { fou: fouOptions(this.fou, -1) } : {}),
         });
       }
       let workers: QueueWorkers;

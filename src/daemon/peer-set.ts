@@ -10,7 +10,7 @@
  *      `ipipd check --diff` print (one function for both, so what one prints the other does).
  */
 import { formatIPv4, prefixContains, prefixesOverlap } from '../routing/prefix.js';
-import type { Address, Config, Prefix } from './config.js';
+import { fouInUse, type Address, type Config, type Prefix } from './config.js';
 import { plainRouteText, plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
 
 export type PrefixSource = 'config' | 'kernel';
@@ -24,6 +24,8 @@ export interface LivePeer {
   readonly endpoint: Address;
   readonly prefixes: readonly LivePrefix[];
   readonly mtu?: number | undefined;
+  /** `ipip` or `fou`: the peer's `encap`, or `fou.kernel_peers` for a kernel-learned one. */
+  readonly encap: 'ipip' | 'fou';
   /** `config`: from `peers`; `kernel`: a gateway of kernel routes only. */
   readonly source: PrefixSource;
 }
@@ -52,11 +54,12 @@ function kernelName(endpoint: string): string {
  * the order routes arrived in.
  */
 export function livePeers(c: Config, routes: Iterable<KernelRoute>): { peers: LivePeer[]; refused: Refusal[] } {
-  const peers: { name: string; endpoint: Address; prefixes: LivePrefix[]; mtu?: number | undefined; source: PrefixSource }[] = c.peers.map((p) => ({
+  const peers: { name: string; endpoint: Address; prefixes: LivePrefix[]; mtu?: number | undefined; encap: 'ipip' | 'fou'; source: PrefixSource }[] = c.peers.map((p) => ({
     name: p.name,
     endpoint: p.endpoint,
     prefixes: p.prefixes.map((x) => ({ ...x, source: 'config' as const })),
     mtu: p.mtu,
+    encap: p.encap,
     source: 'config',
   }));
   const byEndpoint = new Map(peers.map((p) => [p.endpoint.value, p]));
@@ -82,7 +85,7 @@ export function livePeers(c: Config, routes: Iterable<KernelRoute>): { peers: Li
     if (known) known.prefixes.push(...prefixes);
     else {
       const text = formatIPv4(gw);
-      fresh.push({ name: kernelName(text), endpoint: { text, value: gw }, prefixes, source: 'kernel' });
+      fresh.push({ name: kernelName(text), endpoint: { text, value: gw }, prefixes, encap: c.fou.kernel_peers, source: 'kernel' });
     }
   }
   fresh.sort((a, b) => (a.endpoint.value >>> 0) - (b.endpoint.value >>> 0));
@@ -131,6 +134,8 @@ export function restartKeys(live: Config, next: Config, livePeersNow: readonly L
   const keys = new Set<string>();
   for (const [k, v] of a) if (b.get(k) !== v) keys.add(k);
   for (const k of b.keys()) if (!a.has(k)) keys.add(k);
+  // The FOU sockets are opened at start, for the peers then: a FOU peer where there were none needs a restart.
+  if (!fouInUse(live) && nextPeers.some((p) => p.encap === 'fou')) keys.add('peers (encap: fou, with no FOU socket open)');
   if (live.underlay.send === 'packet') {
     const ends = (ps: readonly LivePeer[]): string => ps.map((p) => p.endpoint.text).join(',');
     if (ends(livePeersNow) !== ends(nextPeers)) keys.add('peers (endpoints, with underlay.send: packet)');
@@ -186,6 +191,7 @@ export function diffPeers(live: Config, now: readonly LivePeer[], next: Config, 
     const minus = [...before].filter((x) => !after.has(x));
     if (plus.length || minus.length) what.push(`prefixes ${[...plus.map((x) => `+${x}`), ...minus.map((x) => `-${x}`)].join(' ')}`);
     if (o.mtu !== p.mtu) what.push(`mtu ${o.mtu ?? 'default'} -> ${p.mtu ?? 'default'}`);
+    if (o.encap !== p.encap) what.push(`encap ${o.encap} -> ${p.encap}`);
     if (what.length) ch.changed.push({ peer: p, what });
   }
   for (const p of now) if (!fresh.has(p.name)) ch.removed.push(p);

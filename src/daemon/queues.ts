@@ -46,7 +46,7 @@ export type { QueueSnapshot };
  * plain-data part of its `QueueSpec` (src/dataplane/queue.ts), the config, and what the worker
  * turns into the rest.
  */
-export interface QueueWorkerData extends Pick<QueueSpec, 'queue' | 'queues' | 'tunFd' | 'rawFd' | 'tunMtu' | 'underlayMax' | 'udpGro' | 'icmpSource'> {
+export interface QueueWorkerData extends Pick<QueueSpec, 'queue' | 'queues' | 'tunFd' | 'rawFd' | 'tunMtu' | 'underlayMax' | 'udpGro' | 'icmpSource' | 'fou' | 'fouMtu'> {
   config: Config;
   /** The per-peer random ID starts drawn by the main thread (src/dataplane/queue.ts `queueIds`). */
   idStarts: number[];

@@ -6,7 +6,7 @@
  * found (src/daemon/lifecycle.ts `Resources`).
  */
 import { formatIPv4 } from '../routing/prefix.js';
-import type { Peer } from '../ipip/index.js';
+import { ENCAP_FOU, type Peer } from '../ipip/index.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import type { Config } from './config.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
@@ -30,6 +30,12 @@ export interface StatusReport {
   offload: boolean;
   /** Offload mode on a kernel that takes UDP_L4 super-packets from a TUN (6.2+): UDP GRO too. */
   udpGro: boolean;
+  /**
+   * FOU (README "FOU"), null when no peer uses it: the UDP port, the source ports, and whether
+   * UDP_SEGMENT (send) and UDP_GRO (receive) are in use: `on`, `off` (fou.offload: false), or
+   * `refused (<errno>)` when the kernel said no and ipipd fell back.
+   */
+  fou?: { port: number; sourcePorts: number[]; udpSegment: string; udpGro: string } | null;
   /** Per data-path queue (io.queues; queue 0 is the main thread): what it forwarded each way. */
   queues: { queue: number; tunRxPackets: number; txPackets: number; underlayRxPackets: number; rxPackets: number }[];
   routesInstalled: string[];
@@ -42,6 +48,8 @@ export interface StatusReport {
   peers: {
     name: string;
     endpoint: string;
+    /** `ipip` or `fou`. */
+    encap?: 'ipip' | 'fou';
     prefixes: string[];
     mtu: number;
     baseMtu: number;
@@ -87,6 +95,21 @@ export interface StatusSource {
   readonly routes: readonly string[];
   readonly underlayPrefixLen: number;
   readonly underlayRoutes: UnderlayRoutes | undefined;
+  /** FOU: the sockets' ports and whether UDP_GRO was taken (src/daemon/lifecycle.ts). */
+  readonly fou?: { readonly port: number; readonly sourcePorts: readonly number[]; readonly gso: boolean; readonly gro: boolean } | undefined;
+}
+
+/** FOU's part of the report: UDP_SEGMENT is `refused` once any queue's kernel refused it (counter fou_gso_refused). */
+function fouStatus(s: StatusSource, refused: number, dp: Dataplane | undefined): NonNullable<StatusReport['fou']> | null {
+  const f = s.fou;
+  if (!f) return null;
+  const why = dp?.send.fou?.gsoRefused;
+  return {
+    port: f.port,
+    sourcePorts: [...f.sourcePorts],
+    udpSegment: !f.gso ? 'off' : refused > 0 ? `refused (${why ?? 'by a queue'})` : 'on',
+    udpGro: !s.config.fou.offload ? 'off' : f.gro ? 'on' : 'refused',
+  };
 }
 
 /**
@@ -138,12 +161,14 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
     batch: c.io.batch,
     offload: c.io.offload,
     udpGro: s.udpGro,
+    fou: fouStatus(s, counters[COUNTER_NAMES.indexOf('fou_gso_refused')]!, dp),
     queues,
     routesInstalled: [...s.routes],
     encap: encapStatus(s),
     peers: s.peers.map((p, i) => ({
       name: p.name,
       endpoint: formatIPv4(p.endpoint),
+      encap: p.encap === ENCAP_FOU ? 'fou' : 'ipip',
       prefixes: c.peers[i]!.prefixes.map((x) => x.text),
       mtu: p.mtu,
       baseMtu: p.baseMtu,

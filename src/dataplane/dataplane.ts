@@ -22,8 +22,9 @@
  */
 import type { Logger } from 'pino';
 import { Coalescer, VNET_HDR_LEN, type Peer, type Tunnel } from '../ipip/index.js';
-import { READER_RAW, READER_TUN, type NativeError, type NativeReader } from '../tun/native.js';
+import { READER_RAW, READER_TUN, READER_UDP, UDP_INFO_INTS, type NativeError, type NativeReader } from '../tun/native.js';
 import { C, Figures, nameFigures, type NamedFigures, type PeerFigures } from './figures.js';
+import { FouSender, type FouOptions } from './fou.js';
 import { IcmpErrors, IcmpReceiver } from './icmp.js';
 import { Ports, nativeIo, type DataplaneIo } from './io.js';
 import { Receiver } from './receive.js';
@@ -73,6 +74,8 @@ export interface DataplaneOptions {
   packet?: { fd: number; hops: Int32Array };
   /** The I/O to use (io.ts); default the native binding. Tests hand their own. */
   io?: DataplaneIo;
+  /** FOU (fou.ts): the UDP sockets for peers whose encap is fou; absent: no FOU. */
+  fou?: FouOptions;
 }
 
 export class Dataplane {
@@ -92,6 +95,8 @@ export class Dataplane {
   private readonly tunReader: NativeReader;
   private readonly rawReader: NativeReader;
   private readonly icmpReader: NativeReader | null;
+  /** FOU: the UDP receive socket's Reader (queue 0), else null. */
+  private readonly fouReader: NativeReader | null = null;
   private lastErrorLog = 0;
   private closed = false;
 
@@ -108,7 +113,8 @@ export class Dataplane {
     const udpGro = this.offload && o.udpGro === true;
     this.icmpErrors = new IcmpErrors(this.slabs, this.figures, this.ports, o.icmpSource, { icmpRate: o.icmpRate, icmpBurst: o.icmpBurst }, this.now);
     this.tracer = new Tracer(b, this.now);
-    this.send = new Sender(o.tunnel, this.slabs, this.figures, this.ports, this.icmpErrors, this.offload, udpGro, this.tracer);
+    const fou = o.fou ? new FouSender(this.slabs.sendOffs.length, o.fou, this.figures, o.log, io.sendUdp) : null;
+    this.send = new Sender(o.tunnel, this.slabs, this.figures, this.ports, this.icmpErrors, this.offload, udpGro, this.tracer, fou);
     const coalescer = this.offload ? new Coalescer(b, udpGro) : null;
     this.receive = new Receiver(o.tunnel, this.slabs, this.figures, this.ports, coalescer, o.tunMtu, this.now, this.tracer);
     this.icmpIn = new IcmpReceiver(o.tunnel, this.slabs, this.figures, this.icmpErrors, o.log, this.now, o.onPathMtu, this.tracer);
@@ -123,6 +129,17 @@ export class Dataplane {
       (n) => receive.onRawBatch(n), (err) => this.onReadError('underlay', err));
     this.icmpReader = o.icmpFd < 0 ? null : new io.Reader(o.icmpFd, READER_RAW, slabs.icmpInSlab, slabs.icmpInLens, ICMP_SLOT, 0, ICMP_BATCH,
       (n) => icmpIn.onIcmpBatch(n), (err) => this.onReadError('icmp', err));
+    if (o.fou) {
+      icmpIn.fouPort = o.fou.port;
+      if (o.fou.recvFd >= 0) {
+        // It shares the raw slab: the two Readers' batches never overlap (one thread).
+        const info = new Int32Array(b * UDP_INFO_INTS);
+        receive.fouInfo = info;
+        // Datagrams at HEADROOM into each slot: room for a virtio_net_hdr before each (offload mode).
+        this.fouReader = new io.Reader(o.fou.recvFd, READER_UDP, slabs.rawSlab, slabs.rawLens, slabs.rawSlot, HEADROOM, b,
+          (n) => receive.onFouBatch(n), (err) => this.onReadError('underlay', err), info);
+      }
+    }
   }
 
   /** The Tunnel all three directions use. */
@@ -134,6 +151,7 @@ export class Dataplane {
     this.tunReader.start();
     this.rawReader.start();
     this.icmpReader?.start();
+    this.fouReader?.start();
   }
 
   /** Stop reading (the first step of shutdown); nothing is queued inside ipipd. */
@@ -141,6 +159,7 @@ export class Dataplane {
     this.tunReader.stop();
     this.rawReader.stop();
     this.icmpReader?.stop();
+    this.fouReader?.stop();
   }
 
   /** Release the pollers. The fds belong to the caller, who closes them after this. */
@@ -150,6 +169,7 @@ export class Dataplane {
     this.tunReader.close();
     this.rawReader.close();
     this.icmpReader?.close();
+    this.fouReader?.close();
   }
 
   /**

@@ -44,6 +44,11 @@ export const COUNTER_NAMES = [
   'gro_packets',
   'gro_segments',
   'underlay_gro_packets',
+  'fou_gso_sends',
+  'fou_gso_segments',
+  'fou_gso_refused',
+  'fou_gro_reads',
+  'fou_gro_segments',
 ] as const;
 export type CounterName = (typeof COUNTER_NAMES)[number];
 

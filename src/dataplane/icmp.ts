@@ -13,6 +13,8 @@
  */
 import type { Logger } from 'pino';
 import {
+  ENCAP_FOU,
+  FOU_OVERHEAD,
   ICMP_DEST_UNREACH,
   IcmpQuote,
   MIN_TUNNEL_MTU,
@@ -128,6 +130,8 @@ export class IcmpErrors {
 
 export class IcmpReceiver {
   private readonly quote = new IcmpQuote();
+  /** FOU: the UDP port our FOU packets go to (quotes of UDP to it are ours too), or -1 without FOU. */
+  fouPort = -1;
 
   constructor(
     public tunnel: Tunnel,
@@ -152,9 +156,10 @@ export class IcmpReceiver {
     for (let i = 0; i < n; i++) {
       counters[C.underlay_icmp_rx]++;
       const off = i * ICMP_SLOT;
-      const kind = classifyUnderlayIcmp(icmpInSlab, off, icmpInLens[i], tunnel.local, quote);
+      const kind = classifyUnderlayIcmp(icmpInSlab, off, icmpInLens[i], tunnel.local, quote, this.fouPort);
       const peer = kind === UnderlayIcmp.notOurs ? null : tunnel.peerByEndpoint(quote.endpoint);
-      if (peer === null) {
+      // A quote of FOU is about a FOU peer's packets, a quote of protocol 4 about an IPIP peer's.
+      if (peer === null || quote.fou !== (peer.encap === ENCAP_FOU)) {
         counters[C.icmp_not_ours]++;
         iv[i] = TRACE_ICMP_NOT_OURS;
         continue;
@@ -193,7 +198,7 @@ export class IcmpReceiver {
     // A router that does not say (0), or says something no smaller than what it refused, is
     // answered with the RFC 1191 §5 plateau below the refused length.
     const pmtu = q.nextHopMtu === 0 || q.nextHopMtu >= q.outerLength ? plateauBelow(q.outerLength) : q.nextHopMtu;
-    const tunnelMtu = pmtu - HEADROOM;
+    const tunnelMtu = pmtu - HEADROOM - (q.fou ? FOU_OVERHEAD : 0);
     if (tunnelMtu < MIN_TUNNEL_MTU || tunnelMtu >= peer.mtu) return;
     const from = peer.mtu;
     peer.mtu = tunnelMtu;

@@ -16,7 +16,7 @@ import { native, type NativeBinding } from '../tun/native.js';
  * batched writes `writeTun`, `sendRaw` and `sendPacket`, and `DISCARD_FD`, the fd that counts
  * every packet as written without a system call (the JIT warm-up's). Contracts as there.
  */
-export type DataplaneIo = Pick<NativeBinding, 'Reader' | 'writeTun' | 'sendRaw' | 'sendPacket' | 'DISCARD_FD'>;
+export type DataplaneIo = Pick<NativeBinding, 'Reader' | 'writeTun' | 'sendRaw' | 'sendPacket' | 'DISCARD_FD'> & Partial<Pick<NativeBinding, 'sendUdp'>>;
 
 /** The native binding: the default I/O. */
 export const nativeIo: DataplaneIo = native;

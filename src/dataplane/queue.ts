@@ -13,11 +13,12 @@
  */
 import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
-import { Peer, Tunnel } from '../ipip/index.js';
+import { ENCAP_FOU, ENCAP_IPIP, Peer, Tunnel } from '../ipip/index.js';
 import { PrefixTable } from '../routing/table.js';
 import { Dataplane } from './dataplane.js';
 import { PeerFigures } from './figures.js';
 import { quietHeap } from './heap.js';
+import type { FouOptions } from './fou.js';
 import type { DataplaneIo } from './io.js';
 import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
 
@@ -30,6 +31,8 @@ export interface QueueConfig {
     readonly endpoint: { readonly value: number };
     readonly mtu?: number | undefined;
     readonly prefixes: readonly { readonly addr: number; readonly len: number }[];
+    /** `fou`: IPIP over UDP (fou.ts); default ipip. */
+    readonly encap?: 'ipip' | 'fou' | undefined;
   }[];
   readonly encap: { readonly ttl: number | 'inherit'; readonly tos: number | 'inherit'; readonly df: 'inherit' | 'always' };
   readonly icmp: { readonly rate: number; readonly burst: number };
@@ -68,7 +71,7 @@ export function icmpLimits(config: QueueConfig, queues: number): { icmpRate: num
 }
 
 /** Build the pure tunnel core (peers, prefix table, encap policy) from a validated config. */
-export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds): { tunnel: Tunnel; peers: Peer[] } {
+export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds, fouMtu?: number): { tunnel: Tunnel; peers: Peer[] } {
   const plan = ids ?? queueIds(config.peers.length, 0, 1);
   const peers = config.peers.map(
     (p, index) =>
@@ -79,6 +82,7 @@ export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds)
         mtu: Math.min(p.mtu ?? tunMtu, tunMtu),
         initialId: (plan.starts[index]! + plan.queue) & 0xffff,
         idStep: plan.step,
+        encap: p.encap === 'fou' ? ENCAP_FOU : ENCAP_IPIP,
       }),
   );
   const routes = PrefixTable.build(
@@ -92,6 +96,8 @@ export function buildTunnel(config: QueueConfig, tunMtu: number, ids?: QueueIds)
     tos: config.encap.tos,
     df: config.encap.df,
     mtu: tunMtu,
+    // FOU peers: the underlay MTU - 28, never above the TUN's (default: 8 below it).
+    fouMtu: Math.min(tunMtu, fouMtu ?? tunMtu - 8),
   });
   return { tunnel, peers };
 }
@@ -121,6 +127,10 @@ export interface QueueSpec {
   packet?: { fd: number; hops: Int32Array };
   /** Tests: the I/O to use instead of the native binding. */
   io?: DataplaneIo;
+  /** FOU: the UDP sockets (fou.ts), when a peer may use FOU. */
+  fou?: FouOptions;
+  /** FOU: the tunnel MTU toward FOU peers, underlay MTU - 28 (default: the TUN MTU - 8). */
+  fouMtu?: number;
 }
 
 export interface Queue {
@@ -136,7 +146,7 @@ export interface Queue {
 /** Build queue `spec.queue` from the config and warm it up; not started. */
 export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
   const ids = queueIds(c.peers.length, spec.queue, spec.queues, spec.idStarts);
-  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids);
+  const { tunnel, peers } = buildTunnel(c, spec.tunMtu, ids, spec.fouMtu);
   const dataplane = new Dataplane({
     tunFd: spec.tunFd,
     rawFd: spec.rawFd,
@@ -154,6 +164,7 @@ export function createQueue(c: QueueConfig, spec: QueueSpec): Queue {
     ...(spec.onPathMtu ? { onPathMtu: spec.onPathMtu } : {}),
     ...(spec.packet ? { packet: spec.packet } : {}),
     ...(spec.io ? { io: spec.io } : {}),
+    ...(spec.fou ? { fou: spec.fou } : {}),
   });
   // JIT warm-up (warmup.ts): the real data path over synthetic packets, into the discard fd;
   // nothing leaves the process, and the peers' state is put back.
@@ -190,7 +201,7 @@ export interface QueueReload {
  * the queue's own thread). A removed peer's packets stay in the global counters. Returns the new peers.
  */
 export function reloadQueue(dp: Dataplane, old: readonly Peer[], r: QueueReload, queue: number, queues: number, tunMtu: number): Peer[] {
-  const { tunnel, peers } = buildTunnel(r.config, tunMtu, queueIds(r.config.peers.length, queue, queues, r.idStarts));
+  const { tunnel, peers } = buildTunnel(r.config, tunMtu, queueIds(r.config.peers.length, queue, queues, r.idStarts), dp.tunnel.fouMtu);
   const was = dp.figures.peers;
   const figures = new PeerFigures(peers.length);
   peers.forEach((p, i) => {

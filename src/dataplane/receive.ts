@@ -14,14 +14,17 @@
  * No object, closure, Buffer or log call per packet; every datagram read is either written or
  * counted under exactly one drop reason.
  */
-import { IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { IPV4_MIN_HEADER, PacketResult, VNET_HDR_LEN, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { UDP_INFO_INTS } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
-import { MAX_FRAGMENTS, type Slabs } from './slabs.js';
+import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
 import { Tracer } from './trace.js';
 
 export class Receiver {
   private readonly result = new PacketResult();
+  /** FOU: the UDP Reader's per-slot info (src/tun/native.ts UDP_INFO_INTS), set by the Dataplane. */
+  fouInfo = new Int32Array(0);
 
   constructor(
     public tunnel: Tunnel,
@@ -93,6 +96,107 @@ export class Receiver {
   }
 
   /**
+   * FOU (src/ipip/fou.ts): the UDP Reader's batch handler. Slot i holds the payload of one UDP
+   * datagram, or with UDP_GRO several of one sender, all `info[4i+2]` bytes but the last; its
+   * source address and outer TOS are in `fouInfo` (UDP_INFO_INTS per slot). Each datagram is one
+   * inner packet: `Tunnel.decapsulateFou` checks it, and the forwards go to the TUN as on the
+   * raw path (coalesced in offload mode). Counted per datagram as the raw path counts packets.
+   */
+  onFouBatch(n: number): void {
+    const { result, tunnel, fouInfo } = this;
+    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso } = this.slabs;
+    const { counters, drops } = this.figures;
+    const cap = writeOffs.length;
+    // Offload mode: a packet written as it came gets its virtio_net_hdr in the 10 bytes before
+    // it, which inside a UDP_GRO read are the previous datagram's: those datagrams are spread
+    // first (`spread`) into the end of the coalescing pool, which coalesce() then leaves alone.
+    const spreading = this.coalescer !== null;
+    const spreadStart = this.fouSpreadStart();
+    let cursor = spreadStart;
+    counters[C.underlay_rx_batches]++;
+    const now = this.now();
+    let k = 0;
+    for (let i = 0; i < n; i++) {
+      const len = rawLens[i];
+      const src = fouInfo[i * UDP_INFO_INTS];
+      const gro = fouInfo[i * UDP_INFO_INTS + 2];
+      const tos = fouInfo[i * UDP_INFO_INTS + 3];
+      // A UDP_GRO read: datagrams of `gro` bytes, the last one shorter or equal.
+      const seg = gro > 0 && len > gro ? gro : len;
+      const count = seg === len ? 1 : Math.ceil(len / seg);
+      if (count > 1) {
+        counters[C.fou_gro_reads]++;
+        counters[C.fou_gro_segments] += count;
+      }
+      counters[C.underlay_rx_packets] += count;
+      if (len > 0) counters[C.underlay_rx_bytes] += len;
+      const base = i * rawSlot + HEADROOM;
+      for (let s = 0; s < count; s++) {
+        let off = base + s * seg;
+        const l = count === 1 ? len : Math.min(seg, len - s * seg);
+        if (spreading && count > 1) {
+          let o = (cursor + VNET_HDR_LEN + 15) & ~15;
+          if (o + l > rxBuf.length) {
+            // The spread region is full: write what is queued, then start it over.
+            if (k > 0) this.writeBatch(k, spreadStart);
+            k = 0;
+            o = (spreadStart + VNET_HDR_LEN + 15) & ~15;
+          }
+          // copyWithin, not copy: Buffer.copy makes a view (an allocation) per call.
+          rxBuf.copyWithin(o, off, off + l);
+          cursor = o + l;
+          off = o;
+        }
+        const v = tunnel.decapsulateFou(rxBuf, off, l, src, tos, result);
+        if (v !== Verdict.forward) {
+          drops[v]++;
+          continue;
+        }
+        const p = result.peer!.index;
+        this.markReachable(p, now);
+        if (k === cap) {
+          // The spread datagrams queued stay where they are until the region is full.
+          this.writeBatch(k, spreadStart);
+          k = 0;
+        }
+        writeOffs[k] = result.offset;
+        writeLens[k] = result.length;
+        writePeers[k] = p;
+        writeGso[k] = 0;
+        k++;
+      }
+    }
+    if (k > 0) this.writeBatch(k, spreadStart);
+  }
+
+  /**
+   * Where FOU's spread region starts in rxBuf: the last half of the coalescing pool, at most
+   * 1 MiB (offload mode; the end of rxBuf otherwise). Room for a UDP_GRO read's datagrams
+   * (at most 65507 bytes, 64 datagrams) with their gaps even at batch 1.
+   */
+  private fouSpreadStart(): number {
+    const { rxBuf, poolStart } = this.slabs;
+    const pool = rxBuf.length - poolStart;
+    return rxBuf.length - (Math.min(pool >> 1, 1 << 20) & ~63);
+  }
+
+  /** Soft state (RFC 2003 §5): a packet from peer index `p` proves it reachable again. */
+  private markReachable(p: number, now: number): void {
+    const peers = this.figures.peers;
+    peers.lastRxAt[p] = now;
+    if (peers.unreachableAt[p] !== 0) {
+      peers.unreachableAt[p] = 0;
+      peers.unreachableReason[p] = null;
+    }
+  }
+
+  /** Write the k queued forwards: coalesced (in the pool up to `poolEnd`) in offload mode, else as they are. */
+  private writeBatch(k: number, poolEnd: number): void {
+    if (this.coalescer !== null) this.writeCoalesced(k, poolEnd);
+    else this.writePlain(k);
+  }
+
+  /**
    * Plain mode: the TCP super-packet `buf[off, off+len)` from the underlay's GRO (from peer
    * index `peer`), cut into segments of `mss` payload bytes in the fragment slab (full
    * checksums, as the kernel's segmentation would make them) and written to the TUN; counted as
@@ -148,12 +252,12 @@ export class Receiver {
    * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
    * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
    */
-  private writeCoalesced(k: number): void {
+  private writeCoalesced(k: number, poolEnd = this.slabs.rxBuf.length): void {
     const co = this.coalescer!;
     const { ports } = this;
     const { rxBuf, writeOffs, writeLens, writePeers, writeGso, poolStart } = this.slabs;
     const { counters, drops, peers } = this.figures;
-    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, rxBuf.length, writeGso);
+    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, poolEnd, writeGso);
     ports.io.writeTun(ports.tun, rxBuf, co.offs, co.lens, m, ports.res);
     for (let x = 0; x < m; x++) {
       const segs = co.segments[x];

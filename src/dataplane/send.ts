@@ -22,6 +22,7 @@
  * (possibly as fragments or segments) or counted under exactly one drop reason.
  */
 import {
+  ENCAP_FOU,
   ICMP_DEST_UNREACH,
   ICMP_TIME_EXCEEDED,
   PacketResult,
@@ -48,6 +49,7 @@ import {
   type Tunnel,
 } from '../ipip/index.js';
 import { C, type Figures } from './figures.js';
+import type { FouSender } from './fou.js';
 import type { IcmpErrors } from './icmp.js';
 import { errnoLabel, type Ports } from './io.js';
 import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
@@ -76,6 +78,8 @@ export class Sender {
     private readonly udpGro: boolean,
     /** Live tracing (trace.ts): tested once per batch; drops note their reason in its `sendVerdicts`. */
     private readonly tracer: Tracer = new Tracer(slabs.tunLens.length),
+    /** FOU (fou.ts): where packets to FOU peers wait; null when the daemon has no FOU sockets. */
+    readonly fou: FouSender | null = null,
   ) {}
 
   /** The TUN Reader's batch handler: inner packets in TUN slots 0..n-1. */
@@ -168,13 +172,33 @@ export class Sender {
   /** Queue the packet `result` describes (a forward from `encapsulate`) for the next sendRaw. */
   private queueSend(origin: number): void {
     const s = this.slabs;
-    const k = this.sendCount++;
     const peer = this.result.peer!;
+    if (peer.encap === ENCAP_FOU) {
+      this.queueFou(origin, peer);
+      return;
+    }
+    const k = this.sendCount++;
     s.sendOffs[k] = this.result.offset;
     s.sendLens[k] = this.result.length;
     s.sendDsts[k] = peer.endpoint;
     s.sendHops[k] = peer.index;
     s.sendOrigin[k] = origin;
+  }
+
+  /** A forward to a FOU peer: into the FOU queue; without FOU sockets, a failed send. */
+  private queueFou(origin: number, peer: Peer): void {
+    const fou = this.fou;
+    if (fou === null) {
+      if (origin !== this.lastFailedOrigin) {
+        this.lastFailedOrigin = origin;
+        this.figures.drops[Verdict.socket_write_error]++;
+        this.tracer.sendVerdicts[origin] = Verdict.socket_write_error;
+      }
+      this.figures.lastErrors.underlaySend = 'EBADF';
+      return;
+    }
+    if (!fou.hasRoom(1)) this.lastFailedOrigin = fou.flush(this.slabs.txBuf, this.lastFailedOrigin, this.tracer);
+    fou.queue(this.slabs.txBuf, this.result.offset, this.result.length, peer, origin, this.result.tos);
   }
 
   /**
@@ -192,6 +216,7 @@ export class Sender {
     const k = this.sendCount;
     this.sendCount = 0;
     this.segCursor = 0;
+    if (this.fou !== null) this.lastFailedOrigin = this.fou.flush(this.slabs.txBuf, this.lastFailedOrigin, this.tracer);
     if (k === 0) return;
     const { sendOffs, sendLens, sendDsts, sendHops, sendOrigin } = this.slabs;
     const { counters, drops, peers } = this.figures;
@@ -263,16 +288,21 @@ export class Sender {
       fragDsts[j] = peer.endpoint;
       fragHops[j] = peer.index;
     }
-    const sent = this.sendUnderlay(fragSlab, fragOffs, fragLens, fragDsts, fragHops, n);
+    // FOU: the fragments themselves are the UDP payloads (no outer header in front).
+    const fou = peer.encap === ENCAP_FOU;
+    if (fou && this.fou === null) return Verdict.socket_write_error;
+    const sent = fou ? this.fou!.sendNow(fragSlab, fragOffs, fragLens, fragDsts, n, fragResult.tos) : this.sendUnderlay(fragSlab, fragOffs, fragLens, fragDsts, fragHops, n);
+    const outer = fou ? 0 : HEADROOM;
     counters[C.tx_packets] += sent;
     counters[C.fragments_sent] += sent;
     for (let j = 0; j < n; j++) {
       const l = fragLens[j];
       if (l < 0) continue;
-      counters[C.tx_bytes] += l - HEADROOM;
+      counters[C.tx_bytes] += l - outer;
       peers.txPackets[peer.index]++;
-      peers.txBytes[peer.index] += l - HEADROOM;
+      peers.txBytes[peer.index] += l - outer;
     }
+    if (fou && sent < n) return Verdict.socket_write_error;
     if (this.ports.res[0] > 0) {
       // One lost fragment loses the packet: count it once.
       this.figures.lastErrors.underlaySend = errnoLabel(this.ports.res[1]);

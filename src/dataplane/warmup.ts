@@ -21,6 +21,7 @@
  */
 import type { Buffer } from 'node:buffer';
 import {
+  ENCAP_FOU,
   IPPROTO_TCP,
   IPPROTO_UDP,
   TCP_ACK,
@@ -55,6 +56,7 @@ import {
   writeVnetHdr,
   type Tunnel,
 } from '../ipip/index.js';
+import { UDP_INFO_INTS } from '../tun/native.js';
 import type { Dataplane } from './dataplane.js';
 import type { QueueConfig } from './queue.js';
 import { HEADROOM } from './slabs.js';
@@ -222,6 +224,7 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
   ports.tun = ports.io.DISCARD_FD;
   ports.raw = ports.io.DISCARD_FD;
   if (real.packet >= 0) ports.packet = ports.io.DISCARD_FD;
+  const realFou = dp.send.fou?.discard(ports.io.DISCARD_FD);
   let packets = 0;
   const seq = { next: 1 };
   try {
@@ -244,6 +247,7 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
     ports.tun = real.tun;
     ports.raw = real.raw;
     if (real.packet >= 0) ports.packet = real.packet;
+    if (realFou) dp.send.fou!.restore(realFou);
     figures.resetCounters();
     dp.send.settle();
     dp.icmpErrors.settle(icmpId);
@@ -275,14 +279,20 @@ function warmRound(dp: Dataplane, f: WarmFlow, r: number, n: number, seq: { next
     tunLens[i] = len + vnet;
   }
   dp.send.onTunBatch(n);
-  // underlay -> TUN: runs of one kind, so that offload mode coalesces them.
+  // underlay -> TUN: runs of one kind, so that offload mode coalesces them. A FOU peer's
+  // packets come through the FOU Reader's handler: the inner packet alone, 20 bytes into the slot.
   const kind = r % 3;
+  const fou = peer !== null && peer.encap === ENCAP_FOU && dp.receive.fouInfo.length >= n * UDP_INFO_INTS;
   for (let i = 0; i < n; i++) {
     const off = i * rawSlot;
     const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? 64 : bigTcp;
     const len = writeWarmPacket(rxBuf, off + 20, kind, f.remote, f.local, payload, r * 64 + i, seq.next, false);
     seq.next += payload;
-    rawLens[i] = writeWarmOuter(rxBuf, off, len, f.endpoint, tunnel.local, r * 64 + i);
+    if (fou) {
+      rawLens[i] = len;
+      dp.receive.fouInfo.set([f.endpoint, 40000, 0, 0], i * UDP_INFO_INTS);
+    } else rawLens[i] = writeWarmOuter(rxBuf, off, len, f.endpoint, tunnel.local, r * 64 + i);
   }
-  dp.receive.onRawBatch(n);
+  if (fou) dp.receive.onFouBatch(n);
+  else dp.receive.onRawBatch(n);
 }

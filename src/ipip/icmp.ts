@@ -50,6 +50,7 @@ import {
   setTtl,
   setVersionIhl,
 } from './ipv4.js';
+import { IPPROTO_UDP, UDP_HEADER } from './udp.js';
 
 export const IPPROTO_ICMP = 1;
 /** ICMP header length: type, code, checksum, 4 bytes of type-specific data. */
@@ -185,16 +186,20 @@ export class IcmpQuote {
   innerLength = 0;
   /** True if the quote holds the inner header in full and its DF bit is set. */
   innerDf = false;
+  /** True if the quoted outer packet was FOU (UDP to our FOU port): 28 bytes of overhead, not 20. */
+  fou = false;
 }
 
 /**
  * Classify an IPv4 datagram `buf[off, off+len)` read from a raw ICMP socket (IPv4 header
  * included). It is about our tunnel only if it is a valid ICMP error quoting an IPv4 header with
- * protocol 4 and source `local`. Fills `q` (endpoint, MTU, where the quoted inner packet is).
+ * protocol 4 and source `local`, or (with `fouPort` >= 0) protocol 17 and a UDP header to
+ * `fouPort` (FOU, fou.ts: `q.fou`). Fills `q` (endpoint, MTU, where the quoted inner packet is).
  */
-export function classifyUnderlayIcmp(buf: Buffer, off: number, len: number, local: number, q: IcmpQuote): UnderlayIcmp {
+export function classifyUnderlayIcmp(buf: Buffer, off: number, len: number, local: number, q: IcmpQuote, fouPort = -1): UnderlayIcmp {
   q.innerLength = 0;
   q.innerDf = false;
+  q.fou = false;
   if (len < 0 || off + len > buf.length || checkIPv4(buf, off, len, true) !== IPV4_OK) return UnderlayIcmp.notOurs;
   if (getProtocol(buf, off) !== IPPROTO_ICMP) return UnderlayIcmp.notOurs;
   const hl = getHeaderLength(buf, off);
@@ -213,15 +218,21 @@ export function classifyUnderlayIcmp(buf: Buffer, off: number, len: number, loca
   if (getVersion(buf, qo) !== 4) return UnderlayIcmp.notOurs;
   const qhl = getHeaderLength(buf, qo);
   if (qhl < IPV4_MIN_HEADER || quoted < qhl) return UnderlayIcmp.notOurs;
-  if (getProtocol(buf, qo) !== IPPROTO_IPIP || getSrc(buf, qo) !== local) return UnderlayIcmp.notOurs;
+  if (getSrc(buf, qo) !== local) return UnderlayIcmp.notOurs;
+  // FOU (fou.ts, `fouPort` >= 0): a quoted UDP datagram to our FOU port; the inner packet follows its 8-byte header.
+  let skip = 0;
+  if (getProtocol(buf, qo) === IPPROTO_UDP && fouPort >= 0 && quoted >= qhl + UDP_HEADER && ((buf[qo + qhl + 2] << 8) | buf[qo + qhl + 3]) === fouPort) {
+    q.fou = true;
+    skip = UDP_HEADER;
+  } else if (getProtocol(buf, qo) !== IPPROTO_IPIP) return UnderlayIcmp.notOurs;
 
   q.type = type;
   q.code = code;
   q.endpoint = getDst(buf, qo);
   q.outerLength = getTotalLength(buf, qo);
   q.nextHopMtu = (buf[icmp + OFF_ICMP_MTU] << 8) | buf[icmp + OFF_ICMP_MTU + 1];
-  q.innerOffset = qo + qhl;
-  q.innerLength = quoted - qhl;
+  q.innerOffset = qo + qhl + skip;
+  q.innerLength = quoted - qhl - skip;
   const inner = q.innerOffset;
   // The inner header is usable only when quoted whole (a router may quote just 8 bytes of it).
   if (q.innerLength >= IPV4_MIN_HEADER && getVersion(buf, inner) === 4 && getHeaderLength(buf, inner) <= q.innerLength) {

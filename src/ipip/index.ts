@@ -6,6 +6,7 @@
  */
 export * from './checksum.js';
 export * from './coalesce.js';
+export * from './fou.js';
 export * from './fragment.js';
 export * from './icmp.js';
 export * from './ipv4.js';

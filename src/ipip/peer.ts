@@ -35,6 +35,11 @@ export const MIN_TUNNEL_MTU = 68;
  */
 const DOUBLE_ZERO = -0;
 
+/** `Peer.encap`: plain IP-in-IP (RFC 2003, protocol 4). */
+export const ENCAP_IPIP = 0;
+/** `Peer.encap`: IP-in-IP over UDP as Linux FOU with ipproto 4 (fou.ts). */
+export const ENCAP_FOU = 1;
+
 export interface PeerOptions {
   /** Position of this peer in the `peers` array given to `Tunnel` (checked there). */
   readonly index: number;
@@ -52,6 +57,8 @@ export interface PeerOptions {
    * IDs toward one endpoint never collide (RFC 6864 §4.1). Default 1.
    */
   readonly idStep?: number;
+  /** ENCAP_IPIP (default) or ENCAP_FOU. With FOU, `mtu` must leave room for the 8-byte UDP header (the caller's). */
+  readonly encap?: number;
 }
 
 function isInt32(v: number): boolean {
@@ -74,6 +81,8 @@ export class Peer {
   nextId: number;
   /** What `nextId` advances by (a power of two, so that the wrap keeps a queue's IDs its own). */
   readonly idStep: number;
+  /** ENCAP_IPIP or ENCAP_FOU: how packets to and from this peer travel. */
+  readonly encap: number;
 
   // Path MTU soft state (RFC 1191 §6.3) kept beside `mtu`, which it qualifies: the time is
   // milliseconds since the epoch, 0 for "never". src/ipip only stores them.
@@ -99,7 +108,8 @@ export class Peer {
   outerSum = 0;
 
   constructor(options: PeerOptions) {
-    const { index, name, endpoint, mtu = MAX_TUNNEL_MTU, initialId = 0, idStep = 1 } = options;
+    const { index, name, endpoint, mtu = MAX_TUNNEL_MTU, initialId = 0, idStep = 1, encap = ENCAP_IPIP } = options;
+    if (encap !== ENCAP_IPIP && encap !== ENCAP_FOU) throw new RangeError(`ipip: peer ${name}: encap must be ENCAP_IPIP or ENCAP_FOU, got ${encap}`);
     if (!Number.isInteger(index) || index < 0) throw new RangeError(`ipip: peer index must be an integer >= 0, got ${index}`);
     if (!isInt32(endpoint)) throw new RangeError(`ipip: peer ${name}: endpoint must be an int32 address, got ${endpoint}`);
     if (!Number.isInteger(mtu) || mtu < MIN_TUNNEL_MTU || mtu > MAX_TUNNEL_MTU) {
@@ -118,6 +128,7 @@ export class Peer {
     this.baseMtu = mtu;
     this.nextId = initialId;
     this.idStep = idStep;
+    this.encap = encap;
   }
 
   /**

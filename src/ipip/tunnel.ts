@@ -60,7 +60,8 @@ import {
   setTos,
 } from './ipv4.js';
 import { checksumUpdate16 } from './checksum.js';
-import { MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
+import { FOU_OVERHEAD } from './fou.js';
+import { ENCAP_FOU, MAX_TUNNEL_MTU, MIN_TUNNEL_MTU, Peer } from './peer.js';
 import { Verdict } from './verdict.js';
 
 /**
@@ -83,6 +84,11 @@ export class PacketResult {
   length = 0;
   /** Peer the packet goes to (encap) or came from (decap); null if not (yet) known. */
   peer: Peer | null = null;
+  /**
+   * Encapsulation toward a FOU peer: the outer TOS byte for the kernel to put on the UDP
+   * datagram (DSCP fixed or copied, ECN from the inner as RFC 6040 §4.1); else not written.
+   */
+  tos = 0;
 }
 
 /** Frozen tunnel policy; validated by the config layer, asserted again by `Tunnel`. */
@@ -101,6 +107,8 @@ export interface TunnelPolicy {
   readonly df: 'inherit' | 'always';
   /** Tunnel MTU: largest inner packet in bytes (underlay MTU - 20), 68..65515. */
   readonly mtu: number;
+  /** Tunnel MTU toward FOU peers (underlay MTU - 28), 68..mtu; default mtu - 8. */
+  readonly fouMtu?: number;
 }
 
 /** The ECN field, the low two bits of the TOS byte (RFC 3168 §5). */
@@ -121,6 +129,8 @@ export class Tunnel {
   readonly tos: number | 'inherit';
   readonly df: 'inherit' | 'always';
   readonly mtu: number;
+  /** Tunnel MTU toward FOU peers (policy `fouMtu`). */
+  readonly fouMtu: number;
 
   // Masks selecting the inherited part of a per-packet field (0 when the policy fixes it; the
   // fixed value then lives in the peer's template). Branch-free per packet. The ECN bits of the
@@ -147,6 +157,10 @@ export class Tunnel {
     if (!Number.isInteger(mtu) || mtu < MIN_TUNNEL_MTU || mtu > MAX_TUNNEL_MTU) {
       throw new RangeError(`ipip: mtu must be an integer ${MIN_TUNNEL_MTU}..${MAX_TUNNEL_MTU}, got ${mtu}`);
     }
+    const fouMtu = policy.fouMtu ?? mtu - FOU_OVERHEAD;
+    if (!Number.isInteger(fouMtu) || fouMtu < MIN_TUNNEL_MTU || fouMtu > mtu) {
+      throw new RangeError(`ipip: fouMtu must be an integer ${MIN_TUNNEL_MTU}..mtu, got ${fouMtu}`);
+    }
     const seen = new Set<number>();
     for (let i = 0; i < peers.length; i++) {
       const p = peers[i];
@@ -163,6 +177,7 @@ export class Tunnel {
     this.tos = tos;
     this.df = df;
     this.mtu = mtu;
+    this.fouMtu = fouMtu;
     this.dscpMask = tos === 'inherit' ? 0xfc : 0;
     this.ttlMask = ttl === 'inherit' ? 0xff : 0;
     this.dfMask = df === 'inherit' ? FLAG_DF : 0;
@@ -178,10 +193,14 @@ export class Tunnel {
     Object.freeze(this);
   }
 
-  /** Effective tunnel MTU toward `peer`: min(policy mtu, peer.mtu), in inner bytes. */
+  /**
+   * Effective tunnel MTU toward `peer`: min(policy mtu, peer.mtu), in inner bytes; for a FOU
+   * peer the policy's `fouMtu` (the UDP header: 28 bytes of overhead, not 20).
+   */
   mtuFor(peer: Peer): number {
     const m = peer.mtu;
-    return m < this.mtu ? m : this.mtu;
+    const cap = peer.encap === ENCAP_FOU ? this.fouMtu : this.mtu;
+    return m < cap ? m : cap;
   }
 
   /** The peer whose endpoint is `addr` (int32), or null. Binary search; no allocation. */
@@ -254,11 +273,16 @@ export class Tunnel {
     const src = getSrc(buf, off);
     if (src === this.local || src === peer.endpoint) return Verdict.loop;
     if (len > this.mtuFor(peer)) return Verdict.too_big;
-
     // Per-packet words; the inherited parts are masked to 0 when the policy fixes the field.
     const innerTos = getTos(buf, off);
     const ecn = innerTos & ECN_MASK;
     const tos = (innerTos & this.dscpMask) | (ecn === ECN_CE ? ECN_ECT0 : ecn);
+    // FOU (fou.ts): the inner packet is the whole UDP payload; the kernel writes IP and UDP,
+    // with this TOS (a cmsg per datagram).
+    if (peer.encap === ENCAP_FOU) {
+      out.tos = peer.outerTos | tos;
+      return Verdict.forward;
+    }
     const ttlIn = ttl & this.ttlMask;
     const df = getFlagsFragment(buf, off) & this.dfMask;
     const id = peer.nextId;
@@ -359,8 +383,35 @@ export class Tunnel {
     out.peer = peer;
 
     const ohl = getHeaderLength(buf, off);
-    const inner = off + ohl;
-    const innerLen = getTotalLength(buf, off) - ohl;
+    return this.decapsulateInner(buf, off + ohl, getTotalLength(buf, off) - ohl, peer, getTos(buf, off), out);
+  }
+
+  /**
+   * Underlay -> TUN over FOU (fou.ts): `buf[off, off+len)` is the payload of a UDP datagram that
+   * reached our FOU port from `src` (int32) with outer TOS `outerTos`; the kernel checked its IP
+   * and UDP headers. Checks, first failure wins:
+   *  1. len === -1                                                  -> truncated
+   *  2. off < 0, len < 0 or off + len > buf.length (I/O bug)       -> malformed
+   *  3. `src` is no peer's endpoint (CVE-2020-10136)                -> unknown_peer
+   *  4. the peer's encap is not FOU                                 -> not_fou_peer
+   *  5.-10. the inner checks of `decapsulate` (7.-12. there), the inner datagram being the
+   *     whole payload.
+   */
+  decapsulateFou(buf: Buffer, off: number, len: number, src: number, outerTos: number, out: PacketResult): Verdict {
+    out.offset = off;
+    out.length = len;
+    out.peer = null;
+    if (len === -1) return Verdict.truncated;
+    if (off < 0 || len < 0 || off + len > buf.length) return Verdict.malformed;
+    const peer = this.peerByEndpoint(src);
+    if (peer === null) return Verdict.unknown_peer;
+    out.peer = peer;
+    if (peer.encap !== ENCAP_FOU) return Verdict.not_fou_peer;
+    return this.decapsulateInner(buf, off, len, peer, outerTos, out);
+  }
+
+  /** The inner checks of both receive paths (`decapsulate` 7.-12.): `buf[inner, inner+innerLen)` from `peer`. */
+  private decapsulateInner(buf: Buffer, inner: number, innerLen: number, peer: Peer, outerTos: number, out: PacketResult): Verdict {
     const check = checkIPv4(buf, inner, innerLen, true);
     if (check !== IPV4_OK) return check === IPV4_ERR_CHECKSUM ? Verdict.inner_bad_checksum : Verdict.inner_malformed;
     if (getTotalLength(buf, inner) !== innerLen) return Verdict.inner_malformed;
@@ -371,7 +422,7 @@ export class Tunnel {
     if (this.isTunnelAddress(src) || this.isTunnelAddress(dst)) return Verdict.loop;
     if (this.routes.lookup(src) !== peer) return Verdict.spoofed_source;
     if (this.routes.lookup(dst) !== undefined) return Verdict.bad_destination;
-    if ((getTos(buf, off) & ECN_MASK) === ECN_CE) {
+    if ((outerTos & ECN_MASK) === ECN_CE) {
       const innerTos = getTos(buf, inner);
       const ecn = innerTos & ECN_MASK;
       if (ecn === ECN_NOT_ECT) return Verdict.ecn_drop;

@@ -51,6 +51,8 @@ export const Verdict = Object.freeze({
   socket_write_error: 17,
   /** Decapsulation: outer ECN is CE but the inner packet is not ECN-capable (RFC 6040 §4.2). */
   ecn_drop: 18,
+  /** FOU: a UDP datagram to our FOU port from a peer whose encap is not fou. */
+  not_fou_peer: 19,
 } as const);
 
 /** A verdict name: the counter key and README spelling. */
@@ -79,6 +81,7 @@ export const VERDICT_NAMES: readonly VerdictName[] = Object.freeze([
   'tun_write_error',
   'socket_write_error',
   'ecn_drop',
+  'not_fou_peer',
 ] as const);
 
 /** Number of verdicts; the size of a counter array indexed by verdict. */
@@ -105,4 +108,5 @@ export const VERDICT_DESCRIPTIONS: Readonly<Record<VerdictName, string>> = Objec
   tun_write_error: 'Writing a decapsulated packet to the TUN device failed.',
   socket_write_error: 'Sending an encapsulated packet on the raw socket failed.',
   ecn_drop: 'Outer ECN is CE but the inner packet is not ECN-capable, so the congestion mark cannot be passed on (RFC 6040).',
+  not_fou_peer: 'A UDP datagram reached the FOU port from a peer whose encap is not fou.',
 });

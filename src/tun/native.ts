@@ -31,13 +31,17 @@ export interface NativeError extends Error {
   syscall: string;
 }
 
-/** Reader kind: 0 = TUN (read(2) per packet until EAGAIN), 1 = raw socket (recvmmsg(2)). */
-export type ReaderKind = 0 | 1;
+/** Reader kind: 0 = TUN (read(2) per packet until EAGAIN), 1 = raw socket (recvmmsg(2)), 2 = UDP socket (recvmmsg(2), with `info`). */
+export type ReaderKind = 0 | 1 | 2;
 
 /** Reader kind for a TUN file descriptor. */
 export const READER_TUN = 0;
 /** Reader kind for a raw socket. */
 export const READER_RAW = 1;
+/** Reader kind for a UDP socket (FOU): also fills `info`, UDP_INFO_INTS int32s per datagram. */
+export const READER_UDP = 2;
+/** int32s per datagram in a UDP Reader's `info`: source address, source port, UDP_GRO segment size (0: none), TOS. */
+export const UDP_INFO_INTS = 4;
 
 export interface NativeBinding {
   /**
@@ -111,6 +115,29 @@ export interface NativeBinding {
    * discards.
    */
   sendPacket(fd: number, slab: Buffer, offs: Int32Array, lens: Int32Array, hopOf: Int32Array, n: number, res: Int32Array, hops: Int32Array): number;
+  /**
+   * FOU: open a non-blocking UDP socket bound to `localAddr:port` (port 0: an ephemeral one),
+   * with IP_MTU_DISCOVER IP_PMTUDISC_PROBE (outer DF set, only the route's device MTU limits a
+   * send, as IP_HDRINCL on the raw socket) and SO_RCVBUF/SO_SNDBUF as `openRaw`. `options.gro`:
+   * IP_RECVTOS, and UDP_GRO if the kernel takes it (`gro` in the result says whether it did);
+   * `options.sendOnly`: a socket filter drops everything it would receive (the per-flow
+   * source-port sockets). Returns the fd and the bound port; throws a NativeError
+   * ('EADDRINUSE', ...), syscall 'bind'/'setsockopt'/'socket'.
+   */
+  openUdp(localAddr: number, port: number, rcvbuf: number, sndbuf: number, options?: { gro?: boolean; sendOnly?: boolean }): { fd: number; port: number; gro: boolean };
+  /**
+   * FOU: send packets i = 0..n-1 (`slab[offs[i], offs[i] + lens[i])`, each an inner IPv4 packet:
+   * the whole UDP payload) to `dsts[i]:port` from socket `fds[i]` (the discard fd discards), with
+   * sendmmsg(2). With `gsoMax` > 1, consecutive packets with the same socket and destination
+   * whose sizes are equal (the last may be shorter) leave as one send with UDP_SEGMENT, up to
+   * `gsoMax` (<= 64) segments and 65507 bytes. Never throws per packet: returns the number sent;
+   * res[0] failures, res[1] last errno, res[2] UDP_SEGMENT sends, res[3] packets in them, res[4]
+   * the errno with which the kernel refused a UDP_SEGMENT send (EIO, EINVAL, ENOPROTOOPT,
+   * EOPNOTSUPP), 0 if none: those packets, and the rest of the call, then went one by one. A
+   * failed packet's lens[i] becomes -errno. `res` needs 5 elements. `tos` (optional): each
+   * datagram's outer TOS byte (an IP_TOS cmsg when not 0; one UDP_SEGMENT send has one TOS).
+   */
+  sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number, tos?: Int32Array): number;
   /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
   openPacket(sndbuf: number): number;
   /**
@@ -142,6 +169,8 @@ export interface NativeBinding {
     batch: number,
     onBatch: (n: number) => void,
     onError: (err: NativeError) => void,
+    /** READER_UDP only (required there): UDP_INFO_INTS int32s per slot, overwritten with each batch like the slab. */
+    info?: Int32Array,
   ) => NativeReader;
   /** Size of an interface name buffer including its NUL (16): names have at most IFNAMSIZ - 1 bytes. */
   readonly IFNAMSIZ: number;

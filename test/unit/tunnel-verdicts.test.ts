@@ -53,9 +53,12 @@ describe('verdict enum', () => {
       // Appended (never inserted: values are counter indexes and README rows) for RFC 6040
       // decapsulation: outer CE over a not-ECT inner packet.
       'ecn_drop',
+      // Appended for FOU (src/ipip/fou.ts): a datagram to the FOU port from a peer that is not fou.
+      'not_fou_peer',
     ]);
-    expect(VERDICT_COUNT).toBe(19);
+    expect(VERDICT_COUNT).toBe(20);
     expect(Verdict.ecn_drop).toBe(18);
+    expect(Verdict.not_fou_peer).toBe(19);
     VERDICT_NAMES.forEach((name, i) => expect(Verdict[name]).toBe(i));
     expect(Object.keys(Verdict)).toEqual(VERDICT_NAMES);
     expect(Object.keys(VERDICT_DESCRIPTIONS)).toEqual(VERDICT_NAMES);
@@ -271,7 +274,9 @@ describe('every verdict', () => {
   it('covers every verdict the core can return', () => {
     const covered = new Set(CASES.map((c) => c.verdict));
     const ioOnly: VerdictName[] = ['tun_write_error', 'socket_write_error'];
-    expect([...covered].sort()).toEqual(VERDICT_NAMES.filter((n) => !ioOnly.includes(n)).sort());
+    // not_fou_peer comes only from decapsulateFou, whose verdicts test/unit/fou.test.ts covers.
+    const fouOnly: VerdictName[] = ['not_fou_peer'];
+    expect([...covered].sort()).toEqual(VERDICT_NAMES.filter((n) => !ioOnly.includes(n) && !fouOnly.includes(n)).sort());
     // Both directions reach forward, truncated, malformed, ttl_expired, loop.
     for (const v of ['forward', 'truncated', 'malformed', 'ttl_expired', 'loop', 'inner_malformed'] as VerdictName[]) {
       expect(CASES.some((c) => c.dir === 'encap' && c.verdict === v)).toBe(true);
