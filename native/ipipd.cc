@@ -745,7 +745,7 @@ Napi::Value OpenPacket(const Napi::CallbackInfo& info) {
 // ---------------------------------------------------------------------------------------------
 // FOU (IPIP over UDP, Linux `ip fou add port P ipproto 4`): UDP sockets on the underlay.
 // openUdp(localAddr, port, rcvbuf, sndbuf, options?): { fd, port, gro }
-// sendUdp(slab, offs, lens, dsts, fds, n, res, port, gsoMax): sent
+// sendUdp(slab, offs, lens, dsts, fds, n, res, port, gsoMax, tos?, heads?, tails?): sent
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -833,6 +833,9 @@ inline bool GsoRefused(int err) {
 // sends, [3] segments in them, [4] errno of a UDP_SEGMENT send the kernel refused (0 if none).
 // A refused UDP_SEGMENT send is tried again one datagram at a time; if any of those goes out,
 // the refusal was UDP_SEGMENT's and the rest of the call goes one by one too.
+// Optional heads, tails (Int32Arrays of n): heads[i] > 0 makes packet i two pieces, its first
+// heads[i] bytes at offs[i] and the rest at tails[i] (a TSO segment: its headers, built apart,
+// and its payload where it is in the super-packet: no copy in userspace).
 // One sendUdp call: the packets, the messages of the chunk being sent, and the tallies.
 class UdpSend {
  public:
@@ -844,6 +847,22 @@ class UdpSend {
   int32_t Build(int32_t i, int* m, int* fd);
   int32_t Transmit(int m, int fd);
   int32_t RetryOneByOne(int k, int fd);
+  bool Split(int32_t i) const { return heads_ != nullptr && heads_[i] > 0; }
+  // Packet i's bytes lie in the slab (both pieces when split).
+  bool Usable(int32_t i) const {
+    if (!Split(i)) return InSlab(off_[i], len_[i], size_);
+    return heads_[i] < len_[i] && InSlab(off_[i], heads_[i], size_) && InSlab(tails_[i], len_[i] - heads_[i], size_);
+  }
+  // Packet i's iovecs at `iov` (1, or 2 when split); returns how many.
+  size_t Pieces(int32_t i, struct iovec* iov) const {
+    const size_t head = static_cast<size_t>(Split(i) ? heads_[i] : len_[i]);
+    iov[0].iov_base = base_ + off_[i];
+    iov[0].iov_len = head;
+    if (!Split(i)) return 1;
+    iov[1].iov_base = base_ + tails_[i];
+    iov[1].iov_len = static_cast<size_t>(len_[i]) - head;
+    return 2;
+  }
   void FailOne(int32_t i, int err) {
     failed_++;
     last_ = err;
@@ -857,6 +876,8 @@ class UdpSend {
   const int32_t* dst_;
   const int32_t* fds_;
   const int32_t* tos_ = nullptr;  // optional: each datagram's outer TOS
+  const int32_t* heads_ = nullptr;  // optional: split packets (see above)
+  const int32_t* tails_ = nullptr;
   int32_t n_;
   int32_t* res_;
   int32_t port_;
@@ -870,7 +891,7 @@ class UdpSend {
   alignas(struct cmsghdr) char ctrl_[kSendChunk][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint16_t))];
   std::vector<struct iovec>& iov_;
   static std::vector<struct iovec>& Iovecs() {
-    static thread_local std::vector<struct iovec> v(kSendChunk * kUdpMaxSegments);
+    static thread_local std::vector<struct iovec> v(2 * kSendChunk * kUdpMaxSegments);
     return v;
   }
 };
@@ -895,6 +916,14 @@ UdpSend::UdpSend(const Napi::CallbackInfo& info) : iov_(Iovecs()) {
     Napi::Int32Array tosA = ArgI32(info, 9, "tos");
     CheckCount(env, n_, tosA, "tos");
     tos_ = tosA.Data();
+  }
+  if (info.Length() > 11 && !info[10].IsUndefined() && !info[11].IsUndefined()) {
+    Napi::Int32Array headsA = ArgI32(info, 10, "heads");
+    Napi::Int32Array tailsA = ArgI32(info, 11, "tails");
+    CheckCount(env, n_, headsA, "heads");
+    CheckCount(env, n_, tailsA, "tails");
+    heads_ = headsA.Data();
+    tails_ = tailsA.Data();
   }
   base_ = slab.Data();
   size_ = slab.ByteLength();
@@ -927,8 +956,8 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
   int fd = -1;
   size_t v = 0;
   while (i < n_ && m < kSendChunk) {
-    if (!InSlab(off_[i], len_[i], size_) || len_[i] > kUdpMaxPayload) {
-      FailOne(i, InSlab(off_[i], len_[i], size_) ? EMSGSIZE : EINVAL);
+    if (!Usable(i) || len_[i] > kUdpMaxPayload) {
+      FailOne(i, Usable(i) ? EMSGSIZE : EINVAL);
       i++;
       continue;
     }
@@ -946,16 +975,14 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
     while (k < gsoMax_ && i + k < n_ && fds_[i + k] == fd && dst_[i + k] == dst_[i] && len_[i + k - 1] == seg &&
            (tos_ == nullptr || (tos_[i + k] & 0xff) == tos) &&
            len_[i + k] > 0 && len_[i + k] <= seg && total + len_[i + k] <= kUdpMaxPayload &&
-           InSlab(off_[i + k], len_[i + k], size_)) {
+           Usable(i + k)) {
       total += len_[i + k];
       k++;
     }
     first_[m] = i;
     count_[m] = k;
-    for (int32_t j = 0; j < k; j++) {
-      iov_[v + j].iov_base = base_ + off_[i + j];
-      iov_[v + j].iov_len = static_cast<size_t>(len_[i + j]);
-    }
+    size_t pieces = 0;
+    for (int32_t j = 0; j < k; j++) pieces += Pieces(i + j, &iov_[v + pieces]);
     memset(&to_[m], 0, sizeof to_[m]);
     to_[m].sin_family = AF_INET;
     to_[m].sin_addr.s_addr = htonl(static_cast<uint32_t>(dst_[i]));
@@ -965,7 +992,7 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
     h.msg_name = &to_[m];
     h.msg_namelen = sizeof to_[m];
     h.msg_iov = &iov_[v];
-    h.msg_iovlen = static_cast<size_t>(k);
+    h.msg_iovlen = pieces;
     size_t clen = 0;
     if (tos != 0) {
       auto* c = reinterpret_cast<struct cmsghdr*>(ctrl_[m]);
@@ -988,7 +1015,7 @@ int32_t UdpSend::Build(int32_t i, int* mOut, int* fdOut) {
       h.msg_control = ctrl_[m];
       h.msg_controllen = clen;
     }
-    v += static_cast<size_t>(k);
+    v += pieces;
     i += k;
     m++;
   }
@@ -1042,10 +1069,12 @@ int32_t UdpSend::RetryOneByOne(int k, int fd) {
   const int tos = tos_ != nullptr ? tos_[first_[k]] & 0xff : 0;
   one.msg_control = tos != 0 ? ctrl_[k] : nullptr;
   one.msg_controllen = tos != 0 ? CMSG_SPACE(sizeof(int)) : 0;
-  one.msg_iovlen = 1;
+  struct iovec* piece = msgs_[k].msg_hdr.msg_iov;
   int32_t ok = 0;
   for (int32_t j = 0; j < count_[k]; j++) {
-    one.msg_iov = msgs_[k].msg_hdr.msg_iov + j;
+    one.msg_iov = piece;
+    one.msg_iovlen = Split(first_[k] + j) ? 2 : 1;
+    piece += one.msg_iovlen;
     ssize_t w;
     do {
       w = sendmsg(fd, &one, MSG_DONTWAIT);

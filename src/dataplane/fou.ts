@@ -57,6 +57,10 @@ export class FouSender {
   private readonly origin: Int32Array;
   /** The outer TOS of each queued packet (PacketResult.tos). */
   private readonly tos: Int32Array;
+  /** A packet in two pieces (a TSO segment, `queue`'s head and tail): its head length, else 0. */
+  private readonly heads: Int32Array;
+  /** Where the rest of a packet in two pieces is in the buffer. */
+  private readonly tails: Int32Array;
   private readonly res = new Int32Array(5);
   /** `sendNow`'s socket per fragment (at most MAX_FRAGMENTS). */
   private readonly fragSock = new Int32Array(MAX_FRAGMENTS);
@@ -81,13 +85,21 @@ export class FouSender {
     this.peerOf = new Int32Array(capacity);
     this.origin = new Int32Array(capacity);
     this.tos = new Int32Array(capacity);
+    this.heads = new Int32Array(capacity);
+    this.tails = new Int32Array(capacity);
     this.sendUdp = sendUdp ?? native.sendUdp;
   }
 
-  /** Queue the inner packet `buf[off, off+len)` for `peer` (TUN slot `origin`); the caller flushes before the queue is full. */
-  queue(buf: Buffer, off: number, len: number, peer: Peer, origin: number, tos: number): void {
+  /**
+   * Queue the inner packet `buf[off, off+len)` for `peer` (TUN slot `origin`); the caller
+   * flushes before the queue is full. With `head` > 0 the packet is in two pieces: its first
+   * `head` bytes at `off`, the rest at `buf[tail ...]` (a TSO segment's payload, not copied).
+   */
+  queue(buf: Buffer, off: number, len: number, peer: Peer, origin: number, tos: number, head = 0, tail = 0): void {
     const k = this.count++;
     this.tos[k] = tos;
+    this.heads[k] = head;
+    this.tails[k] = tail;
     this.offs[k] = off;
     this.lens[k] = len;
     this.dsts[k] = peer.endpoint;
@@ -122,7 +134,7 @@ export class FouSender {
     this.lastOrigin = -1;
     const { lens, res, figures } = this;
     const { counters, drops, peers } = figures;
-    const sent = this.sendUdp(buf, this.offs, lens, this.dsts, this.sockOf, k, res, this.port, this.gsoMax, this.tos);
+    const sent = this.sendUdp(buf, this.offs, lens, this.dsts, this.sockOf, k, res, this.port, this.gsoMax, this.tos, this.heads, this.tails);
     counters[C.tx_packets] += sent;
     if (res[2]! > 0) {
       counters[C.fou_gso_sends] += res[2]!;

@@ -14,7 +14,7 @@
  * No object, closure, Buffer or log call per packet; every datagram read is either written or
  * counted under exactly one drop reason.
  */
-import { IPV4_MIN_HEADER, PacketResult, VNET_HDR_LEN, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
+import { IN_CRAMPED, IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
 import { UDP_INFO_INTS } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
 import { errnoLabel, type Ports } from './io.js';
@@ -104,15 +104,16 @@ export class Receiver {
    */
   onFouBatch(n: number): void {
     const { result, tunnel, fouInfo } = this;
-    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso } = this.slabs;
+    const { rxBuf, rawLens, rawSlot, writeOffs, writeLens, writePeers, writeGso, poolStart } = this.slabs;
     const { counters, drops } = this.figures;
     const cap = writeOffs.length;
     // Offload mode: a packet written as it came gets its virtio_net_hdr in the 10 bytes before
-    // it, which inside a UDP_GRO read are the previous datagram's: those datagrams are spread
-    // first (`spread`) into the end of the coalescing pool, which coalesce() then leaves alone.
-    const spreading = this.coalescer !== null;
-    const spreadStart = this.fouSpreadStart();
-    let cursor = spreadStart;
+    // it, which inside a UDP_GRO read are the previous datagram's: such a datagram is marked
+    // IN_CRAMPED and the coalescer copies it into its pool if (and only if) it is written alone,
+    // so a segment it merges is copied once. The pool must hold every queued packet once more
+    // (`room`: length + 32 each, the coalescer's alignment), else what is queued goes first.
+    const pool = rxBuf.length - poolStart;
+    let room = 0;
     counters[C.underlay_rx_batches]++;
     const now = this.now();
     let k = 0;
@@ -132,52 +133,28 @@ export class Receiver {
       if (len > 0) counters[C.underlay_rx_bytes] += len;
       const base = i * rawSlot + HEADROOM;
       for (let s = 0; s < count; s++) {
-        let off = base + s * seg;
         const l = count === 1 ? len : Math.min(seg, len - s * seg);
-        if (spreading && count > 1) {
-          let o = (cursor + VNET_HDR_LEN + 15) & ~15;
-          if (o + l > rxBuf.length) {
-            // The spread region is full: write what is queued, then start it over.
-            if (k > 0) this.writeBatch(k, spreadStart);
-            k = 0;
-            o = (spreadStart + VNET_HDR_LEN + 15) & ~15;
-          }
-          // copyWithin, not copy: Buffer.copy makes a view (an allocation) per call.
-          rxBuf.copyWithin(o, off, off + l);
-          cursor = o + l;
-          off = o;
-        }
-        const v = tunnel.decapsulateFou(rxBuf, off, l, src, tos, result);
+        const v = tunnel.decapsulateFou(rxBuf, base + s * seg, l, src, tos, result);
         if (v !== Verdict.forward) {
           drops[v]++;
           continue;
         }
         const p = result.peer!.index;
         this.markReachable(p, now);
-        if (k === cap) {
-          // The spread datagrams queued stay where they are until the region is full.
-          this.writeBatch(k, spreadStart);
+        if (k === cap || room + l + 32 > pool) {
+          this.writeBatch(k);
           k = 0;
+          room = 0;
         }
+        room += l + 32;
         writeOffs[k] = result.offset;
         writeLens[k] = result.length;
         writePeers[k] = p;
-        writeGso[k] = 0;
+        writeGso[k] = s > 0 ? IN_CRAMPED : 0;
         k++;
       }
     }
-    if (k > 0) this.writeBatch(k, spreadStart);
-  }
-
-  /**
-   * Where FOU's spread region starts in rxBuf: the last half of the coalescing pool, at most
-   * 1 MiB (offload mode; the end of rxBuf otherwise). Room for a UDP_GRO read's datagrams
-   * (at most 65507 bytes, 64 datagrams) with their gaps even at batch 1.
-   */
-  private fouSpreadStart(): number {
-    const { rxBuf, poolStart } = this.slabs;
-    const pool = rxBuf.length - poolStart;
-    return rxBuf.length - (Math.min(pool >> 1, 1 << 20) & ~63);
+    if (k > 0) this.writeBatch(k);
   }
 
   /** Soft state (RFC 2003 §5): a packet from peer index `p` proves it reachable again. */
@@ -190,9 +167,9 @@ export class Receiver {
     }
   }
 
-  /** Write the k queued forwards: coalesced (in the pool up to `poolEnd`) in offload mode, else as they are. */
-  private writeBatch(k: number, poolEnd: number): void {
-    if (this.coalescer !== null) this.writeCoalesced(k, poolEnd);
+  /** Write the k queued forwards: coalesced in offload mode, else as they are. */
+  private writeBatch(k: number): void {
+    if (this.coalescer !== null) this.writeCoalesced(k);
     else this.writePlain(k);
   }
 
@@ -252,12 +229,12 @@ export class Receiver {
    * the result, each packet behind its virtio_net_hdr. Counters still count the packets that
    * arrived (rx_packets, rx_bytes, tun_write_error per segment); gro_* count the super-packets.
    */
-  private writeCoalesced(k: number, poolEnd = this.slabs.rxBuf.length): void {
+  private writeCoalesced(k: number): void {
     const co = this.coalescer!;
     const { ports } = this;
     const { rxBuf, writeOffs, writeLens, writePeers, writeGso, poolStart } = this.slabs;
     const { counters, drops, peers } = this.figures;
-    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, poolEnd, writeGso);
+    const m = co.coalesce(rxBuf, writeOffs, writeLens, k, poolStart, rxBuf.length, writeGso);
     ports.io.writeTun(ports.tun, rxBuf, co.offs, co.lens, m, ports.res);
     for (let x = 0; x < m; x++) {
       const segs = co.segments[x];

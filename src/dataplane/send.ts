@@ -9,7 +9,9 @@
  *     MSS-sized segments (datagrams) in the segment region, each with 20 bytes of headroom, and
  *     each segment goes through the unchanged `encapsulate`, so every RFC 2003 check, the ICMP
  *     answers and fragmentation apply per segment; the first segment that is dropped drops the
- *     rest of the super-packet, counted once.
+ *     rest of the super-packet, counted once. With FOU sockets a TCP segment's headers are
+ *     written alone (`writeTcp4SegmentHead`) and, to a FOU peer, it is queued in two pieces,
+ *     its payload sent from where it is in the TUN slot (no copy before the kernel's).
  *   - `sendUnderlay`: the one place every underlay send goes through (`underlay.send`: the raw
  *     socket, or AF_PACKET toward each peer's next hop).
  *   - `flushSends`: everything queued in one sendmmsg call, then the figures.
@@ -43,7 +45,9 @@ import {
   getVnetGsoSize,
   isDontFragment,
   tcp4SegmentCount,
+  tcp4SegmentPayload,
   writeTcp4Segment,
+  writeTcp4SegmentHead,
   writeUdp4Segment,
   type Peer,
   type Tunnel,
@@ -149,15 +153,27 @@ export class Sender {
       return Verdict.inner_malformed;
     }
     const count = tcp4SegmentCount(len, hdrLen, gso);
+    // With FOU, a TCP segment's headers are written alone and its payload stays where it is:
+    // a segment to a FOU peer leaves in two pieces, any other gets its payload copied after them.
+    const split = !udp && this.fou !== null;
     for (let s = 0; s < count; s++) {
       if (this.segCursor === slabs.gsoSlots) this.flushSends();
       const o = slabs.gsoBase + this.segCursor * slabs.segSlot + HEADROOM;
       this.segCursor++;
-      const segLen = udp ? writeUdp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o) : writeTcp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o);
+      const segLen = udp
+        ? writeUdp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o)
+        : split
+          ? writeTcp4SegmentHead(txBuf, off, len, hdrLen, gso, s, txBuf, o)
+          : writeTcp4Segment(txBuf, off, len, hdrLen, gso, s, txBuf, o);
       counters[C.gso_segments]++;
       const v = tunnel.encapsulate(txBuf, o, segLen, result);
+      const pay = split ? tcp4SegmentPayload(off, hdrLen, gso, s) : 0;
+      if (split && (v !== Verdict.forward || result.peer!.encap !== ENCAP_FOU)) {
+        txBuf.copyWithin(o + hdrLen, pay, pay + segLen - hdrLen);
+      }
       if (v === Verdict.forward) {
-        this.queueSend(origin);
+        if (split && result.peer!.encap === ENCAP_FOU) this.queueFou(origin, result.peer!, hdrLen, pay);
+        else this.queueSend(origin);
         continue;
       }
       const w = this.answerDrop(v, txBuf, o, segLen);
@@ -185,8 +201,11 @@ export class Sender {
     s.sendOrigin[k] = origin;
   }
 
-  /** A forward to a FOU peer: into the FOU queue; without FOU sockets, a failed send. */
-  private queueFou(origin: number, peer: Peer): void {
+  /**
+   * A forward to a FOU peer: into the FOU queue (in two pieces with `head` > 0: see
+   * FouSender.queue); without FOU sockets, a failed send.
+   */
+  private queueFou(origin: number, peer: Peer, head = 0, tail = 0): void {
     const fou = this.fou;
     if (fou === null) {
       if (origin !== this.lastFailedOrigin) {
@@ -198,7 +217,7 @@ export class Sender {
       return;
     }
     if (!fou.hasRoom(1)) this.lastFailedOrigin = fou.flush(this.slabs.txBuf, this.lastFailedOrigin, this.tracer);
-    fou.queue(this.slabs.txBuf, this.result.offset, this.result.length, peer, origin, this.result.tos);
+    fou.queue(this.slabs.txBuf, this.result.offset, this.result.length, peer, origin, this.result.tos, head, tail);
   }
 
   /**

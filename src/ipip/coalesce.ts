@@ -46,6 +46,12 @@ const ST_CLOSED = 1;
 const ST_OPEN = 2;
 
 /**
+ * `inGso[j]` of an input whose 10 bytes before it are not its own (a datagram inside a UDP_GRO
+ * read, after another): if written as it came it is first copied into the pool.
+ */
+export const IN_CRAMPED = -1;
+
+/**
  * The payload length of `buf[off, off+len)` if it is a segment the coalescer may merge, else 0:
  * IPv4 without options, TCP, DF set and not a fragment, a TCP header of 20 bytes or 32 with
  * exactly Linux's timestamp option layout (NOP NOP TS), no reserved bits, flags ACK or ACK+PSH
@@ -170,6 +176,8 @@ export class Coalescer {
   private readonly proto: Uint8Array;
   private readonly open = new Int32Array(OPEN_FLOWS);
   private openCount = 0;
+  /** Where `build` places the next packet in the pool. */
+  private cursor = 0;
 
   /** `udp`: merge UDP datagrams too (the kernel takes UDP_L4 super-packets from a TUN). */
   constructor(readonly maxPackets: number, readonly udp = false) {
@@ -198,7 +206,9 @@ export class Coalescer {
    * the number of output packets. `inGso[j] > 0` marks input j as a TCP/IPv4 super-packet
    * already (one the kernel's GRO merged before the raw socket, its TCP checksum field holding
    * the pseudo-header sum): it is written as it is behind a TCPV4 header with gso_size
-   * `inGso[j]`, and ends its flow's open super-packet.
+   * `inGso[j]`, and ends its flow's open super-packet. `inGso[j] === IN_CRAMPED` marks input j
+   * as having no writable bytes before it: the pool must then have room for every input once
+   * more (each length + 32), as what is written as it came is copied there first.
    */
   coalesce(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number, inGso: Int32Array | null = null): number {
     const { next, tail, segs, sumLen, payload, gsoSize, nextSeq, state, verified, proto, open } = this;
@@ -265,7 +275,7 @@ export class Coalescer {
       }
       this.openFlow(j);
     }
-    return this.build(buf, inOffs, inLens, n, poolStart, poolEnd);
+    return this.build(buf, inOffs, inLens, n, poolStart, poolEnd, inGso);
   }
 
   /**
@@ -371,10 +381,10 @@ export class Coalescer {
    * GRO'd super-packet in place (`writeGro`), the packets as they came (`writeAsCame`: alone, or
    * a super-packet the pool has no room for), or a super-packet built in the pool (`writeSuper`).
    */
-  private build(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number): number {
+  private build(buf: Buffer, inOffs: Int32Array, inLens: Int32Array, n: number, poolStart: number, poolEnd: number, inGso: Int32Array | null): number {
     const { next, segs, payload, gsoSize, state, proto } = this;
     let k = 0;
-    let cursor = poolStart;
+    this.cursor = poolStart;
     for (let j = 0; j < n; j++) {
       if (state[j] === ST_MEMBER) continue;
       const off = inOffs[j];
@@ -385,15 +395,15 @@ export class Coalescer {
       const hdrLen = IP_HL + (proto[j] === IPPROTO_UDP ? UDP_HEADER : getTcpHeaderLength(buf, off + IP_HL));
       const total = hdrLen + payload[j];
       // The IPv4 header of a super-packet starts 16-byte aligned, its vnet header 10 bytes before.
-      const o = (cursor + VNET_HDR_LEN + 15) & ~15;
+      const o = (this.cursor + VNET_HDR_LEN + 15) & ~15;
       if (segs[j] === 1 || o + total > poolEnd) {
         // Written as they came (the pool can only run out if it was sized too small).
-        for (let m = j; m !== -1; m = next[m]) k = this.writeAsCame(buf, m, inOffs[m], inLens[m], k);
+        for (let m = j; m !== -1; m = next[m]) k = this.writeAsCame(buf, m, inOffs[m], inLens[m], k, inGso !== null && inGso[m] === IN_CRAMPED, poolEnd);
         continue;
       }
       this.writeSuper(buf, inOffs, inLens, j, hdrLen, total, o);
       k = this.emit(k, o - VNET_HDR_LEN, total + VNET_HDR_LEN, segs[j], this.sumLen[j], j);
-      cursor = o + total;
+      this.cursor = o + total;
     }
     return k;
   }
@@ -410,8 +420,18 @@ export class Coalescer {
     return this.emit(k, off - VNET_HDR_LEN, len + VNET_HDR_LEN, 1, len, j);
   }
 
-  /** Input m at `buf[off, off+len)` as it came, behind a zero header. Returns the next output index. */
-  private writeAsCame(buf: Buffer, m: number, off: number, len: number, k: number): number {
+  /**
+   * Input m at `buf[off, off+len)` as it came, behind a zero header; `cramped` (IN_CRAMPED):
+   * copied to the pool first (the caller's room rule makes it fit; were it not to, the header
+   * would overwrite the end of the input before). Returns the next output index.
+   */
+  private writeAsCame(buf: Buffer, m: number, off: number, len: number, k: number, cramped: boolean, poolEnd: number): number {
+    const o = (this.cursor + VNET_HDR_LEN + 15) & ~15;
+    if (cramped && o + len <= poolEnd) {
+      buf.copyWithin(o, off, off + len);
+      this.cursor = o + len;
+      off = o;
+    }
     writeVnetHdrNone(buf, off - VNET_HDR_LEN);
     return this.emit(k, off - VNET_HDR_LEN, len + VNET_HDR_LEN, 1, len, m);
   }

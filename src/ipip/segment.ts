@@ -13,14 +13,16 @@
  *      segments, `writeTcp4Segment` writes its segment i into a caller's slot (headers copied,
  *      IPv4 total length, ID + i and header checksum, sequence number advanced, FIN/PSH only on
  *      the last segment, CWR only on the first, full TCP checksum), as tcp_gso_segment does.
- *      Each segment then goes through the unchanged `Tunnel.encapsulate`;
+ *      Each segment then goes through the unchanged `Tunnel.encapsulate`; `writeTcp4SegmentHead`
+ *      writes the same segment's headers only, its payload left where it is (`tcp4SegmentPayload`)
+ *      for a send in two pieces;
  *   5. `groSegmentSize`: the segment size to cut again a decapsulated packet that the
  *      underlay's GRO merged, for a TUN without offloads (with `writeTcp4Segment`).
  *
  * Pure: no I/O, no throws, no allocation per packet.
  */
 import type { Buffer } from 'node:buffer';
-import { foldSum, onesSum32 } from './checksum.js';
+import { foldSum, onesSum, onesSum32 } from './checksum.js';
 import {
   IPV4_MIN_HEADER,
   IPV4_OK,
@@ -205,11 +207,43 @@ export function tcp4SegmentCount(len: number, hdrLen: number, gsoSize: number): 
  * range outside the super-packet; the caller guarantees the room (unchecked).
  */
 export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
-  const ipHl = getHeaderLength(buf, off);
   const total = copySegmentIPv4(buf, off, len, hdrLen, gsoSize, i, out, o);
-  const last = i * gsoSize + total === len; // the payload reached the end
+  setTcpSegmentFields(out, o, getHeaderLength(buf, off), hdrLen, total, i, gsoSize, i * gsoSize + total === len, out, o + hdrLen);
+  return total;
+}
 
-  // TCP: Sequence Number, flags, Checksum.
+/**
+ * `writeTcp4Segment` without the payload: segment i's headers (`hdrLen` bytes) at `out[o ...]`,
+ * their fields and the TCP checksum as there, the checksum summed over the payload where it is
+ * in the super-packet, `buf[off + hdrLen + i * gsoSize ...]` (returned by `tcp4SegmentPayload`),
+ * so that the segment can be sent as two pieces without copying its payload. Returns the
+ * segment's length (headers and payload). Same rules as `writeTcp4Segment`.
+ */
+export function writeTcp4SegmentHead(buf: Buffer, off: number, len: number, hdrLen: number, gsoSize: number, i: number, out: Buffer, o: number): number {
+  const start = tcp4SegmentPayload(off, hdrLen, gsoSize, i);
+  const left = off + len - start;
+  const total = hdrLen + (left < gsoSize ? left : gsoSize);
+  if (out === buf) buf.copyWithin(o, off, off + hdrLen);
+  else buf.copy(out, o, off, off + hdrLen);
+  setTotalLength(out, o, total);
+  setId(out, o, getId(buf, off) + i);
+  setChecksum(out, o, computeHeaderChecksum(out, o));
+  setTcpSegmentFields(out, o, getHeaderLength(buf, off), hdrLen, total, i, gsoSize, left <= gsoSize, buf, start);
+  return total;
+}
+
+/** Where the payload of segment i of a super-packet at `off` (`hdrLen` bytes of headers) starts. */
+export function tcp4SegmentPayload(off: number, hdrLen: number, gsoSize: number, i: number): number {
+  return off + hdrLen + i * gsoSize;
+}
+
+/**
+ * TCP fields of segment i, its headers at `out[o, o+hdrLen)` (IP header `ipHl` bytes), `total`
+ * bytes long, its payload at `pay[p ...]`: Sequence Number advanced, FIN/PSH only if `last`, CWR
+ * only on the first, the checksum over the pseudo-header, the header and the payload (RFC 9293
+ * §3.1; the TCP header is a whole number of 32-bit words, so the two sums add up).
+ */
+function setTcpSegmentFields(out: Buffer, o: number, ipHl: number, hdrLen: number, total: number, i: number, gsoSize: number, last: boolean, pay: Buffer, p: number): void {
   const t = o + ipHl;
   setTcpSeq(out, t, (getTcpSeq(out, t) + i * gsoSize) | 0);
   let flags = getTcpFlags(out, t);
@@ -218,8 +252,8 @@ export function writeTcp4Segment(buf: Buffer, off: number, len: number, hdrLen: 
   setTcpFlags(out, t, flags);
   setTcpChecksum(out, t, 0);
   const tcpLen = total - ipHl;
-  setTcpChecksum(out, t, ~onesSum32(out, t, tcpLen, foldSum(tcpPseudoSum(out, o, IPPROTO_TCP, tcpLen))) & 0xffff);
-  return total;
+  const head = onesSum(out, t, hdrLen - ipHl, foldSum(tcpPseudoSum(out, o, IPPROTO_TCP, tcpLen)));
+  setTcpChecksum(out, t, ~onesSum32(pay, p, total - hdrLen, head) & 0xffff);
 }
 
 // ---- 5. Cutting again what the underlay's GRO merged ---------------------------------------------

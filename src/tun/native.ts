@@ -136,8 +136,11 @@ export interface NativeBinding {
    * EOPNOTSUPP), 0 if none: those packets, and the rest of the call, then went one by one. A
    * failed packet's lens[i] becomes -errno. `res` needs 5 elements. `tos` (optional): each
    * datagram's outer TOS byte (an IP_TOS cmsg when not 0; one UDP_SEGMENT send has one TOS).
+   * `heads`, `tails` (optional, together): `heads[i]` > 0 makes packet i two pieces, its first
+   * `heads[i]` bytes at `offs[i]` and the other `lens[i] - heads[i]` at `tails[i]` (a TSO
+   * segment's headers and its payload inside the super-packet, sent without a copy).
    */
-  sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number, tos?: Int32Array): number;
+  sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number, tos?: Int32Array, heads?: Int32Array, tails?: Int32Array): number;
   /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
   openPacket(sndbuf: number): number;
   /**

@@ -133,4 +133,24 @@ describe('FouSender', () => {
     sender.restore(real);
     expect(Array.from(sender.fds)).toEqual([101, 102, 103, 104]);
   });
+  it('a packet queued in two pieces (a TSO segment: headers, then payload elsewhere) reaches sendUdp as heads/tails', () => {
+    const figures = new Figures(1);
+    const seen: Array<{ heads: number[]; tails: number[]; lens: number[] }> = [];
+    const record: NativeBinding['sendUdp'] = (_slab, _offs, lens, _dsts, _fds, n, res, _port, _gso, _tos, heads, tails) => {
+      seen.push({ heads: Array.from(heads!.subarray(0, n)), tails: Array.from(tails!.subarray(0, n)), lens: Array.from(lens.subarray(0, n)) });
+      res.fill(0);
+      return n;
+    };
+    const sender = new FouSender(16, { recvFd: -1, sendFds: [7], port: 5555, gso: true, gro: true }, figures, pino({ level: 'silent' }), record);
+    const peer = new Peer({ index: 0, name: 'b', endpoint: ip('198.51.100.2'), encap: ENCAP_FOU });
+    const p = inner({ protocol: 6, payload: 1000 });
+    const buf = Buffer.alloc(8192);
+    p.copy(buf, 20);
+    sender.queue(buf, 20, p.length, peer, 0, 0);
+    sender.queue(buf, 4096, 52 + 1000, peer, 0, 0, 52, 100);
+    sender.flush(buf, -1, new Tracer(4));
+    expect(seen).toEqual([{ heads: [0, 52], tails: [0, 100], lens: [p.length, 1052] }]);
+    // Counted as the whole packet, headers and payload.
+    expect(figures.counters[C.tx_bytes]).toBe(p.length + 1052);
+  });
 });
