@@ -15,9 +15,13 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
+import { deepFreeze, fouInUse } from './config-plain.js';
 import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 import { clusterCheck, describeEncapMode } from './cross-subnet.js';
+
+/** For the tests and tools that read configs with the parser at hand. */
+export { fouInUse };
 
 export interface Address {
   readonly text: string;
@@ -386,14 +390,6 @@ function invalid(source: string, problems: Problem[]): IpipdError {
   );
 }
 
-function deepFreeze<T>(o: T): T {
-  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}
-
 /** Validate an already-parsed object (what the YAML document holds). */
 export function validateConfig(raw: unknown, source = 'config'): Config {
   const r = schema.safeParse(raw);
@@ -435,11 +431,6 @@ export function asWritten(_key: string, v: unknown): unknown {
   const o = v as { text?: unknown; value?: unknown; addr?: unknown } | null;
   if (o !== null && typeof o === 'object' && typeof o.text === 'string' && (o.value !== undefined || o.addr !== undefined)) return o.text;
   return v;
-}
-
-/** Whether ipipd opens FOU sockets: a peer has `encap: fou`, or kernel-learned peers will. */
-export function fouInUse(c: { readonly peers: readonly { readonly encap: string }[]; readonly routes: { readonly source: string }; readonly fou: { readonly kernel_peers: string } }): boolean {
-  return c.peers.some((p) => p.encap === 'fou') || (c.routes.source === 'kernel' && c.fou.kernel_peers === 'fou');
 }
 
 /** A short human description of a config, for `ipipd check` and the start-up log. */

@@ -52,7 +52,8 @@
  * ERR_TUN_GONE: the CLI shuts down and exits 1, for a supervisor to start ipipd again.
  */
 import { realpathSync } from 'node:fs';
-import { loadConfig, parseConfig, type Config } from './config.js';
+import type { Config } from './config-plain.js';
+import { loadConfigInThread, parseConfigInThread } from './config-thread.js';
 import type { ControlHandler, ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { LinkWatch } from '../tun/link-watch.js';
@@ -205,7 +206,7 @@ export class Daemon {
     if (typeof req['text'] === 'string') {
       if (!dryRun) throw new IpipdError('ERR_CONTROL_REQUEST', 'reload: a config text is only compared (dryRun), never applied: the daemon applies its own file');
       const source = typeof req['source'] === 'string' ? req['source'] : 'config';
-      return this.live.reload(parseConfig(req['text'], source), true, 'check --diff');
+      return this.live.reload(await parseConfigInThread(req['text'], source), true, 'check --diff');
     }
     const own = this.configFile;
     if (own === undefined) throw new IpipdError('ERR_RELOAD_REFUSED', 'this daemon was not started from a config file: nothing to re-read');
@@ -215,10 +216,16 @@ export class Daemon {
     return this.reloadFile(dryRun ? 'dry run' : 'control socket', dryRun);
   }
 
+  private refuseUnlessUp(): void {
+    if (this.state !== 'up') throw new IpipdError('ERR_RELOAD_REFUSED', `the daemon is ${this.state}, not up`);
+  }
+
   /** Re-read the config file and apply it (SIGHUP, `ipipd reload`); errors as `ipipd check` gives them. */
   async reloadFile(trigger: string, dryRun = false): Promise<ReloadAnswer> {
-    if (this.state !== 'up') throw new IpipdError('ERR_RELOAD_REFUSED', `the daemon is ${this.state}, not up`);
-    const next = loadConfig(this.configFile!);
+    this.refuseUnlessUp();
+    const next = await loadConfigInThread(this.configFile!);
+    // The parse ran in a thread (src/daemon/config-thread.ts): a shutdown may have begun meanwhile.
+    this.refuseUnlessUp();
     let told = false;
     const before = (): void => {
       told = true;

@@ -8,7 +8,7 @@
  */
 import type { FouOptions } from '../dataplane/fou.js';
 import { native } from '../tun/native.js';
-import { fouInUse, type Config } from './config.js';
+import { fouInUse, type Config } from './config-plain.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 

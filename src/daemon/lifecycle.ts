@@ -21,7 +21,7 @@ import { FOU_ENCAP_LEN, IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import { steeringFilter } from '../tun/steering.js';
-import { fouInUse, type Config } from './config.js';
+import { fouInUse, type Config } from './config-plain.js';
 import { ControlServer, type ControlHandler } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { allFou, fouOptions, openFouSockets, type FouSockets } from './fou-sockets.js';

@@ -10,7 +10,7 @@
  *      `ipipd check --diff` print (one function for both, so what one prints the other does).
  */
 import { formatIPv4, prefixContains, prefixesOverlap } from '../routing/prefix.js';
-import { fouInUse, type Address, type Config, type Prefix } from './config.js';
+import { fouInUse, type Address, type Config, type Prefix } from './config-plain.js';
 import { plainRouteText, plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
 
 export type PrefixSource = 'config' | 'kernel';

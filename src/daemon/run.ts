@@ -14,7 +14,7 @@
  * (`Type=notify`, $NOTIFY_SOCKET): READY=1 once the daemon forwards, STOPPING=1 when shutdown
  * begins, WATCHDOG=1 if asked (src/daemon/notify.ts).
  */
-import { loadConfig } from './config.js';
+import { loadConfigInThread } from './config-thread.js';
 import { IpipdError, NATIVE_FIX } from './errors.js';
 import { createLogger, writeStderr } from './logger.js';
 import type { Level } from './run-args.js';
@@ -31,8 +31,9 @@ export function fail(err: unknown): never {
 
 /** `ipipd run --config FILE [--log-level LEVEL]`: the daemon, until a signal or a failure. */
 export async function run(file: string, levelOverride: Level | undefined): Promise<void> {
-  // Validate before anything else: a bad config exits 2 without touching the system.
-  const config = loadConfig(file);
+  // Validate before anything else: a bad config exits 2 without touching the system. In a
+  // thread of its own, so that the parser's code and heap do not stay (src/daemon/config-thread.ts).
+  const config = await loadConfigInThread(file);
   const log = createLogger(levelOverride ?? config.log.level);
   let DaemonCtor: typeof import('./daemon.js').Daemon;
   let sd: typeof import('./notify.js');

@@ -1,0 +1,47 @@
+/**
+ * The validated config as plain data, for the modules of a running daemon, which must not load
+ * the parser (yaml, zod: src/daemon/config.ts). A `Config` is objects, arrays, strings, numbers
+ * and booleans only, so it crosses a thread boundary by structured clone unchanged: the config
+ * thread (src/daemon/config-thread.ts) parses and validates it, posts it, and `frozen` freezes
+ * the copy again (STYLE rule 12: nothing downstream changes config). Its errors cross the same
+ * way as `PlainError`, rebuilt into the IpipdError they were, code and message unchanged.
+ * Also here: what the daemon asks of a config without the parser (`fouInUse`).
+ */
+import type { Config } from './config.js';
+import { IpipdError, type ErrorCode } from './errors.js';
+
+export type { Address, Config, Prefix } from './config.js';
+
+/** Freeze `o` and everything in it; returns `o`. */
+export function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** A config that came from the config thread (a structured clone): frozen again. */
+export function frozen(c: Config): Config {
+  return deepFreeze(c);
+}
+
+/** An error as the config thread posts it: an IpipdError's code and message, or any other error's stack. */
+export interface PlainError {
+  code?: ErrorCode;
+  message: string;
+}
+
+export function toPlainError(err: unknown): PlainError {
+  if (err instanceof IpipdError) return { code: err.code, message: err.message };
+  return { message: err instanceof Error ? (err.stack ?? err.message) : String(err) };
+}
+
+export function fromPlainError(e: PlainError): Error {
+  return e.code !== undefined ? new IpipdError(e.code, e.message) : new Error(e.message);
+}
+
+/** Whether ipipd opens FOU sockets: a peer has `encap: fou`, or kernel-learned peers will. */
+export function fouInUse(c: { readonly peers: readonly { readonly encap: string }[]; readonly routes: { readonly source: string }; readonly fou: { readonly kernel_peers: string } }): boolean {
+  return c.peers.some((p) => p.encap === 'fou') || (c.routes.source === 'kernel' && c.fou.kernel_peers === 'fou');
+}
