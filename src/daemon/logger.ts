@@ -11,6 +11,7 @@
  */
 import { writeSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger, type LevelWithSilent } from 'pino';
+import { isoTime } from './iso-time.js';
 
 export type { Logger };
 
@@ -64,7 +65,8 @@ export function createLogger(level: LevelWithSilent, name = 'ipipd'): Logger {
       name,
       level,
       base: { pid: process.pid },
-      timestamp: pino.stdTimeFunctions.isoTime,
+      // pino.stdTimeFunctions.isoTime, without toISOString's ICU set-up (src/daemon/iso-time.ts).
+      timestamp: () => `,"time":"${isoTime(Date.now())}"`,
       formatters: { level: (label) => ({ level: label }) },
     },
     stderrSink,

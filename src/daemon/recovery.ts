@@ -26,6 +26,7 @@ import { RTN_BLACKHOLE, type Rtnl } from '../tun/netlink.js';
 import type { Config } from './config.js';
 import { RUN_DIR, netnsId } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
+import { isoTime } from './iso-time.js';
 import type { Logger } from './logger.js';
 import type { RecordedUnderlayRoutes } from './plain-routes.js';
 
@@ -68,7 +69,7 @@ export function writeState(c: Config, ifindex: number, underlayRoutes?: Recorded
     routes: c.routes.install ? c.peers.flatMap((p) => p.prefixes.map((x) => x.text)) : [],
     socket: c.control.socket,
     // The process's start, not this write's: a reload rewrites the file (src/daemon/plain-routes.ts).
-    startedAt: new Date(Date.now() - process.uptime() * 1000).toISOString(),
+    startedAt: isoTime(Date.now() - process.uptime() * 1000),
     ...(underlayRoutes ? { underlayRoutes } : {}),
   };
   try {

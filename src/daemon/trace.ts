@@ -36,6 +36,7 @@ import {
 import type { Config } from './config.js';
 import { STREAMING, type ControlConnection, type ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
+import { isoTime } from './iso-time.js';
 
 /** What `--reason` takes besides a drop reason. */
 export const TRACE_REASONS = ['any', 'drop', 'forward', 'icmp', ...VERDICT_NAMES.filter((n) => n !== 'forward')] as const;
@@ -85,7 +86,7 @@ export function traceLine(r: TraceRecord): TraceLine {
   const ip = r.proto !== 0 || r.src !== 0 || r.dst !== 0;
   const ports = r.proto === 6 || r.proto === 17;
   return {
-    time: new Date(r.time).toISOString(),
+    time: isoTime(r.time),
     queue: r.queue,
     direction: r.dir === DIR_SEND ? 'send' : r.dir === DIR_RECEIVE ? 'receive' : 'icmp',
     verdict: v,
