@@ -4,6 +4,7 @@
  * post the result or the error as plain data, and end: with no handle left the thread exits and
  * its isolate, with yaml's and zod's code and everything parsing made, goes with it.
  */
+import './young-generation.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import { toPlainError } from './config-plain.js';
 import { loadConfig, parseConfig } from './config.js';

@@ -22,7 +22,9 @@ import { getHeapStatistics, setFlagsFromString } from 'node:v8';
  * Set at run time on purpose: V8 reads this flag whenever it considers growing the young
  * generation, whereas `--max-semi-space-size` is read only when the heap is set up, so it would
  * need a node command line of its own (ipipd is started as `ipipd ...` and `node bin/ipipd.js ...`).
- * V8 flags are per process, so it holds for the queue workers' isolates too.
+ * V8 flags are per process, but V8 puts this one back to its default when it sets up a worker
+ * thread's isolate (measured on node 20: a worker, and the main thread after it, grew to 32 MiB
+ * again), so every worker entry sets it again first (src/daemon/young-generation.ts).
  */
 export function limitYoungGeneration(): void {
   setFlagsFromString('--semi-space-growth-factor=1');

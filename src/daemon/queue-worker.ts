@@ -10,6 +10,7 @@
  * the daemon's: never closed here. This thread entry stays in the control plane because it owns
  * what src/dataplane does not: the thread, its logger and its messages.
  */
+import './young-generation.js';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { LevelWithSilent } from 'pino';
 import { queueSnapshot, type QueueSnapshot } from '../dataplane/figures.js';

@@ -1,9 +1,10 @@
 /**
  * What keeps ipipd's memory down (src/daemon/footprint.ts), checked on the V8 and glibc the
  * daemon runs on, in child processes (test/fixtures/footprint-child.ts, from dist/ after
- * `npm run build`): the young generation stays at its starting size once limited, a large heap
- * left behind by a change is handed back, and the figures `ipipd status` reports add up. Plus
- * the bench's footprint table (bench/footprint.ts) on made-up rounds.
+ * `npm run build`): the young generation stays at its starting size once limited (in worker
+ * threads too, which reset the limit), a large heap left behind by a change is handed back, and
+ * the figures `ipipd status` reports add up. Plus the bench's footprint table
+ * (bench/footprint.ts) on made-up rounds.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -26,6 +27,18 @@ describe('the young generation', () => {
     expect(grown.kept).toBe(limited.kept);
     expect(grown.youngBytes as number).toBeGreaterThan(4 * MiB);
     expect(limited.youngBytes as number).toBeLessThanOrEqual(2 * MiB);
+  });
+});
+
+describe('the young generation in worker threads', () => {
+  it('V8 resets the limit when a worker starts; a worker entry that imports young-generation.js first keeps it, in the worker and in the main thread', () => {
+    const reset = child(['worker']);
+    const fixed = child(['worker', 'fixed']);
+    expect(reset.workerYoung as number).toBeGreaterThan(8 * MiB);
+    expect(reset.mainYoung as number).toBeGreaterThan(8 * MiB);
+    // A worker's young generation starts at 2 x 2 MiB on node 20, the main thread's at 2 x 1 MiB.
+    expect(fixed.workerYoung as number).toBeLessThanOrEqual(4 * MiB);
+    expect(fixed.mainYoung as number).toBeLessThanOrEqual(2 * MiB);
   });
 });
 
