@@ -11,8 +11,8 @@
  *     deleted, log level; one log line with counts.
  * Applies are serialized: a reload and a burst of route events never interleave.
  */
-import { randomInt } from 'node:crypto';
 import { reloadQueue, type QueueReload } from '../dataplane/queue.js';
+import { random16 } from '../dataplane/random.js';
 import type { Config } from './config.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Resources } from './lifecycle.js';
@@ -145,7 +145,7 @@ export class Live {
     const reload: QueueReload = {
       config: run,
       carry: plan.peers.map((p) => oldIndex.get(p.name) ?? -1),
-      idStarts: plan.peers.map(() => randomInt(0x10000)),
+      idStarts: random16(plan.peers.length),
     };
     const queues = run.io.queues;
     if (res.dataplane) res.peers = reloadQueue(res.dataplane, res.peers, reload, 0, queues, res.tunMtu);

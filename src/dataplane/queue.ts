@@ -11,13 +11,13 @@
  *   - `reloadQueue`: a config reload on a running queue: a new tunnel core from the new peer
  *     set, what stays carried over from the old one, swapped in between two batches.
  */
-import { randomInt } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ENCAP_FOU, ENCAP_IPIP, Peer, Tunnel } from '../ipip/index.js';
 import { PrefixTable } from '../routing/table.js';
 import { Dataplane } from './dataplane.js';
 import { PeerFigures } from './figures.js';
 import { quietHeap } from './heap.js';
+import { random16 } from './random.js';
 import type { FouOptions } from './fou.js';
 import type { DataplaneIo } from './io.js';
 import { WARM_UP_ROUNDS, warmUp, warmUpFlows } from './warmup.js';
@@ -56,7 +56,7 @@ export interface QueueIds {
 export function queueIds(peers: number, queue: number, queues: number, starts?: readonly number[]): QueueIds {
   let step = 1;
   while (step < queues) step <<= 1;
-  return { starts: starts ?? Array.from({ length: peers }, () => randomInt(0x10000)), queue, step };
+  return { starts: starts ?? random16(peers), queue, step };
 }
 
 /**
