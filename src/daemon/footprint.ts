@@ -38,6 +38,22 @@ export function limitYoungGeneration(): void {
  */
 export const MALLOC_ARENAS = 2;
 
+/**
+ * `MALLOC_ARENAS` as early as `ipipd run` can: before the config thread (src/daemon/config-thread.ts)
+ * and anything else that starts a thread. V8's own helper threads start with node, before any
+ * JavaScript. A native addon that does not load is left to be reported where the data path
+ * loads (ERR_NATIVE_LOAD, after the config is validated): nothing is tuned then.
+ */
+export async function tuneMallocEarly(): Promise<void> {
+  let n: typeof import('../tun/native.js').native;
+  try {
+    ({ native: n } = await import('../tun/native.js'));
+  } catch {
+    return;
+  }
+  n.limitMallocArenas(MALLOC_ARENAS);
+}
+
 /** What `settleMemory` needs of the native binding (src/tun/native.ts). */
 export interface MemoryReleases {
   trimMemory(): boolean;

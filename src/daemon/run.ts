@@ -16,6 +16,7 @@
  */
 import { loadConfigInThread } from './config-thread.js';
 import { IpipdError, NATIVE_FIX } from './errors.js';
+import { tuneMallocEarly } from './footprint.js';
 import { createLogger, writeStderr } from './logger.js';
 import type { Level } from './run-args.js';
 
@@ -31,6 +32,7 @@ export function fail(err: unknown): never {
 
 /** `ipipd run --config FILE [--log-level LEVEL]`: the daemon, until a signal or a failure. */
 export async function run(file: string, levelOverride: Level | undefined): Promise<void> {
+  await tuneMallocEarly();
   // Validate before anything else: a bad config exits 2 without touching the system. In a
   // thread of its own, so that the parser's code and heap do not stay (src/daemon/config-thread.ts).
   const config = await loadConfigInThread(file);
