@@ -31,6 +31,14 @@ export function limitYoungGeneration(): void {
 }
 
 /**
+ * A queue worker's young generation capped at the main thread's (two 1 MiB semi-spaces; V8 sizes
+ * the young generation as three semi-spaces, counting the new large-object space): node starts a
+ * worker's at two 2 MiB semi-spaces, and `limitYoungGeneration` only stops growth. A hard cap of
+ * the isolate, set when it is created (`Worker` `resourceLimits`), so nothing can reset it.
+ */
+export const WORKER_HEAP_LIMITS = { maxYoungGenerationSizeMb: 3 } as const;
+
+/**
  * glibc malloc arenas the process may use (mallopt M_ARENA_MAX, set by the daemon at start): by
  * default each thread that mallocs under contention gets an arena of its own, up to 8 per core,
  * and each keeps what it freed. ipipd's threads (V8's helpers, queue workers) malloc little and

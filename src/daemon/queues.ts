@@ -37,6 +37,7 @@ import type { QueueSnapshot } from '../dataplane/figures.js';
 import type { QueueReload, QueueSpec } from '../dataplane/queue.js';
 import type { TraceFilter, TraceRecord } from '../dataplane/trace.js';
 import type { Config } from './config.js';
+import { WORKER_HEAP_LIMITS } from './footprint.js';
 import type { Logger } from './logger.js';
 
 export type { QueueSnapshot };
@@ -206,7 +207,7 @@ export class QueueWorkers {
     const ready = data.map(
       (d) =>
         new Promise<void>((resolve, reject) => {
-          const w = new QueueWorker(d.queue, new Worker(script, { workerData: d, name: `ipipd queue ${d.queue}` }));
+          const w = new QueueWorker(d.queue, new Worker(script, { workerData: d, name: `ipipd queue ${d.queue}`, resourceLimits: WORKER_HEAP_LIMITS }));
           workers.push(w);
           const fail = (err: Error): void => {
             const first = !w.exited;
