@@ -2,7 +2,7 @@
  * The validated config as plain data, for the modules of a running daemon, which must not load
  * the parser (yaml, zod: src/daemon/config.ts). A `Config` is objects, arrays, strings, numbers
  * and booleans only, so it crosses a thread boundary by structured clone unchanged: the config
- * thread (src/daemon/config-thread.ts) parses and validates it, posts it, and `frozen` freezes
+ * thread (src/daemon/config-thread.ts) parses and validates it, posts it, and `deepFreeze` freezes
  * the copy again (STYLE rule 12: nothing downstream changes config). Its errors cross the same
  * way as `PlainError`, rebuilt into the IpipdError they were, code and message unchanged.
  * Also here: what the daemon asks of a config without the parser (`fouInUse`).
@@ -19,11 +19,6 @@ export function deepFreeze<T>(o: T): T {
     for (const v of Object.values(o)) deepFreeze(v);
   }
   return o;
-}
-
-/** A config that came from the config thread (a structured clone): frozen again. */
-export function frozen(c: Config): Config {
-  return deepFreeze(c);
 }
 
 /** An error as the config thread posts it: an IpipdError's code and message, or any other error's stack. */

@@ -9,7 +9,7 @@
  * for the thread's start: at start-up and per reload, never on the data path.
  */
 import { Worker } from 'node:worker_threads';
-import { fromPlainError, frozen, type Config, type PlainError } from './config-plain.js';
+import { deepFreeze, fromPlainError, type Config, type PlainError } from './config-plain.js';
 
 /** What the config thread is asked: a file to read, or a text (named `source` in messages). */
 export type ConfigRequest = { file: string } | { text: string; source: string };
@@ -25,7 +25,7 @@ export function configInThread(req: ConfigRequest, script: URL = WORKER): Promis
     const w = new Worker(script, { workerData: req, name: 'ipipd config' });
     w.once('message', (r: ConfigResult) => {
       answered = true;
-      if ('config' in r) resolve(frozen(r.config));
+      if ('config' in r) resolve(deepFreeze(r.config));
       else reject(fromPlainError(r.error));
     });
     w.once('error', (err) => {

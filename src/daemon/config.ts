@@ -20,9 +20,6 @@ import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 import { clusterCheck, describeEncapMode } from './cross-subnet.js';
 
-/** For the tests and tools that read configs with the parser at hand. */
-export { fouInUse };
-
 export interface Address {
   readonly text: string;
   /** Signed 32-bit int, network byte order as `readInt32BE` gives it. */

@@ -4,7 +4,8 @@
  * encap change, and that a FOU peer where no FOU socket is open needs a restart.
  */
 import { describe, expect, test } from 'vitest';
-import { describeConfig, fouInUse, parseConfig } from '../../src/daemon/config.js';
+import { fouInUse } from '../../src/daemon/config-plain.js';
+import { describeConfig, parseConfig } from '../../src/daemon/config.js';
 import { IpipdError } from '../../src/daemon/errors.js';
 import { diffPeers, livePeers, restartKeys } from '../../src/daemon/peer-set.js';
 import { ip } from '../helpers/packets.js';
