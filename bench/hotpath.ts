@@ -91,7 +91,7 @@ function measure(dp: Dataplane, w: Workload, offload: boolean, rounds: number, i
   const once = (): void => {
     for (let i = 0; i < BATCH; i++) {
       const from = i * TEMPLATE_SLOT;
-      t.tun.copy(s.txBuf, i * s.tunSlot + HEADROOM - vnet, from + HEADROOM - vnet, from + HEADROOM - vnet + t.tunLens[i]!);
+      t.tun.copy(s.txBuf, s.placeTun(i) - vnet, from + HEADROOM - vnet, from + HEADROOM - vnet + t.tunLens[i]!);
       s.tunLens[i] = t.tunLens[i]!;
       t.raw.copy(s.rxBuf, i * s.rawSlot, from, from + t.rawLens[i]!);
       s.rawLens[i] = t.rawLens[i]!;

@@ -36,9 +36,9 @@ const dp = new Dataplane({
 });
 dp.ports.tun = dp.ports.io.DISCARD_FD;
 dp.ports.raw = dp.ports.io.DISCARD_FD;
-const { txBuf, tunLens, tunSlot, rxBuf, rawLens, rawSlot } = dp.slabs;
+const { txBuf, tunLens, rxBuf, rawLens, rawSlot } = dp.slabs;
 for (let i = 0; i < BATCH; i++) {
-  tunLens[i] = writeWarmPacket(txBuf, i * tunSlot + HEADROOM, WARM_UDP, ip('198.51.100.10'), ip('203.0.113.10'), 64, i, 1, false);
+  tunLens[i] = writeWarmPacket(txBuf, dp.slabs.placeTun(i), WARM_UDP, ip('198.51.100.10'), ip('203.0.113.10'), 64, i, 1, false);
   const n = writeWarmPacket(rxBuf, i * rawSlot + 20, WARM_UDP, ip('203.0.113.10'), ip('198.51.100.10'), 64, i, 1, false);
   rawLens[i] = writeWarmOuter(rxBuf, i * rawSlot, n, ip('192.0.2.2'), ip('192.0.2.1'), i);
 }

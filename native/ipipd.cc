@@ -22,7 +22,10 @@
 //     packets take that way and which sendRaw's is JavaScript's choice);
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
 //     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
-//     and calls onBatch(n) synchronously through MakeCallback;
+//     and calls onBatch(n) synchronously through MakeCallback; a TUN Reader may instead pack its
+//     packets one after the other (packed mode: each packet takes only the 64-byte-aligned bytes
+//     it needs, so a slab of a few slots' size holds a whole batch of small packets and a batch
+//     of super-packets stops when the slab is full, instead of 64 KiB slots per packet);
 //   - module registration.
 //
 // Reader lifecycle (STYLE rule 13):
@@ -1131,7 +1134,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 
   void Wake(int status);
   void Drain();
-  int ReadTun(int* err);
+  int ReadTun(int* err, bool* full);
   int ReadRaw(int* err);
   int ReadUdp(int* err);
   void Unpin();
@@ -1144,7 +1147,11 @@ class Reader : public Napi::ObjectWrap<Reader> {
   int headroom_;
   int batch_;
   uint8_t* slab_;
+  size_t slabLen_;
   int32_t* lens_;
+  // kKindTun, packed mode: where each packet's slot starts (written here), else null.
+  int32_t* offs_ = nullptr;
+  Napi::ObjectReference offsRef_;
   Napi::ObjectReference slabRef_;
   Napi::ObjectReference lensRef_;
   Napi::FunctionReference onBatch_;
@@ -1179,15 +1186,26 @@ Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) 
   if (headroom_ >= slot_) {
     throw Napi::RangeError::New(env, "headroom must be smaller than slotSize");
   }
-  if (slab.ByteLength() < static_cast<size_t>(batch_) * static_cast<size_t>(slot_)) {
-    throw Napi::RangeError::New(env, "slab must hold batch * slotSize bytes");
+  // Packed mode (a TUN Reader given `offs`): the slab needs room for one largest packet only.
+  const bool packed = kind_ == kKindTun && info.Length() >= 10 && !info[9].IsUndefined();
+  if (slab.ByteLength() < (packed ? static_cast<size_t>(slot_) : static_cast<size_t>(batch_) * static_cast<size_t>(slot_))) {
+    throw Napi::RangeError::New(env, packed ? "slab must hold slotSize bytes" : "slab must hold batch * slotSize bytes");
   }
   if (lens.ElementLength() < static_cast<size_t>(batch_)) {
     throw Napi::RangeError::New(env, "lens must have at least batch elements");
   }
 
   slab_ = slab.Data();
+  slabLen_ = slab.ByteLength();
   lens_ = lens.Data();
+  if (packed) {
+    Napi::Int32Array offs = ArgI32(info, 9, "offs");
+    if (offs.ElementLength() < static_cast<size_t>(batch_)) {
+      throw Napi::RangeError::New(env, "offs must have at least batch elements");
+    }
+    offs_ = offs.Data();
+    offsRef_ = Napi::Persistent(static_cast<Napi::Object>(offs));
+  }
   slabRef_ = Napi::Persistent(static_cast<Napi::Object>(slab));
   lensRef_ = Napi::Persistent(static_cast<Napi::Object>(lens));
   onBatch_ = Napi::Persistent(onBatch);
@@ -1282,6 +1300,8 @@ Napi::Value Reader::Close(const Napi::CallbackInfo& info) {
     lensRef_.Reset();
     infoRef_.Reset();
     info_ = nullptr;
+    offsRef_.Reset();
+    offs_ = nullptr;
     // napi_make_callback may still be using the async context if we are closed from inside a
     // callback: Wake() destroys it on the way out instead.
     if (!inWake_) context_.reset();
@@ -1358,7 +1378,8 @@ void Reader::Drain() {
   Napi::Env env = Env();
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
-    int n = kind_ == kKindTun ? ReadTun(&err) : kind_ == kKindUdp ? ReadUdp(&err) : ReadRaw(&err);
+    bool full = false;  // packed TUN: the batch ended because the slab had no room for another
+    int n = kind_ == kKindTun ? ReadTun(&err, &full) : kind_ == kKindUdp ? ReadUdp(&err) : ReadRaw(&err);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -1369,23 +1390,38 @@ void Reader::Drain() {
       onError_.MakeCallback(Value(), {e.Value()}, *context_);
       return;
     }
-    if (n < batch_) return;
+    if (n < batch_ && !full) return;
   }
 }
 
 // read(2) per packet until EAGAIN or a full batch. A TUN read truncates silently, so a read
 // that fills the whole slot is reported as truncated (-1): usable capacity is one byte less.
-int Reader::ReadTun(int* err) {
+// Packed mode: packet i's slot starts at offs_[i], the next one at the first 64-byte boundary
+// after it (a truncated packet takes a whole slot), and a packet is read only while a whole
+// slot still fits in the slab; *full says the batch ended for want of room, not of packets.
+int Reader::ReadTun(int* err, bool* full) {
   const size_t cap = static_cast<size_t>(slot_ - headroom_);
+  size_t pos = 0;
   int n = 0;
   while (n < batch_) {
-    uint8_t* p = slab_ + static_cast<size_t>(n) * slot_ + headroom_;
+    if (offs_ != nullptr && pos + static_cast<size_t>(slot_) > slabLen_) {
+      *full = true;
+      break;
+    }
+    const size_t start = offs_ != nullptr ? pos : static_cast<size_t>(n) * slot_;
+    uint8_t* p = slab_ + start + headroom_;
     ssize_t r = read(fd_, p, cap);
     if (r < 0) {
       if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
       break;
     }
-    lens_[n++] = static_cast<size_t>(r) >= cap ? -1 : static_cast<int32_t>(r);
+    const bool truncated = static_cast<size_t>(r) >= cap;
+    lens_[n] = truncated ? -1 : static_cast<int32_t>(r);
+    if (offs_ != nullptr) {
+      offs_[n] = static_cast<int32_t>(start);
+      pos = start + (truncated ? static_cast<size_t>(slot_) : (static_cast<size_t>(headroom_) + static_cast<size_t>(r) + 63) & ~static_cast<size_t>(63));
+    }
+    n++;
   }
   return n;
 }

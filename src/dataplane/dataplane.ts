@@ -122,8 +122,9 @@ export class Dataplane {
     const { send, receive, icmpIn, slabs } = this;
     // In offload mode the virtio_net_hdr is read into the last 10 bytes of the headroom.
     const vnet = this.offload ? VNET_HDR_LEN : 0;
+    // Packed (slabs.ts): the Reader writes where each packet starts into tunOffs.
     this.tunReader = new io.Reader(o.tunFd, READER_TUN, slabs.tunSlab, slabs.tunLens, slabs.tunSlot, HEADROOM - vnet, b,
-      (n) => send.onTunBatch(n), (err) => this.onReadError('tun', err));
+      (n) => send.onTunBatch(n), (err) => this.onReadError('tun', err), slabs.tunOffs);
     // The raw sockets hand us the outer header too: no headroom needed there.
     this.rawReader = new io.Reader(o.rawFd, READER_RAW, slabs.rawSlab, slabs.rawLens, slabs.rawSlot, 0, b,
       (n) => receive.onRawBatch(n), (err) => this.onReadError('underlay', err));

@@ -86,10 +86,10 @@ export class Sender {
     readonly fou: FouSender | null = null,
   ) {}
 
-  /** The TUN Reader's batch handler: inner packets in TUN slots 0..n-1. */
+  /** The TUN Reader's batch handler: inner packets 0..n-1 of the packed TUN slab (slabs.ts). */
   onTunBatch(n: number): void {
     const { result, tunnel } = this;
-    const { txBuf, tunLens, tunSlot } = this.slabs;
+    const { txBuf, tunLens, tunOffs } = this.slabs;
     const { counters, drops } = this.figures;
     const sv = this.tracer.sendVerdicts;
     counters[C.tun_rx_batches]++;
@@ -97,7 +97,7 @@ export class Sender {
     this.lastFailedOrigin = -1;
     for (let i = 0; i < n; i++) {
       let len = tunLens[i];
-      const off = i * tunSlot + HEADROOM;
+      const off = tunOffs[i] + HEADROOM;
       if (this.offload && len !== -1) {
         // The virtio_net_hdr sits in the 10 bytes before the packet.
         const h = off - VNET_HDR_LEN;
@@ -129,7 +129,7 @@ export class Sender {
     }
     this.flushSends();
     if (this.icmp.count > 0) this.icmp.flush();
-    if (this.tracer.on) this.tracer.sampleSend(txBuf, tunLens, tunSlot, HEADROOM, this.offload ? VNET_HDR_LEN : 0, n);
+    if (this.tracer.on) this.tracer.sampleSend(txBuf, tunLens, tunOffs, HEADROOM, this.offload ? VNET_HDR_LEN : 0, n);
   }
 
   /**

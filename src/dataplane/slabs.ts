@@ -9,11 +9,17 @@
  * Buffer (`txBuf`), as do the raw slab and the coalescing pool (`rxBuf`), so that one sendRaw /
  * writeTun call covers a whole batch:
  *
- *   txBuf = [TUN slab: batch slots of tunSlot | segment region: gsoSlots slots of segSlot]
+ *   txBuf = [TUN slab: packed, see below | segment region: gsoSlots slots of segSlot]
  *   rxBuf = [raw slab: batch slots of rawSlot | coalescing pool (offload mode): as large again]
  *
  * The typed arrays beside them describe packets in those Buffers by offset and length (int32),
  * so that no object is made per packet.
+ *
+ * The TUN slab is packed (the native Reader's packed mode): packet i's slot starts at
+ * `tunOffs[i]`, the next right after it on a 64-byte boundary, and a read needs room for one
+ * whole slot. In offload mode a slot is 64 KiB (a super-packet), so fixed slots cost batch x 64
+ * KiB, and a long run under mixed traffic touches every page of it; packed, the slab is
+ * TUN_PACK_BYTES plus one slot, which holds a batch of small packets or a few super-packets.
  */
 import { ICMP_ERROR_MAX, IPV4_MAX_TOTAL_LENGTH, VNET_HDR_LEN } from '../ipip/index.js';
 
@@ -28,6 +34,13 @@ export const ICMP_OUT_HEAD = 16;
 export const ICMP_OUT_STRIDE = ICMP_OUT_HEAD + ICMP_ERROR_MAX;
 /** Offload mode: segment slots (each one tunnel-MTU packet + headroom) filled before a sendRaw. */
 const GSO_SLOTS = 256;
+/**
+ * Packed TUN slab: bytes of packets a batch may start in before it ends for want of room (plus
+ * one slot for the packet that crosses the line). 256 KiB is four 64 KiB super-packets, or a
+ * whole batch of packets up to ~4 KiB; a batch callback costs a few microseconds, which over
+ * 256 KiB of data is nothing.
+ */
+export const TUN_PACK_BYTES = 256 * 1024;
 /** ICMP messages read from the underlay per wake-up; errors are rare. */
 export const ICMP_BATCH = 16;
 export const ICMP_SLOT = 2048;
@@ -52,12 +65,16 @@ export interface SlabSizes {
 }
 
 export class Slabs {
+  /** Bytes of virtio_net_hdr before each TUN packet: VNET_HDR_LEN in offload mode, else 0. */
+  private readonly vnet: number;
   // ---- TUN -> underlay (send.ts)
   /** TUN slot: in offload mode the largest super-packet (64 KiB) and its virtio_net_hdr. */
   readonly tunSlot: number;
   readonly txBuf: Buffer;
   readonly tunSlab: Buffer;
   readonly tunLens: Int32Array;
+  /** Where each packet's slot starts in the TUN slab (the packet itself HEADROOM later). */
+  readonly tunOffs: Int32Array;
   /** Where the segment region starts in txBuf, its slot size and slot count (0 in plain mode). */
   readonly gsoBase: number;
   readonly segSlot: number;
@@ -106,10 +123,12 @@ export class Slabs {
     this.tunSlot = o.offload ? slotSize(VNET_HDR_LEN + IPV4_MAX_TOTAL_LENGTH) : slotSize(o.tunMtu);
     this.segSlot = slotSize(o.tunMtu);
     this.gsoSlots = o.offload ? GSO_SLOTS : 0;
-    this.gsoBase = b * this.tunSlot;
+    this.gsoBase = Math.min(b * this.tunSlot, TUN_PACK_BYTES + this.tunSlot);
     this.txBuf = Buffer.alloc(this.gsoBase + this.gsoSlots * this.segSlot);
     this.tunSlab = this.txBuf.subarray(0, this.gsoBase);
     this.tunLens = new Int32Array(b);
+    this.tunOffs = new Int32Array(b);
+    this.vnet = vnet;
     const sends = b + this.gsoSlots;
     this.sendOffs = new Int32Array(sends);
     this.sendLens = new Int32Array(sends);
@@ -140,5 +159,22 @@ export class Slabs {
 
     // In offload mode an ICMP error's write starts at the (zero) virtio_net_hdr before it.
     for (let i = 0; i < ICMP_QUEUE; i++) this.icmpOutOffs[i] = i * ICMP_OUT_STRIDE + ICMP_OUT_HEAD - vnet;
+  }
+
+  /**
+   * For code that lays out a TUN batch itself (the JIT warm-up, benches, tests) as the packed
+   * Reader does: sets `tunOffs[i]` after packet i - 1 (whose length must already be in
+   * `tunLens`) and returns where packet i goes (its slot start + HEADROOM). Call in order from
+   * 0. RangeError if the slab has no room for another slot.
+   */
+  placeTun(i: number): number {
+    let start = 0;
+    if (i > 0) {
+      const len = this.tunLens[i - 1]!;
+      start = this.tunOffs[i - 1]! + (len < 0 ? this.tunSlot : (HEADROOM - this.vnet + len + 63) & ~63);
+    }
+    if (start + this.tunSlot > this.gsoBase) throw new RangeError(`TUN slab: no room for packet ${i}`);
+    this.tunOffs[i] = start;
+    return start + HEADROOM;
   }
 }

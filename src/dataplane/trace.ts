@@ -136,13 +136,13 @@ export class Tracer {
    * After a TUN batch of `n` (packets at `slot * i + head`, `lens[i]` bytes, less `vnet` bytes
    * of virtio_net_hdr in offload mode): sample by `sendVerdicts`, then zero them.
    */
-  sampleSend(buf: Buffer, lens: Int32Array, slot: number, head: number, vnet: number, n: number): void {
+  sampleSend(buf: Buffer, lens: Int32Array, offs: Int32Array, head: number, vnet: number, n: number): void {
     const t = this.now();
     this.refill(t);
     const sv = this.sendVerdicts;
     for (let i = 0; i < n; i++) {
       const v = sv[i]!;
-      const off = i * slot + head;
+      const off = offs[i]! + head;
       const len = lens[i]! - vnet;
       // The outer header is in the headroom only for a packet encapsulated in its slot.
       const outer = v === Verdict.forward && len >= 20;

@@ -59,7 +59,6 @@ import {
 import { UDP_INFO_INTS } from '../tun/native.js';
 import type { Dataplane } from './dataplane.js';
 import type { QueueConfig } from './queue.js';
-import { HEADROOM } from './slabs.js';
 
 // ---- 1. the packets
 
@@ -257,7 +256,8 @@ export function warmUp(dp: Dataplane, flows: readonly WarmFlow[], rounds: number
 
 /** One round of `n` packets each way on flow `f`; `seq.next` is the running TCP sequence number. */
 function warmRound(dp: Dataplane, f: WarmFlow, r: number, n: number, seq: { next: number }): void {
-  const { txBuf, tunSlot, rxBuf, rawSlot, tunLens, rawLens } = dp.slabs;
+  const slabs = dp.slabs;
+  const { txBuf, rxBuf, rawSlot, tunLens, rawLens } = slabs;
   const { offload, tunnel } = dp;
   const vnet = offload ? VNET_HDR_LEN : 0;
   // Full-sized packets as large as the path takes (TCP with timestamps: 52 header bytes), so
@@ -268,7 +268,7 @@ function warmRound(dp: Dataplane, f: WarmFlow, r: number, n: number, seq: { next
   const bigUdp = Math.max(1, Math.min(1400, mtu - 28));
   // TUN -> underlay: a mix of kinds; a super-packet now and then (offload mode).
   for (let i = 0; i < n; i++) {
-    const off = i * tunSlot + HEADROOM;
+    const off = slabs.placeTun(i);
     const kind = (r + i) % 3;
     const gso = offload && kind === WARM_TCP && i === 0 && r % 4 === 0 ? bigTcp : 0;
     const payload = kind === WARM_ICMP ? 56 : kind === WARM_UDP ? (i % 2 === 0 ? 64 : bigUdp) : gso > 0 ? 8 * gso : bigTcp;

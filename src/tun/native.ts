@@ -154,6 +154,12 @@ export interface NativeBinding {
    * not fit its slot (slotSize - headroom bytes; for a TUN, a packet that exactly fills the
    * slot counts as truncated too) and its bytes must be ignored.
    *
+   * Packed mode (a READER_TUN given `offs` as `aux`): packet i is at `offs[i] + headroom`
+   * instead; offs[0] = 0 and each next slot starts at the first 64-byte boundary after the
+   * previous packet (after a whole slotSize for a truncated one). A packet is read only while a
+   * whole slot still fits in the slab (slab.length >= slotSize suffices), so a batch may end
+   * early for want of room; the Reader then reads on in the same wake-up.
+   *
    * Constructor checks: slab.length >= batch * slotSize, lens.length >= batch,
    * 0 <= headroom < slotSize, 1 <= batch <= 1024 (TypeError/RangeError otherwise). One Reader
    * per fd. A read error other than EAGAIN/EINTR ends the wake-up after the packets read so far
@@ -172,8 +178,11 @@ export interface NativeBinding {
     batch: number,
     onBatch: (n: number) => void,
     onError: (err: NativeError) => void,
-    /** READER_UDP only (required there): UDP_INFO_INTS int32s per slot, overwritten with each batch like the slab. */
-    info?: Int32Array,
+    /**
+     * READER_UDP: UDP_INFO_INTS int32s per slot (required), overwritten with each batch like the
+     * slab. READER_TUN: optional `offs`, at least batch int32s: packed mode, below.
+     */
+    aux?: Int32Array,
   ) => NativeReader;
   /** Size of an interface name buffer including its NUL (16): names have at most IFNAMSIZ - 1 bytes. */
   readonly IFNAMSIZ: number;

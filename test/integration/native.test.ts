@@ -43,6 +43,7 @@ interface Report extends ChildReport {
     uncaught: string[]; microtaskLate: number; errors: unknown[];
   };
   tunTrunc: { seen: Array<{ len: number; nextHeadroomPoisoned: boolean }> };
+  tunPacked: { room: number; batches: Array<{ n: number; turn: number; offs: number[]; lens: number[] }>; payloads: string[] };
   tunWrite: { written: number; failed: number; lastErrno: number; got: Array<{ from: string; port: number; payload: string }>; lensAfter: number[] };
   raw: { sent: number; failed: number; lastErrno: number; sentK: number[]; rx: RawSeen[]; small: RawSeen[]; any: RawSeen[]; errors: unknown[]; failedMarked: number[] };
   errors: Record<string, ErrShape> & {
@@ -62,6 +63,9 @@ interface Report extends ChildReport {
 }
 
 const EINVAL = 22;
+/** The fixture's TUN slot and headroom (test/fixtures/native-child.ts). */
+const SLOT_SIZE = 2048;
+const HEAD_ROOM = 20;
 
 /** The inner IPv4/UDP packet the fixture wrapped in IPIP packet k, as hex. */
 function expectedInner(k: number): string {
@@ -144,6 +148,26 @@ describe.skipIf(skipReason)('native addon (in a private network namespace)', () 
     expect(r.tunTrunc.seen).toEqual([-1, -1, 235, 78].map((len) => ({ len, nextHeadroomPoisoned: true })));
   });
 
+  it('Reader(TUN) in packed mode: packets on 64-byte boundaries, a batch ends when no slot fits, reading goes on', () => {
+    const p = r.tunPacked;
+    expect(p.payloads).toEqual(Array.from({ length: 40 }, (_, k) => payloadFor('packed', k, payloadLen(k)).toString('hex')));
+    for (const b of p.batches) {
+      expect(b.offs[0]).toBe(0);
+      for (let i = 0; i < b.n; i++) {
+        expect(b.offs[i]! + SLOT_SIZE).toBeLessThanOrEqual(p.room); // room for a whole slot
+        if (i > 0) expect(b.offs[i]).toBe(b.offs[i - 1]! + ((HEAD_ROOM + b.lens[i - 1]! + 63) & ~63));
+      }
+      // Ended for want of room: the next packet would have started where no slot fits.
+      if (b.n < 64 && b !== p.batches[p.batches.length - 1]) {
+        const last = b.n - 1;
+        expect(b.offs[last]! + ((HEAD_ROOM + b.lens[last]! + 63) & ~63) + SLOT_SIZE).toBeGreaterThan(p.room);
+      }
+    }
+    // 40 packets queued before the first wake-up, a handful per batch: several batches in it.
+    expect(p.batches.length).toBeGreaterThan(3);
+    expect(p.batches.filter((b) => b.turn === p.batches[0]!.turn).length).toBeGreaterThan(1);
+  });
+
   it('writeTun writes each packet, skips and counts bad ones', () => {
     const w = r.tunWrite;
     expect(w.written).toBe(2);
@@ -197,7 +221,8 @@ describe.skipIf(skipReason)('native addon (in a private network namespace)', () 
     expect(e.close99999).toMatchObject({ threw: true, code: 'EBADF', errno: 9, syscall: 'close' });
     expect(e.bindNotLocal).toMatchObject({ threw: true, code: 'EADDRNOTAVAIL', syscall: 'bind' });
     expect(e.bindNotLocal.message).toContain('198.51.100.77');
-    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind3', 'writeTunCountTooBig']) {
+    expect(e.packedOneSlot).toMatchObject({ threw: false });
+    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind3', 'writeTunCountTooBig', 'packedSlabTooSmall', 'packedOffsTooShort']) {
       expect(e[k], k).toMatchObject({ threw: true, name: 'RangeError' });
     }
     for (const k of ['slabNotBuffer', 'lensNotInt32', 'udpNoInfo']) {

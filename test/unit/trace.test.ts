@@ -49,9 +49,9 @@ afterAll(() => {
 const LOCAL = ip('198.51.100.10');
 /** The four TUN packets of the diagram; returns the batch size. */
 function tunBatch(): number {
-  const { txBuf, tunLens, tunSlot } = dp.slabs;
+  const { txBuf, tunLens } = dp.slabs;
   const put = (i: number, kind: number, dst: string): void => {
-    tunLens[i] = writeWarmPacket(txBuf, i * tunSlot + HEADROOM, kind, LOCAL, ip(dst), 100, i, 1, false);
+    tunLens[i] = writeWarmPacket(txBuf, dp.slabs.placeTun(i), kind, LOCAL, ip(dst), 100, i, 1, false);
   };
   put(0, WARM_UDP, '203.0.113.10');
   put(1, WARM_ICMP, '203.0.113.11');
@@ -111,9 +111,10 @@ describe('the sampler in the data path', () => {
   });
 
   it('a slot that dropped in one batch and forwards in the next is traced as a forward', () => {
-    const { txBuf, tunLens, tunSlot } = dp.slabs;
+    const { txBuf, tunLens, tunOffs } = dp.slabs;
     tunBatch();
-    tunLens[2] = writeWarmPacket(txBuf, 2 * tunSlot + HEADROOM, WARM_UDP, LOCAL, ip('203.0.113.12'), 100, 2, 1, false);
+    // The same length as before, so packet 2 takes the same place in the packed slab.
+    tunLens[2] = writeWarmPacket(txBuf, tunOffs[2]! + HEADROOM, WARM_UDP, LOCAL, ip('203.0.113.12'), 100, 2, 1, false);
     dp.send.onTunBatch(4);
     expect(lines().map((l) => l.verdict)).toEqual(['forward', 'forward', 'forward', 'forward']);
   });
