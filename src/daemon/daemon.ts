@@ -65,6 +65,8 @@ import { Resources } from './lifecycle.js';
 import { lastLogWriteError, logWriteErrors, type Logger } from './logger.js';
 import type { QueueSnapshot } from './queues.js';
 import { TraceHub } from './trace.js';
+import { addFigures } from '../dataplane/figures.js';
+import { nonZero, StatsLog, type CounterSums } from './stats-log.js';
 import { statusReport, type DaemonState, type StatusReport } from './status.js';
 
 /** The report's type, for the tests and helpers that import it from here. */
@@ -80,7 +82,7 @@ export class Daemon {
   private startedAt = 0;
   /** This thread's V8 heap, reserved bytes, once up: what settleMemory (src/daemon/footprint.ts) compares with. */
   private heapAtUp = 0;
-  private statsTimer: NodeJS.Timeout | undefined;
+  private statsLog: StatsLog | undefined;
   private pmtuTimer: NodeJS.Timeout | undefined;
   /** The TUN's presence and kernel-side drops, watched while up. */
   private linkWatch: LinkWatch | undefined;
@@ -160,7 +162,7 @@ export class Daemon {
     const wasUp = this.state === 'up' || this.state === 'failed';
     this.state = 'closing';
     this.linkWatch?.stop(); // our own close deletes the TUN: not a failure
-    if (this.statsTimer) clearInterval(this.statsTimer);
+    this.statsLog?.stop();
     if (this.pmtuTimer) clearInterval(this.pmtuTimer);
     this.log.info({ reason }, 'closing');
     this.trace.close();
@@ -331,20 +333,30 @@ export class Daemon {
     this.pmtuTimer.unref();
   }
 
-  /** Log a counter summary at most every `log.stats_interval` seconds, and only if it changed. */
+  /** Log a counter summary at most every `log.stats_interval` seconds, and only if it changed (stats-log.ts). */
   private startStatsLog(): void {
     const every = this.config.log.stats_interval;
     if (!every || !this.res.dataplane) return;
-    let last = '';
-    this.statsTimer = setInterval(() => {
-      void this.status().then((s) => {
-        const key = JSON.stringify([s.counters, s.drops]);
-        if (key === last || this.state !== 'up') return;
-        last = key;
-        this.log.info({ subsystem: 'stats', counters: s.counters, drops: nonZero(s.drops) }, 'counters');
-      });
-    }, every * 1000);
-    this.statsTimer.unref();
+    this.statsLog = new StatsLog(every, { sums: () => this.counterSums() }, this.log);
+    this.statsLog.start();
+  }
+
+  /**
+   * Every queue's counters and drops added up, and the two counters kept outside the queues: what
+   * the summary logs, and nothing else of the status report. Queue 0's are read here; the
+   * workers', if any, when they answer. Null unless up.
+   */
+  private async counterSums(): Promise<CounterSums | null> {
+    const dp = this.res.dataplane;
+    if (!dp || this.state !== 'up') return null;
+    const sums: CounterSums = { counters: new Float64Array(dp.figures.counters.length), drops: new Float64Array(dp.figures.drops.length), extra: {} };
+    addFigures(sums, dp.figures);
+    if (this.res.queues && this.res.queues.count > 0) {
+      for (const q of await this.res.queues.snapshotsSettled()) if (q) addFigures(sums, q);
+      if (this.state !== 'up') return null;
+    }
+    sums.extra = { tun_kernel_tx_dropped: this.linkWatch?.txDropped() ?? 0, log_write_errors: logWriteErrors() };
+    return sums;
   }
 }
 
@@ -354,8 +366,4 @@ function sameFile(a: string, b: string): boolean {
   } catch {
     return false;
   }
-}
-
-function nonZero(o: Record<string, number>): Record<string, number> {
-  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== 0));
 }

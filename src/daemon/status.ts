@@ -10,7 +10,7 @@ import { ENCAP_FOU, type Peer } from '../ipip/index.js';
 import { VERDICT_NAMES } from '../ipip/verdict.js';
 import type { Config } from './config.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
-import { COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
+import { addFigures, COUNTER_NAMES, nameFigures, queueSnapshot } from '../dataplane/figures.js';
 import type { QueueSnapshot } from './queues.js';
 import type { HopStatus, NextHops } from './nexthop.js';
 import { plainRoutes, underlaySubnet } from './cross-subnet.js';
@@ -120,8 +120,8 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
   const c = s.config;
   const dp = s.dataplane;
   const all = dp ? [queueSnapshot(dp.figures), ...snaps] : [];
-  const counters = new Float64Array(COUNTER_NAMES.length);
-  const drops = new Float64Array(VERDICT_NAMES.length);
+  const sums = { counters: new Float64Array(COUNTER_NAMES.length), drops: new Float64Array(VERDICT_NAMES.length) };
+  const { counters, drops } = sums;
   const lastErrors: Record<string, string> = {};
   const queueFigures = (q: number, k: ArrayLike<number>): StatusReport['queues'][number] => ({
     queue: q,
@@ -133,8 +133,7 @@ export function statusReport(state: DaemonState, startedAt: number, s: StatusSou
   const queues: StatusReport['queues'] = [];
   const peerSums = s.peers.map(() => ({ txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxAt: 0 }));
   all.forEach((q, i) => {
-    q.counters.forEach((v, j) => (counters[j] += v));
-    q.drops.forEach((v, j) => (drops[j] += v));
+    addFigures(sums, q);
     // Queue 0's first: its errors win over a worker's of the same name.
     for (const [k, v] of Object.entries(q.lastErrors)) lastErrors[k] ??= v;
     queues.push(queueFigures(i, q.counters));

@@ -172,6 +172,13 @@ export interface QueueSnapshot {
   peers: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxAt: number }[];
 }
 
+/** Adds one queue's counters and drops (indexed as COUNTER_NAMES / VERDICT_NAMES) into `into`'s. */
+export function addFigures(into: { counters: Float64Array; drops: Float64Array }, q: { counters: ArrayLike<number>; drops: ArrayLike<number> }): void {
+  const { counters, drops } = into;
+  for (let j = 0; j < counters.length; j++) counters[j]! += q.counters[j]!;
+  for (let j = 0; j < drops.length; j++) drops[j]! += q.drops[j]!;
+}
+
 /** A queue's figures as they stand. */
 export function queueSnapshot(f: Figures): QueueSnapshot {
   const p = f.peers;

@@ -94,7 +94,10 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
 
   beforeAll(async () => {
     topo = await Topology.up({ hosts: 2 });
-    const config = (h: HostInfo): string => editedConfig(topo, h, `queues2-offload-${offload}`, (c) => (c.io = { ...(c.io ?? {}), offload, queues: 2 }));
+    const config = (h: HostInfo): string => editedConfig(topo, h, `queues2-offload-${offload}`, (c) => {
+      c.io = { ...(c.io ?? {}), offload, queues: 2 };
+      c.log = { ...(c.log ?? {}), stats_interval: 1 }; // the counter summary, with the worker's share
+    });
     ({ h1, h2, d1, d2 } = started = await startPair(topo, config));
 
     pcap = join(topo.info.outDir, 'h1-ul0.pcap');
@@ -260,6 +263,16 @@ describe.skipIf(why).each([{ offload: true }, { offload: false }])('ipipd with i
       // 1's share, which would be missing if the worker's were not added).
       for (const [k, v] of Object.entries(last.counters)) expect(final!.counters[k], `${h.name} final ${k}`).toBeGreaterThanOrEqual(v);
       expect(final!.counters.tx_packets).toBe(last.counters.tx_packets);
+      // The summary (log.stats_interval: 1): only lines that differ from the one before, every
+      // counter in each, queue 1's share included (never more than the final figures).
+      const stats = lines.filter((l) => l.msg === 'counters' && l.subsystem === 'stats');
+      expect(stats.length, `${h.name}: no counter summary in the log`).toBeGreaterThan(0);
+      for (const [i, l] of stats.entries()) {
+        expect(Object.keys(l.counters)).toEqual(Object.keys(final!.counters));
+        expect(l.counters.tx_packets).toBeLessThanOrEqual(final!.counters.tx_packets);
+        if (i > 0) expect(JSON.stringify([l.counters, l.drops])).not.toBe(JSON.stringify([stats[i - 1]!.counters, stats[i - 1]!.drops]));
+      }
+      expect(stats.some((l) => l.counters.tx_packets > 0)).toBe(true);
       expect(final!.counters.rx_packets).toBe(last.counters.rx_packets);
       expect(final!.peers[0].txPackets).toBe(last.peers[0]!.txPackets);
       expect(final!.peers[0].rxPackets).toBe(last.peers[0]!.rxPackets);
