@@ -59,6 +59,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -1108,6 +1109,14 @@ constexpr int kUdpInfoInts = 4;
 constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
 constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
+// A UDP Reader that has lately seen UDP_GRO datagrams (each up to 64 KiB) reads at most this
+// many bytes' worth of slots per recvmmsg(2), so that bulk traffic fills the first few slots
+// only instead of every slot of the batch (as the TUN slab's TUN_PACK_BYTES,
+// src/dataplane/slabs.ts). "Lately": within the last kGroQuietReads reads that returned
+// anything; bulk traffic mixes merged datagrams with single ones (what GRO flushed alone), so
+// one read without a merged datagram says nothing.
+constexpr size_t kGroReadBytes = 256 * 1024;
+constexpr int kGroQuietReads = 64;
 
 class Reader : public Napi::ObjectWrap<Reader> {
  public:
@@ -1136,7 +1145,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
   void Drain();
   int ReadTun(int* err, bool* full);
   int ReadRaw(int* err);
-  int ReadUdp(int* err);
+  int ReadUdp(int* err, bool* full);
   void Unpin();
   void ReleaseHandle();
   std::string What() const;
@@ -1165,6 +1174,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
   std::vector<char> ctrl_;
   int32_t* info_ = nullptr;
   Napi::ObjectReference infoRef_;
+  // kKindUdp: reads with data since the last one with a UDP_GRO datagram (kGroQuietReads: none lately).
+  int groQuiet_ = kGroQuietReads;
   uv_poll_t* handle_ = nullptr;  // heap-allocated: it must outlive us until its close callback
   bool started_ = false;
   bool closed_ = false;
@@ -1379,7 +1390,7 @@ void Reader::Drain() {
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
     bool full = false;  // packed TUN: the batch ended because the slab had no room for another
-    int n = kind_ == kKindTun ? ReadTun(&err, &full) : kind_ == kKindUdp ? ReadUdp(&err) : ReadRaw(&err);
+    int n = kind_ == kKindTun ? ReadTun(&err, &full) : kind_ == kKindUdp ? ReadUdp(&err, &full) : ReadRaw(&err);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -1444,7 +1455,9 @@ int Reader::ReadRaw(int* err) {
 
 // One recvmmsg(2) on a UDP socket: datagram i's payload into slot i as ReadRaw, its source
 // address and port, the segment size of a UDP_GRO read (0 if none) and the TOS into info_.
-int Reader::ReadUdp(int* err) {
+// While UDP_GRO datagrams come (kGroQuietReads), at most kGroReadBytes / slot datagrams per
+// call (*full: that many came, read on).
+int Reader::ReadUdp(int* err, bool* full) {
   for (int i = 0; i < batch_; i++) {
     struct msghdr& h = msgs_[i].msg_hdr;
     h.msg_name = &names_[i];
@@ -1452,11 +1465,13 @@ int Reader::ReadUdp(int* err) {
     h.msg_control = ctrl_.data() + static_cast<size_t>(i) * kUdpCtrl;
     h.msg_controllen = kUdpCtrl;
   }
-  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+  const int vlen = groQuiet_ < kGroQuietReads ? std::min(batch_, std::max(1, static_cast<int>(kGroReadBytes / static_cast<size_t>(slot_)))) : batch_;
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(vlen), MSG_DONTWAIT, nullptr);
   if (r < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
     return 0;
   }
+  bool gro = false;
   for (int i = 0; i < r; i++) {
     struct msghdr& h = msgs_[i].msg_hdr;
     lens_[i] = (h.msg_flags & MSG_TRUNC) != 0 ? -1 : static_cast<int32_t>(msgs_[i].msg_len);
@@ -1470,11 +1485,15 @@ int Reader::ReadUdp(int* err) {
         int gso = 0;
         memcpy(&gso, CMSG_DATA(c), sizeof gso);
         o[2] = gso;
+        if (gso > 0) gro = true;
       } else if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) {
         o[3] = *reinterpret_cast<const uint8_t*>(CMSG_DATA(c));
       }
     }
   }
+  if (gro) groQuiet_ = 0;
+  else if (r > 0 && groQuiet_ < kGroQuietReads) groQuiet_++;
+  *full = r == vlen && vlen < batch_;
   return r;
 }
 
