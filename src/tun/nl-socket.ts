@@ -88,7 +88,8 @@ export class NetlinkSocket {
   private readonly lens = new Int32Array(BATCH);
   private readonly pending = new Map<number, Pending>();
   private seq = 0;
-  private dumping: Promise<void> = Promise.resolve();
+  /** While a dump runs: the dumps waiting for it to end, first in first out; null when none runs. */
+  private dumpWaiting: Array<() => void> | null = null;
   private closed = false;
   private events = 0;
 
@@ -117,17 +118,22 @@ export class NetlinkSocket {
    * NetlinkError: the kernel's errno, ETIMEDOUT after `timeoutMs`, EBADMSG for a reply that did
    * not parse, ECANCELED if the socket is closed first.
    */
-  async request(op: string, msg: Buffer, onReply: ReplyHandler | undefined, timeoutMs: number): Promise<void> {
+  request(op: string, msg: Buffer, onReply: ReplyHandler | undefined, timeoutMs: number): Promise<void> {
     if ((msgFlags(msg, 0) & NLM_F_DUMP) !== NLM_F_DUMP) return this.exchange(op, msg, onReply, timeoutMs);
-    const before = this.dumping;
-    let done!: () => void;
-    this.dumping = new Promise((resolve) => (done = resolve));
-    try {
-      await before;
-      return await this.exchange(op, msg, onReply, timeoutMs);
-    } finally {
-      done();
+    let mine: Promise<void>;
+    if (this.dumpWaiting === null) {
+      // None running: send now (synchronously, as every other request).
+      this.dumpWaiting = [];
+      mine = this.exchange(op, msg, onReply, timeoutMs);
+    } else {
+      const waiting = this.dumpWaiting;
+      mine = new Promise<void>((resolve) => waiting.push(resolve)).then(() => this.exchange(op, msg, onReply, timeoutMs));
     }
+    return mine.finally(() => {
+      const next = this.dumpWaiting?.shift();
+      if (next) next();
+      else this.dumpWaiting = null;
+    });
   }
 
   /** Stop reading and close the fd; requests still waiting fail with ECANCELED. Idempotent. */

@@ -220,7 +220,7 @@ export interface ErrorReply {
  */
 export function decodeError(b: Buffer, off: number, len: number): ErrorReply {
   if (len < NLMSG_HDRLEN + 4 + NLMSG_HDRLEN) throw new MalformedMessage(`NLMSG_ERROR of ${len} bytes`);
-  const errno = -i32(b, off + NLMSG_HDRLEN);
+  const errno = -i32(b, off + NLMSG_HDRLEN) | 0;
   const flags = msgFlags(b, off);
   let message: string | undefined;
   if ((flags & NLM_F_ACK_TLVS) !== 0) {
@@ -236,7 +236,7 @@ export function decodeError(b: Buffer, off: number, len: number): ErrorReply {
 
 /** NLMSG_DONE's payload: the dump's own error as a positive errno (0: complete). Old kernels may send none. */
 export function decodeDone(b: Buffer, off: number, len: number): number {
-  return len >= NLMSG_HDRLEN + 4 ? -i32(b, off + NLMSG_HDRLEN) : 0;
+  return len >= NLMSG_HDRLEN + 4 ? -i32(b, off + NLMSG_HDRLEN) | 0 : 0;
 }
 
 // ---------------------------------------------------------------------------------------------
