@@ -1,9 +1,10 @@
 /**
  * Typed face of the native addon (`native/ipipd.cc`), the only place ipipd makes syscalls.
  *
- * The addon is thin: it opens the TUN device and the raw IP-in-IP (RFC 2003, protocol 4)
- * socket, moves batches of packets between them and buffers that JavaScript owns, and reports
- * errors as `Error`s whose `code` is the errno symbol. All logic stays in JavaScript.
+ * The addon is thin: it opens the TUN device, the raw IP-in-IP (RFC 2003, protocol 4) socket
+ * and the rtnetlink socket (whose messages src/tun/rtnetlink.ts builds and parses), moves
+ * batches of packets between them and buffers that JavaScript owns, and reports errors as
+ * `Error`s whose `code` is the errno symbol. All logic stays in JavaScript.
  *
  * This module finds the built addon by walking up from its own directory to the package root
  * (the first folder holding `package.json`), so the same code works from `src/tun/native.ts`
