@@ -171,6 +171,14 @@ Napi::Error UvError(Napi::Env env, int status, const char* syscall, const std::s
   return MakeSysError(env, -status, syscall, what, uv_err_name(status), uv_strerror(status));
 }
 
+// The way out of a socket being opened: the error of the syscall that just failed (errno read
+// first), with `fd` closed.
+Napi::Error CloseAndFail(Napi::Env env, int fd, const char* syscall, const std::string& what) {
+  int err = errno;
+  close(fd);
+  return ErrnoError(env, err, syscall, what);
+}
+
 std::string Ipv4Text(int32_t addr) {
   struct in_addr in;
   in.s_addr = htonl(static_cast<uint32_t>(addr));
@@ -447,9 +455,7 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
 
   auto fail = [&](const char* syscall, const std::string& step) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(env, err, syscall, what + ": " + step);
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
   };
   if (filter.filter != nullptr) {
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0) {
@@ -791,9 +797,7 @@ Napi::Value OpenUdp(const Napi::CallbackInfo& info) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
   auto fail = [&](const char* syscall, const std::string& step) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(env, err, syscall, what + ": " + step);
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
   };
   if (sendOnly) {
     struct sock_filter drop[] = {{BPF_RET | BPF_K, 0, 0, 0}};
@@ -1118,9 +1122,7 @@ Napi::Value OpenNetlink(const Napi::CallbackInfo& info) {
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
   auto fail = [&](const char* syscall, const std::string& step) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(env, err, syscall, what + ": " + step);
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
   };
   if (SetBufSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf) < 0) {
     throw fail("setsockopt", "setsockopt SO_RCVBUF");

@@ -23,9 +23,9 @@
  *
  * Flow, in the order of this file: the constants; `MalformedMessage` (code EBADMSG, what every
  * check throws); the header (`checkMessage`, the one framing check, then unchecked accessors);
- * attributes (`attrs`, checked); the error and done payloads; then per family header a shape,
- * an encoder and a decoder: links (ifinfomsg), addresses (ifaddrmsg), routes (rtmsg),
- * neighbours (ndmsg). Encoders return a whole request with seq and pid 0 (the socket sets seq);
+ * attributes (`attrs`, checked); family headers as field tables (`Layout`); the error and done
+ * payloads; then per family header a shape, a layout, an encoder and a decoder: links
+ * (ifinfomsg), addresses (ifaddrmsg), routes (rtmsg), neighbours (ndmsg). Encoders return a whole request with seq and pid 0 (the socket sets seq);
  * decoders take one message that `checkMessage` accepted and check its family header and every
  * attribute they read.
  *
@@ -205,6 +205,31 @@ function build(type: number, flags: number, fixed: Buffer, list: ReadonlyArray<A
   return b;
 }
 
+/**
+ * A family header's fields: name in the message's shape, byte offset, size in bytes (-4: a signed
+ * 32-bit int). Encoder and decoder of each header read the same table, so they cannot disagree.
+ */
+type Layout<T> = ReadonlyArray<readonly [field: keyof T & string, offset: number, size: 1 | 2 | 4 | -4]>;
+
+function writeFixed<T>(layout: Layout<T>, size: number, m: T): Buffer {
+  const h = Buffer.alloc(size);
+  const v = m as unknown as Record<string, number>;
+  for (const [k, o, n] of layout) {
+    if (n === 1) h[o] = v[k]!;
+    else if (n === 2) w16(h, o, v[k]!);
+    else w32(h, o, v[k]!);
+  }
+  return h;
+}
+
+/** The header's fields into `m`; unchecked: `attrs` has checked that the header is there. */
+function readFixed<T>(b: Buffer, off: number, layout: Layout<T>, m: T): T {
+  const v = m as unknown as Record<string, number>;
+  const h = off + NLMSG_HDRLEN;
+  for (const [k, o, n] of layout) v[k] = n === 1 ? b[h + o]! : n === 2 ? u16(b, h + o) : n === 4 ? u32(b, h + o) : i32(b, h + o);
+  return m;
+}
+
 // ---------------------------------------------------------------------------------------------
 // NLMSG_ERROR and NLMSG_DONE
 
@@ -256,13 +281,10 @@ export interface LinkMsg {
   txqlen?: number | undefined;
 }
 
+const IFINFOMSG: Layout<LinkMsg> = [['family', 0, 1], ['type', 2, 2], ['index', 4, -4], ['flags', 8, 4], ['change', 12, 4]];
+
 export function encodeLink(type: number, flags: number, m: LinkMsg): Buffer {
-  const h = Buffer.alloc(16);
-  h[0] = m.family;
-  w16(h, 2, m.type);
-  w32(h, 4, m.index);
-  w32(h, 8, m.flags);
-  w32(h, 12, m.change);
+  const h = writeFixed(IFINFOMSG, 16, m);
   const name = m.name === undefined ? undefined : ([IFLA_IFNAME, Buffer.from(`${m.name}\0`, 'latin1')] as const);
   return build(type, flags, h, [
     name,
@@ -278,13 +300,7 @@ export function decodeLink(b: Buffer, off: number, len: number): LinkMsg {
     else if (t === IFLA_MTU) m.mtu = attr4(b, o, n, 'ifinfomsg', t);
     else if (t === IFLA_TXQLEN) m.txqlen = attr4(b, o, n, 'ifinfomsg', t);
   });
-  const h = off + NLMSG_HDRLEN;
-  m.family = b[h]!;
-  m.type = u16(b, h + 2);
-  m.index = i32(b, h + 4);
-  m.flags = u32(b, h + 8);
-  m.change = u32(b, h + 12);
-  return m;
+  return readFixed(b, off, IFINFOMSG, m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -302,10 +318,10 @@ export interface AddrMsg {
   address?: number | undefined;
 }
 
+const IFADDRMSG: Layout<AddrMsg> = [['family', 0, 1], ['prefixLength', 1, 1], ['flags', 2, 1], ['scope', 3, 1], ['index', 4, 4]];
+
 export function encodeAddr(type: number, flags: number, m: AddrMsg): Buffer {
-  const h = Buffer.from([m.family, m.prefixLength, m.flags, m.scope, 0, 0, 0, 0]);
-  w32(h, 4, m.index);
-  return build(type, flags, h, [
+  return build(type, flags, writeFixed(IFADDRMSG, 8, m), [
     m.local === undefined ? undefined : ipValue(IFA_LOCAL, m.local),
     m.address === undefined ? undefined : ipValue(IFA_ADDRESS, m.address),
   ]);
@@ -320,12 +336,7 @@ export function decodeAddr(b: Buffer, off: number, len: number): AddrMsg {
     if (t === IFA_LOCAL) m.local = attr4(b, o, n, 'ifaddrmsg', t, true);
     else if (t === IFA_ADDRESS) m.address = attr4(b, o, n, 'ifaddrmsg', t, true);
   });
-  m.family = b[h]!;
-  m.prefixLength = b[h + 1]!;
-  m.flags = b[h + 2]!;
-  m.scope = b[h + 3]!;
-  m.index = u32(b, h + 4);
-  return m;
+  return readFixed(b, off, IFADDRMSG, m);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -352,10 +363,12 @@ export interface RouteMsg {
   tableId?: number | undefined;
 }
 
+const RTMSG: Layout<RouteMsg> = [
+  ['family', 0, 1], ['dstLen', 1, 1], ['srcLen', 2, 1], ['tos', 3, 1], ['table', 4, 1], ['protocol', 5, 1], ['scope', 6, 1], ['type', 7, 1], ['flags', 8, 4],
+];
+
 export function encodeRoute(type: number, flags: number, m: RouteMsg): Buffer {
-  const h = Buffer.from([m.family, m.dstLen, m.srcLen, m.tos, m.table, m.protocol, m.scope, m.type, 0, 0, 0, 0]);
-  w32(h, 8, m.flags);
-  return build(type, flags, h, [
+  return build(type, flags, writeFixed(RTMSG, 12, m), [
     m.dst === undefined ? undefined : ipValue(RTA_DST, m.dst),
     m.src === undefined ? undefined : ipValue(RTA_SRC, m.src),
     m.oif === undefined ? undefined : u32Value(RTA_OIF, m.oif),
@@ -378,9 +391,7 @@ export function decodeRoute(b: Buffer, off: number, len: number): RouteMsg {
     else if (t === RTA_SRC) m.src = attr4(b, o, n, 'rtmsg', t, true);
     else if (t === RTA_GATEWAY) m.gateway = attr4(b, o, n, 'rtmsg', t, true);
   });
-  [m.family, m.dstLen, m.srcLen, m.tos, m.table, m.protocol, m.scope, m.type] = [b[h]!, b[h + 1]!, b[h + 2]!, b[h + 3]!, b[h + 4]!, b[h + 5]!, b[h + 6]!, b[h + 7]!];
-  m.flags = u32(b, h + 8);
-  return m;
+  return readFixed(b, off, RTMSG, m);
 }
 
 /** The route's table: RTA_TABLE if present (any id), else rtm_table. */
@@ -402,14 +413,10 @@ export interface NeighMsg {
   lladdr?: Buffer | undefined;
 }
 
+const NDMSG: Layout<NeighMsg> = [['family', 0, 1], ['ifindex', 4, -4], ['state', 8, 2], ['flags', 10, 1], ['type', 11, 1]];
+
 export function encodeNeigh(type: number, flags: number, m: NeighMsg): Buffer {
-  const h = Buffer.alloc(12);
-  h[0] = m.family;
-  w32(h, 4, m.ifindex);
-  w16(h, 8, m.state);
-  h[10] = m.flags;
-  h[11] = m.type;
-  return build(type, flags, h, [
+  return build(type, flags, writeFixed(NDMSG, 12, m), [
     m.dst === undefined ? undefined : ipValue(NDA_DST, m.dst),
     m.lladdr === undefined ? undefined : [NDA_LLADDR, m.lladdr],
   ]);
@@ -422,10 +429,5 @@ export function decodeNeigh(b: Buffer, off: number, len: number): NeighMsg {
     if (t === NDA_DST && b[h] === AF_INET) m.dst = attr4(b, o, n, 'ndmsg', t, true);
     else if (t === NDA_LLADDR) m.lladdr = Buffer.from(b.subarray(o, o + n));
   });
-  m.family = b[h]!;
-  m.ifindex = i32(b, h + 4);
-  m.state = u16(b, h + 8);
-  m.flags = b[h + 10]!;
-  m.type = b[h + 11]!;
-  return m;
+  return readFixed(b, off, NDMSG, m);
 }

@@ -197,7 +197,7 @@ describe.skipIf(skipReason)('native addon (in a private network namespace)', () 
     expect(e.close99999).toMatchObject({ threw: true, code: 'EBADF', errno: 9, syscall: 'close' });
     expect(e.bindNotLocal).toMatchObject({ threw: true, code: 'EADDRNOTAVAIL', syscall: 'bind' });
     expect(e.bindNotLocal.message).toContain('198.51.100.77');
-    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind3', 'writeTunCountTooBig']) {
+    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind4', 'writeTunCountTooBig']) {
       expect(e[k], k).toMatchObject({ threw: true, name: 'RangeError' });
     }
     for (const k of ['slabNotBuffer', 'lensNotInt32', 'udpNoInfo']) {
