@@ -98,13 +98,16 @@ export class NetlinkSocket {
     const { fd, port } = native.openNetlink(rcvbuf);
     this.fd = fd;
     this.port = port;
+    let reader: NativeReader | undefined;
     try {
-      this.reader = new native.Reader(fd, READER_NETLINK, this.slab, this.lens, SLOT, 0, BATCH, (n) => this.onBatch(n), (err) => this.onSocketError(err));
-      this.reader.start();
+      reader = new native.Reader(fd, READER_NETLINK, this.slab, this.lens, SLOT, 0, BATCH, (n) => this.onBatch(n), (err) => this.onSocketError(err));
+      reader.start();
     } catch (err) {
+      reader?.close();
       native.close(fd);
       throw err;
     }
+    this.reader = reader;
   }
 
   /** Join multicast group `group` (RTNLGRP_*): its events go to `onEvent` from now on. */
