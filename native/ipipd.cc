@@ -20,12 +20,16 @@
 //   - sendRaw: sendmmsg(2) in chunks, skipping and counting packets that fail; sendPacket: the
 //     same on an AF_PACKET socket to each packet's next-hop MAC (underlay.send: packet; which
 //     packets take that way and which sendRaw's is JavaScript's choice);
+//   - rtnetlink: openNetlink (a NETLINK_ROUTE socket bound to a kernel-chosen port),
+//     netlinkJoin (a multicast group), netlinkSend (one request to the kernel); the messages
+//     themselves are built and parsed in JavaScript (src/tun/rtnetlink.ts);
 //   - Reader: a uv_poll_t on the Node event loop that, on each readable wake-up, drains the fd
-//     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw socket)
-//     and calls onBatch(n) synchronously through MakeCallback; a TUN Reader may instead pack its
-//     packets one after the other (packed mode: each packet takes only the 64-byte-aligned bytes
-//     it needs, so a slab of a few slots' size holds a whole batch of small packets and a batch
-//     of super-packets stops when the slab is full, instead of 64 KiB slots per packet);
+//     into a pool of fixed slots (read(2) per packet for a TUN, recvmmsg(2) for the raw, UDP and
+//     netlink sockets) and calls onBatch(n) synchronously through MakeCallback; a TUN Reader may
+//     instead pack its packets one after the other (packed mode: each packet takes only the
+//     64-byte-aligned bytes it needs, so a slab of a few slots' size holds a whole batch of small
+//     packets and a batch of super-packets stops when the slab is full, instead of 64 KiB slots
+//     per packet);
 //   - module registration.
 //
 // Reader lifecycle (STYLE rule 13):
@@ -36,7 +40,9 @@
 //      +----close() / GC / environment teardown----> closed    (uv_close; references dropped)
 //
 // While started, the Reader pins its JS object (and through it slab, lens and callbacks) and the
-// active uv handle keeps the loop alive; in every other state nothing keeps the loop alive.
+// active uv handle keeps the loop alive; in every other state nothing keeps the loop alive. A
+// netlink Reader never keeps the loop alive (its handle is unref'd, as the sockets of the npm
+// package it replaces were): a request in flight does, through its timeout timer.
 
 #include <napi.h>
 #include <v8.h>
@@ -50,6 +56,7 @@
 #include <linux/if_ether.h>
 #include <linux/if_packet.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -167,6 +174,14 @@ Napi::Error ErrnoError(Napi::Env env, int err, const char* syscall, const std::s
 // libuv reports errors as negative errno values with its own names (same symbols on Linux).
 Napi::Error UvError(Napi::Env env, int status, const char* syscall, const std::string& what) {
   return MakeSysError(env, -status, syscall, what, uv_err_name(status), uv_strerror(status));
+}
+
+// The way out of a socket being opened: the error of the syscall that just failed (errno read
+// first), with `fd` closed.
+Napi::Error CloseAndFail(Napi::Env env, int fd, const char* syscall, const std::string& what) {
+  int err = errno;
+  close(fd);
+  return ErrnoError(env, err, syscall, what);
 }
 
 std::string Ipv4Text(int32_t addr) {
@@ -445,9 +460,7 @@ Napi::Value OpenRaw(const Napi::CallbackInfo& info) {
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
 
   auto fail = [&](const char* syscall, const std::string& step) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(env, err, syscall, what + ": " + step);
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
   };
   if (filter.filter != nullptr) {
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &filter, sizeof filter) < 0) {
@@ -789,9 +802,7 @@ Napi::Value OpenUdp(const Napi::CallbackInfo& info) {
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
   if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
   auto fail = [&](const char* syscall, const std::string& step) {
-    int err = errno;
-    close(fd);
-    return ErrnoError(env, err, syscall, what + ": " + step);
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
   };
   if (sendOnly) {
     struct sock_filter drop[] = {{BPF_RET | BPF_K, 0, 0, 0}};
@@ -1098,6 +1109,75 @@ Napi::Value SendUdp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), send.Run());
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// rtnetlink: openNetlink(rcvbuf): { fd, port }; netlinkJoin(fd, group); netlinkSend(fd, msg)
+
+#ifndef NETLINK_EXT_ACK
+#define NETLINK_EXT_ACK 11
+#endif
+#ifndef NETLINK_CAP_ACK
+#define NETLINK_CAP_ACK 10
+#endif
+
+Napi::Value OpenNetlink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t rcvbuf = ArgInt(info, 0, "rcvbuf", 0, INT32_MAX);
+  std::string what = "openNetlink";
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (fd < 0) throw ErrnoError(env, errno, "socket", what + ": socket");
+  auto fail = [&](const char* syscall, const std::string& step) {
+    return CloseAndFail(env, fd, syscall, what + ": " + step);
+  };
+  if (SetBufSize(fd, SO_RCVBUFFORCE, SO_RCVBUF, rcvbuf) < 0) {
+    throw fail("setsockopt", "setsockopt SO_RCVBUF");
+  }
+  // Best effort, both: an error reply that carries the kernel's reason as text (extended ACK,
+  // Linux 4.12), and that does not echo the whole request back (Linux 4.3).
+  int one = 1;
+  setsockopt(fd, SOL_NETLINK, NETLINK_EXT_ACK, &one, sizeof one);
+  setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one);
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof sa);
+  sa.nl_family = AF_NETLINK;  // nl_pid 0: the kernel picks the port
+  if (bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa) < 0) throw fail("bind", "bind");
+  socklen_t len = sizeof sa;
+  if (getsockname(fd, reinterpret_cast<struct sockaddr*>(&sa), &len) < 0) {
+    throw fail("getsockname", "getsockname");
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("fd", Napi::Number::New(env, fd));
+  out.Set("port", Napi::Number::New(env, sa.nl_pid));
+  return out;
+}
+
+Napi::Value NetlinkJoin(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  int32_t group = ArgInt(info, 1, "group", 1, INT32_MAX);
+  if (setsockopt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+    throw ErrnoError(env, errno, "setsockopt",
+                     "netlinkJoin(" + std::to_string(fd) + ", " + std::to_string(group) +
+                         "): setsockopt NETLINK_ADD_MEMBERSHIP");
+  }
+  return env.Undefined();
+}
+
+Napi::Value NetlinkSend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int32_t fd = ArgInt(info, 0, "fd", 0, INT32_MAX);
+  Napi::Uint8Array msg = ArgBytes(info, 1, "msg");
+  struct sockaddr_nl sa;
+  memset(&sa, 0, sizeof sa);
+  sa.nl_family = AF_NETLINK;  // to the kernel
+  ssize_t r;
+  do {
+    r = sendto(fd, msg.Data(), msg.ByteLength(), 0, reinterpret_cast<struct sockaddr*>(&sa), sizeof sa);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) throw ErrnoError(env, errno, "sendto", "netlinkSend(" + std::to_string(fd) + "): sendto");
+  return env.Undefined();
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reader
 
@@ -1106,6 +1186,9 @@ constexpr int kKindRaw = 1;
 // FOU: a UDP socket; per datagram also its source, UDP_GRO segment size and TOS (Reader's `info`).
 constexpr int kKindUdp = 2;
 constexpr int kUdpInfoInts = 4;
+// rtnetlink: one datagram (one or more netlink messages) per slot. A datagram that was not
+// sent by the kernel (nl_pid != 0: another process writing to our port) is reported as -2.
+constexpr int kKindNetlink = 3;
 constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
 constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
@@ -1146,6 +1229,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
   int ReadTun(int* err, bool* full);
   int ReadRaw(int* err);
   int ReadUdp(int* err, bool* full);
+  int ReadNetlink(int* err);
+  bool Rearm();
   void Unpin();
   void ReleaseHandle();
   std::string What() const;
@@ -1171,6 +1256,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
   std::vector<struct iovec> iov_;
   // kKindUdp: each datagram's source and control messages, and where they are reported.
   std::vector<struct sockaddr_in> names_;
+  // kKindNetlink: each datagram's sender.
+  std::vector<struct sockaddr_nl> nlNames_;
   std::vector<char> ctrl_;
   int32_t* info_ = nullptr;
   Napi::ObjectReference infoRef_;
@@ -1186,7 +1273,7 @@ class Reader : public Napi::ObjectWrap<Reader> {
 Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) {
   Napi::Env env = info.Env();
   fd_ = ArgInt(info, 0, "fd", 0, INT32_MAX);
-  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindUdp);
+  kind_ = ArgInt(info, 1, "kind", kKindTun, kKindNetlink);
   Napi::Uint8Array slab = ArgBytes(info, 2, "slab");
   Napi::Int32Array lens = ArgI32(info, 3, "lens");
   slot_ = ArgInt(info, 4, "slotSize", 1, INT32_MAX);
@@ -1236,7 +1323,8 @@ Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) 
     names_.resize(batch_);
     ctrl_.resize(static_cast<size_t>(batch_) * kUdpCtrl);
   }
-  if (kind_ == kKindRaw || kind_ == kKindUdp) {
+  if (kind_ == kKindNetlink) nlNames_.resize(batch_);
+  if (kind_ != kKindTun) {
     msgs_.resize(batch_);
     iov_.resize(batch_);
     size_t cap = static_cast<size_t>(slot_ - headroom_);
@@ -1261,6 +1349,7 @@ Reader::Reader(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Reader>(info) 
   }
   handle->data = this;
   handle_ = handle;
+  if (kind_ == kKindNetlink) uv_unref(reinterpret_cast<uv_handle_t*>(handle));
   // A worker's loop must have no open handles when it is torn down.
   if (napi_add_env_cleanup_hook(env, OnEnvCleanup, this) == napi_ok) cleanupHook_ = true;
 }
@@ -1274,8 +1363,8 @@ Reader::~Reader() {
 }
 
 std::string Reader::What() const {
-  return std::string(kind_ == kKindTun ? "Reader(tun fd " : "Reader(raw fd ") +
-         std::to_string(fd_) + ")";
+  std::string kind = kind_ == kKindTun ? "tun" : kind_ == kKindNetlink ? "netlink" : "raw";
+  return "Reader(" + kind + " fd " + std::to_string(fd_) + ")";
 }
 
 Napi::Value Reader::Start(const Napi::CallbackInfo& info) {
@@ -1365,7 +1454,10 @@ void Reader::Wake(int status) {
   Ref();
   inWake_ = true;
   try {
-    if (status < 0) {
+    if (status < 0 && kind_ == kKindNetlink && Rearm()) {
+      // Reported and polling again: read what is queued.
+      if (started_ && !closed_) Drain();
+    } else if (status < 0) {
       // libuv has already stopped the handle (it does so on POLLERR, e.g. a TUN whose device
       // was deleted): mirror that, then report like a read error. JS may start() again.
       if (started_) Unpin();
@@ -1385,12 +1477,35 @@ void Reader::Wake(int status) {
   Unref();
 }
 
+// A netlink socket with a pending error (ENOBUFS: the kernel dropped messages it had for us, on
+// a multicast group that outran the receive buffer) polls as POLLERR, on which libuv stops the
+// handle and says UV_EBADF. Reading SO_ERROR clears the error: report it as what it is (the
+// errno recvmmsg(2) would have returned) and poll again. False if there was no such error.
+bool Reader::Rearm() {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0 || soerr == 0) return false;
+  Napi::Env env = Env();
+  int r = started_ ? uv_poll_start(handle_, UV_READABLE, OnPoll) : 0;
+  if (r < 0) {
+    Unpin();
+    onError_.MakeCallback(Value(), {UvError(env, r, "uv_poll_start", What() + ": uv_poll_start").Value()}, *context_);
+    return true;
+  }
+  onError_.MakeCallback(Value(), {ErrnoError(env, soerr, "recvmmsg", What() + ": recvmmsg").Value()}, *context_);
+  return true;
+}
+
 void Reader::Drain() {
   Napi::Env env = Env();
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
-    bool full = false;  // packed TUN: the batch ended because the slab had no room for another
-    int n = kind_ == kKindTun ? ReadTun(&err, &full) : kind_ == kKindUdp ? ReadUdp(&err, &full) : ReadRaw(&err);
+    // The batch ended for want of room (packed TUN) or by the UDP_GRO cap, not of packets.
+    bool full = false;
+    int n = kind_ == kKindTun      ? ReadTun(&err, &full)
+            : kind_ == kKindUdp     ? ReadUdp(&err, &full)
+            : kind_ == kKindNetlink ? ReadNetlink(&err)
+                                    : ReadRaw(&err);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -1497,6 +1612,28 @@ int Reader::ReadUdp(int* err, bool* full) {
   return r;
 }
 
+// One recvmmsg(2) on a netlink socket: datagram i into slot i as ReadRaw (MSG_TRUNC: -1), or -2
+// if it did not come from the kernel.
+int Reader::ReadNetlink(int* err) {
+  for (int i = 0; i < batch_; i++) {
+    struct msghdr& h = msgs_[i].msg_hdr;
+    h.msg_name = &nlNames_[i];
+    h.msg_namelen = sizeof nlNames_[i];
+  }
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+  if (r < 0) {
+    if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
+    return 0;
+  }
+  for (int i = 0; i < r; i++) {
+    const struct msghdr& h = msgs_[i].msg_hdr;
+    lens_[i] = nlNames_[i].nl_pid != 0 ? -2
+               : (h.msg_flags & MSG_TRUNC) != 0 ? -1
+                                                 : static_cast<int32_t>(msgs_[i].msg_len);
+  }
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Module
 
@@ -1516,7 +1653,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("openPacket", Napi::Function::New(env, OpenPacket, "openPacket"));
   exports.Set("openUdp", Napi::Function::New(env, OpenUdp, "openUdp"));
   exports.Set("sendUdp", Napi::Function::New(env, SendUdp, "sendUdp"));
+  exports.Set("openNetlink", Napi::Function::New(env, OpenNetlink, "openNetlink"));
+  exports.Set("netlinkJoin", Napi::Function::New(env, NetlinkJoin, "netlinkJoin"));
+  exports.Set("netlinkSend", Napi::Function::New(env, NetlinkSend, "netlinkSend"));
   exports.Set("READER_UDP", Napi::Number::New(env, kKindUdp));
+  exports.Set("READER_NETLINK", Napi::Number::New(env, kKindNetlink));
   exports.Set("Reader", Reader::Define(env));
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
   exports.Set("DISCARD_FD", Napi::Number::New(env, kDiscardFd));

@@ -10,25 +10,18 @@
  * because the TUN's queue (`txqueuelen`) was full, that ipipd therefore never read (FINDINGS.md:
  * the only trace of them). `stop` closes it all.
  *
- * This is the second module that uses the `netlink` package (src/tun/netlink.ts makes the
- * requests): a subscription needs a socket of its own, and its listener must never throw (an
- * exception inside the package's listener aborts the process), so everything in it is caught.
+ * A subscription needs a socket of its own (src/tun/nl-socket.ts); a message on it that does
+ * not parse is skipped (the backstop still stands).
  */
 import { readFile, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import type * as NL from 'netlink';
+import { NetlinkSocket } from './nl-socket.js';
+import { decodeLink, RTM_DELLINK, RTNLGRP_LINK } from './rtnetlink.js';
 
-const require = createRequire(import.meta.url);
-const netlink: typeof NL = require('netlink');
-
-/** rtnetlink: RTM_DELLINK, and the offset of ifi_index in struct ifinfomsg (after family, pad, type). */
-const RTM_DELLINK = 17;
-const IFINFOMSG_INDEX = 4;
 /** How often the backstop re-reads sysfs. */
 const BACKSTOP_MS = 2000;
 
 export class LinkWatch {
-  private sock: NL.RtNetlinkSocket | undefined;
+  private sock: NetlinkSocket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gone = false;
   private lastTxDropped = 0;
@@ -43,23 +36,16 @@ export class LinkWatch {
   /** Subscribe to link events and start the backstop. A failure to subscribe leaves the backstop alone. */
   start(): void {
     try {
-      const sock = netlink.createRtNetlink();
-      sock.socket.on('error', () => {});
-      sock.on('invalid', () => {});
-      sock.socket.on('message', (msgs: { type: number; data: Buffer }[]) => {
-        try {
-          for (const m of msgs) {
-            if (m.type === RTM_DELLINK && m.data.length >= IFINFOMSG_INDEX + 4 && m.data.readInt32LE(IFINFOMSG_INDEX) === this.index) {
-              this.lost(`rtnetlink: device ${this.name} (ifindex ${this.index}) was deleted`);
-            }
+      this.sock = new NetlinkSocket({
+        onEvent: (type, b, off, len) => {
+          if (type === RTM_DELLINK && decodeLink(b, off, len).index === this.index) {
+            this.lost(`rtnetlink: device ${this.name} (ifindex ${this.index}) was deleted`);
           }
-        } catch {
-          // never throw inside the package's listener
-        }
+        },
       });
-      sock.addMembership('LINK');
-      this.sock = sock;
+      this.sock.join(RTNLGRP_LINK);
     } catch {
+      this.sock?.close();
       this.sock = undefined;
     }
     // Read off the thread (libuv's pool): this thread is queue 0's data path, and a synchronous
@@ -97,11 +83,7 @@ export class LinkWatch {
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
-    try {
-      this.sock?.socket.close();
-    } catch {
-      // already closed
-    }
+    this.sock?.close();
     this.sock = undefined;
   }
 

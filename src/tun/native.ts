@@ -1,9 +1,10 @@
 /**
  * Typed face of the native addon (`native/ipipd.cc`), the only place ipipd makes syscalls.
  *
- * The addon is thin: it opens the TUN device and the raw IP-in-IP (RFC 2003, protocol 4)
- * socket, moves batches of packets between them and buffers that JavaScript owns, and reports
- * errors as `Error`s whose `code` is the errno symbol. All logic stays in JavaScript.
+ * The addon is thin: it opens the TUN device, the raw IP-in-IP (RFC 2003, protocol 4) socket
+ * and the rtnetlink socket (whose messages src/tun/rtnetlink.ts builds and parses), moves
+ * batches of packets between them and buffers that JavaScript owns, and reports errors as
+ * `Error`s whose `code` is the errno symbol. All logic stays in JavaScript.
  *
  * This module finds the built addon by walking up from its own directory to the package root
  * (the first folder holding `package.json`), so the same code works from `src/tun/native.ts`
@@ -31,8 +32,8 @@ export interface NativeError extends Error {
   syscall: string;
 }
 
-/** Reader kind: 0 = TUN (read(2) per packet until EAGAIN), 1 = raw socket (recvmmsg(2)), 2 = UDP socket (recvmmsg(2), with `info`). */
-export type ReaderKind = 0 | 1 | 2;
+/** Reader kind: 0 = TUN (read(2) per packet until EAGAIN), 1 = raw socket (recvmmsg(2)), 2 = UDP socket (recvmmsg(2), with `info`), 3 = netlink socket (recvmmsg(2)). */
+export type ReaderKind = 0 | 1 | 2 | 3;
 
 /** Reader kind for a TUN file descriptor. */
 export const READER_TUN = 0;
@@ -40,6 +41,13 @@ export const READER_TUN = 0;
 export const READER_RAW = 1;
 /** Reader kind for a UDP socket (FOU): also fills `info`, UDP_INFO_INTS int32s per datagram. */
 export const READER_UDP = 2;
+/**
+ * Reader kind for a netlink socket (src/tun/nl-socket.ts): one datagram per slot; `lens[i]` -2
+ * for a datagram not sent by the kernel (another process writing to our port). A pending socket
+ * error (ENOBUFS: the kernel dropped messages for us) is reported to `onError` with its own code
+ * and the Reader goes on. The Reader never keeps the event loop alive.
+ */
+export const READER_NETLINK = 3;
 /** int32s per datagram in a UDP Reader's `info`: source address, source port, UDP_GRO segment size (0: none), TOS. */
 export const UDP_INFO_INTS = 4;
 
@@ -141,6 +149,17 @@ export interface NativeBinding {
    * segment's headers and its payload inside the super-packet, sent without a copy).
    */
   sendUdp(slab: Buffer, offs: Int32Array, lens: Int32Array, dsts: Int32Array, fds: Int32Array, n: number, res: Int32Array, port: number, gsoMax: number, tos?: Int32Array, heads?: Int32Array, tails?: Int32Array): number;
+  /**
+   * Open a non-blocking NETLINK_ROUTE socket (SOCK_RAW, close-on-exec) with SO_RCVBUF `rcvbuf`
+   * bytes (forced when permitted; 0 keeps the default), extended and capped ACKs where the kernel
+   * has them (NETLINK_EXT_ACK, NETLINK_CAP_ACK), bound to a port the kernel picks: returns the fd
+   * and that port (the nlmsg_pid of the kernel's replies to it). Throws a NativeError.
+   */
+  openNetlink(rcvbuf: number): { fd: number; port: number };
+  /** Join rtnetlink multicast group `group` (RTNLGRP_*, NETLINK_ADD_MEMBERSHIP); throws a NativeError (syscall 'setsockopt'). */
+  netlinkJoin(fd: number, group: number): void;
+  /** Send one request (`msg`: whole netlink messages) to the kernel with sendto(2); throws a NativeError (syscall 'sendto'), e.g. 'EAGAIN' when the send buffer is full. */
+  netlinkSend(fd: number, msg: Uint8Array): void;
   /** Open a non-blocking AF_PACKET SOCK_DGRAM socket that receives nothing (protocol 0), for `sendPacket`, with SO_SNDBUF `sndbuf` bytes (forced when permitted; 0 keeps the default); throws a NativeError (e.g. 'EPERM' without CAP_NET_RAW). */
   openPacket(sndbuf: number): number;
   /**

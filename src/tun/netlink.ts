@@ -1,55 +1,64 @@
 /**
- * rtnetlink, wrapped: the only module that talks to the `netlink` package.
- *
- * The daemon needs a handful of operations on links, addresses and routes; this file gives them
- * names and hides the package's gotchas (FINDINGS.md, measured on netlink 0.3.0, pinned):
- *   - a link's index is `data.index` (the package README's `link.index` is wrong);
+ * rtnetlink, by name: the operations the daemon needs on links, addresses, routes and
+ * neighbours, over one socket of ipipd's own (src/tun/nl-socket.ts; messages in
+ * src/tun/rtnetlink.ts). What the kernel wants, learned the hard way:
  *   - adds need NLM_F_CREATE|NLM_F_EXCL (without CREATE the kernel answers ENOENT);
  *   - route deletes need `scope: NOWHERE` (otherwise ESRCH);
- *   - an `onlink` next hop is rtm_flags bit RTNH_F_ONLINK (4), which the typings don't name;
- *   - an exception thrown inside the package's low-level socket listener aborts the process
- *     (SIGABRT, bypassing `uncaughtException`): we never register listeners that can throw.
- * Errors come back as `NetlinkError` with the errno name in `code` and the operation in `op`.
+ *   - an `onlink` next hop is rtm_flags bit RTNH_F_ONLINK (4);
+ *   - a table id above 255 only fits RTA_TABLE (rtm_table is one byte: RT_TABLE_UNSPEC there).
+ * Every request but a dump asks for an ACK, so that each one ends in a definite answer. Errors
+ * come back as `NetlinkError` with the errno name in `code` and the operation in `op`.
  *
  * Addresses are IPv4 as signed 32-bit ints, like everywhere else in ipipd.
  */
-import { createRequire } from 'node:module';
-import type * as NL from 'netlink';
+import { NetlinkError, NetlinkSocket } from './nl-socket.js';
+import {
+  AF_INET,
+  AF_UNSPEC,
+  decodeAddr,
+  decodeLink,
+  decodeNeigh,
+  decodeRoute,
+  encodeAddr,
+  encodeLink,
+  encodeNeigh,
+  encodeRoute,
+  IFF_UP,
+  NLM_F_ACK,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  NLM_F_REQUEST,
+  NTF_USE,
+  routeTable,
+  RTM_DELADDR,
+  RTM_DELLINK,
+  RTM_DELROUTE,
+  RTM_GETADDR,
+  RTM_GETLINK,
+  RTM_GETNEIGH,
+  RTM_GETROUTE,
+  RTM_NEWADDR,
+  RTM_NEWLINK,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+  RTM_SETLINK,
+  type RouteMsg,
+} from './rtnetlink.js';
 
-const require = createRequire(import.meta.url);
-// The package is CommonJS; load it once, typed by its own declarations.
-const netlink: typeof NL = require('netlink');
-
-const AF_INET = 2;
-const NLM_F_CREATE = 0x400;
-const NLM_F_EXCL = 0x200;
-const NLM_F_REPLACE = 0x100;
-const NLM_F_REQUEST = 0x1;
-const NLM_F_ACK = 0x4;
 const RTNH_F_ONLINK = 4;
 const RT_TABLE_MAIN = 254;
 const RTPROT_STATIC = 4;
 const RT_SCOPE_UNIVERSE = 0;
 const RT_SCOPE_LINK = 253;
 const RT_SCOPE_NOWHERE = 255;
+const RTN_UNSPEC = 0;
 const RTN_UNICAST = 1;
 /** Requests that get no answer in this time fail with ETIMEDOUT rather than hang start-up. */
 const REQUEST_TIMEOUT_MS = 5000;
-
-export class NetlinkError extends Error {
-  readonly code: string;
-  readonly op: string;
-  constructor(op: string, cause: unknown) {
-    const c = cause as { code?: unknown; message?: unknown };
-    const message = typeof c?.message === 'string' ? c.message : String(cause);
-    // The package reports kernel rejections only as text ("Request rejected: EEXIST").
-    const code = typeof c?.code === 'string' ? c.code : (/\b(E[A-Z0-9]{2,})\b/.exec(message)?.[1] ?? 'EUNKNOWN');
-    super(`${op}: ${code === 'EUNKNOWN' ? message : code}`);
-    this.name = 'NetlinkError';
-    this.code = code;
-    this.op = op;
-  }
-}
+const DUMP = NLM_F_REQUEST | NLM_F_DUMP;
+const ACKED = NLM_F_REQUEST | NLM_F_ACK;
 
 export interface LinkInfo {
   index: number;
@@ -138,45 +147,40 @@ export interface RouteInfo {
 /** rtm_type of a blackhole route. */
 export const RTN_BLACKHOLE = 6;
 
-function ipBuf(a: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32BE(a | 0, 0);
-  return b;
+/** The fixed part of a route request: rtm_table holds ids below 256, RTA_TABLE any. */
+function routeMsg(r: RouteSpec, over: Partial<RouteMsg>): RouteMsg {
+  const table = r.table ?? RT_TABLE_MAIN;
+  return {
+    family: AF_INET,
+    dstLen: r.dstLen,
+    srcLen: 0,
+    tos: 0,
+    table: table < 256 ? table : 0,
+    protocol: 0,
+    scope: RT_SCOPE_UNIVERSE,
+    type: RTN_UNSPEC,
+    flags: 0,
+    dst: r.dst,
+    oif: r.blackhole ? undefined : r.oif,
+    gateway: r.gateway,
+    priority: r.metric,
+    tableId: table,
+    ...over,
+  };
 }
 
-function bufIp(b: Buffer | undefined): number | undefined {
-  return b && b.length === 4 ? b.readInt32BE(0) : undefined;
-}
-
-/** One rtnetlink socket. Not kept alive by itself (the package's sockets are unref'd). */
+/** One rtnetlink socket. Not kept alive by itself (only a request in flight keeps the process up). */
 export class Rtnl {
-  private readonly sock: NL.RtNetlinkSocket;
-  private closed = false;
-
-  constructor() {
-    this.sock = netlink.createRtNetlink();
-    // Never let an 'error' event become an uncaught exception; requests report their own errors.
-    this.sock.socket.on('error', () => {});
-    this.sock.on('invalid', () => {});
-  }
-
-  private async run<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw new NetlinkError(op, err);
-    }
-  }
+  private readonly sock = new NetlinkSocket();
 
   async links(): Promise<LinkInfo[]> {
-    const msgs = await this.run('list links', () => this.sock.getLinks(undefined, undefined, { timeout: REQUEST_TIMEOUT_MS }));
-    return msgs.map((m) => ({
-      index: m.data.index ?? 0,
-      name: m.attrs.ifname ?? '',
-      mtu: m.attrs.mtu ?? 0,
-      up: !!m.data.flags?.up,
-      txqlen: m.attrs.txqlen ?? 0,
-    }));
+    const out: LinkInfo[] = [];
+    await this.sock.request('list links', encodeLink(RTM_GETLINK, DUMP, { family: AF_UNSPEC, type: 0, index: 0, flags: 0, change: 0 }), (type, b, off, len) => {
+      if (type !== RTM_NEWLINK) return;
+      const m = decodeLink(b, off, len);
+      out.push({ index: m.index, name: m.name ?? '', mtu: m.mtu ?? 0, up: (m.flags & IFF_UP) !== 0, txqlen: m.txqlen ?? 0 });
+    }, REQUEST_TIMEOUT_MS);
+    return out;
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
@@ -185,57 +189,36 @@ export class Rtnl {
 
   /** Delete a link (RTM_DELLINK), e.g. a TUN a dead daemon left behind. */
   async delLink(index: number): Promise<void> {
-    await this.run(`delete link ${index}`, () => this.sock.delLink({ index }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
+    await this.acked(`delete link ${index}`, encodeLink(RTM_DELLINK, ACKED, { family: AF_UNSPEC, type: 0, index, flags: 0, change: 0 }));
   }
 
   /** Set any of: administrative up/down, MTU, transmit queue length. */
   async setLink(index: number, change: { up?: boolean; mtu?: number; txqlen?: number }): Promise<void> {
-    const data: NL.rt.Link = { index };
-    if (change.up !== undefined) {
-      data.change = { up: true };
-      data.flags = change.up ? { up: true } : {};
-    }
-    const attrs: NL.ifla.LinkAttrs = {};
-    if (change.mtu !== undefined) attrs.mtu = change.mtu;
-    if (change.txqlen !== undefined) attrs.txqlen = change.txqlen;
-    await this.run(`set link ${index} ${JSON.stringify(change)}`, () =>
-      this.sock.setLink(data, attrs, { timeout: REQUEST_TIMEOUT_MS }),
-    );
+    const up = change.up === undefined ? 0 : IFF_UP;
+    const msg = encodeLink(RTM_SETLINK, ACKED, { family: AF_UNSPEC, type: 0, index, flags: change.up ? IFF_UP : 0, change: up, mtu: change.mtu, txqlen: change.txqlen });
+    await this.acked(`set link ${index} ${JSON.stringify(change)}`, msg);
   }
 
   async addresses(): Promise<AddressInfo[]> {
-    const msgs = await this.run('list addresses', () =>
-      this.sock.getAddresses({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }),
-    );
     const out: AddressInfo[] = [];
-    for (const m of msgs) {
-      if (m.data.family !== AF_INET) continue;
-      const a = bufIp(m.attrs.local) ?? bufIp(m.attrs.address);
-      if (a === undefined) continue;
-      out.push({ index: m.data.index ?? 0, address: a, prefixLength: m.data.prefixlen ?? 32 });
-    }
+    await this.sock.request('list addresses', encodeAddr(RTM_GETADDR, DUMP, { family: AF_INET, prefixLength: 0, flags: 0, scope: 0, index: 0 }), (type, b, off, len) => {
+      if (type !== RTM_NEWADDR) return;
+      const m = decodeAddr(b, off, len);
+      const a = m.local ?? m.address;
+      if (m.family === AF_INET && a !== undefined) out.push({ index: m.index, address: a, prefixLength: m.prefixLength });
+    }, REQUEST_TIMEOUT_MS);
     return out;
   }
 
   /** Add an IPv4 address; fails with EEXIST if the link already has it. */
   async addAddress(index: number, address: number, prefixLength: number): Promise<void> {
-    await this.run(`add address to link ${index}`, () =>
-      this.sock.newAddress(
-        { family: AF_INET, prefixlen: prefixLength, index, scope: RT_SCOPE_UNIVERSE },
-        { local: ipBuf(address), address: ipBuf(address) },
-        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, timeout: REQUEST_TIMEOUT_MS },
-      ),
-    );
+    const m = { family: AF_INET, prefixLength, flags: 0, scope: RT_SCOPE_UNIVERSE, index, local: address, address };
+    await this.acked(`add address to link ${index}`, encodeAddr(RTM_NEWADDR, ACKED | NLM_F_CREATE | NLM_F_EXCL, m));
   }
 
   async delAddress(index: number, address: number, prefixLength: number): Promise<void> {
-    await this.run(`delete address from link ${index}`, () =>
-      this.sock.delAddress(
-        { family: AF_INET, prefixlen: prefixLength, index },
-        { local: ipBuf(address), address: ipBuf(address) },
-        { timeout: REQUEST_TIMEOUT_MS },
-      ),
-    );
+    const m = { family: AF_INET, prefixLength, flags: 0, scope: RT_SCOPE_UNIVERSE, index, local: address, address };
+    await this.acked(`delete address from link ${index}`, encodeAddr(RTM_DELADDR, ACKED, m));
   }
 
   /**
@@ -244,81 +227,54 @@ export class Rtnl {
    * step: no moment without a route), or add it if there is none.
    */
   async addRoute(r: RouteSpec, replace = false): Promise<void> {
-    const attrs: NL.rt.RouteAttrs = r.blackhole ? { dst: ipBuf(r.dst) } : { dst: ipBuf(r.dst), oif: r.oif };
-    if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
-    if (r.metric !== undefined) attrs.priority = r.metric;
-    await this.run(`add route ${fmt(r.dst)}/${r.dstLen}`, () =>
-      this.sock.newRoute(
-        {
-          family: AF_INET,
-          dstLen: r.dstLen,
-          table: r.table ?? RT_TABLE_MAIN,
-          protocol: (r.protocol ?? RTPROT_STATIC) as NL.rt.RouteProtocol,
-          scope: r.gateway === undefined && !r.blackhole ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
-          type: r.blackhole ? RTN_BLACKHOLE : RTN_UNICAST,
-          flags: r.onlink ? { __unknown: RTNH_F_ONLINK } : {},
-        },
-        attrs,
-        { flags: NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (replace ? NLM_F_REPLACE : NLM_F_EXCL), timeout: REQUEST_TIMEOUT_MS },
-      ),
-    );
+    const m = routeMsg(r, {
+      protocol: r.protocol ?? RTPROT_STATIC,
+      scope: r.gateway === undefined && !r.blackhole ? RT_SCOPE_LINK : RT_SCOPE_UNIVERSE,
+      type: r.blackhole ? RTN_BLACKHOLE : RTN_UNICAST,
+      flags: r.onlink ? RTNH_F_ONLINK : 0,
+    });
+    await this.acked(`add route ${fmt(r.dst)}/${r.dstLen}`, encodeRoute(RTM_NEWROUTE, ACKED | NLM_F_CREATE | (replace ? NLM_F_REPLACE : NLM_F_EXCL), m));
   }
 
   async delRoute(r: RouteSpec): Promise<void> {
-    const attrs: NL.rt.RouteAttrs = r.blackhole ? { dst: ipBuf(r.dst) } : { dst: ipBuf(r.dst), oif: r.oif };
-    if (r.gateway !== undefined) attrs.gateway = ipBuf(r.gateway);
-    if (r.metric !== undefined) attrs.priority = r.metric;
-    await this.run(`delete route ${fmt(r.dst)}/${r.dstLen}`, () =>
-      this.sock.delRoute(
-        { family: AF_INET, dstLen: r.dstLen, table: r.table ?? RT_TABLE_MAIN, scope: RT_SCOPE_NOWHERE, ...(r.blackhole ? { type: RTN_BLACKHOLE } : {}) },
-        attrs,
-        { timeout: REQUEST_TIMEOUT_MS },
-      ),
-    );
+    const m = routeMsg(r, { scope: RT_SCOPE_NOWHERE, type: r.blackhole ? RTN_BLACKHOLE : RTN_UNSPEC });
+    await this.acked(`delete route ${fmt(r.dst)}/${r.dstLen}`, encodeRoute(RTM_DELROUTE, ACKED, m));
   }
 
   async routes(table = RT_TABLE_MAIN): Promise<RouteInfo[]> {
-    const msgs = await this.run('list routes', () =>
-      this.sock.getRoutes({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }),
-    );
     const out: RouteInfo[] = [];
-    for (const m of msgs) {
-      const t = m.attrs.table ?? m.data.table ?? 0;
-      if (m.data.family !== AF_INET || t !== table) continue;
-      out.push({
-        dst: bufIp(m.attrs.dst) ?? 0,
-        dstLen: m.data.dstLen ?? 0,
-        oif: m.attrs.oif,
-        gateway: bufIp(m.attrs.gateway),
-        table: t,
-        protocol: typeof m.data.protocol === 'string' ? (netlink.rt.RouteProtocol[m.data.protocol] ?? 0) : (m.data.protocol ?? 0),
-        type: typeof m.data.type === 'string' ? (netlink.rt.RouteType[m.data.type] ?? 0) : (m.data.type ?? 0),
-      });
-    }
+    await this.sock.request('list routes', encodeRoute(RTM_GETROUTE, DUMP, emptyRoute()), (type, b, off, len) => {
+      if (type !== RTM_NEWROUTE) return;
+      const m = decodeRoute(b, off, len);
+      const t = routeTable(m);
+      if (m.family !== AF_INET || t !== table) return;
+      out.push({ dst: m.dst ?? 0, dstLen: m.dstLen, oif: m.oif, gateway: m.gateway, table: t, protocol: m.protocol, type: m.type });
+    }, REQUEST_TIMEOUT_MS);
     return out;
   }
 
   /** Look up the route the kernel would take to `dst` from `src` (RTM_GETROUTE, `ip route get`). */
   async routeGet(dst: number, src: number): Promise<RouteLookup> {
-    const msgs = await this.run(`route get ${fmt(dst)}`, () =>
-      this.sock.getRoute({ family: AF_INET, dstLen: 32, srcLen: 32 }, { dst: ipBuf(dst), src: ipBuf(src) }, { timeout: REQUEST_TIMEOUT_MS }),
-    );
-    const m = msgs.find((x) => x.data.family === AF_INET && x.attrs.oif !== undefined);
-    if (m === undefined) throw new NetlinkError(`route get ${fmt(dst)}`, { code: 'ENETUNREACH' });
-    return { oif: m.attrs.oif!, gateway: bufIp(m.attrs.gateway) };
+    const op = `route get ${fmt(dst)}`;
+    let found: RouteLookup | undefined;
+    const req = encodeRoute(RTM_GETROUTE, ACKED, { ...emptyRoute(), dstLen: 32, srcLen: 32, dst, src });
+    await this.sock.request(op, req, (type, b, off, len) => {
+      if (type !== RTM_NEWROUTE || found !== undefined) return;
+      const m = decodeRoute(b, off, len);
+      if (m.family === AF_INET && m.oif !== undefined) found = { oif: m.oif, gateway: m.gateway };
+    }, REQUEST_TIMEOUT_MS);
+    if (found === undefined) throw NetlinkError.of(op, 'ENETUNREACH');
+    return found;
   }
 
   /** Every IPv4 neighbour entry (RTM_GETNEIGH dump). */
   async neighbours(): Promise<NeighbourInfo[]> {
-    const msgs = await this.run('list neighbours', () => this.sock.getNeighbors({ family: AF_INET }, undefined, { timeout: REQUEST_TIMEOUT_MS }));
     const out: NeighbourInfo[] = [];
-    for (const m of msgs) {
-      const dst = bufIp(m.attrs.dst);
-      if (m.data.family !== AF_INET || dst === undefined) continue;
-      let state = 0;
-      for (const [k, v] of NUD_NAMES) if ((m.data.state as Record<string, unknown> | undefined)?.[k] === true) state |= v;
-      out.push({ ifindex: m.data.ifindex ?? 0, dst, lladdr: m.attrs.lladdr, state });
-    }
+    await this.sock.request('list neighbours', encodeNeigh(RTM_GETNEIGH, DUMP, { family: AF_INET, ifindex: 0, state: 0, flags: 0, type: 0 }), (type, b, off, len) => {
+      if (type !== RTM_NEWNEIGH) return;
+      const m = decodeNeigh(b, off, len);
+      if (m.family === AF_INET && m.dst !== undefined) out.push({ ifindex: m.ifindex, dst: m.dst, lladdr: m.lladdr, state: m.state });
+    }, REQUEST_TIMEOUT_MS);
     return out;
   }
 
@@ -329,33 +285,23 @@ export class Rtnl {
    * missing entry is created and resolved (ARP) at once; without, ENOENT if there is none.
    */
   async useNeighbour(ifindex: number, dst: number, create = false): Promise<void> {
-    await this.run(`use neighbour ${fmt(dst)}`, () =>
-      this.sock.newNeighbor({ family: AF_INET, ifindex, flags: { use: true } }, { dst: ipBuf(dst) }, {
-        flags: NLM_F_REQUEST | NLM_F_ACK | (create ? NLM_F_CREATE : 0),
-        timeout: REQUEST_TIMEOUT_MS,
-      }),
-    );
+    const msg = encodeNeigh(RTM_NEWNEIGH, ACKED | (create ? NLM_F_CREATE : 0), { family: AF_INET, ifindex, state: 0, flags: NTF_USE, type: 0, dst });
+    await this.acked(`use neighbour ${fmt(dst)}`, msg);
   }
 
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    closeSocket(this.sock);
+    this.sock.close();
   }
+
+  private acked(op: string, msg: Buffer): Promise<void> {
+    return this.sock.request(op, msg, undefined, REQUEST_TIMEOUT_MS);
+  }
+}
+
+function emptyRoute(): RouteMsg {
+  return { family: AF_INET, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 };
 }
 
 function fmt(a: number): string {
   return `${(a >>> 24) & 255}.${(a >>> 16) & 255}.${(a >>> 8) & 255}.${a & 255}`;
 }
-
-/** Close an rtnetlink socket that the package may have closed already. */
-export function closeSocket(sock: NL.RtNetlinkSocket): void {
-  try {
-    sock.socket.close();
-  } catch {
-    // already closed by the package: nothing left to release
-  }
-}
-
-/** The package and the address decoding, for the kernel route watch (route-watch.ts). */
-export { netlink as netlinkPackage, bufIp };

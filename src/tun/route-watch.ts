@@ -1,23 +1,30 @@
 /**
  * The kernel's IPv4 routes as they change (RTM_NEWROUTE / RTM_DELROUTE on the RTNLGRP_IPV4_ROUTE
- * multicast group), on an rtnetlink socket of its own, with a dump (RTM_GETROUTE) to start from
- * and to resynchronise after a lost event. Flow: `start` joins the group, then dumps; events
- * that arrive during the dump are held and replayed after it, so a route deleted meanwhile is
- * not brought back; `close`.
+ * multicast group), on an rtnetlink socket of its own (src/tun/nl-socket.ts), with a dump
+ * (RTM_GETROUTE) to start from and to resynchronise after a lost event. Flow: `start` joins the
+ * group, then dumps; events that arrive during the dump are held and replayed after it, so a
+ * route deleted meanwhile is not brought back; `close`.
  *
- * FINDINGS.md: the package's high-level `message` event drops the message type (new or deleted),
- * so this listens on the low-level socket; an exception thrown inside that listener aborts the
- * process (SIGABRT), so the listener catches everything and counts it. A burst that overflows
- * the socket (ENOBUFS: events were lost) is answered with a fresh dump.
+ * Nothing escapes the socket's callback: a message that does not parse is counted and skipped
+ * (EBADMSG), and a burst that overflows the socket (ENOBUFS: events were lost) is answered with
+ * a fresh dump. The dump's replies go to the dump (the socket matches them by sequence number),
+ * not to the event handler.
  */
-import type * as NL from 'netlink';
-import { bufIp, closeSocket, netlinkPackage as netlink } from './netlink.js';
+import { NetlinkSocket, type NetlinkError } from './nl-socket.js';
+import {
+  AF_INET,
+  decodeRoute,
+  encodeRoute,
+  NLM_F_DUMP,
+  NLM_F_REQUEST,
+  routeTable,
+  RTM_DELROUTE,
+  RTM_GETROUTE,
+  RTM_NEWROUTE,
+  RTNLGRP_IPV4_ROUTE,
+} from './rtnetlink.js';
 
-const AF_INET = 2;
-const RTM_NEWROUTE = 24;
-const RTM_DELROUTE = 25;
 const RTN_UNICAST = 1;
-const RTNLGRP_IPV4_ROUTE = 7;
 const RECV_BUFFER = 32 << 20;
 const DUMP_TIMEOUT_MS = 10_000;
 
@@ -38,23 +45,21 @@ export interface RouteWatchHandlers {
   onError(what: string): void;
 }
 
-function toEvent(kind: 'add' | 'del', m: NL.rt.RouteMessage): RouteEvent | null {
-  if (m.data.family !== AF_INET) return null;
-  const type = m.data.type;
-  if (type !== undefined && type !== RTN_UNICAST && type !== 'UNICAST') return null;
-  return {
-    kind,
-    dst: bufIp(m.attrs.dst) ?? 0,
-    dstLen: m.data.dstLen ?? 0,
-    gateway: bufIp(m.attrs.gateway),
-    oif: m.attrs.oif,
-    table: m.attrs.table ?? m.data.table ?? 0,
-  };
+/** A unicast IPv4 route message as an event; null for any other (throws MalformedMessage). */
+function toEvent(kind: 'add' | 'del', b: Buffer, off: number, len: number): RouteEvent | null {
+  const m = decodeRoute(b, off, len);
+  if (m.family !== AF_INET || m.type !== RTN_UNICAST) return null;
+  return { kind, dst: m.dst ?? 0, dstLen: m.dstLen, gateway: m.gateway, oif: m.oif, table: routeTable(m) };
 }
 
+/** The dump request: every IPv4 route. */
+const DUMP_REQUEST = (): Buffer =>
+  encodeRoute(RTM_GETROUTE, NLM_F_REQUEST | NLM_F_DUMP, { family: AF_INET, dstLen: 0, srcLen: 0, tos: 0, table: 0, protocol: 0, scope: 0, type: 0, flags: 0 });
+
 export class RouteWatch {
-  private readonly sock: NL.RtNetlinkSocket;
+  private readonly sock: NetlinkSocket;
   private held: RouteEvent[] | null = null;
+  private arrived: RouteEvent[] = [];
   private closed = false;
   /** Events and dumps seen, and failures absorbed (for the status report). */
   events = 0;
@@ -62,25 +67,17 @@ export class RouteWatch {
   errors = 0;
 
   constructor(private readonly h: RouteWatchHandlers) {
-    this.sock = netlink.createRtNetlink();
-    try {
-      this.sock.socket.setRecvBufferSize(RECV_BUFFER);
-    } catch {
-      // Capped by net.core.rmem_max: a burst that overflows is resynchronised by a dump anyway.
-    }
-    this.sock.socket.on('error', (err) => {
-      if (this.closed) return;
-      this.failed(`route socket: ${(err as { code?: string }).code ?? String(err)}`);
-      // ENOBUFS: events were lost; the table is read again.
-      void this.dump();
-    });
-    this.sock.on('invalid', () => this.failed('route message that does not parse'));
-    this.sock.socket.on('message', (msgs) => this.onMessages(msgs));
+    // Forced past net.core.rmem_max when we may; else capped by it: a burst that overflows is
+    // resynchronised by a dump anyway.
+    this.sock = new NetlinkSocket(
+      { onEvent: (type, b, off, len) => this.onEvent(type, b, off, len), onEventsEnd: () => this.onEventsEnd(), onError: (err) => this.onSocketError(err) },
+      RECV_BUFFER,
+    );
   }
 
   /** Join the route group, then dump: resolves once the dump has been handed to `onRoutes`. */
   async start(): Promise<void> {
-    this.sock.addMembership(RTNLGRP_IPV4_ROUTE);
+    this.sock.join(RTNLGRP_IPV4_ROUTE);
     await this.dump();
   }
 
@@ -90,11 +87,10 @@ export class RouteWatch {
     this.held = [];
     let routes: RouteEvent[] = [];
     try {
-      const msgs = await this.sock.getRoutes({ family: AF_INET }, undefined, { timeout: DUMP_TIMEOUT_MS });
-      for (const m of msgs) {
-        const e = toEvent('add', m);
+      await this.sock.request('route dump', DUMP_REQUEST(), (type, b, off, len) => {
+        const e = type === RTM_NEWROUTE ? toEvent('add', b, off, len) : null;
         if (e) routes.push(e);
-      }
+      }, DUMP_TIMEOUT_MS);
     } catch (err) {
       this.failed(`route dump: ${(err as { code?: string }).code ?? String(err)}`);
       routes = [];
@@ -113,26 +109,39 @@ export class RouteWatch {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    closeSocket(this.sock);
+    this.sock.close();
   }
 
-  /** The low-level listener: nothing may escape it (FINDINGS.md: it would abort the process). */
-  private onMessages(msgs: NL.NetlinkMessage[]): void {
-    try {
-      const out: RouteEvent[] = [];
-      for (const m of msgs) {
-        if (m.type !== RTM_NEWROUTE && m.type !== RTM_DELROUTE) continue;
-        // A reply to our own dump goes to its request, not here (the package matches the sequence number).
-        const e = toEvent(m.type === RTM_NEWROUTE ? 'add' : 'del', netlink.rt.parseMessage(m.type, m.data) as NL.rt.RouteMessage);
-        if (e) out.push(e);
-      }
-      if (out.length === 0) return;
-      this.events += out.length;
-      if (this.held !== null) this.held.push(...out);
-      else this.deliver(out, false);
-    } catch (err) {
-      this.failed(`route event: ${err instanceof Error ? err.message : String(err)}`);
+  /**
+   * One multicast message (a reply to our own dump goes to the dump instead). A message that
+   * does not parse throws, and the socket reports it to onSocketError as EBADMSG.
+   */
+  private onEvent(type: number, b: Buffer, off: number, len: number): void {
+    if (type !== RTM_NEWROUTE && type !== RTM_DELROUTE) return;
+    const e = toEvent(type === RTM_NEWROUTE ? 'add' : 'del', b, off, len);
+    if (e === null) return;
+    this.events++;
+    this.arrived.push(e);
+  }
+
+  /** The events of one wake-up, delivered together (or held while a dump runs). */
+  private onEventsEnd(): void {
+    const out = this.arrived;
+    if (out.length === 0) return;
+    this.arrived = [];
+    if (this.held !== null) this.held.push(...out);
+    else this.deliver(out, false);
+  }
+
+  private onSocketError(err: NetlinkError): void {
+    if (this.closed) return;
+    if (err.code === 'EBADMSG') {
+      this.failed(`route message that does not parse: ${err.message}`);
+      return;
     }
+    this.failed(`route socket: ${err.code}`);
+    // ENOBUFS: events were lost; the table is read again.
+    void this.dump();
   }
 
   private deliver(events: RouteEvent[], dump: boolean): void {

@@ -222,7 +222,7 @@ describe.skipIf(skipReason)('native addon (in a private network namespace)', () 
     expect(e.bindNotLocal).toMatchObject({ threw: true, code: 'EADDRNOTAVAIL', syscall: 'bind' });
     expect(e.bindNotLocal.message).toContain('198.51.100.77');
     expect(e.packedOneSlot).toMatchObject({ threw: false });
-    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind3', 'writeTunCountTooBig', 'packedSlabTooSmall', 'packedOffsTooShort']) {
+    for (const k of ['batch0', 'batch1025', 'headroomEqSlot', 'slabTooSmall', 'lensTooShort', 'kind4', 'writeTunCountTooBig', 'packedSlabTooSmall', 'packedOffsTooShort']) {
       expect(e[k], k).toMatchObject({ threw: true, name: 'RangeError' });
     }
     for (const k of ['slabNotBuffer', 'lensNotInt32', 'udpNoInfo']) {
