@@ -4,27 +4,58 @@
  * Flow, in the order of this file: `LinkWatch.start` opens an rtnetlink socket of its own
  * subscribed to link events (RTNLGRP_LINK) and calls `onGone` once when an RTM_DELLINK names
  * our ifindex (`ip link del ipip0`, or the namespace going away); a slow timer re-reads
- * `/sys/class/net/<name>/ifindex` (asynchronously: this runs on queue 0's thread) as a backstop
- * for an event the kernel could not queue (a netlink socket that overflowed gets ENOBUFS, not
- * the message). `txDropped` reads the device's own `tx_dropped`: packets the kernel dropped
- * because the TUN's queue (`txqueuelen`) was full, that ipipd therefore never read (FINDINGS.md:
+ * `/sys/class/net/<name>/ifindex` as a backstop for an event the kernel could not queue (a
+ * netlink socket that overflowed gets ENOBUFS, not the message). `txDropped` reads the device's
+ * own `tx_dropped`: packets the kernel dropped because the TUN's queue (`txqueuelen`) was full,
+ * that ipipd therefore never read (docs/performance.md, "Latency: where the tail comes from":
  * the only trace of them). `stop` closes it all.
+ *
+ * Both sysfs files are opened once and read again with one pread(2) at offset 0 (`readSysfs`),
+ * which makes the kernel generate the value anew: this runs on queue 0's thread, between its
+ * batches, and a path read costs an open, a read and a close (a synchronous readFileSync held a
+ * batch up for 0.3-0.6 ms; an asynchronous readFile still ran 0.3 ms of callbacks on this
+ * thread), a pread of a kept fd ~5 us. Once the device is deleted, the kept fd reads ENODEV,
+ * also when a device of the same name comes back: the watch reports what it opened.
  *
  * A subscription needs a socket of its own (src/tun/nl-socket.ts); a message on it that does
  * not parse is skipped (the backstop still stands).
  */
-import { readFile, readFileSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { NetlinkSocket } from './nl-socket.js';
 import { decodeLink, RTM_DELLINK, RTNLGRP_LINK } from './rtnetlink.js';
 
 /** How often the backstop re-reads sysfs. */
 const BACKSTOP_MS = 2000;
 
+const sysfsBuf = Buffer.alloc(32);
+
+/** `/sys/class/net/<name>/<attr>` opened for `readSysfs`; -1 if it cannot be (no such device, no sysfs). */
+export function openSysfs(name: string, attr: string): number {
+  try {
+    return openSync(`/sys/class/net/${name}/${attr}`, 'r');
+  } catch {
+    return -1;
+  }
+}
+
+/** The number in an opened sysfs attribute, read anew; NaN if it cannot be read (ENODEV: the device is gone). */
+export function readSysfs(fd: number): number {
+  if (fd < 0) return NaN;
+  try {
+    const n = readSync(fd, sysfsBuf, 0, sysfsBuf.length, 0);
+    return n > 0 ? Number(sysfsBuf.toString('latin1', 0, n)) : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 export class LinkWatch {
   private sock: NetlinkSocket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gone = false;
   private lastTxDropped = 0;
+  private ifindexFd = -1;
+  private txDroppedFd = -1;
 
   /** `onGone(reason)` is called at most once, when device `name` (ifindex `index`) disappears. */
   constructor(
@@ -48,14 +79,10 @@ export class LinkWatch {
       this.sock?.close();
       this.sock = undefined;
     }
-    // Read off the thread (libuv's pool): this thread is queue 0's data path, and a synchronous
-    // sysfs read here held a batch up for 0.3-0.6 ms every 2 s (docs/performance.md, "Latency:
-    // where the tail comes from").
+    this.ifindexFd = openSysfs(this.name, 'ifindex');
+    this.txDroppedFd = openSysfs(this.name, 'statistics/tx_dropped');
     this.timer = setInterval(() => {
-      readFile(`/sys/class/net/${this.name}/ifindex`, 'utf8', (err, text) => {
-        if (this.timer === undefined) return; // stopped meanwhile
-        if ((err ? 0 : Number(text)) !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
-      });
+      if (readSysfs(this.ifindexFd) !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
     }, BACKSTOP_MS);
     this.timer.unref();
   }
@@ -71,12 +98,12 @@ export class LinkWatch {
    */
   txDropped(): number {
     if (this.gone) return this.lastTxDropped;
-    try {
-      const v = Number(readFileSync(`/sys/class/net/${this.name}/statistics/tx_dropped`, 'utf8'));
-      if (Number.isFinite(v)) this.lastTxDropped = v;
-    } catch {
-      // gone, or no sysfs here: keep the last value
-    }
+    // Before start or after stop (the final counters): a read of its own, closed again.
+    const fd = this.txDroppedFd >= 0 ? this.txDroppedFd : openSysfs(this.name, 'statistics/tx_dropped');
+    const v = readSysfs(fd);
+    if (fd !== this.txDroppedFd && fd >= 0) closeSync(fd);
+    // Gone, or no sysfs here: the last value stands.
+    if (Number.isFinite(v)) this.lastTxDropped = v;
     return this.lastTxDropped;
   }
 
@@ -85,6 +112,8 @@ export class LinkWatch {
     this.timer = undefined;
     this.sock?.close();
     this.sock = undefined;
+    for (const fd of [this.ifindexFd, this.txDroppedFd]) if (fd >= 0) closeSync(fd);
+    this.ifindexFd = this.txDroppedFd = -1;
   }
 
   private lost(reason: string): void {

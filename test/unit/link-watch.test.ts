@@ -1,10 +1,13 @@
 /**
- * src/tun/link-watch.ts, the sysfs backstop: every BACKSTOP_MS it re-reads the device's ifindex
- * (asynchronously, off queue 0's thread) and reports a device that is gone or renumbered, once;
- * a device that is still there is left alone, and a stopped watch reports nothing.
- * The interval is driven by fake timers; the sysfs read itself is real.
+ * src/tun/link-watch.ts, the sysfs side: every BACKSTOP_MS the backstop re-reads the device's
+ * ifindex through an fd opened at start (one pread, on queue 0's thread) and reports a device
+ * that is gone or renumbered, once; a device still there is left alone; `txDropped` reads the
+ * device's tx_dropped the same way; `stop` closes both fds, and a read after it opens and closes
+ * its own. The interval is driven by fake timers; the sysfs reads are real (lo, and a name no
+ * device has). That a kept fd reads ENODEV once its device is deleted, also when one of the
+ * same name comes back, was checked by hand in a namespace (docs/performance.md).
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LinkWatch } from '../../src/tun/link-watch.js';
 
@@ -12,33 +15,64 @@ afterEach(() => {
   vi.useRealTimers();
 });
 
-/** Starts a watch with setInterval faked, fires its backstop once, and gives the read time to land. */
-async function tickOnce(name: string, index: number, stopFirst = false): Promise<string[]> {
+const openFds = (): number => readdirSync('/proc/self/fd').length;
+const loIndex = (): number => Number(readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
+
+/** Starts a watch with setInterval faked and fires its backstop `ticks` times. */
+function watch(name: string, index: number, ticks: number): { w: LinkWatch; gone: string[] } {
   vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
   const gone: string[] = [];
   const w = new LinkWatch(name, index, (why) => gone.push(why));
   w.start();
-  vi.advanceTimersByTime(2000);
-  if (stopFirst) w.stop();
-  // The read runs in libuv's pool: wait for a read of the same kind to complete after it.
-  await new Promise<void>((r) => setTimeout(r, 50));
-  await import('node:fs/promises').then((fs) => fs.readFile('/sys/class/net/lo/ifindex', 'utf8').catch(() => ''));
-  w.stop();
-  return gone;
+  vi.advanceTimersByTime(2000 * ticks);
+  return { w, gone };
 }
 
 describe('LinkWatch backstop', () => {
-  it('a device no longer in /sys/class/net is reported once, with its name and index', async () => {
-    const gone = await tickOnce('l15-nosuchdev', 4242);
+  it('a device no longer in /sys/class/net is reported once, with its name and index', () => {
+    const { w, gone } = watch('l15-nosuchdev', 4242, 3);
     expect(gone).toEqual(['device l15-nosuchdev (ifindex 4242) is no longer in /sys/class/net']);
+    expect(w.isGone).toBe(true);
+    w.stop();
   });
 
-  it('a device that is still there under the same index is left alone', async () => {
-    const lo = Number(readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
-    expect(await tickOnce('lo', lo)).toEqual([]);
+  it('a device that is still there under the same index is left alone', () => {
+    const { w, gone } = watch('lo', loIndex(), 3);
+    expect(gone).toEqual([]);
+    w.stop();
   });
 
-  it('a read that completes after stop() reports nothing', async () => {
-    expect(await tickOnce('l15-nosuchdev', 4242, true)).toEqual([]);
+  it('a device renumbered (another ifindex under the name) is reported', () => {
+    const { w, gone } = watch('lo', loIndex() + 1000, 1);
+    expect(gone).toHaveLength(1);
+    w.stop();
+  });
+
+  it('stop closes the fds it opened; a stopped watch reports nothing', () => {
+    const before = openFds();
+    const { w, gone } = watch('lo', loIndex() + 1000, 0);
+    expect(openFds()).toBeGreaterThan(before); // the ifindex and tx_dropped files (and the netlink socket)
+    w.stop();
+    vi.advanceTimersByTime(10_000);
+    expect(gone).toEqual([]);
+    expect(openFds()).toBe(before);
+  });
+});
+
+describe('LinkWatch.txDropped', () => {
+  it("reads the device's tx_dropped, while started and after stop (with an fd of its own, closed again)", () => {
+    const want = Number(readFileSync('/sys/class/net/lo/statistics/tx_dropped', 'utf8'));
+    const { w } = watch('lo', loIndex(), 0);
+    expect(w.txDropped()).toBe(want);
+    w.stop();
+    const before = openFds();
+    expect(w.txDropped()).toBe(want);
+    expect(openFds()).toBe(before);
+  });
+
+  it('a device that cannot be read gives the last value read (0 before any)', () => {
+    const { w } = watch('l15-nosuchdev', 4242, 0);
+    expect(w.txDropped()).toBe(0);
+    w.stop();
   });
 });
