@@ -3,7 +3,7 @@
  * peer's outer packets go on the link, so that the data path can hand them to an AF_PACKET
  * socket (native `sendPacket`) and skip the kernel's route lookup and IP output path per packet.
  *
- * The kernel stays the authority: every `REFRESH_MS` this asks it, per peer, for the route to
+ * The kernel stays the authority: a refresh asks it, per peer, for the route to
  * the peer's endpoint from our underlay address (`ip route get`) and the neighbour (ARP) entry
  * of that route's next hop (the gateway, or the endpoint itself), and writes the result into the
  * shared next-hop table the data path reads (`HOP_INTS` int32s per peer: ifindex, MAC). A peer
@@ -16,15 +16,28 @@
  * (same thread); the data-path queues in worker threads have their own copies, to which
  * `onChange` posts a changed entry (src/daemon/queues.ts `setPeerHop`).
  *
+ * When to refresh: when the kernel says something it depends on changed (src/tun/hop-watch.ts:
+ * a neighbour entry of a next hop, a route covering an endpoint, or events lost), `EVENT_DELAY_MS`
+ * later so that a burst makes one refresh, and every `BACKSTOP_MS` in any case. This runs on
+ * queue 0's thread, between its batches: a refresh every second there cost 0.5 ms of each second
+ * (docs/performance.md, "Latency: where the tail comes from"), and the kernel announces every
+ * state change that matters (REACHABLE -> STALE included), so polling bought nothing but the
+ * stall. Without the subscription (it could not be opened) it polls every `REFRESH_MS`.
+ *
  * Not per packet: one netlink round trip per peer and one neighbour dump per refresh.
  */
 import { formatIPv4 } from '../routing/prefix.js';
 import { HOP_INTS, hopEntry, readHop, writeHop } from '../dataplane/hops.js';
+import type { HopEvents } from '../tun/hop-watch.js';
 import { NUD, nudName, type NeighbourInfo, type RouteLookup } from '../tun/netlink.js';
 import type { Logger } from './logger.js';
 
-/** How often the kernel's route and neighbour tables are read again. */
+/** How often the kernel's tables are read again when no event says they changed (lost events' backstop). */
+export const BACKSTOP_MS = 10_000;
+/** How often they are read without the event subscription (it could not be opened). */
 export const REFRESH_MS = 1000;
+/** An event's refresh runs this long after it, so that a burst of events makes one. */
+export const EVENT_DELAY_MS = 20;
 
 /** Neighbour states whose link-layer address the kernel itself sends to. */
 const USABLE = NUD.REACHABLE | NUD.STALE | NUD.DELAY | NUD.PROBE | NUD.PERMANENT | NUD.NOARP;
@@ -34,6 +47,8 @@ export interface HopSource {
   routeGet(dst: number, src: number): Promise<RouteLookup>;
   neighbours(): Promise<NeighbourInfo[]>;
   useNeighbour(ifindex: number, dst: number, create?: boolean): Promise<void>;
+  /** Subscribe to neighbour and route changes (src/tun/hop-watch.ts); throws if it cannot. Absent: poll. */
+  watchHops?(on: HopEvents): { close(): void };
 }
 
 /** One peer's next hop as the status report shows it. */
@@ -53,8 +68,15 @@ export class NextHops {
   readonly table: Int32Array;
   private readonly status: HopStatus[];
   private timer: NodeJS.Timeout | null = null;
+  /** An event's refresh, due EVENT_DELAY_MS after it. */
+  private soonTimer: NodeJS.Timeout | null = null;
+  private watch: { close(): void } | null = null;
   private running: Promise<void> | null = null;
+  /** A refresh was asked for while one ran: run another when it ends. */
+  private again = false;
   private stopped = false;
+  /** Each peer's next hop (gateway or endpoint) at the last refresh: whose neighbour events matter. */
+  private vias = new Set<number>();
 
   /**
    * `endpoints[i]`: peer i's underlay address; `local`: ours (the routes' source). `onChange(i)`
@@ -89,6 +111,7 @@ export class NextHops {
       for (let i = 0; i < this.endpoints.length; i++) this.set(i, null, { send: 'raw', state: `neighbour table unreadable: ${(err as Error).message}` });
       return;
     }
+    const vias = new Set<number>();
     for (let i = 0; i < this.endpoints.length; i++) {
       if (this.stopped) return;
       const endpoint = this.endpoints[i]!;
@@ -100,6 +123,7 @@ export class NextHops {
         continue;
       }
       const via = route.gateway ?? endpoint;
+      vias.add(via);
       const n = neighbours.find((x) => x.ifindex === route.oif && x.dst === via);
       const base = { via: formatIPv4(via), ifindex: route.oif };
       if (n === undefined || (n.state & (NUD.INCOMPLETE | NUD.FAILED)) !== 0 || n.state === 0) {
@@ -116,18 +140,37 @@ export class NextHops {
       if ((n.state & NUD.STALE) !== 0) await this.nudge(route.oif, via, false);
       this.set(i, n.lladdr, { send: 'packet', ...base, state: nudName(n.state) });
     }
+    this.vias = vias;
   }
 
-  /** Refresh now, then every REFRESH_MS until `stop` (the timer does not keep the process alive). */
+  /**
+   * Refresh now, then on the kernel's events and every BACKSTOP_MS (every REFRESH_MS without
+   * events) until `stop`. The timers do not keep the process alive.
+   */
   async start(): Promise<void> {
-    await this.refresh();
-    const tick = (): void => {
-      if (this.stopped || this.running !== null) return;
-      this.running = this.refresh().finally(() => {
-        this.running = null;
-      });
-    };
-    this.timer = setInterval(tick, REFRESH_MS);
+    // Subscribed first: the first refresh creates missing entries, and their resolution a few
+    // milliseconds later is an event that must not be missed.
+    if (this.source.watchHops) {
+      try {
+        this.watch = this.source.watchHops({
+          // While a refresh runs, which next hops it will find is not known yet: any entry counts.
+          neighbour: (_ifindex, dst) => {
+            if (this.running !== null || this.vias.has(dst)) this.soon();
+          },
+          route: (dst, dstLen) => {
+            const mask = dstLen === 0 ? 0 : (~0 << (32 - dstLen)) | 0;
+            if (this.endpoints.some((e) => ((e & mask) | 0) === (dst | 0))) this.soon();
+          },
+          lost: () => this.soon(),
+        });
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, `no neighbour and route events; reading the kernel's tables every ${REFRESH_MS} ms instead`);
+      }
+    }
+    this.tick();
+    await this.running;
+    if (this.stopped) return;
+    this.timer = setInterval(() => this.tick(), this.watch ? BACKSTOP_MS : REFRESH_MS);
     this.timer.unref();
   }
 
@@ -135,8 +178,40 @@ export class NextHops {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer !== null) clearInterval(this.timer);
-    this.timer = null;
+    if (this.soonTimer !== null) clearTimeout(this.soonTimer);
+    this.timer = this.soonTimer = null;
+    this.watch?.close();
+    this.watch = null;
     await this.running;
+  }
+
+  /** An event: one refresh EVENT_DELAY_MS from now (unless one is already due). */
+  private soon(): void {
+    if (this.stopped || this.soonTimer !== null) return;
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = null;
+      this.tick(true);
+    }, EVENT_DELAY_MS);
+    this.soonTimer.unref();
+  }
+
+  /**
+   * A refresh, unless one is under way; then, for an event (`again`), one more after it: the
+   * event may have come after that refresh read the table. The backstop just skips.
+   */
+  private tick(again = false): void {
+    if (this.stopped) return;
+    if (this.running !== null) {
+      if (again) this.again = true;
+      return;
+    }
+    this.running = this.refresh().finally(() => {
+      this.running = null;
+      if (this.again) {
+        this.again = false;
+        this.tick(true);
+      }
+    });
   }
 
   private async nudge(ifindex: number, dst: number, create: boolean): Promise<void> {

@@ -11,6 +11,7 @@
  *
  * Addresses are IPv4 as signed 32-bit ints, like everywhere else in ipipd.
  */
+import { watchHops, type HopEvents } from './hop-watch.js';
 import { NetlinkError, NetlinkSocket } from './nl-socket.js';
 import {
   AF_INET,
@@ -172,6 +173,11 @@ function routeMsg(r: RouteSpec, over: Partial<RouteMsg>): RouteMsg {
 /** One rtnetlink socket. Not kept alive by itself (only a request in flight keeps the process up). */
 export class Rtnl {
   private readonly sock = new NetlinkSocket();
+
+  /** Neighbour and route changes, on a socket of their own (src/tun/hop-watch.ts): for the next-hop table. */
+  watchHops(on: HopEvents): { close(): void } {
+    return watchHops(on);
+  }
 
   async links(): Promise<LinkInfo[]> {
     const out: LinkInfo[] = [];

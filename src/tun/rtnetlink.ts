@@ -64,9 +64,11 @@ export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 export const RTM_GETROUTE = 26;
 export const RTM_NEWNEIGH = 28;
+export const RTM_DELNEIGH = 29;
 export const RTM_GETNEIGH = 30;
 /** Multicast groups (RTNLGRP_*), for NETLINK_ADD_MEMBERSHIP. */
 export const RTNLGRP_LINK = 1;
+export const RTNLGRP_NEIGH = 3;
 export const RTNLGRP_IPV4_ROUTE = 7;
 
 export const AF_UNSPEC = 0;

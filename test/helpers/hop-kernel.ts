@@ -7,6 +7,7 @@
 import { Buffer } from 'node:buffer';
 import { createLogger, type Logger } from '../../src/daemon/logger.js';
 import { NextHops, type HopSource } from '../../src/daemon/nexthop.js';
+import type { HopEvents } from '../../src/tun/hop-watch.js';
 import type { NeighbourInfo, RouteLookup } from '../../src/tun/netlink.js';
 import { ip } from './packets.js';
 
@@ -71,6 +72,21 @@ export class FakeKernel implements HopSource {
   }
 }
 
+/** A FakeKernel that also announces changes, as the kernel's rtnetlink groups do (src/tun/hop-watch.ts). */
+export class WatchingKernel extends FakeKernel {
+  /** What NextHops subscribed with; the test calls it to announce a change. */
+  on: HopEvents | null = null;
+  closed = 0;
+  /** When set, `watchHops` throws it (the subscription cannot be opened). */
+  watchError: Error | null = null;
+
+  watchHops(on: HopEvents): { close(): void } {
+    if (this.watchError !== null) throw this.watchError;
+    this.on = on;
+    return { close: () => void this.closed++ };
+  }
+}
+
 /** A logger that records what NextHops logs (info: a peer's entry changed; debug: still unusable). */
 export function recordingLogger(): { log: Logger; lines: { level: string; obj: Record<string, unknown>; msg: string }[] } {
   const lines: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
@@ -96,8 +112,8 @@ export const MAC_B = '80:01:02:03:04:85';
 export const MAC_C = '02:00:00:00:00:01';
 
 /** A kernel with both peers routed (H2 on-link, H3 via GW) and no neighbour entries yet. */
-export function kernel(): FakeKernel {
-  const k = new FakeKernel();
+export function kernel<K extends FakeKernel = FakeKernel>(make: () => K = () => new FakeKernel() as K): K {
+  const k = make();
   k.routes.set(H2, { oif: ETH0, gateway: undefined });
   k.routes.set(H3, { oif: ETH0, gateway: GW });
   return k;

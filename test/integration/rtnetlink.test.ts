@@ -35,6 +35,8 @@ interface Report extends ChildReport {
   neighbours: { missing: string; listed: Array<{ ifindex: number; dst: string; lladdr?: string; state: number }> };
   concurrent: number[];
   enobufs: { errors: string[]; eventsBefore: number; eventsAfter: number };
+  hopWatch: { seen: string[] };
+  sysfs: { first: number; index: number; afterDelete: string; afterReAdd: string; missing: number };
 }
 
 const skipReason = integrationSkip('rtnetlink.test.ts');
@@ -86,6 +88,19 @@ describe.skipIf(skipReason)("ipipd's rtnetlink against the kernel (in a private 
 
   it('requests and dumps in flight together on one socket each get their own answer', () => {
     expect(r.concurrent).toEqual([3, 1, 2, 2, 3, 3]);
+  });
+
+  it('hop-watch: a neighbour entry and a route added come as events (what the next-hop table refreshes on)', () => {
+    expect(r.hopWatch.seen).toContain('neighbour rt0 192.0.2.99');
+    expect(r.hopWatch.seen).toContain('route 203.0.113.64/26');
+    expect(r.hopWatch.seen).not.toContain('lost');
+  });
+
+  it("link-watch's kept sysfs fd: the ifindex while the device lives, then NaN (ENODEV) after delete, even when the name is back", () => {
+    expect(r.sysfs.first).toBe(r.sysfs.index);
+    expect(r.sysfs.afterDelete).toBe('NaN');
+    expect(r.sysfs.afterReAdd).toBe('NaN');
+    expect(r.sysfs.missing).toBe(-1);
   });
 
   it('a multicast socket that overflows reports ENOBUFS once, and goes on receiving events', () => {
