@@ -5,7 +5,7 @@
  * device's tx_dropped the same way; `stop` closes both fds, and a read after it opens and closes
  * its own. The interval is driven by fake timers; the sysfs reads are real (lo, and a name no
  * device has). That a kept fd reads ENODEV once its device is deleted, also when one of the
- * same name comes back, was checked by hand in a namespace (docs/performance.md).
+ * same name comes back: test/integration/rtnetlink.test.ts.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
