@@ -3,9 +3,11 @@
  *
  * Flow, in the order of this file: `LinkWatch.start` opens an rtnetlink socket of its own
  * subscribed to link events (RTNLGRP_LINK) and calls `onGone` once when an RTM_DELLINK names
- * our ifindex (`ip link del ipip0`, or the namespace going away); a slow timer re-reads
- * `/sys/class/net/<name>/ifindex` as a backstop for an event the kernel could not queue (a
- * netlink socket that overflowed gets ENOBUFS, not the message). `txDropped` reads the device's
+ * our ifindex (`ip link del ipip0`, or the namespace going away). Events the kernel could not
+ * queue (a netlink socket that overflowed gets ENOBUFS, not the message) are made up for by
+ * re-reading `/sys/class/net/<name>/ifindex` then (`check`); only without the subscription
+ * (it could not be opened) is that read a timer's, every BACKSTOP_MS: it runs on queue 0's
+ * thread, and even one pread costs ~0.1 ms there when it runs cold every 2 s. `txDropped` reads the device's
  * own `tx_dropped`: packets the kernel dropped because the TUN's queue (`txqueuelen`) was full,
  * that ipipd therefore never read (docs/performance.md, "Latency: where the tail comes from":
  * the only trace of them). `stop` closes it all.
@@ -53,6 +55,7 @@ export class LinkWatch {
   private sock: NetlinkSocket | undefined;
   private timer: NodeJS.Timeout | undefined;
   private gone = false;
+  private stopped = false;
   private lastTxDropped = 0;
   private ifindexFd = -1;
   private txDroppedFd = -1;
@@ -64,27 +67,41 @@ export class LinkWatch {
     private readonly onGone: (reason: string) => void,
   ) {}
 
-  /** Subscribe to link events and start the backstop. A failure to subscribe leaves the backstop alone. */
-  start(): void {
-    try {
-      this.sock = new NetlinkSocket({
-        onEvent: (type, b, off, len) => {
-          if (type === RTM_DELLINK && decodeLink(b, off, len).index === this.index) {
-            this.lost(`rtnetlink: device ${this.name} (ifindex ${this.index}) was deleted`);
-          }
-        },
-      });
-      this.sock.join(RTNLGRP_LINK);
-    } catch {
-      this.sock?.close();
-      this.sock = undefined;
-    }
+  /**
+   * Subscribe to link events (sysfs checked again when events were lost); without the
+   * subscription (it failed, or `events: false`), check sysfs every BACKSTOP_MS instead.
+   */
+  start(o: { events?: boolean } = {}): void {
     this.ifindexFd = openSysfs(this.name, 'ifindex');
     this.txDroppedFd = openSysfs(this.name, 'statistics/tx_dropped');
-    this.timer = setInterval(() => {
-      if (readSysfs(this.ifindexFd) !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
-    }, BACKSTOP_MS);
+    if (o.events !== false) {
+      try {
+        this.sock = new NetlinkSocket({
+          onEvent: (type, b, off, len) => {
+            if (type === RTM_DELLINK && decodeLink(b, off, len).index === this.index) {
+              this.lost(`rtnetlink: device ${this.name} (ifindex ${this.index}) was deleted`);
+            }
+          },
+          // ENOBUFS: events were lost, ours among them perhaps (a message that does not parse is not ours).
+          onError: (err) => {
+            if (err.code !== 'EBADMSG') this.check();
+          },
+        });
+        this.sock.join(RTNLGRP_LINK);
+        return;
+      } catch {
+        this.sock?.close();
+        this.sock = undefined;
+      }
+    }
+    this.timer = setInterval(() => this.check(), BACKSTOP_MS);
     this.timer.unref();
+  }
+
+  /** Is the device still there under its index? If not, report it (once). */
+  check(): void {
+    if (this.gone || this.stopped) return;
+    if (readSysfs(this.ifindexFd) !== this.index) this.lost(`device ${this.name} (ifindex ${this.index}) is no longer in /sys/class/net`);
   }
 
   /** True once the device is known to be gone. */
@@ -108,6 +125,7 @@ export class LinkWatch {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.sock?.close();

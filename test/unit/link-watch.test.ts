@@ -1,7 +1,8 @@
 /**
- * src/tun/link-watch.ts, the sysfs side: every BACKSTOP_MS the backstop re-reads the device's
- * ifindex through an fd opened at start (one pread, on queue 0's thread) and reports a device
- * that is gone or renumbered, once; a device still there is left alone; `txDropped` reads the
+ * src/tun/link-watch.ts, the sysfs side: `check` re-reads the device's ifindex through an fd
+ * opened at start (one pread, on queue 0's thread) and reports a device that is gone or
+ * renumbered, once; with the rtnetlink subscription it runs only when events were lost, without
+ * it (`events: false` here) every BACKSTOP_MS; a device still there is left alone; `txDropped` reads the
  * device's tx_dropped the same way; `stop` closes both fds, and a read after it opens and closes
  * its own. The interval is driven by fake timers; the sysfs reads are real (lo, and a name no
  * device has). That a kept fd reads ENODEV once its device is deleted, also when one of the
@@ -18,12 +19,12 @@ afterEach(() => {
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 const loIndex = (): number => Number(readFileSync('/sys/class/net/lo/ifindex', 'utf8'));
 
-/** Starts a watch with setInterval faked and fires its backstop `ticks` times. */
+/** Starts a watch without the subscription, with setInterval faked, and fires its backstop `ticks` times. */
 function watch(name: string, index: number, ticks: number): { w: LinkWatch; gone: string[] } {
   vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
   const gone: string[] = [];
   const w = new LinkWatch(name, index, (why) => gone.push(why));
-  w.start();
+  w.start({ events: false });
   vi.advanceTimersByTime(2000 * ticks);
   return { w, gone };
 }
@@ -51,11 +52,37 @@ describe('LinkWatch backstop', () => {
   it('stop closes the fds it opened; a stopped watch reports nothing', () => {
     const before = openFds();
     const { w, gone } = watch('lo', loIndex() + 1000, 0);
-    expect(openFds()).toBeGreaterThan(before); // the ifindex and tx_dropped files (and the netlink socket)
+    expect(openFds()).toBe(before + 2); // the ifindex and tx_dropped files
     w.stop();
     vi.advanceTimersByTime(10_000);
     expect(gone).toEqual([]);
     expect(openFds()).toBe(before);
+  });
+});
+
+describe('LinkWatch with the rtnetlink subscription', () => {
+  it('no timer at all: sysfs is read only when events were lost (check), which reports a device gone once', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    const gone: string[] = [];
+    const w = new LinkWatch('lo', loIndex() + 1000, (why) => gone.push(why));
+    w.start();
+    expect(vi.getTimerCount()).toBe(0);
+    vi.advanceTimersByTime(60_000);
+    expect(gone).toEqual([]);
+    w.check();
+    w.check();
+    expect(gone).toHaveLength(1);
+    w.stop();
+  });
+
+  it('a device still there: check reports nothing; after stop, check reports nothing either', () => {
+    const gone: string[] = [];
+    const w = new LinkWatch('lo', loIndex(), (why) => gone.push(why));
+    w.start();
+    w.check();
+    w.stop();
+    w.check();
+    expect(gone).toEqual([]);
   });
 });
 
