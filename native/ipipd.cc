@@ -1192,10 +1192,10 @@ constexpr int kKindNetlink = 3;
 constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
 constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
-// A UDP Reader that has lately seen UDP_GRO datagrams (each up to 64 KiB) reads at most this
-// many bytes' worth of slots per recvmmsg(2), so that bulk traffic fills the first few slots
-// only instead of every slot of the batch (as the TUN slab's TUN_PACK_BYTES,
-// src/dataplane/slabs.ts). "Lately": within the last kGroQuietReads reads that returned
+// A raw or UDP Reader that has lately seen merged datagrams (UDP_GRO, or the underlay's GRO
+// merging IPIP/TCP packets; each up to 64 KiB) reads at most this many bytes' worth of slots
+// per recvmmsg(2), so that bulk traffic fills the first few slots only instead of every slot
+// of the batch (as the TUN slab's TUN_PACK_BYTES, src/dataplane/slabs.ts). "Lately": within the last kGroQuietReads reads that returned
 // anything; bulk traffic mixes merged datagrams with single ones (what GRO flushed alone), so
 // one read without a merged datagram says nothing.
 constexpr size_t kGroReadBytes = 256 * 1024;
@@ -1227,7 +1227,9 @@ class Reader : public Napi::ObjectWrap<Reader> {
   void Wake(int status);
   void Drain();
   int ReadTun(int* err, bool* full);
-  int ReadRaw(int* err);
+  int ReadRaw(int* err, bool* full);
+  int MergedVlen() const;
+  void NoteMerged(bool merged, int r, int vlen, bool* full);
   int ReadUdp(int* err, bool* full);
   int ReadNetlink(int* err);
   bool Rearm();
@@ -1261,7 +1263,8 @@ class Reader : public Napi::ObjectWrap<Reader> {
   std::vector<char> ctrl_;
   int32_t* info_ = nullptr;
   Napi::ObjectReference infoRef_;
-  // kKindUdp: reads with data since the last one with a UDP_GRO datagram (kGroQuietReads: none lately).
+  // Raw and UDP kinds: reads with data since the last one with a merged (GRO) datagram
+  // (kGroQuietReads: none lately).
   int groQuiet_ = kGroQuietReads;
   uv_poll_t* handle_ = nullptr;  // heap-allocated: it must outlive us until its close callback
   bool started_ = false;
@@ -1505,7 +1508,7 @@ void Reader::Drain() {
     int n = kind_ == kKindTun      ? ReadTun(&err, &full)
             : kind_ == kKindUdp     ? ReadUdp(&err, &full)
             : kind_ == kKindNetlink ? ReadNetlink(&err)
-                                    : ReadRaw(&err);
+                                    : ReadRaw(&err, &full);
     if (n > 0) {
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
@@ -1554,18 +1557,39 @@ int Reader::ReadTun(int* err, bool* full) {
 
 // One recvmmsg(2) for up to a batch. The kernel flags a datagram larger than its slot with
 // MSG_TRUNC (the copied length would be the slot size): reported as -1.
-int Reader::ReadRaw(int* err) {
-  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(batch_), MSG_DONTWAIT, nullptr);
+// A datagram longer than a quarter of the slot counts as merged by the underlay's GRO (the
+// kernel merges IPIP/TCP packets before the raw socket: ipip_offload, built in), and caps
+// the reads as UDP_GRO datagrams do (MergedVlen); a jumbo-frame MTU (9000) stays below it.
+int Reader::ReadRaw(int* err, bool* full) {
+  const int vlen = MergedVlen();
+  int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(vlen), MSG_DONTWAIT, nullptr);
   if (r < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
     return 0;
   }
+  bool merged = false;
   for (int i = 0; i < r; i++) {
     lens_[i] = (msgs_[i].msg_hdr.msg_flags & MSG_TRUNC) != 0
                    ? -1
                    : static_cast<int32_t>(msgs_[i].msg_len);
+    if (lens_[i] > slot_ / 4) merged = true;
   }
+  NoteMerged(merged, r, vlen, full);
   return r;
+}
+
+// Datagrams per recvmmsg(2): the batch, or while merged ones come, kGroReadBytes of slots.
+int Reader::MergedVlen() const {
+  if (groQuiet_ >= kGroQuietReads) return batch_;
+  return std::min(batch_, std::max(1, static_cast<int>(kGroReadBytes / static_cast<size_t>(slot_))));
+}
+
+// After a read of r datagrams (asked: vlen): whether one was merged; *full if the cap, not the
+// socket, ended it (read on).
+void Reader::NoteMerged(bool merged, int r, int vlen, bool* full) {
+  if (merged) groQuiet_ = 0;
+  else if (r > 0 && groQuiet_ < kGroQuietReads) groQuiet_++;
+  *full = r == vlen && vlen < batch_;
 }
 
 // One recvmmsg(2) on a UDP socket: datagram i's payload into slot i as ReadRaw, its source
@@ -1580,7 +1604,7 @@ int Reader::ReadUdp(int* err, bool* full) {
     h.msg_control = ctrl_.data() + static_cast<size_t>(i) * kUdpCtrl;
     h.msg_controllen = kUdpCtrl;
   }
-  const int vlen = groQuiet_ < kGroQuietReads ? std::min(batch_, std::max(1, static_cast<int>(kGroReadBytes / static_cast<size_t>(slot_)))) : batch_;
+  const int vlen = MergedVlen();
   int r = recvmmsg(fd_, msgs_.data(), static_cast<unsigned>(vlen), MSG_DONTWAIT, nullptr);
   if (r < 0) {
     if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) *err = errno;
@@ -1606,9 +1630,7 @@ int Reader::ReadUdp(int* err, bool* full) {
       }
     }
   }
-  if (gro) groQuiet_ = 0;
-  else if (r > 0 && groQuiet_ < kGroQuietReads) groQuiet_++;
-  *full = r == vlen && vlen < batch_;
+  NoteMerged(gro, r, vlen, full);
   return r;
 }
 
