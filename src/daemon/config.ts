@@ -88,7 +88,7 @@ const schema = z.strictObject({
       address: interfaceAddress.optional(),
       /** TUN MTU; default: underlay device MTU - 20 (RFC 2003 §5.1), - 28 when every peer uses FOU. */
       mtu: z.number().int().min(576).max(65515).optional(),
-      /** TUN transmit queue length (packets); a full queue drops silently (FINDINGS.md). */
+      /** TUN transmit queue length (packets); a full queue drops silently (only the device's tx_dropped counts it: `tun_kernel_tx_dropped`). */
       txqueuelen: z.number().int().min(1).max(1_000_000).default(1000),
     })
     .prefault({}),

@@ -4,9 +4,9 @@
  *
  * RFC 2003 §5.1 lets the encapsulator either fragment the outer datagram or the inner one when
  * an inner packet without DF does not fit. ipipd fragments the **inner** packet: with IP_HDRINCL
- * the kernel never fragments our outer datagrams (FINDINGS.md), and inner fragments are
- * reassembled by the final destination, so the tunnel exit keeps no reassembly state (the same
- * choice a router makes when it forwards into a smaller link).
+ * the kernel never fragments our outer datagrams (README, "What ipipd does, RFC by RFC"), and
+ * inner fragments are reassembled by the final destination, so the tunnel exit keeps no
+ * reassembly state (the same choice a router makes when it forwards into a smaller link).
  *
  * Flow: `copyFragmentHeader` builds the header of a fragment after the first; `fragmentInner`
  * writes the fragments into caller-owned slots, each with `headroom` bytes before it for the
