@@ -18,7 +18,10 @@
  *
  * When to refresh: when the kernel says something it depends on changed (src/tun/hop-watch.ts:
  * a neighbour entry of a next hop, a route covering an endpoint, or events lost), `EVENT_DELAY_MS`
- * later so that a burst makes one refresh, and every `BACKSTOP_MS` in any case. This runs on
+ * later so that a burst makes one refresh, but no sooner than `REFRESH_MS` after the previous
+ * one began (a refresh asks one route per peer: on a large on-link mesh the next hops' entries go
+ * STALE many times a second between them, and events must never cost more than the polling
+ * they replace), and every `BACKSTOP_MS` in any case. This runs on
  * queue 0's thread, between its batches: a refresh every second there cost 0.5 ms of each second
  * (docs/performance.md, "Latency: where the tail comes from"), and the kernel announces every
  * state change that matters (REACHABLE -> STALE included), so polling bought nothing but the
@@ -74,6 +77,8 @@ export class NextHops {
   private running: Promise<void> | null = null;
   /** A refresh was asked for while one ran: run another when it ends. */
   private again = false;
+  /** When the last refresh through `tick` began (Date.now()): events wait for REFRESH_MS after it. */
+  private lastStart = -Infinity;
   private stopped = false;
   /** Each peer's next hop (gateway or endpoint) at the last refresh: whose neighbour events matter. */
   private vias = new Set<number>();
@@ -185,13 +190,17 @@ export class NextHops {
     await this.running;
   }
 
-  /** An event: one refresh EVENT_DELAY_MS from now (unless one is already due). */
+  /**
+   * An event: one refresh EVENT_DELAY_MS from now, or REFRESH_MS after the last one began if
+   * that is later (unless one is already due).
+   */
   private soon(): void {
     if (this.stopped || this.soonTimer !== null) return;
+    const wait = Math.max(EVENT_DELAY_MS, this.lastStart + REFRESH_MS - Date.now());
     this.soonTimer = setTimeout(() => {
       this.soonTimer = null;
       this.tick(true);
-    }, EVENT_DELAY_MS);
+    }, wait);
     this.soonTimer.unref();
   }
 
@@ -205,11 +214,12 @@ export class NextHops {
       if (again) this.again = true;
       return;
     }
+    this.lastStart = Date.now();
     this.running = this.refresh().finally(() => {
       this.running = null;
       if (this.again) {
         this.again = false;
-        this.tick(true);
+        this.soon();
       }
     });
   }

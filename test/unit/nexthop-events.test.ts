@@ -1,8 +1,8 @@
 /**
  * `NextHops` driven by the kernel's events (src/daemon/nexthop.ts, src/tun/hop-watch.ts): with
  * the subscription, a refresh when a next hop's neighbour entry or a route covering an endpoint
- * changed or events were lost, EVENT_DELAY_MS later and once per burst, plus the BACKSTOP_MS
- * backstop; without it (the subscription failed), polling every REFRESH_MS. The kernel is the
+ * changed or events were lost, EVENT_DELAY_MS later and once per burst, never sooner than
+ * REFRESH_MS after the previous refresh began, plus the BACKSTOP_MS backstop; without it (the subscription failed), polling every REFRESH_MS. The kernel is the
  * fake of test/helpers/hop-kernel.ts, which the test makes announce changes.
  *
  * No device and no netlink socket: everything here is in-process.
@@ -15,6 +15,8 @@ import { ETH0, GW, H2, MAC_A, MAC_C, WatchingKernel, deferred, hops, kernel, mac
 import { ip } from '../helpers/packets.js';
 
 const watching = (): WatchingKernel => kernel(() => new WatchingKernel());
+/** Past the REFRESH_MS after start's refresh, before which an event's refresh waits. */
+const pastGap = (): Promise<unknown> => vi.advanceTimersByTimeAsync(REFRESH_MS);
 
 describe('NextHops on the kernel\'s events', () => {
   beforeEach(() => void vi.useFakeTimers());
@@ -39,6 +41,7 @@ describe('NextHops on the kernel\'s events', () => {
     k.neighbour(H2, NUD.REACHABLE, mac(MAC_A));
     const { nh, changes } = hops(k);
     await nh.start();
+    await pastGap();
     k.neighbour(H2, NUD.REACHABLE, mac(MAC_C)); // the peer's MAC changed
     for (let i = 0; i < 5; i++) k.on!.neighbour(ETH0, H2);
     k.on!.neighbour(ETH0, GW); // the other peer's gateway: the same refresh
@@ -50,6 +53,24 @@ describe('NextHops on the kernel\'s events', () => {
     expect(changes).toEqual([0, 0]);
     await vi.advanceTimersByTimeAsync(10 * EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(2);
+    await nh.stop();
+  });
+
+  test('events never make refreshes more often than one per REFRESH_MS (a large mesh going STALE all the time)', async () => {
+    const k = watching();
+    const { nh } = hops(k);
+    await nh.start();
+    k.on!.neighbour(ETH0, H2); // right after start's refresh: waits for REFRESH_MS after it
+    await vi.advanceTimersByTimeAsync(REFRESH_MS - 1);
+    expect(k.neighbourCalls).toBe(1);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(k.neighbourCalls).toBe(2);
+    for (let t = 0; t < 5000; t += 50) {
+      k.on!.neighbour(ETH0, H2);
+      await vi.advanceTimersByTimeAsync(50);
+    }
+    expect(k.neighbourCalls).toBeGreaterThanOrEqual(6);
+    expect(k.neighbourCalls).toBeLessThanOrEqual(7); // 5 s of events: one refresh a second
     await nh.stop();
   });
 
@@ -67,16 +88,19 @@ describe('NextHops on the kernel\'s events', () => {
     const k = watching();
     const { nh } = hops(k);
     await nh.start();
+    await pastGap();
     k.on!.route(ip('203.0.113.0'), 24); // covers no endpoint
     k.on!.route(ip('192.0.2.0'), 25); // covers h2's endpoint
     await vi.advanceTimersByTimeAsync(EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(2);
+    await pastGap();
     k.on!.route(ip('203.0.113.0'), 24);
     await vi.advanceTimersByTimeAsync(10 * EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(2);
     k.on!.route(0, 0); // the default route covers every endpoint
     await vi.advanceTimersByTimeAsync(EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(3);
+    await pastGap();
     k.on!.route(ip('198.51.100.7'), 32); // h3's host route
     await vi.advanceTimersByTimeAsync(EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(4);
@@ -87,6 +111,7 @@ describe('NextHops on the kernel\'s events', () => {
     const k = watching();
     const { nh } = hops(k);
     await nh.start();
+    await pastGap();
     k.on!.lost();
     await vi.advanceTimersByTimeAsync(EVENT_DELAY_MS);
     expect(k.neighbourCalls).toBe(2);
@@ -98,6 +123,7 @@ describe('NextHops on the kernel\'s events', () => {
     k.neighbour(H2, NUD.STALE, mac(MAC_A));
     const { nh } = hops(k);
     await nh.start();
+    await pastGap();
     const gate = deferred();
     k.gate = gate.promise;
     k.on!.neighbour(ETH0, H2);
@@ -109,9 +135,9 @@ describe('NextHops on the kernel\'s events', () => {
     expect(k.neighbourCalls).toBe(2);
     k.gate = null;
     gate.resolve();
-    await vi.advanceTimersByTimeAsync(0);
-    expect(k.neighbourCalls).toBe(3); // exactly one more
-    await vi.advanceTimersByTimeAsync(10 * EVENT_DELAY_MS);
+    await pastGap();
+    expect(k.neighbourCalls).toBe(3); // exactly one more, REFRESH_MS after refresh 2 began
+    await pastGap();
     expect(k.neighbourCalls).toBe(3);
     await nh.stop();
   });
@@ -132,7 +158,7 @@ describe('NextHops on the kernel\'s events', () => {
     k.gate = null;
     gate.resolve();
     await starting;
-    await vi.advanceTimersByTimeAsync(0);
+    await pastGap();
     expect(k.neighbourCalls).toBe(2);
     expect(readHop(nh.table, 0)).toEqual([ETH0, MAC_A]);
     await nh.stop();
