@@ -276,8 +276,7 @@ export class Daemon {
     const r = statusReport(this.state, this.startedAt, this.res, snaps);
     r.failure = this.failure;
     if (r.counters.tun_rx_packets !== undefined) {
-      r.counters.tun_kernel_tx_dropped = this.linkWatch?.txDropped() ?? 0;
-      r.counters.log_write_errors = logWriteErrors();
+      Object.assign(r.counters, this.outsideCounters());
     }
     if (logWriteErrors() > 0) r.lastErrors.log = lastLogWriteError();
     const last = this.live.last;
@@ -355,8 +354,13 @@ export class Daemon {
       for (const q of await this.res.queues.snapshotsSettled()) if (q) addFigures(sums, q);
       if (this.state !== 'up') return null;
     }
-    sums.extra = { tun_kernel_tx_dropped: this.linkWatch?.txDropped() ?? 0, log_write_errors: logWriteErrors() };
+    sums.extra = this.outsideCounters();
     return sums;
+  }
+
+  /** The counters kept outside the queues: the TUN's own tx_dropped, the log's write errors. */
+  private outsideCounters(): { tun_kernel_tx_dropped: number; log_write_errors: number } {
+    return { tun_kernel_tx_dropped: this.linkWatch?.txDropped() ?? 0, log_write_errors: logWriteErrors() };
   }
 }
 

@@ -29,7 +29,7 @@
  *
  * Not per packet: one netlink round trip per peer and one neighbour dump per refresh.
  */
-import { formatIPv4 } from '../routing/prefix.js';
+import { formatIPv4, prefixContains } from '../routing/prefix.js';
 import { HOP_INTS, hopEntry, readHop, writeHop } from '../dataplane/hops.js';
 import type { HopEvents } from '../tun/hop-watch.js';
 import { NUD, nudName, type NeighbourInfo, type RouteLookup } from '../tun/netlink.js';
@@ -163,8 +163,7 @@ export class NextHops {
             if (this.running !== null || this.vias.has(dst)) this.soon();
           },
           route: (dst, dstLen) => {
-            const mask = dstLen === 0 ? 0 : (~0 << (32 - dstLen)) | 0;
-            if (this.endpoints.some((e) => ((e & mask) | 0) === (dst | 0))) this.soon();
+            if (this.endpoints.some((e) => prefixContains(dst, dstLen, e))) this.soon();
           },
           lost: () => this.soon(),
         });

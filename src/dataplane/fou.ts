@@ -16,9 +16,8 @@
  */
 import type { Logger } from 'pino';
 import { fouFlowHash, fouSourceIndex, Verdict, type Peer } from '../ipip/index.js';
-import { native, type NativeBinding } from '../tun/native.js';
+import { errnoLabel, native, type NativeBinding } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
-import { errnoLabel } from './io.js';
 import { MAX_FRAGMENTS } from './slabs.js';
 import type { Tracer } from './trace.js';
 

@@ -31,7 +31,8 @@ import {
 } from '../ipip/index.js';
 import { formatIPv4 } from '../routing/prefix.js';
 import { C, type Figures } from './figures.js';
-import { errnoLabel, type Ports } from './io.js';
+import type { Ports } from './io.js';
+import { errnoLabel } from '../tun/native.js';
 import { HEADROOM, ICMP_OUT_HEAD, ICMP_OUT_STRIDE, ICMP_QUEUE, ICMP_SLOT, type Slabs } from './slabs.js';
 import { TRACE_ICMP_NOT_OURS, TRACE_ICMP_NOT_RELAYED, TRACE_ICMP_RELAYED, TRACE_ICMP_UNRELAYABLE, Tracer } from './trace.js';
 

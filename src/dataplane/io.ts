@@ -2,13 +2,12 @@
  * The I/O a data-path queue does, as an interface (STYLE rule 1: the I/O adapters sit behind
  * small interfaces): `DataplaneIo`, the part of the native binding (src/tun/native.ts) the
  * batch handlers call, with the binding itself as the default (`nativeIo`); then `Ports`, the
- * queue's file descriptors and the result words every call shares; then `errnoLabel`, the errno
- * name a failed call leaves for the status report.
+ * queue's file descriptors and the result words every call shares. (The errno name a failed
+ * call leaves for the status report is src/tun/native.ts `errnoLabel`.)
  *
  * Tests hand a Dataplane their own `DataplaneIo` (recording, or wrapping the native one) instead
  * of spying on the module.
  */
-import { constants as osConstants } from 'node:os';
 import { native, type NativeBinding } from '../tun/native.js';
 
 /**
@@ -42,9 +41,3 @@ export class Ports {
   ) {}
 }
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
-
-/** 'EAGAIN' for EAGAIN's number; 'E<n>' for one Node does not name. */
-export function errnoLabel(errno: number): string {
-  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
-}

@@ -15,9 +15,9 @@
  * counted under exactly one drop reason.
  */
 import { IN_CRAMPED, IPV4_MIN_HEADER, PacketResult, Verdict, getTcpHeaderLength, groSegmentSize, tcp4SegmentCount, writeTcp4Segment, type Coalescer, type Tunnel } from '../ipip/index.js';
-import { UDP_INFO_INTS } from '../tun/native.js';
+import { errnoLabel, UDP_INFO_INTS } from '../tun/native.js';
 import { C, type Figures } from './figures.js';
-import { errnoLabel, type Ports } from './io.js';
+import type { Ports } from './io.js';
 import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
 import { Tracer } from './trace.js';
 

@@ -55,7 +55,8 @@ import {
 import { C, type Figures } from './figures.js';
 import type { FouSender } from './fou.js';
 import type { IcmpErrors } from './icmp.js';
-import { errnoLabel, type Ports } from './io.js';
+import type { Ports } from './io.js';
+import { errnoLabel } from '../tun/native.js';
 import { HEADROOM, MAX_FRAGMENTS, type Slabs } from './slabs.js';
 import { TRACE_FRAGMENTED, TRACE_SEGMENTED, Tracer } from './trace.js';
 import { underlaySend } from './underlay-send.js';

@@ -19,8 +19,16 @@
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+const ERRNO_NAMES = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+
+/** An errno's symbol as the addon names it in `code`: 'EAGAIN' for EAGAIN's number; 'E<n>' for one Node does not name. */
+export function errnoLabel(errno: number): string {
+  return ERRNO_NAMES.get(errno) ?? `E${errno}`;
+}
 
 /** A system error from the addon: `code` is the errno symbol ('EPERM', 'EBUSY', ... or 'E<n>'). */
 export interface NativeError extends Error {

@@ -16,7 +16,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { constants } from 'node:os';
-import { native, READER_NETLINK, type NativeError, type NativeReader } from './native.js';
+import { errnoLabel, native, READER_NETLINK, type NativeError, type NativeReader } from './native.js';
 import {
   checkMessage,
   decodeDone,
@@ -37,14 +37,12 @@ import {
 const SLOT = 32 << 10;
 const BATCH = 4;
 
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([k, v]) => [v, k]));
-
 /** An rtnetlink failure: `code` the errno's name ('EEXIST', 'ETIMEDOUT', 'EBADMSG' ...), `op` what was asked. */
 export class NetlinkError extends Error {
   readonly code: string;
   readonly errno: number;
   readonly op: string;
-  constructor(op: string, errno: number, detail?: string, code = ERRNO_NAMES.get(errno) ?? `E${errno}`) {
+  constructor(op: string, errno: number, detail?: string, code = errnoLabel(errno)) {
     super(`${op}: ${code}${detail ? ` (${detail})` : ''}`);
     this.name = 'NetlinkError';
     this.code = code;
