@@ -1195,9 +1195,10 @@ constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve t
 // A raw or UDP Reader that has lately seen merged datagrams (UDP_GRO, or the underlay's GRO
 // merging IPIP/TCP packets; each up to 64 KiB) reads at most this many bytes' worth of slots
 // per recvmmsg(2), so that bulk traffic fills the first few slots only instead of every slot
-// of the batch (as the TUN slab's TUN_PACK_BYTES, src/dataplane/slabs.ts). "Lately": within the last kGroQuietReads reads that returned
-// anything; bulk traffic mixes merged datagrams with single ones (what GRO flushed alone), so
-// one read without a merged datagram says nothing.
+// of the batch (as the TUN slab's TUN_PACK_BYTES, src/dataplane/slabs.ts). "Lately": within
+// the last kGroQuietReads reads that returned anything; bulk traffic mixes merged datagrams
+// with single ones (what GRO flushed alone), so one read without a merged datagram says
+// nothing.
 constexpr size_t kGroReadBytes = 256 * 1024;
 constexpr int kGroQuietReads = 64;
 

@@ -133,7 +133,7 @@ export class Tracer {
   }
 
   /**
-   * After a TUN batch of `n` (packets at `slot * i + head`, `lens[i]` bytes, less `vnet` bytes
+   * After a TUN batch of `n` (packets at `offs[i] + head`, `lens[i]` bytes, less `vnet` bytes
    * of virtio_net_hdr in offload mode): sample by `sendVerdicts`, then zero them.
    */
   sampleSend(buf: Buffer, lens: Int32Array, offs: Int32Array, head: number, vnet: number, n: number): void {

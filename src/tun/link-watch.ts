@@ -7,10 +7,10 @@
  * queue (a netlink socket that overflowed gets ENOBUFS, not the message) are made up for by
  * re-reading `/sys/class/net/<name>/ifindex` then (`check`); only without the subscription
  * (it could not be opened) is that read a timer's, every BACKSTOP_MS: it runs on queue 0's
- * thread, and even one pread costs ~0.1 ms there when it runs cold every 2 s. `txDropped` reads the device's
- * own `tx_dropped`: packets the kernel dropped because the TUN's queue (`txqueuelen`) was full,
- * that ipipd therefore never read (docs/performance.md, "Latency: where the tail comes from":
- * the only trace of them). `stop` closes it all.
+ * thread, and even one pread costs ~0.1 ms there when it runs cold every 2 s. `txDropped`
+ * reads the device's own `tx_dropped`: packets the kernel dropped because the TUN's queue
+ * (`txqueuelen`) was full, that ipipd therefore never read (docs/performance.md, "Latency:
+ * where the tail comes from": the only trace of them). `stop` closes it all.
  *
  * Both sysfs files are opened once and read again with one pread(2) at offset 0 (`readSysfs`),
  * which makes the kernel generate the value anew: this runs on queue 0's thread, between its
@@ -20,7 +20,7 @@
  * also when a device of the same name comes back: the watch reports what it opened.
  *
  * A subscription needs a socket of its own (src/tun/nl-socket.ts); a message on it that does
- * not parse is skipped (the backstop still stands).
+ * not parse is skipped (it cannot be ours: an RTM_DELLINK of ours parses).
  */
 import { closeSync, openSync, readSync } from 'node:fs';
 import { NetlinkSocket } from './nl-socket.js';
