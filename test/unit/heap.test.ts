@@ -1,10 +1,51 @@
 /**
  * src/dataplane/heap.ts: `quietHeap` collects the garbage on this thread's heap before the data
- * path starts (so V8's memory reducer has nothing to come back for), and can run again.
+ * path starts, can run again, and keeps V8's memory reducer from collecting afterwards, also on
+ * the main thread, whose heap (and reducer) exists before any JavaScript runs. The last is seen
+ * from outside: two child processes, one collecting through `quietHeap` (the built module,
+ * dist/src/dataplane/heap.js: `npm run build`) and one through a plain `gc()`, each idle for
+ * 10 s afterwards with V8 tracing incremental marking; the reducer starts 8 s after a full GC.
  */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { quietHeap } from '../../src/dataplane/heap.js';
+
+const HEAP = fileURLToPath(new URL('../../dist/src/dataplane/heap.js', import.meta.url));
+
+/** A child that grows its old generation, collects (`quietHeap` or a plain gc), then idles 10 s. */
+function child(collect: 'quietHeap' | 'gc'): string {
+  return `
+    import { setFlagsFromString } from 'node:v8';
+    import { runInNewContext } from 'node:vm';
+    import { quietHeap } from ${JSON.stringify(HEAP)};
+    let keep = Array.from({ length: 4000 }, (_, i) => ({ i, s: 'x' + i, a: new Array(64).fill(i) }));
+    keep.length = 0;
+    keep = null;
+    if (${JSON.stringify(collect)} === 'quietHeap') quietHeap();
+    else { setFlagsFromString('--expose-gc'); runInNewContext('gc')(); }
+    console.log('collected');
+    const tick = setInterval(() => {}, 20);
+    setTimeout(() => clearInterval(tick), 10_000);
+  `;
+}
+
+/** Runs `child(collect)` with V8's GC tracing; its stdout. */
+function traced(collect: 'quietHeap' | 'gc'): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['--trace-gc', '--trace-incremental-marking', '--input-type=module', '-e', child(collect)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    p.on('error', reject);
+    p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`child exited ${code}: ${out}`))));
+  });
+}
+
+/** The lines V8 writes for the reducer's GC: its marking start, and the collection itself. */
+const REDUCER = /\(memory reducer\)|Mark-Compact \(reduce\)/;
 
 describe('quietHeap', () => {
   it('collects garbage the thread left behind: the used heap shrinks by most of it', () => {
@@ -24,4 +65,16 @@ describe('quietHeap', () => {
     quietHeap();
     expect((globalThis as { gc?: unknown }).gc).toBeUndefined();
   });
+
+  it('keeps the memory reducer from collecting after it, on the main thread too (a plain gc() does not)', async () => {
+    const [quiet, plain] = await Promise.all([traced('quietHeap'), traced('gc')]);
+    // Both children got as far as the collection and then idled past the reducer's 8 s delay.
+    expect(quiet).toContain('collected');
+    expect(plain).toContain('collected');
+    // The control: after a plain full GC, the reducer does start its reducing GC.
+    expect(plain).toMatch(REDUCER);
+    const after = quiet.slice(quiet.indexOf('collected'));
+    expect(after).not.toMatch(REDUCER);
+    expect(after).not.toMatch(/Mark-Compact|Start marking/);
+  }, 30_000);
 });
