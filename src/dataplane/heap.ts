@@ -41,7 +41,7 @@ let gc: (() => void) | null = null;
 export function quietHeap(): number {
   if (gc === null) {
     // V8 flags, not Node options, so not settable through NODE_OPTIONS. The first reaches the
-    // isolates made from now on; the second stops the reducer that the main thread's already has.
+    // isolates made from now on; the second stops the reducer the main thread's heap already has.
     setFlagsFromString('--no-memory-reducer');
     setFlagsFromString('--no-incremental-marking');
     // `gc` without starting node with --expose-gc: a new context created after the flag is set

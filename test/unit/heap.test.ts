@@ -6,8 +6,9 @@
  * dist/src/dataplane/heap.js: `npm run build`) and one through a plain `gc()`, each idle for
  * 10 s afterwards with V8 tracing incremental marking; the reducer starts 8 s after a full GC.
  */
-import { spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { getHeapStatistics } from 'node:v8';
 import { describe, expect, it } from 'vitest';
 import { quietHeap } from '../../src/dataplane/heap.js';
@@ -31,17 +32,10 @@ function child(collect: 'quietHeap' | 'gc'): string {
   `;
 }
 
-/** Runs `child(collect)` with V8's GC tracing; its stdout. */
-function traced(collect: 'quietHeap' | 'gc'): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, ['--trace-gc', '--trace-incremental-marking', '--input-type=module', '-e', child(collect)], {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    p.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    p.on('error', reject);
-    p.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`child exited ${code}: ${out}`))));
-  });
+/** Runs `child(collect)` with V8's GC tracing; its stdout (rejects if it fails or outlasts 30 s). */
+async function traced(collect: 'quietHeap' | 'gc'): Promise<string> {
+  const args = ['--trace-gc', '--trace-incremental-marking', '--input-type=module', '-e', child(collect)];
+  return (await promisify(execFile)(process.execPath, args, { encoding: 'utf8', timeout: 30_000 })).stdout;
 }
 
 /** The lines V8 writes for the reducer's GC: its marking start, and the collection itself. */
