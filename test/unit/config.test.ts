@@ -228,13 +228,21 @@ peers: [{ name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }]
 
 describe('config: file-level errors', () => {
   test('YAML syntax error gives ERR_CONFIG_PARSE with a position', () => {
-    expect(code('tun: [unclosed\n')).toBe('ERR_CONFIG_PARSE');
-    try {
-      parseConfig('tun:\n  name: a\n  name: b\n', 'dup.yaml');
-    } catch (err) {
-      expect((err as IpipdError).code).toBe('ERR_CONFIG_PARSE');
-      expect((err as IpipdError).message).toMatch(/^dup\.yaml: .*(unique|Map keys)/i);
-    }
+    const parseError = (text: string): IpipdError => {
+      try {
+        parseConfig(text, 'bad.yaml');
+      } catch (err) {
+        expect(err).toBeInstanceOf(IpipdError);
+        return err as IpipdError;
+      }
+      throw new Error('expected the config to be rejected');
+    };
+    const unclosed = parseError('tun: [unclosed\n');
+    expect(unclosed.code).toBe('ERR_CONFIG_PARSE');
+    expect(unclosed.message).toMatch(/^bad\.yaml: .* at line 2, column 1:/);
+    const dup = parseError('tun:\n  name: a\n  name: b\n');
+    expect(dup.code).toBe('ERR_CONFIG_PARSE');
+    expect(dup.message).toMatch(/^bad\.yaml: Map keys must be unique at line 3, column 3:/);
   });
   test('an empty document is invalid, not a crash', () => {
     expect(code('')).toBe('ERR_CONFIG_INVALID');
