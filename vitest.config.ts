@@ -8,6 +8,8 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     fileParallelism: false,
+    // A committed `.only` must fail the run, not narrow it (vitest allows it unless CI is set).
+    allowOnly: false,
     reporters: ['default'],
   },
 });
