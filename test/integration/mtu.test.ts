@@ -20,7 +20,6 @@ import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
 const why = integrationSkip('integration tests');
 const havePing = skipWithout('ping') === null;
-const haveTshark = !spawnSync('sh', ['-c', 'command -v tshark && command -v tcpdump']).status;
 
 describe.skipIf(why)('a peer behind a smaller path (tunnel MTU 1280 < TUN MTU 1480)', () => {
   let topo: Topology;
@@ -60,13 +59,13 @@ describe.skipIf(why)('a peer behind a smaller path (tunnel MTU 1280 < TUN MTU 14
     expect(route.stdout).toMatch(/mtu 1280/);
   });
 
-  test.skipIf(!havePing)('DF clear and too big: inner fragments that fit, reassembled by pod B', async () => {
+  test.skipIf(skipWithout('ping', 'tcpdump', 'tshark'))('DF clear and too big: inner fragments that fit, reassembled by pod B', async () => {
     const a = h1.pods[0]!;
     // A pod that has not learned the path MTU yet sends 1428-byte packets without DF.
     await topo.exec(a.ns, ['ip', 'route', 'flush', 'cache']);
     const pcap = join(topo.info.outDir, 'frag.pcap');
-    const cap = haveTshark ? topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-w', pcap, 'ip proto 4 and src host 192.0.2.1']) : null;
-    if (cap) await new Promise((r) => setTimeout(r, 500));
+    const cap = topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-w', pcap, 'ip proto 4 and src host 192.0.2.1']);
+    await new Promise((r) => setTimeout(r, 500));
     const before = await status(h1);
     const r = await topo.exec(a.ns, ['ping', '-c', '2', '-i', '0.3', '-W', '2', '-M', 'dont', '-s', '1400', h2.pods[0]!.address]);
     expect(r.stdout).toMatch(/2 packets transmitted, 2 received/);
@@ -75,24 +74,22 @@ describe.skipIf(why)('a peer behind a smaller path (tunnel MTU 1280 < TUN MTU 14
     expect(after.counters.fragmented_packets! - before.counters.fragmented_packets!).toBe(2);
     expect(after.counters.fragments_sent! - before.counters.fragments_sent!).toBe(4);
     expect(after.drops.too_big! - before.drops.too_big!).toBe(0);
-    if (cap) {
-      await new Promise((res) => setTimeout(res, 300));
-      cap.kill('SIGINT');
-      await new Promise((res) => cap.on('exit', res));
-      const d = spawnSync('tshark', ['-r', pcap, '-o', 'ip.check_checksum:TRUE', '-o', 'ip.defragment:FALSE', '-T', 'fields', '-E', 'separator=;',
-        '-e', 'ip.len', '-e', 'ip.flags.mf', '-e', 'ip.frag_offset', '-e', 'ip.checksum.status'], { encoding: 'utf8' });
-      expect(d.status, d.stderr).toBe(0);
-      const rows = d.stdout.trim().split('\n').map((l) => l.split(';').map((f) => f.split(',')));
-      expect(rows.length).toBe(4);
-      for (const [len, mf, offset, cks] of rows) {
-        // Outer header + an inner fragment: the outer is whole (<= 1280 + 20), the inner is a
-        // fragment (first: MF set, offset 0; second: MF clear, offset 1256 bytes = 157 units of 8;
-        // tshark versions differ in which of the two they print).
-        expect(Number(len![0])).toBeLessThanOrEqual(1300);
-        expect(mf![0]).toMatch(/^(0|False)$/);
-        expect(cks).toEqual(['1', '1']);
-        expect([['1', '0'], ['0', '1256'], ['0', '157'], ['True', '0'], ['False', '1256'], ['False', '157']]).toContainEqual([mf![1], offset![1]]);
-      }
+    await new Promise((res) => setTimeout(res, 300));
+    cap.kill('SIGINT');
+    await new Promise((res) => cap.on('exit', res));
+    const d = spawnSync('tshark', ['-r', pcap, '-o', 'ip.check_checksum:TRUE', '-o', 'ip.defragment:FALSE', '-T', 'fields', '-E', 'separator=;',
+      '-e', 'ip.len', '-e', 'ip.flags.mf', '-e', 'ip.frag_offset', '-e', 'ip.checksum.status'], { encoding: 'utf8' });
+    expect(d.status, d.stderr).toBe(0);
+    const rows = d.stdout.trim().split('\n').map((l) => l.split(';').map((f) => f.split(',')));
+    expect(rows.length).toBe(4);
+    for (const [len, mf, offset, cks] of rows) {
+      // Outer header + an inner fragment: the outer is whole (<= 1280 + 20), the inner is a
+      // fragment (first: MF set, offset 0; second: MF clear, offset 1256 bytes = 157 units of 8;
+      // tshark versions differ in which of the two they print).
+      expect(Number(len![0])).toBeLessThanOrEqual(1300);
+      expect(mf![0]).toMatch(/^(0|False)$/);
+      expect(cks).toEqual(['1', '1']);
+      expect([['1', '0'], ['0', '1256'], ['0', '157'], ['True', '0'], ['False', '1256'], ['False', '157']]).toContainEqual([mf![1], offset![1]]);
     }
   });
 

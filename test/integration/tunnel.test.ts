@@ -19,7 +19,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ROOT, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
-import { expectFreshPair, expectNothingLeft, have, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
+import { expectFreshPair, expectNothingLeft, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
 import { Topology, type HostInfo } from '../../tools/netns/topology.js';
 import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
@@ -93,7 +93,7 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
     expect(s2.drops.tun_write_error).toBe(0);
   });
 
-  test.skipIf(skipWithout('tcpdump'))('the underlay carries IP-in-IP with correct checksums (capture decoded)', async () => {
+  test.skipIf(skipWithout('tcpdump', 'tshark'))('the underlay carries IP-in-IP with correct checksums (capture decoded)', async () => {
     const pcap = join(topo.info.outDir, 'ul0.pcap');
     const cap = topo.spawn(h2.ns, ['tcpdump', '-i', 'ul0', '-U', '-n', '-c', '6', '-w', pcap, 'ip proto 4']);
     const capDone = new Promise<void>((r) => cap.on('exit', () => r()));
@@ -105,24 +105,18 @@ describe.skipIf(why).each([{ offload: false }, { offload: true }])('ipipd betwee
     await Promise.race([capDone, new Promise((r) => setTimeout(r, 5000))]);
     cap.kill('SIGTERM');
     expect(existsSync(pcap)).toBe(true);
-    if (have('tshark')) {
-      const r = spawnSync('tshark', ['-r', pcap, '-o', 'ip.check_checksum:TRUE', '-T', 'fields', '-E', 'separator=;', '-e', 'ip.proto', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'ip.checksum.status', '-e', 'udp.dstport'], { encoding: 'utf8' });
-      expect(r.status, r.stderr).toBe(0);
-      const rows = r.stdout.trim().split('\n').map((l) => l.split(';'));
-      expect(rows.length).toBe(6);
-      for (const [proto, src, dst, cks] of rows) {
-        // Two IPv4 layers per frame: outer protocol 4, inner UDP; both checksums verified good (1).
-        expect(proto).toBe('4,17');
-        expect(['192.0.2.1,198.51.100.10', '192.0.2.2,203.0.113.10']).toContain(src);
-        expect(['192.0.2.2,203.0.113.10', '192.0.2.1,198.51.100.10']).toContain(dst);
-        expect(cks).toBe('1,1');
-      }
-    } else {
-      const r = spawnSync('tcpdump', ['-r', pcap, '-n', '-vvv'], { encoding: 'utf8' });
-      expect(r.status, r.stderr).toBe(0);
-      expect(r.stdout).toMatch(/proto IPIP \(4\)/);
-      expect(r.stdout).not.toMatch(/bad cksum/);
-      expect((r.stdout.match(/proto IPIP \(4\)/g) ?? []).length).toBe(6);
+    const r = spawnSync('tshark', ['-r', pcap, '-o', 'ip.check_checksum:TRUE', '-o', 'udp.check_checksum:TRUE', '-T', 'fields', '-E', 'separator=;', '-e', 'ip.proto', '-e', 'ip.src', '-e', 'ip.dst', '-e', 'ip.checksum.status', '-e', 'udp.checksum.status'], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const rows = r.stdout.trim().split('\n').map((l) => l.split(';'));
+    expect(rows.length).toBe(6);
+    for (const [proto, src, dst, cks, udpCks] of rows) {
+      // Two IPv4 layers per frame: outer protocol 4, inner UDP; both IP checksums and the inner
+      // UDP checksum verified good (1).
+      expect(proto).toBe('4,17');
+      expect(['192.0.2.1,198.51.100.10', '192.0.2.2,203.0.113.10']).toContain(src);
+      expect(['192.0.2.2,203.0.113.10', '192.0.2.1,198.51.100.10']).toContain(dst);
+      expect(cks).toBe('1,1');
+      expect(udpCks).toBe('1');
     }
   });
 
