@@ -8,8 +8,8 @@
  *                      ipipd, routes.source: kernel,                    ipipd, peer h1 configured
  *                      no peers configured; `ip route add 203.0.113.0/26 via 192.0.2.2 dev ipip0 onlink`
  *
- * What is checked: the route makes 192.0.2.2 a peer owning 203.0.113.0/26 and traffic flows
- * within about a second; `ipipd routes` shows it with source kernel; a route via a gateway
+ * What is checked: the route makes 192.0.2.2 a peer owning 203.0.113.0/26, from the kernel's
+ * event (no new dump), and traffic flows; `ipipd routes` shows it with source kernel; a route via a gateway
  * outside underlay.allowed_endpoints is refused (logged once, never a peer); a packet from the
  * kernel-learned peer with an inner source outside its prefix is dropped as spoofed_source;
  * deleting the route removes the peer and traffic to the block is then counted as no_route;
@@ -50,9 +50,13 @@ describe.skipIf(why)('routes.source: kernel', () => {
 
   const ping = (count = 3) => topo.exec(h1.pods[0]!.ns, ['ping', '-c', String(count), '-i', '0.2', '-W', '1', h2.pods[0]!.address], { timeoutMs: 20_000 });
 
-  /** Poll `ok` every 100 ms for up to `ms`. */
-  async function within(ms: number, ok: () => Promise<boolean>): Promise<boolean> {
-    for (const t0 = Date.now(); Date.now() - t0 < ms; await new Promise((r) => setTimeout(r, 100))) if (await ok()) return true;
+  /**
+   * Poll `ok` every 100 ms until it holds, for up to 30 s: a generous bound for a loaded CI
+   * machine, not a speed check (that the change came from the kernel's event and not from a new
+   * dump is asserted from the status's counters).
+   */
+  async function eventually(ok: () => Promise<boolean>): Promise<boolean> {
+    for (const t0 = Date.now(); Date.now() - t0 < 30_000; await new Promise((r) => setTimeout(r, 100))) if (await ok()) return true;
     return false;
   }
 
@@ -62,12 +66,14 @@ describe.skipIf(why)('routes.source: kernel', () => {
     expect(s.live?.kernelRoutes).toMatchObject({ routes: 0, dumps: 1 });
   });
 
-  test('a route via a gateway in allowed_endpoints becomes a peer, and traffic flows within about a second', async () => {
+  test("a route via a gateway in allowed_endpoints becomes a peer on the kernel's event, and traffic flows", async () => {
     const add = await topo.exec(h1.ns, ['ip', 'route', 'add', block, 'via', h2.underlay, 'dev', 'ipip0', 'onlink']);
     expect(add.code, add.stderr).toBe(0);
-    expect(await within(1500, async () => (await status(h1)).peers.length === 1)).toBe(true);
+    expect(await eventually(async () => (await status(h1)).peers.length === 1)).toBe(true);
     const s = await status(h1);
     expect(s.peers[0]).toMatchObject({ name: `kernel:${h2.underlay}`, endpoint: h2.underlay, prefixes: [block] });
+    // Learned from the route event: still the one dump made at start.
+    expect(s.live?.kernelRoutes).toMatchObject({ routes: 1, dumps: 1 });
     const r = await ping();
     expect(r.stdout).toMatch(/3 packets transmitted, 3 received/);
     const routes = await topo.exec(h1.ns, [process.execPath, IPIPD, 'routes', '--json', '--socket', h1.socket]);
@@ -87,10 +93,10 @@ describe.skipIf(why)('routes.source: kernel', () => {
     const other = '192.0.2.77';
     const add = await topo.exec(h1.ns, ['ip', 'route', 'add', '203.0.113.64/26', 'via', other, 'dev', 'ipip0', 'onlink']);
     expect(add.code, add.stderr).toBe(0);
-    expect(await within(2000, async () => d1.log().includes('kernel route refused'))).toBe(true);
+    expect(await eventually(async () => d1.log().includes('kernel route refused'))).toBe(true);
     // Another event does not log it again.
     await topo.exec(h1.ns, ['ip', 'route', 'add', '203.0.113.128/26', 'via', h2.underlay, 'dev', 'ipip0', 'onlink']);
-    expect(await within(1500, async () => (await status(h1)).peers[0]?.prefixes.length === 2)).toBe(true);
+    expect(await eventually(async () => (await status(h1)).peers[0]?.prefixes.length === 2)).toBe(true);
     const s = await status(h1);
     expect(s.peers.map((p) => p.endpoint)).toEqual([h2.underlay]);
     expect(d1.log().match(/kernel route refused/g)).toHaveLength(1);
@@ -111,7 +117,7 @@ describe.skipIf(why)('routes.source: kernel', () => {
   test('deleting the route removes the peer; traffic to the block is then no_route', async () => {
     const del = await topo.exec(h1.ns, ['ip', 'route', 'del', block, 'via', h2.underlay, 'dev', 'ipip0']);
     expect(del.code, del.stderr).toBe(0);
-    expect(await within(1500, async () => (await status(h1)).peers.length === 0)).toBe(true);
+    expect(await eventually(async () => (await status(h1)).peers.length === 0)).toBe(true);
     // Nothing routes the block into the TUN now: put a plain device route back, so packets do reach ipipd.
     expect((await topo.exec(h1.ns, ['ip', 'route', 'add', block, 'dev', 'ipip0'])).code).toBe(0);
     const before = (await status(h1)).drops.no_route!;
