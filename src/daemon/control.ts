@@ -11,9 +11,10 @@
  * close). Start-up refuses to take over a socket another live daemon answers on (EADDRINUSE),
  * and removes a stale one left by a daemon that died without cleaning up.
  */
-import { mkdirSync, readlinkSync, unlinkSync, chmodSync } from 'node:fs';
+import { readlinkSync, unlinkSync, chmodSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
+import { makeDirs } from './dirs.js';
 import { ERRORS, IpipdError, errnoName, type ErrorCode } from './errors.js';
 
 /** Where control sockets go by default (systemd's RuntimeDirectory=ipipd). */
@@ -219,7 +220,7 @@ export class ControlServer {
   /** Listen on `path` (mode 0600, directory created 0755 if missing), answering with `handlers` by command. */
   static async listen(path: string, handlers: Readonly<Record<string, ControlHandler>>): Promise<ControlServer> {
     try {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      makeDirs(dirname(path), 0o755);
     } catch (err) {
       throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: cannot create its directory (${errnoName(err) ?? err})`, { cause: err });
     }

@@ -19,8 +19,9 @@
  *     and blackholes (own blocks) do not go with the TUN: those the state file records are
  *     deleted whatever became of the TUN (`recoverUnderlayRoutes`).
  */
-import { readFileSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { makeDirs } from './dirs.js';
 import { formatIPv4 } from '../routing/prefix.js';
 import { RTN_BLACKHOLE, type Rtnl } from '../tun/netlink.js';
 import type { Config } from './config.js';
@@ -73,7 +74,7 @@ export function writeState(c: Config, ifindex: number, underlayRoutes?: Recorded
     ...(underlayRoutes ? { underlayRoutes } : {}),
   };
   try {
-    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    makeDirs(dirname(path), 0o755);
     writeFileSync(`${path}.tmp`, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });
     renameSync(`${path}.tmp`, path);
   } catch (err) {

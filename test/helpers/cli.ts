@@ -14,7 +14,8 @@ export interface CliResult {
 /** Run `ipipd args...` (in namespace `ns` if given; `bin` another copy of bin/ipipd.js) and wait for it. */
 export function ipipd(args: string[], ns?: string, bin = IPIPD): CliResult {
   const argv = ns ? ['ip', 'netns', 'exec', ns, process.execPath, bin, ...args] : [process.execPath, bin, ...args];
-  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  // SIGKILL at the timeout: a daemon stuck in a synchronous call never runs its SIGTERM handler.
+  const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 30_000, killSignal: 'SIGKILL' });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

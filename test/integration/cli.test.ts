@@ -136,6 +136,20 @@ describe.skipIf(why)('ipipd run: failures leave the host as it was', () => {
     }
   });
 
+  test('a control socket whose directory cannot be made (under /proc): ERR_STATE_FILE, nothing left', async () => {
+    // The state file, written beside the socket, is the first to need the directory. mkdir(2)
+    // answers ENOENT under /proc although the parent exists (Node's recursive mkdir looped on
+    // that for ever, with the TUN already open: src/daemon/dirs.ts).
+    const sock = `/proc/ipipd-test-${process.pid}/x.sock`;
+    const f = join(topo.info.outDir, 'proc-socket.yaml');
+    writeFileSync(f, GOOD + `control: { socket: ${sock} }\n`);
+    const before = await snapshot();
+    const r = ipipd(['run', '--config', f], h1.ns);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`ERR_STATE_FILE: cannot write the state file ${sock.replace(/\.sock$/, '.state')}: ENOENT`);
+    expect(await snapshot()).toBe(before);
+  });
+
   test('a TUN name that is taken: ERR_TUN_EXISTS, the existing device untouched', async () => {
     const f = join(topo.info.outDir, 'taken.yaml');
     writeFileSync(f, GOOD.replace('name: ipip0', 'name: p1'));
