@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
-import { deepFreeze, fouInUse } from './config-plain.js';
+import { allFou, deepFreeze, fouInUse } from './config-plain.js';
 import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 import { clusterCheck, describeEncapMode } from './cross-subnet.js';
@@ -295,7 +295,19 @@ interface CrossInput {
   tun: Parsed['tun'] | undefined;
   underlay: Parsed['underlay'] | undefined;
   encap: Parsed['encap'] | undefined;
+  routes: Parsed['routes'] | undefined;
   peers: readonly (Parsed['peers'][number] | undefined)[];
+}
+
+/** Every rule across fields, on what passed the schema: the sections a rule reads must all be there. */
+function rulesAcross(c: CrossInput): Problem[] {
+  const { underlay, encap, routes } = c;
+  return [
+    ...crossCheck(c),
+    ...sourceCheck(c),
+    // encap only brings encap.subnet: if encap failed, the own-block rules still run.
+    ...(underlay && routes ? clusterCheck({ underlay, encap: encap ?? {}, routes, peers: c.peers }) : []),
+  ];
 }
 
 /** Rules across fields: each returns problems with the path of the offending value. */
@@ -355,23 +367,27 @@ function partsThatParse(raw: unknown): CrossInput {
     tun: part(shape.tun, o.tun),
     underlay: part(shape.underlay, o.underlay),
     encap: part(shape.encap, o.encap),
-    peers: Array.isArray(o.peers) ? o.peers.map((p) => part(shape.peers.unwrap().element, p)) : [],
+    routes: part(shape.routes, o.routes),
+    // peers that are not a list at all: one failed entry, so that "at least one peer is needed"
+    // is said only when there are none.
+    peers: Array.isArray(o.peers) ? o.peers.map((p) => part(shape.peers.unwrap().element, p)) : o.peers == null ? [] : [undefined],
   };
 }
 
 /** routes.source: `config` needs peers; `kernel` needs underlay.allowed_endpoints, and not 0.0.0.0/0. */
-function sourceCheck(c: Parsed): Problem[] {
+function sourceCheck(c: CrossInput): Problem[] {
   const problems: Problem[] = [];
-  const allowed = c.underlay.allowed_endpoints;
-  if (c.routes.source === 'config' && c.peers.length === 0)
+  const source = c.routes?.source;
+  const allowed = c.underlay?.allowed_endpoints;
+  if (source === 'config' && c.peers.length === 0)
     problems.push({ path: 'peers', message: 'at least one peer is needed (or routes.source: kernel, which learns them from the routing table)' });
-  if (c.routes.source === 'kernel' && allowed === undefined)
+  if (source === 'kernel' && c.underlay && allowed === undefined)
     problems.push({ path: 'underlay.allowed_endpoints', message: 'required with routes.source: kernel: the underlay CIDRs a route gateway must be inside to become a peer' });
   c.peers.forEach((p, i) => {
-    if (p.name.startsWith('kernel:')) problems.push({ path: `peers[${i}].name`, message: 'names starting with "kernel:" are those of peers learned from kernel routes' });
+    if (p?.name.startsWith('kernel:')) problems.push({ path: `peers[${i}].name`, message: 'names starting with "kernel:" are those of peers learned from kernel routes' });
   });
   // AF_PACKET sending resolves each peer's next hop at start, by peer index.
-  if (c.routes.source === 'kernel' && c.underlay.send === 'packet')
+  if (source === 'kernel' && c.underlay?.send === 'packet')
     problems.push({ path: 'underlay.send', message: 'packet needs a fixed peer set; with routes.source: kernel use raw' });
   allowed?.forEach((x, i) => {
     if (x.len === 0) problems.push({ path: `underlay.allowed_endpoints[${i}]`, message: `${x.text} would let any gateway become a peer; name the underlay's CIDRs` });
@@ -387,14 +403,27 @@ function invalid(source: string, problems: Problem[]): IpipdError {
   );
 }
 
+/**
+ * A section written with nothing under it (`control:` with every key commented out, as in the
+ * README's example) is null in YAML: read it as the empty section a reader of the file sees
+ * (`{}`, defaults; `peers:` an empty list).
+ */
+function emptySectionsFilled(raw: unknown): unknown {
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return raw;
+  const out: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
+  for (const [k, v] of Object.entries(out)) if (v === null) out[k] = k === 'peers' ? [] : {};
+  return out;
+}
+
 /** Validate an already-parsed object (what the YAML document holds). */
-export function validateConfig(raw: unknown, source = 'config'): Config {
+export function validateConfig(given: unknown, source = 'config'): Config {
+  const raw = emptySectionsFilled(given);
   const r = schema.safeParse(raw);
   if (!r.success) {
     const problems = r.error.issues.map((i) => ({ path: formatPath(i.path), message: i.message }));
-    throw invalid(source, [...problems, ...crossCheck(partsThatParse(raw))]);
+    throw invalid(source, [...problems, ...rulesAcross(partsThatParse(raw))]);
   }
-  const problems = [...crossCheck(r.data), ...sourceCheck(r.data), ...clusterCheck(r.data)];
+  const problems = rulesAcross(r.data);
   if (problems.length > 0) throw invalid(source, problems);
   const socket = r.data.control.socket ?? defaultControlSocket(r.data.tun.name);
   return deepFreeze({ ...r.data, control: { socket } }) as Config;
@@ -433,7 +462,7 @@ export function asWritten(_key: string, v: unknown): unknown {
 /** A short human description of a config, for `ipipd check` and the start-up log. */
 export function describeConfig(c: Config): string[] {
   const lines = [
-    `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? 'auto (underlay MTU - 20)'} txqueuelen ${c.tun.txqueuelen}`,
+    `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? `auto (underlay MTU - ${allFou(c) ? '28: every peer uses FOU' : '20'})`} txqueuelen ${c.tun.txqueuelen}`,
     `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}, sent through ${c.underlay.send === 'packet' ? "AF_PACKET to each peer's next hop" : 'the raw socket'}`,
     `icmp errors at most ${c.icmp.rate}/s, burst ${c.icmp.burst}`,
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,

@@ -79,12 +79,15 @@ interface Problem {
   message: string;
 }
 
-/** What `clusterCheck` reads of a config that passed the schema. */
+/**
+ * What `clusterCheck` reads of a config: the sections as they passed the schema; a peer that
+ * failed it is `undefined`, at its index (the rules then check the others).
+ */
 interface ClusterInput {
   readonly underlay: { readonly address: Address };
   readonly encap: { readonly subnet?: Prefix | undefined };
   readonly routes: { readonly own_blocks: readonly Prefix[] };
-  readonly peers: readonly PeerLike[];
+  readonly peers: readonly (PeerLike | undefined)[];
 }
 
 /**
@@ -108,6 +111,7 @@ export function clusterCheck(c: ClusterInput): Problem[] {
     if (prefixContains(b.addr, b.len, own.value))
       problems.push({ path: at, message: `${b.text} contains this host's underlay.address ${own.text}: the blackhole would cut the underlay` });
     c.peers.forEach((p, k) => {
+      if (p === undefined) return;
       if (prefixContains(b.addr, b.len, p.endpoint.value))
         problems.push({ path: at, message: `${b.text} contains peer ${p.name}'s endpoint ${p.endpoint.text}: the blackhole would cut the underlay` });
       p.prefixes.forEach((x, m) => {

@@ -224,6 +224,26 @@ peers: [{ name: a, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25] }]
 `);
     expect(p.some((l) => /^peers\[0\]\.prefixes\[0\]: .*TUN's own address/.test(l))).toBe(true);
   });
+  test('the rules across fields are reported together with a schema error elsewhere (one message, every problem)', () => {
+    // No peers, and a bad TTL.
+    expect(problems('underlay: { address: 192.0.2.1 }\nencap: { ttl: 0 }\n')).toEqual([
+      expect.stringMatching(/^encap\.ttl: /),
+      'peers: at least one peer is needed (or routes.source: kernel, which learns them from the routing table)',
+    ]);
+    // An own block overlapping a peer's prefix, and a bad TTL.
+    const p = problems(GOOD + 'routes: { own_blocks: [203.0.113.0/26] }\nencap: { ttl: 0 }\n');
+    expect(p[0]).toMatch(/^encap\.ttl: /);
+    expect(p).toContain('routes.own_blocks[0]: 203.0.113.0/26 overlaps peers[0].prefixes[0] 203.0.113.0/25 (peer h2): a block is either this host\'s or a peer\'s');
+    // routes.source: kernel without allowed_endpoints, and a bad peer: both, with the peer's path.
+    const k = problems('underlay: { address: 192.0.2.1 }\nroutes: { source: kernel }\npeers: [{ name: a, endpoint: nope, prefixes: [203.0.113.0/25] }]\n');
+    expect(k.some((l) => l.startsWith('peers[0].endpoint: '))).toBe(true);
+    expect(k.some((l) => l.startsWith('underlay.allowed_endpoints: required with routes.source: kernel'))).toBe(true);
+  });
+  test('peers that are not a list: the schema says so, and "at least one peer" is not said besides', () => {
+    const p = problems('underlay: { address: 192.0.2.1 }\npeers: nope\n');
+    expect(p).toHaveLength(1);
+    expect(p[0]).toMatch(/^peers: /);
+  });
 });
 
 describe('config: file-level errors', () => {

@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
+import { parseConfig } from '../../src/daemon/config.js';
 import { ERRORS } from '../../src/daemon/errors.js';
 import { COUNTER_NAMES } from '../../src/dataplane/figures.js';
 import { VERDICT_DESCRIPTIONS, VERDICT_NAMES, type VerdictName } from '../../src/ipip/verdict.js';
@@ -39,6 +40,14 @@ describe('README agrees with the code', () => {
 
   test('counter table names every global counter', () => {
     for (const name of COUNTER_NAMES) expect(readme).toContain(`\`${name}\``);
+  });
+
+  test('the configuration example "with every key" is a valid config that names every section', () => {
+    const m = /A complete example with every key[^\n]*\n\n```yaml\n([\s\S]*?)```/.exec(readme);
+    if (!m) throw new Error('README has no complete configuration example');
+    const config = parseConfig(m[1]!, 'README example');
+    const sections = [...m[1]!.matchAll(/^(\w+):/gm)].map((x) => x[1]);
+    expect(sections.sort()).toEqual(Object.keys(config).sort());
   });
 
   test('the quick start is the two commands CI and users run', () => {
