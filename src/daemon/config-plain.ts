@@ -37,6 +37,18 @@ export function fromPlainError(e: PlainError): Error {
 }
 
 /** Whether ipipd opens FOU sockets: a peer has `encap: fou`, or kernel-learned peers will. */
-export function fouInUse(c: { readonly peers: readonly { readonly encap: string }[]; readonly routes: { readonly source: string }; readonly fou: { readonly kernel_peers: string } }): boolean {
+export function fouInUse(c: FouInput): boolean {
   return c.peers.some((p) => p.encap === 'fou') || (c.routes.source === 'kernel' && c.fou.kernel_peers === 'fou');
+}
+
+/** Every peer, configured and kernel-learned, uses FOU: the default TUN MTU leaves room for 28 bytes, not 20. */
+export function allFou(c: FouInput): boolean {
+  return fouInUse(c) && c.peers.every((p) => p.encap === 'fou') && (c.routes.source !== 'kernel' || c.fou.kernel_peers === 'fou');
+}
+
+/** What `fouInUse` and `allFou` read of a config. */
+interface FouInput {
+  readonly peers: readonly { readonly encap: string }[];
+  readonly routes: { readonly source: string };
+  readonly fou: { readonly kernel_peers: string };
 }

@@ -8,7 +8,7 @@
  */
 import type { FouOptions } from '../dataplane/fou.js';
 import { native } from '../tun/native.js';
-import { fouInUse, type Config } from './config-plain.js';
+import type { Config } from './config-plain.js';
 import { IpipdError, errnoName } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -18,7 +18,6 @@ export type FouSockets = FouOptions & { sourcePorts: number[] };
 /** Open them; `undo` receives a close step per socket, in the order opened. Throws ERR_FOU_SOCKET. */
 export function openFouSockets(c: Config, log: Logger, undo: (u: { what: string; run: () => void }) => void): FouSockets {
   const f = c.fou;
-  const at = `${c.underlay.address.text}:${f.port}`;
   const open = (port: number, what: string, opts: { gro?: boolean; sendOnly?: boolean }): { fd: number; port: number; gro: boolean } => {
     let s: { fd: number; port: number; gro: boolean };
     try {
@@ -29,7 +28,7 @@ export function openFouSockets(c: Config, log: Logger, undo: (u: { what: string;
     undo({ what: `close FOU ${what}`, run: () => native.close(s.fd) });
     return s;
   };
-  const recv = open(f.port, `socket ${at}`, { gro: f.offload });
+  const recv = open(f.port, 'socket', { gro: f.offload });
   const send: { fd: number; port: number }[] = [];
   if (f.source_port === f.port) send.push(recv);
   else if (f.source_port !== 'auto') send.push(open(f.source_port, 'source-port socket', { sendOnly: true }));
@@ -43,7 +42,3 @@ export function fouOptions(f: FouOptions, recvFd: number): FouOptions {
   return { recvFd, sendFds: [...f.sendFds], port: f.port, gso: f.gso, gro: f.gro };
 }
 
-/** Every peer, configured and kernel-learned, uses FOU: the TUN MTU leaves room for 28 bytes. */
-export function allFou(c: Config): boolean {
-  return fouInUse(c) && c.peers.every((p) => p.encap === 'fou') && (c.routes.source !== 'kernel' || c.fou.kernel_peers === 'fou');
-}

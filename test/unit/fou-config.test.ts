@@ -4,7 +4,7 @@
  * encap change, and that a FOU peer where no FOU socket is open needs a restart.
  */
 import { describe, expect, test } from 'vitest';
-import { fouInUse } from '../../src/daemon/config-plain.js';
+import { allFou, fouInUse } from '../../src/daemon/config-plain.js';
 import { describeConfig, parseConfig } from '../../src/daemon/config.js';
 import { IpipdError } from '../../src/daemon/errors.js';
 import { diffPeers, livePeers, restartKeys } from '../../src/daemon/peer-set.js';
@@ -45,6 +45,13 @@ describe('FOU config', () => {
     const lines = describeConfig(c);
     expect(lines).toContain('peer h2 endpoint 192.0.2.2 prefixes 203.0.113.0/25 encap fou');
     expect(lines).toContain('fou port 4789 source port 4789 kernel peers ipip offload off');
+    // Every peer on FOU: the default TUN MTU leaves 28 bytes (lifecycle.ts uses the same allFou).
+    expect(lines[0]).toBe('tun ipip0 mtu auto (underlay MTU - 28: every peer uses FOU) txqueuelen 1000');
+    expect(allFou(c)).toBe(true);
+    // One ipip peer besides: 20.
+    const mixed = parseConfig(`underlay: { address: 192.0.2.1 }\npeers:\n  - { name: h2, endpoint: 192.0.2.2, prefixes: [203.0.113.0/25], encap: fou }\n  - { name: h3, endpoint: 192.0.2.3, prefixes: [198.51.100.0/25] }\n`);
+    expect(allFou(mixed)).toBe(false);
+    expect(describeConfig(mixed)[0]).toBe('tun ipip0 mtu auto (underlay MTU - 20) txqueuelen 1000');
   });
 
   test('kernel-learned peers on FOU put FOU in use with no configured FOU peer', () => {
