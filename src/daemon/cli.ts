@@ -121,7 +121,7 @@ async function cmdReload(a: { socket?: string | undefined; config?: string | und
   const { text, value } = await askDaemon(socket, { cmd: 'reload', ...(a.config ? { file: resolve(a.config) } : {}) }, 30_000);
   const r = value as import('./live.js').ReloadAnswer;
   if (json) process.stdout.write(text);
-  else process.stdout.write(`reloaded: ${r.changes.map((l) => `\n  ${l}`).join('')}\n${r.errors.map((e) => `  error: ${e}\n`).join('')}`);
+  else process.stdout.write(`reloaded:${r.changes.map((l) => `\n  ${l}`).join('')}\n${r.errors.map((e) => `  error: ${e}\n`).join('')}`);
   if (r.errors.length) process.exitCode = 1;
 }
 

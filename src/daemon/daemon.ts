@@ -105,7 +105,7 @@ export class Daemon {
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
     this.trace = new TraceHub(config, { tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues });
-    this.live = new Live(this.res, log.child({ subsystem: 'live' }), log, config);
+    this.live = new Live(this.res, log, config);
   }
 
   async start(): Promise<void> {

@@ -59,9 +59,8 @@ export class Live {
 
   constructor(
     private readonly res: Resources,
+    /** The daemon's logger: each line names its subsystem (`routes`, `reload`); `log.level` sets its level (children follow it). */
     private readonly log: Logger,
-    /** The logger whose level `log.level` sets (children follow it). */
-    private readonly root: Logger,
     config: Config,
   ) {
     this.config = config;
@@ -150,7 +149,7 @@ export class Live {
     const queues = run.io.queues;
     if (res.dataplane) res.peers = reloadQueue(res.dataplane, res.peers, reload, 0, queues, res.tunMtu);
     res.config = run;
-    this.root.level = run.log.level;
+    this.log.level = run.log.level;
     this.config = plan.config;
     this.peers = plan.peers;
     if (res.queues) await res.queues.reload(reload, run.log.level);

@@ -144,6 +144,8 @@ describe.skipIf(why)('encap.mode: cross-subnet, routes from config, two underlay
     };
     writeFileSync(file, text.replace('mode: cross-subnet', 'mode: always'));
     const out = await reload();
+    // The README's format: "reloaded:", then each change on its own line, indented by two.
+    expect(out).toMatch(/^reloaded:\n( {2}\S.*\n)+$/);
     expect(out).toContain(`add route ${h2.block} dev ipip0`);
     expect(out).toContain(`delete route ${h2.block} via ${h2.underlay} dev ul0`);
     expect(await ipipdRoutes(h1)).toEqual([`${h2.block} dev ipip0 scope link`, `${h3.block} dev ipip0 scope link`].sort());

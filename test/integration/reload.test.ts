@@ -136,6 +136,11 @@ describe.skipIf(why).each([{ queues: 1 }, { queues: 2 }])('reload under traffic 
     // The swap shows in status before the daemon's log line about it reaches us through its pipe.
     for (let i = 0; i < 50 && !/SIGHUP: reloaded/.test(d1.log()); i++) await new Promise((r) => setTimeout(r, 100));
     expect(d1.log()).toMatch(/SIGHUP: reloaded/);
+    // Each reload's "applied" line names its subsystem once (JSON with a key twice is not JSON a
+    // log pipeline can trust).
+    const applied = d1.log().split('\n').filter((l) => l.includes('"msg":"applied"'));
+    expect(applied.length).toBeGreaterThan(0);
+    for (const line of applied) expect(line.match(/"subsystem":/g), line).toHaveLength(1);
     expect(await stopDaemon(d1)).toBe(0);
     expect(await stopDaemon(d2)).toBe(0);
     await expectNothingLeft(topo, h1);
