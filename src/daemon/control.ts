@@ -11,7 +11,7 @@
  * close). Start-up refuses to take over a socket another live daemon answers on (EADDRINUSE),
  * and removes a stale one left by a daemon that died without cleaning up.
  */
-import { readlinkSync, unlinkSync, chmodSync } from 'node:fs';
+import { chmodSync, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
 import { makeDirs } from './dirs.js';
@@ -227,10 +227,19 @@ export class ControlServer {
     if (await isLive(path)) {
       throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: EADDRINUSE, another ipipd answers there`);
     }
-    try {
-      unlinkSync(path); // stale socket of a daemon that died
-    } catch {
-      // nothing there: the usual case
+    // A stale socket of a daemon that died is removed; anything else at the path (a config file
+    // named by mistake, a directory) is the user's, and left alone.
+    const there = lstatSync(path, { throwIfNoEntry: false });
+    if (there && !there.isSocket()) {
+      const what = there.isDirectory() ? 'a directory' : there.isFile() ? 'a regular file' : 'something other than a socket';
+      throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: ${what} is there; ipipd replaces only a socket (left untouched)`);
+    }
+    if (there) {
+      try {
+        unlinkSync(path);
+      } catch {
+        // gone meanwhile
+      }
     }
     // Half-open: a client may half-close after its request (or with none) and still read the answer.
     const server = createServer({ allowHalfOpen: true }, (conn) => {

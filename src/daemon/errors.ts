@@ -48,7 +48,7 @@ export const ERRORS = Object.freeze({
   },
   ERR_CONTROL_SOCKET: {
     exit: 1,
-    doc: 'The control socket cannot be created; `EADDRINUSE` means another ipipd answers on that path.',
+    doc: 'The control socket cannot be created: `EADDRINUSE` means another ipipd answers on that path; a file or directory that is not a socket is never replaced (point `control.socket` elsewhere), and a directory that cannot be made is named with its errno.',
   },
   ERR_QUEUE: {
     exit: 1,

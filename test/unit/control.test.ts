@@ -5,7 +5,7 @@
  * `{"error","code"}`, which `askDaemon` turns back into the IpipdError; a streaming handler
  * answers JSON lines until the client hangs up; a second server on a live path is refused.
  */
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,6 +133,17 @@ describe('control socket protocol', () => {
 
   test('askDaemon on a path where nothing listens: ERR_STATUS_UNREACHABLE, exit 1', async () => {
     await expect(askDaemon(join(dir, 'none.sock'), { cmd: 'status' })).rejects.toMatchObject({ code: 'ERR_STATUS_UNREACHABLE', exitCode: 1 });
+  });
+
+  test('a regular file or a directory at the path is refused and left untouched (only a stale socket is replaced)', async () => {
+    const file = join(dir, 'not-a-socket.yaml');
+    writeFileSync(file, 'tun: {}\n');
+    await expect(ControlServer.listen(file, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: `control socket ${file}: a regular file is there; ipipd replaces only a socket (left untouched)` });
+    expect(readFileSync(file, 'utf8')).toBe('tun: {}\n');
+    const sub = join(dir, 'a-dir');
+    mkdirSync(sub);
+    await expect(ControlServer.listen(sub, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('a directory is there') });
+    expect(statSync(sub).isDirectory()).toBe(true);
   });
 
   test('a second server on a path a live one answers on is refused with EADDRINUSE, and the first keeps answering', async () => {
