@@ -1191,7 +1191,15 @@ constexpr int kUdpInfoInts = 4;
 constexpr int kKindNetlink = 3;
 constexpr size_t kUdpCtrl = 64;
 constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in one call
-constexpr int kMaxRounds = 16;    // per wake-up, so one busy fd cannot starve the others
+// Per wake-up, so that one busy fd cannot starve the others (libuv serves the fds that became
+// ready in the same loop turn one after the other): at most kMaxRounds batches, and no further
+// batch once kWakeBytes have been read. The byte bound is what matters for bulk traffic: a TUN
+// batch of TSO super-packets is a whole packed slab (~256 KiB), so 16 of them were ~4 MiB, many
+// milliseconds of segmenting and sending while the other direction's packets (the TCP ACKs, a
+// ping's reply) waited in their socket (docs/performance.md, "Latency under load: where a ping
+// waits"). Small packets still come up to kMaxRounds batches per wake-up.
+constexpr int kMaxRounds = 16;
+constexpr size_t kWakeBytes = 128 * 1024;
 // A raw or UDP Reader that has lately seen merged datagrams (UDP_GRO, or the underlay's GRO
 // merging IPIP/TCP packets; each up to 64 KiB) reads at most this many bytes' worth of slots
 // per recvmmsg(2), so that bulk traffic fills the first few slots only instead of every slot
@@ -1502,6 +1510,7 @@ bool Reader::Rearm() {
 
 void Reader::Drain() {
   Napi::Env env = Env();
+  size_t bytes = 0;
   for (int round = 0; round < kMaxRounds; round++) {
     int err = 0;
     // The batch ended for want of room (packed TUN) or by the UDP_GRO cap, not of packets.
@@ -1511,6 +1520,8 @@ void Reader::Drain() {
             : kind_ == kKindNetlink ? ReadNetlink(&err)
                                     : ReadRaw(&err, &full);
     if (n > 0) {
+      // Counted before onBatch, which may reuse lens_ (a truncated packet took a whole slot).
+      for (int i = 0; i < n; i++) bytes += lens_[i] > 0 ? static_cast<size_t>(lens_[i]) : static_cast<size_t>(slot_);
       onBatch_.MakeCallback(Value(), {Napi::Number::New(env, n)}, *context_);
       if (closed_ || !started_) return;  // stopped or closed from inside the callback
     }
@@ -1521,6 +1532,7 @@ void Reader::Drain() {
       return;
     }
     if (n < batch_ && !full) return;
+    if (bytes >= kWakeBytes) return;  // level-triggered: the rest is read on the next wake-up
   }
 }
 

@@ -173,7 +173,9 @@ export interface NativeBinding {
   /**
    * Polls `fd` with libuv (uv_poll on the Node loop: no threads, no busy loop) and on each
    * readable wake-up drains it into the slab and calls `onBatch(n)` synchronously for packets in
-   * slots 0..n-1, at most 16 batches per wake-up.
+   * slots 0..n-1, at most 16 batches per wake-up, and no further batch once it has read 128 KiB
+   * in that wake-up (the rest on the next one), so that bulk traffic on one fd leaves the loop
+   * to the others in between.
    *
    * Buffer ownership: the slab is a pool, not a slab of kept slices. Packet i is
    * `slab[i * slotSize + headroom, i * slotSize + headroom + lens[i])`; it is overwritten as

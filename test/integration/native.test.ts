@@ -42,6 +42,7 @@ interface Report extends ChildReport {
     batches: Array<{ n: number; turn: number }>; received: number; afterThrowReceived: number;
     uncaught: string[]; microtaskLate: number; errors: unknown[];
   };
+  tunBudget: { batches: Array<{ n: number; turn: number; bytes: number }>; received: number; errors: unknown[] };
   tunTrunc: { seen: Array<{ len: number; nextHeadroomPoisoned: boolean }> };
   tunPacked: { room: number; batches: Array<{ n: number; turn: number; offs: number[]; lens: number[] }>; payloads: string[] };
   tunWrite: { written: number; failed: number; lastErrno: number; got: Array<{ from: string; port: number; payload: string }>; lensAfter: number[] };
@@ -141,6 +142,24 @@ describe.skipIf(skipReason)('native addon (in a private network namespace)', () 
     expect(t.microtaskLate).toBe(0);
     expect(t.uncaught).toEqual(['thrown from onBatch']);
     expect(t.afterThrowReceived).toBe(10);
+  });
+
+  it('Reader(TUN) ends a wake-up once it has read 128 KiB, so that bulk traffic on one fd leaves room for the others', () => {
+    const t = r.tunBudget;
+    expect(t.errors).toEqual([]);
+    expect(t.received).toBe(300);
+    const perTurn = new Map<number, Array<{ n: number; bytes: number }>>();
+    for (const b of t.batches) perTurn.set(b.turn, [...(perTurn.get(b.turn) ?? []), b]);
+    const KIB128 = 128 * 1024;
+    for (const batches of perTurn.values()) {
+      // No batch is begun once the wake-up has read 128 KiB.
+      const beforeLast = batches.slice(0, -1).reduce((sum, b) => sum + b.bytes, 0);
+      expect(beforeLast).toBeLessThan(KIB128);
+    }
+    // 300 packets of 1428 bytes were all queued before the Reader started: full batches of 64
+    // (91 392 bytes), so two per wake-up, and the rest in later ones (without the bound, all
+    // five in the first).
+    expect([...perTurn.values()].map((b) => b.map((x) => x.n))).toEqual([[64, 64], [64, 64], [44]]);
   });
 
   it('Reader(TUN) reports a packet that does not fit its slot (or fills it exactly) as -1', () => {
