@@ -7,6 +7,8 @@
  * way as `PlainError`, rebuilt into the IpipdError they were, code and message unchanged.
  * Also here: what the daemon asks of a config without the parser (`fouInUse`).
  */
+import { FOU_ENCAP_LEN } from '../ipip/fou.js';
+import { IPV4_MIN_HEADER } from '../ipip/ipv4.js';
 import type { Config } from './config.js';
 import { IpipdError, type ErrorCode } from './errors.js';
 
@@ -46,7 +48,15 @@ export function allFou(c: FouInput): boolean {
   return fouInUse(c) && c.peers.every((p) => p.encap === 'fou') && (c.routes.source !== 'kernel' || c.fou.kernel_peers === 'fou');
 }
 
-/** What `fouInUse` and `allFou` read of a config. */
+/**
+ * The outer headers the default TUN MTU (underlay MTU minus this) leaves room for: an IPv4
+ * header (RFC 2003 §5.1), or IPv4 and UDP when every peer uses FOU.
+ */
+export function tunOverhead(c: FouInput): number {
+  return allFou(c) ? FOU_ENCAP_LEN : IPV4_MIN_HEADER;
+}
+
+/** What `fouInUse`, `allFou` and `tunOverhead` read of a config. */
 interface FouInput {
   readonly peers: readonly { readonly encap: string }[];
   readonly routes: { readonly source: string };

@@ -15,7 +15,7 @@ import { readFileSync } from 'node:fs';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { formatIPv4, formatPrefix, parseIPv4, parsePrefix, prefixContains, prefixesOverlap } from '../routing/prefix.js';
-import { allFou, deepFreeze, fouInUse } from './config-plain.js';
+import { allFou, deepFreeze, fouInUse, tunOverhead } from './config-plain.js';
 import { defaultControlSocket } from './control.js';
 import { IpipdError, errnoName } from './errors.js';
 import { clusterCheck, describeEncapMode } from './cross-subnet.js';
@@ -462,7 +462,7 @@ export function asWritten(_key: string, v: unknown): unknown {
 /** A short human description of a config, for `ipipd check` and the start-up log. */
 export function describeConfig(c: Config): string[] {
   const lines = [
-    `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? `auto (underlay MTU - ${allFou(c) ? '28: every peer uses FOU' : '20'})`} txqueuelen ${c.tun.txqueuelen}`,
+    `tun ${c.tun.name}${c.tun.address ? ` address ${c.tun.address.text}` : ''} mtu ${c.tun.mtu ?? `auto (underlay MTU - ${tunOverhead(c)}${allFou(c) ? ': every peer uses FOU' : ''})`} txqueuelen ${c.tun.txqueuelen}`,
     `underlay ${c.underlay.address.text}${c.underlay.device ? ` on ${c.underlay.device}` : ''}, learned path MTUs kept ${c.underlay.pmtu_expires ? `${c.underlay.pmtu_expires}s` : 'forever'}, sent through ${c.underlay.send === 'packet' ? "AF_PACKET to each peer's next hop" : 'the raw socket'}`,
     `icmp errors at most ${c.icmp.rate}/s, burst ${c.icmp.burst}`,
     `encap ttl ${c.encap.ttl} tos ${c.encap.tos} df ${c.encap.df}`,

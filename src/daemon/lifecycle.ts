@@ -21,7 +21,7 @@ import { FOU_ENCAP_LEN, IPPROTO_ICMP, type Peer } from '../ipip/index.js';
 import { native } from '../tun/native.js';
 import { Rtnl, type RouteSpec } from '../tun/netlink.js';
 import { steeringFilter } from '../tun/steering.js';
-import { allFou, fouInUse, type Config } from './config-plain.js';
+import { fouInUse, tunOverhead, type Config } from './config-plain.js';
 import { ControlServer, type ControlHandler } from './control.js';
 import type { Dataplane } from '../dataplane/dataplane.js';
 import { fouOptions, openFouSockets, type FouSockets } from './fou-sockets.js';
@@ -126,7 +126,7 @@ export class Resources {
     this.underlayIndex = ownerLink.index;
     this.underlayPrefixLen = owner.prefixLength;
     // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
-    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - (allFou(c) ? FOU_ENCAP_LEN : 20);
+    this.tunMtu = c.tun.mtu ?? ownerLink.mtu - tunOverhead(c);
     if (links.some((l) => l.name === c.tun.name)) {
       throw new IpipdError('ERR_TUN_EXISTS', `a device named ${c.tun.name} already exists; choose another tun.name or remove it`);
     }
