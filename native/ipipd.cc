@@ -1196,8 +1196,8 @@ constexpr int kMaxBatch = 1024;   // UIO_MAXIOV: the most recvmmsg(2) takes in o
 // batch once kWakeBytes have been read. The byte bound is what matters for bulk traffic: a TUN
 // batch of TSO super-packets is a whole packed slab (~256 KiB), so 16 of them were ~4 MiB, many
 // milliseconds of segmenting and sending while the other direction's packets (the TCP ACKs, a
-// ping's reply) waited in their socket (docs/performance.md, "Latency under load: where a ping
-// waits"). Small packets still come up to kMaxRounds batches per wake-up.
+// ping's reply) waited in their socket (docs/performance.md, "Latency hop by hop: where a ping
+// waits, idle and under load"). Small packets still come up to kMaxRounds batches per wake-up.
 constexpr int kMaxRounds = 16;
 constexpr size_t kWakeBytes = 128 * 1024;
 // A raw or UDP Reader that has lately seen merged datagrams (UDP_GRO, or the underlay's GRO
