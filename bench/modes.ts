@@ -6,11 +6,16 @@
  *   ipipd         this repository's daemon, `ipipd run --config hN.yaml` in each host;
  *   ipipd-2q      the same with `io.queues: 2` (a multi-queue TUN, a worker thread per queue);
  *   ipipd-fou     ipipd with every peer `encap: fou` (IPIP over UDP, UDP_SEGMENT/UDP_GRO);
+ *   node-floor    not a tunnel to run: the least a Node.js IPIP data path does (bench/floor.ts),
+ *                 ipipd's addon and Readers with a fixed outer header and no checks, the
+ *                 reference for what any Node data path's wake-ups cost;
+ *   node-floor-udp the same as IP in UDP, quicktun's raw protocol: quicktun's job, in Node;
  *   quicktun      Debian's quicktun, "raw" protocol (IP packets in UDP, no crypto), TUN mode;
  *   wireguard-go  the Go userspace WireGuard, one interface per host.
  *
  * Every mode keeps pods at MTU 1480 (so inner packets are identical) and raises the underlay MTU
- * by its own overhead instead: ipipd +20 (1500), quicktun and ipipd-fou +28 (1508), wireguard +80 (1560).
+ * by its own overhead instead: ipipd and node-floor +20 (1500), quicktun, ipipd-fou and node-floor-udp
+ * +28 (1508), wireguard +80 (1560).
  *
  * A mode's start() leaves routes for the other pod block pointing into its device; the bench
  * checks them with `ip route get` and the device counters before it believes any figure.
@@ -23,8 +28,8 @@ import { onCleanup } from '../tools/netns/safety-net.js';
 import { type HostInfo, Topology } from '../tools/netns/topology.js';
 import type { MemoryFigures } from '../src/daemon/footprint.js';
 
-export type ModeName = 'direct' | 'ipipd' | 'ipipd-2q' | 'ipipd-pkt' | 'ipipd-fou' | 'quicktun' | 'wireguard-go';
-export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'ipipd-2q', 'ipipd-pkt', 'ipipd-fou', 'quicktun', 'wireguard-go'];
+export type ModeName = 'direct' | 'ipipd' | 'ipipd-2q' | 'ipipd-pkt' | 'ipipd-fou' | 'node-floor' | 'node-floor-udp' | 'quicktun' | 'wireguard-go';
+export const ALL_MODES: readonly ModeName[] = ['direct', 'ipipd', 'ipipd-2q', 'ipipd-pkt', 'ipipd-fou', 'node-floor', 'node-floor-udp', 'quicktun', 'wireguard-go'];
 /** The modes that run ipipd itself (the ones `--soak` can take). */
 export const IPIPD_MODES = ['ipipd', 'ipipd-2q', 'ipipd-pkt', 'ipipd-fou'] as const satisfies readonly ModeName[];
 export type IpipdModeName = (typeof IPIPD_MODES)[number];
@@ -218,6 +223,58 @@ const ipipdFou = ipipdMode('ipipd-fou', 1, 'raw', 'fou');
 
 // ---------------------------------------------------------------------------------------------
 
+const FLOOR_JS = join(ROOT, 'dist', 'bench', 'floor.js');
+
+/**
+ * The least a Node.js data path does (bench/floor.ts): ipipd's addon and Readers, a fixed outer
+ * header per packet (or, with `udp`, the packet as a UDP payload to port 2999, as quicktun's raw
+ * protocol), nothing else. A reference for what any Node data path's wake-ups cost.
+ */
+function floorMode(name: ModeName, udp: boolean): ModeSpec {
+  return {
+  name,
+  underlayMtu: udp ? POD_MTU + 28 : 1500,
+  missing() {
+    if (!existsSync(FLOOR_JS)) return "not built: run 'npm run build'";
+    if (!existsSync(join(ROOT, 'build', 'Release', 'ipipd_native.node'))) return "native addon not built: run 'npm ci'";
+    return null;
+  },
+  async start(topo, ctx) {
+    const procs: Array<{ name: string; bg: Background }> = [];
+    const devs = topo.hosts.map((_, i) => `nf${ctx.prefix}${i + 1}`) as [string, string];
+    try {
+      for (let i = 0; i < 2; i++) {
+        const h = topo.hosts[i];
+        const other = topo.hosts[1 - i];
+        const bg = start(inNs(h.ns, [process.execPath, FLOOR_JS, ...(udp ? ['--udp'] : []), devs[i], h.underlay, other.underlay]));
+        procs.push({ name: `${name} on ${h.name}`, bg });
+        const ok = await waitFor(() => bg.output().includes(' up, ') || bg.child.exitCode !== null, 10_000);
+        const why = deadOf(procs);
+        if (why) throw new Error(why);
+        if (!ok) throw new Error(`node-floor on ${h.name} did not start:\n${bg.output()}`);
+        await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
+        await routeTo(h, other, devs[i]);
+      }
+    } catch (e) {
+      await stopAll(procs, 3000);
+      throw e;
+    }
+    return {
+      devs,
+      pids: procs.map((p) => p.bg.pid),
+      facts: { command: 'node dist/bench/floor.js <tun> <local> <remote>' },
+      counters: async () => null,
+      dead: () => deadOf(procs),
+      stop: () => stopAll(procs, 5000),
+    };
+  },
+  };
+}
+const nodeFloor = floorMode('node-floor', false);
+const nodeFloorUdp = floorMode('node-floor-udp', true);
+
+// ---------------------------------------------------------------------------------------------
+
 const QT_PORT = 2998;
 
 /**
@@ -360,6 +417,8 @@ export const MODES: Record<ModeName, ModeSpec> = {
   'ipipd-2q': ipipd2q,
   'ipipd-pkt': ipipdPkt,
   'ipipd-fou': ipipdFou,
+  'node-floor': nodeFloor,
+  'node-floor-udp': nodeFloorUdp,
   quicktun,
   'wireguard-go': wireguardGo,
 };

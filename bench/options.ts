@@ -9,8 +9,9 @@ import { ALL_MODES, IPIPD_MODES, type ModeName, POD_MTU, isIpipdMode } from './m
 
 export const HELP = `Usage: npm run bench -- [options]      (root; run 'npm run build' first)
 
-Measures pod-to-pod traffic through ipipd against direct routing (and quicktun and wireguard-go
-when installed), interleaved over rounds: round 1 runs every mode, round 2 every mode again, ...
+Measures pod-to-pod traffic through ipipd against direct routing, the Node floor (node-floor,
+node-floor-udp: the least a Node.js data path does, bench/floor.ts) and, when installed,
+quicktun and wireguard-go, interleaved over rounds: round 1 runs every mode, round 2 every mode again, ...
 Each mode gets a fresh pair of hosts in network namespaces (scripts/netns-setup.sh, pods at MTU
 ${POD_MTU}). Figures: TCP 1 and 4 streams (Gb/s), UDP 64 B and 1400 B delivered packets/s at an
 unlimited offered rate, tunnel CPU µs per packet, ping RTT p50/p99/p99.9 idle and while one TCP
@@ -19,7 +20,7 @@ direct routing in the same round, the added latency also to quicktun's, with the
 rounds.
 
 Options:
-  --quick            one short run: 2 rounds of 1 s tests (about 9 minutes for 6 modes,
+  --quick            one short run: 2 rounds of 1 s tests (about 12 minutes for 9 modes,
                      most of it the 2 x 1000 pings per mode)
   --rounds N         rounds (default 3; --quick: 2)
   --duration S       seconds per iperf3 test (default 5; --quick: 1)

@@ -26,6 +26,8 @@ const COLORS: Record<string, string> = {
   'ipipd-2q': '#7fb2e0',
   'ipipd-pkt': '#0b3d6b',
   'ipipd-fou': '#9c36b5',
+  'node-floor': '#868e96',
+  'node-floor-udp': '#adb5bd',
   quicktun: '#e3801c',
   'wireguard-go': '#2f9e44',
 };

@@ -1,0 +1,125 @@
+/**
+ * node-floor: the least a Node.js IPIP data path can do, as a reference for the bench.
+ *
+ *   node dist/bench/floor.js <tun name> <local underlay address> <remote underlay address>
+ *
+ * The same native addon, Readers and batched system calls as ipipd (one TUN, one raw socket of
+ * protocol 4), and per packet only what no IPIP tunnel can skip: a fixed outer IPv4 header
+ * copied in front of each packet read from the TUN (the kernel fills in the length, ID and
+ * checksum for IP_HDRINCL), and the outer header cut off each packet read from the raw socket.
+ * No checks, no table, no counters, no ICMP, no offloads: not a tunnel anyone should run, but
+ * what its wake-ups cost is what any Node data path pays before it does its own work, so the
+ * bench puts it beside quicktun (docs/performance.md, "The floor of a Node data path").
+ */
+import { native, READER_RAW, READER_TUN, READER_UDP, UDP_INFO_INTS, type NativeError } from '../src/tun/native.js';
+
+const SLOT = 2048;
+const BATCH = 64;
+const OUTER = 20;
+
+function addr(s: string | undefined): number {
+  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s ?? '');
+  if (!m) throw new Error(`not an IPv4 address: '${s}'`);
+  return ((+m[1]! << 24) | (+m[2]! << 16) | (+m[3]! << 8) | +m[4]!) >>> 0;
+}
+
+const udp = process.argv[2] === '--udp';
+const [tunName, localArg, remoteArg] = process.argv.slice(udp ? 3 : 2);
+const PORT = 2999;
+if (!tunName) {
+  process.stderr.write('usage: node dist/bench/floor.js <tun> <local> <remote>\n');
+  process.exit(2);
+}
+const local = addr(localArg);
+const remote = addr(remoteArg);
+
+const tun = native.openTun(tunName);
+const raw = udp ? native.openUdp(local, PORT, 4 << 20, 4 << 20).fd : native.openRaw(local, 4 << 20, 4 << 20);
+
+// The outer header every encapsulated packet gets: version 4, IHL 5, DF, TTL 64, protocol 4.
+const outer = Buffer.alloc(OUTER);
+outer.set([0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 4, 0, 0]);
+outer.writeUInt32BE(local, 12);
+outer.writeUInt32BE(remote, 16);
+
+const res = new Int32Array(2);
+let dropped = 0;
+
+// TUN -> underlay: each packet is read OUTER bytes into its slot, the header goes in front.
+const tunSlab = Buffer.alloc(SLOT * BATCH);
+const tunLens = new Int32Array(BATCH);
+const sendOffs = new Int32Array(BATCH);
+const sendLens = new Int32Array(BATCH);
+const dsts = new Int32Array(BATCH).fill(remote | 0);
+const fds = new Int32Array(BATCH).fill(raw);
+const udpRes = new Int32Array(5);
+function onTunBatch(n: number): void {
+  let k = 0;
+  if (udp) {
+    for (let i = 0; i < n; i++) {
+      const len = tunLens[i]!;
+      if (len <= 0) continue;
+      sendOffs[k] = i * SLOT + OUTER;
+      sendLens[k] = len;
+      k++;
+    }
+    native.sendUdp(tunSlab, sendOffs, sendLens, dsts, fds, k, udpRes, PORT, 1);
+    dropped += udpRes[0]!;
+    return;
+  }
+  for (let i = 0; i < n; i++) {
+    const len = tunLens[i]!;
+    if (len <= 0) continue;
+    const o = i * SLOT;
+    outer.copy(tunSlab, o);
+    sendOffs[k] = o;
+    sendLens[k] = len + OUTER;
+    k++;
+  }
+  native.sendRaw(raw, tunSlab, sendOffs, sendLens, dsts, k, res);
+  dropped += res[0]!;
+}
+
+// Underlay -> TUN: each datagram arrives with its outer header, which is skipped.
+const rawSlab = Buffer.alloc(SLOT * BATCH);
+const rawLens = new Int32Array(BATCH);
+const writeOffs = new Int32Array(BATCH);
+const writeLens = new Int32Array(BATCH);
+function onRawBatch(n: number): void {
+  let k = 0;
+  for (let i = 0; i < n; i++) {
+    const len = rawLens[i]!;
+    const o = i * SLOT;
+    const ihl = udp ? 0 : (rawSlab[o]! & 15) * 4;
+    if (len <= ihl) continue;
+    writeOffs[k] = o + ihl;
+    writeLens[k] = len - ihl;
+    k++;
+  }
+  native.writeTun(tun.fd, rawSlab, writeOffs, writeLens, k, res);
+  dropped += res[0]!;
+}
+
+function onError(e: NativeError): void {
+  process.stderr.write(`node-floor: ${e.message}\n`);
+  process.exit(1);
+}
+
+const readers = [
+  new native.Reader(tun.fd, READER_TUN, tunSlab, tunLens, SLOT, OUTER, BATCH, onTunBatch, onError),
+  udp
+    ? new native.Reader(raw, READER_UDP, rawSlab, rawLens, SLOT, 0, BATCH, onRawBatch, onError, new Int32Array(BATCH * UDP_INFO_INTS))
+    : new native.Reader(raw, READER_RAW, rawSlab, rawLens, SLOT, 0, BATCH, onRawBatch, onError),
+];
+for (const r of readers) r.start();
+
+function stop(): void {
+  for (const r of readers) r.close();
+  native.close(raw);
+  native.close(tun.fd);
+  process.stdout.write(`node-floor: stopped (${dropped} packets not sent)\n`);
+  process.exit(0);
+}
+process.on('SIGTERM', stop);
+process.on('SIGINT', stop);
+process.stdout.write(`node-floor: ${tun.name} up, ${localArg} -> ${remoteArg}\n`);
