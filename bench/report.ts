@@ -49,6 +49,12 @@ export interface FigureDef {
   ratio: boolean;
   /** Also shown as a ratio to quicktun's in the same round (the latency targets of issue 15 are set against it). */
   vsQuicktun?: boolean;
+  /**
+   * Also shown as a ratio to node-floor's in the same round: what ipipd adds idle over the least a
+   * Node data path does (bench/floor.ts). Idle only: the floor has no offloads, so under load it
+   * is no reference.
+   */
+  vsFloor?: boolean;
 }
 
 export const FIGURES: readonly FigureDef[] = [
@@ -59,10 +65,10 @@ export const FIGURES: readonly FigureDef[] = [
   { key: 'cpuUsPerPacket', label: 'tunnel CPU per packet (UDP 64 B)', short: 'CPU/packet', unit: 'µs', scale: 1, better: 'lower', ratio: false },
   { key: 'rttP50Us', label: 'ping RTT p50', short: 'RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: true },
   { key: 'rttP99Us', label: 'ping RTT p99', short: 'RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: true },
-  { key: 'addedP50Us', label: 'added RTT p50 (minus direct)', short: '+RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
-  { key: 'addedP99Us', label: 'added RTT p99 (minus direct)', short: '+RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'addedP50Us', label: 'added RTT p50 (minus direct)', short: '+RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true, vsFloor: true },
+  { key: 'addedP99Us', label: 'added RTT p99 (minus direct)', short: '+RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true, vsFloor: true },
   { key: 'rttP999Us', label: 'ping RTT p99.9', short: 'RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false },
-  { key: 'addedP999Us', label: 'added RTT p99.9 (minus direct)', short: '+RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true },
+  { key: 'addedP999Us', label: 'added RTT p99.9 (minus direct)', short: '+RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false, vsQuicktun: true, vsFloor: true },
   { key: 'loadRttP50Us', label: 'ping RTT p50 under 1 TCP stream', short: 'loaded RTT p50', unit: 'µs', scale: 1, better: 'lower', ratio: false },
   { key: 'loadRttP99Us', label: 'ping RTT p99 under 1 TCP stream', short: 'loaded RTT p99', unit: 'µs', scale: 1, better: 'lower', ratio: false },
   { key: 'loadRttP999Us', label: 'ping RTT p99.9 under 1 TCP stream', short: 'loaded RTT p99.9', unit: 'µs', scale: 1, better: 'lower', ratio: false },
@@ -104,6 +110,11 @@ export function setAdded(f: Figures, direct: Figures | undefined, isDirect: bool
  */
 export function ratiosToQuicktun(quicktun: Figures | undefined, f: Figures): Ratios {
   return ratiosOver(quicktun, f, (d) => d.vsQuicktun === true);
+}
+
+/** value / node-floor's value in the same round, for the `vsFloor` figures; null as `ratiosToQuicktun`. */
+export function ratiosToFloor(floor: Figures | undefined, f: Figures): Ratios {
+  return ratiosOver(floor, f, (d) => d.vsFloor === true);
 }
 
 /** value / direct's value in the same round, for the figures where that means something. */
@@ -159,12 +170,15 @@ export interface ModeSummary {
   ratios: Partial<Record<FigureKey, Spread | null>>;
   /** The `vsQuicktun` figures as a ratio to quicktun's, over the rounds. */
   vsQuicktun?: Partial<Record<FigureKey, Spread | null>>;
+  /** The `vsFloor` figures as a ratio to node-floor's, over the rounds. */
+  vsFloor?: Partial<Record<FigureKey, Spread | null>>;
 }
 
 export interface RoundEntry {
   figures: Figures;
   ratios: Ratios;
   vsQuicktun?: Ratios;
+  vsFloor?: Ratios;
 }
 
 export function summarize(rounds: Array<Partial<Record<ModeName, RoundEntry>>>, modes: ModeName[]): Record<string, ModeSummary> {
@@ -176,6 +190,7 @@ export function summarize(rounds: Array<Partial<Record<ModeName, RoundEntry>>>, 
       s.values[d.key] = spread(entries.map((e) => e.figures[d.key]));
       if (d.ratio) s.ratios[d.key] = spread(entries.map((e) => e.ratios[d.key]));
       if (d.vsQuicktun) (s.vsQuicktun ??= {})[d.key] = spread(entries.map((e) => e.vsQuicktun?.[d.key]));
+      if (d.vsFloor) (s.vsFloor ??= {})[d.key] = spread(entries.map((e) => e.vsFloor?.[d.key]));
     }
     out[m] = s;
   }
@@ -205,8 +220,9 @@ function cell(s: Spread | null | undefined, scale: number, suffix = ''): string 
 
 /**
  * The table: one column per mode, a row per figure (value), then "× direct" where a ratio means
- * something and "× quicktun" for the latency figures the targets compare with quicktun's (when
- * quicktun ran). Cells: median (min..max) over the rounds.
+ * something, "× quicktun" for the latency figures the targets compare with quicktun's (when
+ * quicktun ran) and "× node-floor" for the idle ones (when node-floor ran). Cells: median
+ * (min..max) over the rounds.
  */
 export function table(summary: Record<string, ModeSummary>, modes: ModeName[]): string {
   const rows: string[][] = [['', ...modes]];
@@ -217,6 +233,9 @@ export function table(summary: Record<string, ModeSummary>, modes: ModeName[]): 
     }
     if (d.vsQuicktun && modes.includes('quicktun')) {
       rows.push(['  × quicktun', ...modes.map((m) => (m === 'direct' ? '' : cell(summary[m]?.vsQuicktun?.[d.key], 1, '×')))]);
+    }
+    if (d.vsFloor && modes.includes('node-floor')) {
+      rows.push(['  × node-floor', ...modes.map((m) => (m === 'direct' ? '' : cell(summary[m]?.vsFloor?.[d.key], 1, '×')))]);
     }
   }
   const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => [...r[c]].length)));

@@ -26,7 +26,7 @@ import { type MeasureContext, type ModeRaw, measureMode } from './mode-run.js';
 import { type IpipdModeName, MODES, type ModeName, POD_MTU } from './modes.js';
 import { HELP, type Options, parseOptions } from './options.js';
 import { clearProgress, progress, say } from './progress.js';
-import { type ModeSummary, type RoundEntry, FIGURES, ratiosTo, ratiosToQuicktun, setAdded, summarize, table } from './report.js';
+import { type ModeSummary, type RoundEntry, FIGURES, ratiosTo, ratiosToFloor, ratiosToQuicktun, setAdded, summarize, table } from './report.js';
 import { footprintTable } from './footprint.js';
 import { runSoak } from './soak.js';
 import { chart } from './svg.js';
@@ -196,6 +196,9 @@ async function runRound(
   // After every mode's added figures exist: the latency targets are set against quicktun's.
   const quicktun = round.quicktun?.figures;
   for (const m of modes) if (m !== 'direct') round[m].vsQuicktun = ratiosToQuicktun(quicktun, round[m].figures);
+  // And idle, against the least a Node data path does.
+  const floor = round['node-floor']?.figures;
+  for (const m of modes) if (m !== 'direct') round[m].vsFloor = ratiosToFloor(floor, round[m].figures);
 }
 
 /** Each mode's facts (from round 1) and the spread of every figure over the rounds. */
@@ -206,7 +209,7 @@ function summarizeResults(results: Results, modes: ModeName[]): void {
     results.modeFacts[m] = { ...(f ?? {}), devices: dev };
   }
   results.summary = summarize(
-    results.rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { figures: v.figures, ratios: v.ratios, vsQuicktun: v.vsQuicktun }]))),
+    results.rounds.map((r) => Object.fromEntries(Object.entries(r).map(([k, v]) => [k, { figures: v.figures, ratios: v.ratios, vsQuicktun: v.vsQuicktun, vsFloor: v.vsFloor }]))),
     modes,
   );
   results.finishedAt = new Date().toISOString();
@@ -221,7 +224,7 @@ function report(results: Results, opts: Options, modes: ModeName[], started: Dat
     `ipipd bench, ${when}: ${opts.rounds} round${opts.rounds > 1 ? 's' : ''} x ${modes.length} modes, ${opts.duration} s per iperf3 test, ${opts.pings} pings`,
     `machine: ${host}`,
     `note: ${machine.note as string}`,
-    `cells: median (min..max) over the rounds; "× direct": ratio to direct routing in the same round; "× quicktun": ratio to quicktun's in the same round`,
+    `cells: median (min..max) over the rounds; "× direct": ratio to direct routing in the same round; "× quicktun", "× node-floor": ratio to quicktun's, node-floor's in the same round`,
     `latency: ${opts.pings} pings 10 ms apart, idle, then again while one iperf3 TCP stream runs from pod A to pod B`,
   ];
   const svg = chart({

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { percentile } from '../../bench/measure.js';
-import { ADDED, FIGURES, type Figures, ratiosTo, ratiosToQuicktun, setAdded, summarize, table } from '../../bench/report.js';
+import { ADDED, FIGURES, type Figures, ratiosTo, ratiosToFloor, ratiosToQuicktun, setAdded, summarize, table } from '../../bench/report.js';
 
 function figures(over: Partial<Figures>): Figures {
   const f = Object.fromEntries(FIGURES.map((d) => [d.key, null])) as unknown as Figures;
@@ -64,6 +64,22 @@ describe('ratiosToQuicktun', () => {
   });
 });
 
+describe('ratiosToFloor', () => {
+  it('only the idle added latency figures, as value / node-floor’s value (under load the floor has no offloads)', () => {
+    const floor = figures({ addedP50Us: 200, addedP99Us: 400, addedP999Us: 800, loadAddedP50Us: 5000, tcp1Gbps: 1 });
+    const r = ratiosToFloor(floor, figures({ addedP50Us: 220, addedP99Us: 300, addedP999Us: 1600, loadAddedP50Us: 2500, tcp1Gbps: 2 }));
+    expect(r.addedP50Us).toBeCloseTo(1.1);
+    expect(r.addedP99Us).toBeCloseTo(0.75);
+    expect(r.addedP999Us).toBeCloseTo(2);
+    expect(r).not.toHaveProperty('loadAddedP50Us');
+    expect(r).not.toHaveProperty('tcp1Gbps');
+  });
+
+  it('null without node-floor in the round', () => {
+    expect(ratiosToFloor(undefined, figures({ addedP50Us: 10 })).addedP50Us).toBeNull();
+  });
+});
+
 describe('table', () => {
   const direct = figures({ rttP50Us: 100, loadRttP50Us: 500 });
   const rounds = [
@@ -92,6 +108,24 @@ describe('table', () => {
     expect(row('added RTT p50 (minus direct)', 1)).toEqual(['× quicktun', '1.35× (1.20..1.50)', '1.00×']);
     expect(row('added RTT p50 under load')).toEqual(['added RTT p50 under load (minus direct), µs', '0', '1000 (800..1200)', '400']);
     expect(row('added RTT p50 under load', 1)).toEqual(['× quicktun', '2.50× (2.00..3.00)', '1.00×']);
+  });
+
+  it('"× node-floor" after each idle added RTT row when node-floor ran, and none under load', () => {
+    const withFloor = rounds.map((r, i) => {
+      const floor = figures({ rttP50Us: 280 + 40 * i, loadRttP50Us: 5000 });
+      setAdded(floor, direct, false);
+      const ipipd = { ...r.ipipd, vsFloor: ratiosToFloor(floor, r.ipipd.figures) };
+      return { ...r, ipipd, 'node-floor': { figures: floor, ratios: ratiosTo(direct, floor), vsFloor: ratiosToFloor(floor, floor) } };
+    });
+    const modes = ['direct', 'ipipd', 'node-floor'] as const;
+    const t = table(summarize(withFloor, [...modes]), [...modes]).split('\n');
+    const i = t.findIndex((l) => l.startsWith('added RTT p50 (minus direct)'));
+    // ipipd 240 and 300 over the floor's 180 and 220: 1.33 and 1.36.
+    expect(t[i + 1]!.trim().split(/\s{3,}/)).toEqual(['× node-floor', '1.35× (1.33..1.36)', '1.00×']);
+    expect(t.filter((l) => l.trim().startsWith('× node-floor'))).toHaveLength(3);
+    const j = t.findIndex((l) => l.startsWith('added RTT p50 under load'));
+    expect(t[j + 1]!.trim().startsWith('× node-floor')).toBe(false);
+    expect(table(summarize(rounds, ['direct', 'ipipd']), ['direct', 'ipipd'])).not.toContain('× node-floor');
   });
 
   it('no "× quicktun" rows when quicktun did not run', () => {
