@@ -223,6 +223,56 @@ const ipipdFou = ipipdMode('ipipd-fou', 1, 'raw', 'fou');
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * Starts one process per host that opens its own TUN `devs[i]` (quicktun, the Node floor):
+ * `launch` starts host i's; it must print `ready` within 10 s (and `check` its output, if given,
+ * must not throw); then the device gets the pods' MTU and a route to the other host's pod block.
+ * On any failure every process started is stopped and the error rethrown.
+ */
+async function startTunPair(
+  topo: Topology,
+  name: ModeName,
+  devs: [string, string],
+  launch: (h: HostInfo, other: HostInfo, i: number) => Background,
+  ready: string,
+  check?: (h: HostInfo, output: string) => void,
+): Promise<Array<{ name: string; bg: Background }>> {
+  const procs: Array<{ name: string; bg: Background }> = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const h = topo.hosts[i];
+      const other = topo.hosts[1 - i];
+      const bg = launch(h, other, i);
+      procs.push({ name: `${name} on ${h.name}`, bg });
+      const ok = await waitFor(() => bg.output().includes(ready) || bg.child.exitCode !== null, 10_000);
+      const why = deadOf(procs);
+      if (why) throw new Error(why);
+      if (!ok) throw new Error(`${name} on ${h.name} did not say '${ready}' within 10 s:\n${bg.output()}`);
+      check?.(h, bg.output());
+      await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
+      await routeTo(h, other, devs[i]);
+    }
+  } catch (e) {
+    await stopAll(procs, 3000);
+    throw e;
+  }
+  return procs;
+}
+
+/** The ActiveMode of a pair from `startTunPair`: no counters of its own. */
+function tunPairMode(devs: [string, string], procs: Array<{ name: string; bg: Background }>, facts: Record<string, unknown>): ActiveMode {
+  return {
+    devs,
+    pids: procs.map((p) => p.bg.pid),
+    facts,
+    counters: async () => null,
+    dead: () => deadOf(procs),
+    stop: () => stopAll(procs, 5000),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
 const FLOOR_JS = join(ROOT, 'dist', 'bench', 'floor.js');
 
 /**
@@ -232,42 +282,20 @@ const FLOOR_JS = join(ROOT, 'dist', 'bench', 'floor.js');
  */
 function floorMode(name: ModeName, udp: boolean): ModeSpec {
   return {
-  name,
-  underlayMtu: udp ? POD_MTU + 28 : 1500,
-  missing() {
-    if (!existsSync(FLOOR_JS)) return "not built: run 'npm run build'";
-    if (!existsSync(join(ROOT, 'build', 'Release', 'ipipd_native.node'))) return "native addon not built: run 'npm ci'";
-    return null;
-  },
-  async start(topo, ctx) {
-    const procs: Array<{ name: string; bg: Background }> = [];
-    const devs = topo.hosts.map((_, i) => `nf${ctx.prefix}${i + 1}`) as [string, string];
-    try {
-      for (let i = 0; i < 2; i++) {
-        const h = topo.hosts[i];
-        const other = topo.hosts[1 - i];
-        const bg = start(inNs(h.ns, [process.execPath, FLOOR_JS, ...(udp ? ['--udp'] : []), devs[i], h.underlay, other.underlay]));
-        procs.push({ name: `${name} on ${h.name}`, bg });
-        const ok = await waitFor(() => bg.output().includes(' up, ') || bg.child.exitCode !== null, 10_000);
-        const why = deadOf(procs);
-        if (why) throw new Error(why);
-        if (!ok) throw new Error(`node-floor on ${h.name} did not start:\n${bg.output()}`);
-        await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
-        await routeTo(h, other, devs[i]);
-      }
-    } catch (e) {
-      await stopAll(procs, 3000);
-      throw e;
-    }
-    return {
-      devs,
-      pids: procs.map((p) => p.bg.pid),
-      facts: { command: 'node dist/bench/floor.js <tun> <local> <remote>' },
-      counters: async () => null,
-      dead: () => deadOf(procs),
-      stop: () => stopAll(procs, 5000),
-    };
-  },
+    name,
+    underlayMtu: udp ? POD_MTU + 28 : 1500,
+    missing() {
+      if (!existsSync(FLOOR_JS)) return "not built: run 'npm run build'";
+      if (!existsSync(join(ROOT, 'build', 'Release', 'ipipd_native.node'))) return "native addon not built: run 'npm ci'";
+      return null;
+    },
+    async start(topo, ctx) {
+      const devs = topo.hosts.map((_, i) => `nf${ctx.prefix}${i + 1}`) as [string, string];
+      const args = udp ? ['--udp'] : [];
+      const procs = await startTunPair(topo, name, devs, (h, other, i) =>
+        start(inNs(h.ns, [process.execPath, FLOOR_JS, ...args, devs[i], h.underlay, other.underlay])), ' up, ');
+      return tunPairMode(devs, procs, { command: `node dist/bench/floor.js ${udp ? '--udp ' : ''}<tun> <local> <remote>` });
+    },
   };
 }
 const nodeFloor = floorMode('node-floor', false);
@@ -287,48 +315,24 @@ const quicktun: ModeSpec = {
   underlayMtu: POD_MTU + 28, // outer IPv4 20 + UDP 8, raw protocol adds nothing
   missing: () => (hasCommand('quicktun') ? null : 'quicktun is not installed (apt-get install -y quicktun, or --peers)'),
   async start(topo, ctx) {
-    const procs: Array<{ name: string; bg: Background }> = [];
     const devs = topo.hosts.map((_, i) => `qt${ctx.prefix}${i + 1}`) as [string, string];
     let version = '';
-    try {
-      for (let i = 0; i < 2; i++) {
-        const h = topo.hosts[i];
-        const other = topo.hosts[1 - i];
-        const env: NodeJS.ProcessEnv = {
-          ...process.env,
-          IFACE: devs[i],
-          IF_QT_TUN_MODE: '1',
-          IF_QT_PROTOCOL: 'raw',
-          IF_QT_LOCAL_ADDRESS: h.underlay,
-          IF_QT_LOCAL_PORT: String(QT_PORT),
-          IF_QT_REMOTE_ADDRESS: other.underlay,
-          IF_QT_REMOTE_PORT: String(QT_PORT),
-        };
-        const bg = start(inNs(h.ns, ['quicktun']), env);
-        procs.push({ name: `quicktun on ${h.name}`, bg });
-        const ok = await waitFor(() => bg.output().includes('now operational') || bg.child.exitCode !== null, 10_000);
-        const why = deadOf(procs);
-        if (why) throw new Error(why);
-        if (!ok) throw new Error(`quicktun on ${h.name} did not become operational:\n${bg.output()}`);
-        if (/Warning: PROTOCOL not specified/.test(bg.output())) {
-          throw new Error(`quicktun on ${h.name} ignored its IF_QT_* settings:\n${bg.output()}`);
-        }
-        version ||= /QuickTun [\d.]+/.exec(bg.output())?.[0] ?? 'unknown';
-        await must(['ip', '-n', h.ns, 'link', 'set', 'dev', devs[i], 'mtu', String(POD_MTU), 'up']);
-        await routeTo(h, other, devs[i]);
-      }
-    } catch (e) {
-      await stopAll(procs, 3000);
-      throw e;
-    }
-    return {
-      devs,
-      pids: procs.map((p) => p.bg.pid),
-      facts: { version, protocol: 'raw (IP in UDP, no encryption)', port: QT_PORT },
-      counters: async () => null,
-      dead: () => deadOf(procs),
-      stop: () => stopAll(procs, 5000),
-    };
+    const launch = (h: HostInfo, other: HostInfo, i: number): Background =>
+      start(inNs(h.ns, ['quicktun']), {
+        ...process.env,
+        IFACE: devs[i],
+        IF_QT_TUN_MODE: '1',
+        IF_QT_PROTOCOL: 'raw',
+        IF_QT_LOCAL_ADDRESS: h.underlay,
+        IF_QT_LOCAL_PORT: String(QT_PORT),
+        IF_QT_REMOTE_ADDRESS: other.underlay,
+        IF_QT_REMOTE_PORT: String(QT_PORT),
+      });
+    const procs = await startTunPair(topo, 'quicktun', devs, launch, 'now operational', (h, output) => {
+      if (/Warning: PROTOCOL not specified/.test(output)) throw new Error(`quicktun on ${h.name} ignored its IF_QT_* settings:\n${output}`);
+      version ||= /QuickTun [\d.]+/.exec(output)?.[0] ?? 'unknown';
+    });
+    return tunPairMode(devs, procs, { version, protocol: 'raw (IP in UDP, no encryption)', port: QT_PORT });
   },
 };
 
