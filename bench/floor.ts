@@ -1,12 +1,14 @@
 /**
  * node-floor: the least a Node.js IPIP data path can do, as a reference for the bench.
  *
- *   node dist/bench/floor.js <tun name> <local underlay address> <remote underlay address>
+ *   node dist/bench/floor.js [--udp] <tun name> <local underlay address> <remote underlay address>
  *
  * The same native addon, Readers and batched system calls as ipipd (one TUN, one raw socket of
  * protocol 4), and per packet only what no IPIP tunnel can skip: a fixed outer IPv4 header
  * copied in front of each packet read from the TUN (the kernel fills in the length, ID and
  * checksum for IP_HDRINCL), and the outer header cut off each packet read from the raw socket.
+ * With --udp, quicktun's raw protocol instead: each packet is the payload of a UDP datagram
+ * between the two addresses' port 2999, so the kernel does the same work as for quicktun.
  * No checks, no table, no counters, no ICMP, no offloads: not a tunnel anyone should run, but
  * what its wake-ups cost is what any Node data path pays before it does its own work, so the
  * bench puts it beside quicktun (docs/performance.md, "The floor of a Node data path").
@@ -17,19 +19,22 @@ const SLOT = 2048;
 const BATCH = 64;
 const OUTER = 20;
 
+const PORT = 2999;
+
+function usage(why: string): never {
+  process.stderr.write(`node-floor: ${why}\nusage: node dist/bench/floor.js [--udp] <tun> <local IPv4> <remote IPv4>\n`);
+  process.exit(2);
+}
+
 function addr(s: string | undefined): number {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s ?? '');
-  if (!m) throw new Error(`not an IPv4 address: '${s}'`);
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s ?? '');
+  if (!m || m.slice(1).some((x) => +x > 255)) usage(`not an IPv4 address: '${s ?? ''}'`);
   return ((+m[1]! << 24) | (+m[2]! << 16) | (+m[3]! << 8) | +m[4]!) >>> 0;
 }
 
 const udp = process.argv[2] === '--udp';
-const [tunName, localArg, remoteArg] = process.argv.slice(udp ? 3 : 2);
-const PORT = 2999;
-if (!tunName) {
-  process.stderr.write('usage: node dist/bench/floor.js <tun> <local> <remote>\n');
-  process.exit(2);
-}
+const [tunName, localArg, remoteArg, ...extra] = process.argv.slice(udp ? 3 : 2);
+if (!tunName || extra.length > 0) usage(extra.length > 0 ? `unexpected '${extra[0]}'` : 'no TUN name');
 const local = addr(localArg);
 const remote = addr(remoteArg);
 
