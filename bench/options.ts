@@ -11,13 +11,13 @@ export const HELP = `Usage: npm run bench -- [options]      (root; run 'npm run 
 
 Measures pod-to-pod traffic through ipipd against direct routing, the Node floor (node-floor,
 node-floor-udp: the least a Node.js data path does, bench/floor.ts) and, when installed,
-quicktun and wireguard-go, interleaved over rounds: round 1 runs every mode, round 2 every mode again, ...
-Each mode gets a fresh pair of hosts in network namespaces (scripts/netns-setup.sh, pods at MTU
-${POD_MTU}). Figures: TCP 1 and 4 streams (Gb/s), UDP 64 B and 1400 B delivered packets/s at an
-unlimited offered rate, tunnel CPU µs per packet, ping RTT p50/p99/p99.9 idle and while one TCP
-stream runs through the same path, and added to direct, tunnel RSS; each also as a ratio to
-direct routing in the same round, the added latency also to quicktun's, with the spread over
-rounds.
+quicktun and wireguard-go, interleaved over rounds: round 1 runs every mode, round 2 every
+mode again, ... Each mode gets a fresh pair of hosts in network namespaces
+(scripts/netns-setup.sh, pods at MTU ${POD_MTU}). Figures: TCP 1 and 4 streams (Gb/s), UDP 64 B
+and 1400 B delivered packets/s at an unlimited offered rate, tunnel CPU µs per packet, ping RTT
+p50/p99/p99.9 idle and while one TCP stream runs through the same path, and added to direct,
+tunnel RSS; each also as a ratio to direct routing in the same round, the added latency also
+to quicktun's (and idle to node-floor's), with the spread over rounds.
 
 Options:
   --quick            one short run: 2 rounds of 1 s tests (about 12 minutes for 9 modes,
