@@ -1,9 +1,10 @@
 /**
  * The bench's latency figures (bench/report.ts, bench/measure.ts): the nearest-rank percentiles
  * the tail is read with, the "added" figures (a mode minus direct routing in the same round),
- * the ratio to quicktun's that the issue 15 targets are read off, and the table rows they make.
+ * the ratio to quicktun's that the issue 15 targets are read off, the idle ratio to the Node
+ * floor's, and the table rows they make.
  *
- * Flow of this file: `percentile`; `setAdded`; `ratiosToQuicktun`; `summarize` + `table`.
+ * Flow of this file: `percentile`; `setAdded`; `ratiosToQuicktun`; `ratiosToFloor`; `summarize` + `table`.
  */
 import { describe, expect, it } from 'vitest';
 import { percentile } from '../../bench/measure.js';
