@@ -63,24 +63,32 @@ function onTunBatch(n: number): void {
   if (udp) {
     for (let i = 0; i < n; i++) {
       const len = tunLens[i]!;
-      if (len <= 0) continue;
+      if (len <= 0) {
+        dropped++;
+        continue;
+      }
       sendOffs[k] = i * SLOT + OUTER;
       sendLens[k] = len;
       k++;
     }
+    if (k === 0) return;
     native.sendUdp(tunSlab, sendOffs, sendLens, dsts, fds, k, udpRes, PORT, 1);
     dropped += udpRes[0]!;
     return;
   }
   for (let i = 0; i < n; i++) {
     const len = tunLens[i]!;
-    if (len <= 0) continue;
+    if (len <= 0) {
+      dropped++;
+      continue;
+    }
     const o = i * SLOT;
     outer.copy(tunSlab, o);
     sendOffs[k] = o;
     sendLens[k] = len + OUTER;
     k++;
   }
+  if (k === 0) return;
   native.sendRaw(raw, tunSlab, sendOffs, sendLens, dsts, k, res);
   dropped += res[0]!;
 }
@@ -96,11 +104,15 @@ function onRawBatch(n: number): void {
     const len = rawLens[i]!;
     const o = i * SLOT;
     const ihl = udp ? 0 : (rawSlab[o]! & 15) * 4;
-    if (len <= ihl) continue;
+    if (len <= ihl) {
+      dropped++;
+      continue;
+    }
     writeOffs[k] = o + ihl;
     writeLens[k] = len - ihl;
     k++;
   }
+  if (k === 0) return;
   native.writeTun(tun.fd, rawSlab, writeOffs, writeLens, k, res);
   dropped += res[0]!;
 }
@@ -122,7 +134,7 @@ function stop(): void {
   for (const r of readers) r.close();
   native.close(raw);
   native.close(tun.fd);
-  process.stdout.write(`node-floor: stopped (${dropped} packets not sent)\n`);
+  process.stdout.write(`node-floor: stopped (${dropped} packets dropped: truncated, too short or not sent)\n`);
   process.exit(0);
 }
 process.on('SIGTERM', stop);
