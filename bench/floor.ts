@@ -47,49 +47,37 @@ outer.set([0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 4, 0, 0]);
 outer.writeUInt32BE(local, 12);
 outer.writeUInt32BE(remote, 16);
 
-const res = new Int32Array(2);
+// Each send's result: res[0] packets that failed, res[1] the last errno (sendUdp needs 5 elements).
+const res = new Int32Array(5);
 let dropped = 0;
 
-// TUN -> underlay: each packet is read OUTER bytes into its slot, the header goes in front.
+// TUN -> underlay: each packet is read OUTER bytes into its slot. IPIP puts the outer header in
+// front of it there; over UDP the packet is the datagram's payload as it is (the kernel adds
+// the headers).
+const head = udp ? 0 : OUTER;
 const tunSlab = Buffer.alloc(SLOT * BATCH);
 const tunLens = new Int32Array(BATCH);
 const sendOffs = new Int32Array(BATCH);
 const sendLens = new Int32Array(BATCH);
 const dsts = new Int32Array(BATCH).fill(remote | 0);
 const fds = new Int32Array(BATCH).fill(raw);
-const udpRes = new Int32Array(5);
 function onTunBatch(n: number): void {
   let k = 0;
-  if (udp) {
-    for (let i = 0; i < n; i++) {
-      const len = tunLens[i]!;
-      if (len <= 0) {
-        dropped++;
-        continue;
-      }
-      sendOffs[k] = i * SLOT + OUTER;
-      sendLens[k] = len;
-      k++;
-    }
-    if (k === 0) return;
-    native.sendUdp(tunSlab, sendOffs, sendLens, dsts, fds, k, udpRes, PORT, 1);
-    dropped += udpRes[0]!;
-    return;
-  }
   for (let i = 0; i < n; i++) {
     const len = tunLens[i]!;
     if (len <= 0) {
       dropped++;
       continue;
     }
-    const o = i * SLOT;
-    outer.copy(tunSlab, o);
+    const o = i * SLOT + OUTER - head;
+    if (!udp) outer.copy(tunSlab, o);
     sendOffs[k] = o;
-    sendLens[k] = len + OUTER;
+    sendLens[k] = len + head;
     k++;
   }
   if (k === 0) return;
-  native.sendRaw(raw, tunSlab, sendOffs, sendLens, dsts, k, res);
+  if (udp) native.sendUdp(tunSlab, sendOffs, sendLens, dsts, fds, k, res, PORT, 1);
+  else native.sendRaw(raw, tunSlab, sendOffs, sendLens, dsts, k, res);
   dropped += res[0]!;
 }
 

@@ -5,7 +5,8 @@
  * thread (src/daemon/config-thread.ts) parses and validates it, posts it, and `deepFreeze` freezes
  * the copy again (STYLE rule 12: nothing downstream changes config). Its errors cross the same
  * way as `PlainError`, rebuilt into the IpipdError they were, code and message unchanged.
- * Also here: what the daemon asks of a config without the parser (`fouInUse`).
+ * Also here: what the daemon asks of a config without the parser (`fouInUse`, `allFou`,
+ * `tunOverhead`).
  */
 import { FOU_ENCAP_LEN } from '../ipip/fou.js';
 import { IPV4_MIN_HEADER } from '../ipip/ipv4.js';

@@ -125,7 +125,7 @@ export class Resources {
     this.underlayMtu = ownerLink.mtu;
     this.underlayIndex = ownerLink.index;
     this.underlayPrefixLen = owner.prefixLength;
-    // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the 20-byte outer header.
+    // RFC 2003 §5.1: the tunnel MTU is the underlay MTU less the outer headers (20 bytes, 28 when every peer uses FOU).
     this.tunMtu = c.tun.mtu ?? ownerLink.mtu - tunOverhead(c);
     if (links.some((l) => l.name === c.tun.name)) {
       throw new IpipdError('ERR_TUN_EXISTS', `a device named ${c.tun.name} already exists; choose another tun.name or remove it`);
