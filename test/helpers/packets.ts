@@ -1,6 +1,6 @@
 /**
  * Small, independent helpers shared by the packet tests: a seeded PRNG so that random tests
- * reproduce, address and hex parsing, and RFC 1071 the slow, obvious way (a reference that
+ * reproduce, address, hex and tcpdump hex-dump parsing, and RFC 1071 the slow, obvious way (a reference that
  * shares no code with src/ipip/checksum.ts).
  */
 import { Buffer } from 'node:buffer';
@@ -17,6 +17,17 @@ export function ip(s: string): number {
 /** Hex text (white space ignored) -> bytes. */
 export function hex(s: string): Buffer {
   return Buffer.from(s.replace(/\s+/g, ''), 'hex');
+}
+
+/**
+ * `tcpdump -l -n -x` output -> one entry per frame: its summary line (`head`) and the IP datagram
+ * the hex lines after it spell (`bytes`).
+ */
+export function tcpdumpFrames(text: string): Array<{ head: string; bytes: Buffer }> {
+  return text.split(/\n(?=\d{2}:\d{2})/).map((f) => {
+    const lines = f.split('\n');
+    return { head: lines[0]!, bytes: hex(lines.slice(1).map((l) => l.replace(/^\s*0x[0-9a-f]+:/, '')).join('')) };
+  });
 }
 
 /** RFC 1071 by the book over `len` bytes (odd byte padded), folded, complemented. 0 = verifies. */

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { MODES, POD_MTU, type ActiveMode, type ModeName } from '../../bench/modes.js';
 import { Topology } from '../../tools/netns/topology.js';
+import { tcpdumpFrames } from '../helpers/packets.js';
 import { pingBothWays, tcpTransfer } from '../helpers/pair.js';
 import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
@@ -59,9 +60,8 @@ describe.skipIf(why).each(CASES)('$mode', ({ mode, filter, outerLen, protocol })
     expect(ping.stdout).toMatch(/2 received/);
     await new Promise((r) => setTimeout(r, 300));
     cap.kill('SIGTERM');
-    const frames = text
-      .split(/\n(?=\d{2}:\d{2})/)
-      .map((f) => Buffer.from(f.split('\n').slice(1).map((l) => l.replace(/^\s*0x[0-9a-f]+:\s*/, '').replace(/\s+/g, '')).join(''), 'hex'))
+    const frames = tcpdumpFrames(text)
+      .map((f) => f.bytes)
       .filter((bytes) => bytes.length > outerLen);
     // Two requests out, two replies back.
     expect(frames.length, text).toBe(4);

@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { editedConfig, status, stopDaemon } from '../helpers/daemons.js';
 import { expectNothingLeft, pingBothWays, startPair, tcpTransfer, type StartedPair } from '../helpers/pair.js';
 import { Topology } from '../../tools/netns/topology.js';
+import { tcpdumpFrames } from '../helpers/packets.js';
 import { integrationSkip, skipWithout } from '../helpers/skip.js';
 
 const why = integrationSkip('FOU integration tests');
@@ -87,10 +88,7 @@ describe.skipIf(why).each([{ offload: true, queues: 1 }, { offload: false, queue
     expect(ping.stdout).toMatch(/2 received/);
     await new Promise((r) => setTimeout(r, 300));
     cap.kill('SIGTERM');
-    const frames = text.split(/\n(?=\d{2}:\d{2})/).map((f) => ({
-      head: f.split('\n')[0]!,
-      bytes: Buffer.from(f.split('\n').slice(1).map((l) => l.replace(/^\s*0x[0-9a-f]+:\s*/, '').replace(/\s+/g, '')).join(''), 'hex'),
-    }));
+    const frames = tcpdumpFrames(text);
     const fou = frames.filter((f) => f.bytes.length >= 56);
     expect(fou.length, text).toBeGreaterThanOrEqual(10);
     expect(fou.filter((f) => f.bytes[28 + 1] === 0xb9).length, text).toBeGreaterThanOrEqual(4);
