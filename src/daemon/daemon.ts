@@ -104,7 +104,7 @@ export class Daemon {
     private readonly log: Logger,
   ) {
     this.res = new Resources(config, log, (err) => this.queueFailed(err));
-    this.trace = new TraceHub(config, { tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues });
+    this.trace = new TraceHub({ tracer: () => this.res.dataplane?.tracer, workers: () => this.res.queues, peers: () => this.live.peers });
     this.live = new Live(this.res, log, config);
   }
 

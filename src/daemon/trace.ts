@@ -33,7 +33,6 @@ import {
   type TraceRecord,
   type Tracer,
 } from '../dataplane/trace.js';
-import type { Config } from './config.js';
 import { STREAMING, type ControlConnection, type ControlRequest } from './control.js';
 import { IpipdError } from './errors.js';
 import { isoTime } from './iso-time.js';
@@ -44,8 +43,17 @@ export const TRACE_REASONS = ['any', 'drop', 'forward', 'icmp', ...VERDICT_NAMES
 /** What became of an underlay ICMP message (TRACE_ICMP_NOT_OURS.. in order), named as its counter. */
 const ICMP_OUTCOMES = ['icmp_not_ours', 'icmp_not_relayed', 'icmp_unrelayable', 'icmp_relayed'];
 
-/** The request's filter and count; ERR_CONTROL_REQUEST for what does not fit the config. */
-export function parseTraceRequest(req: ControlRequest, config: Config): { filter: TraceFilter; count: number } {
+/** A peer a trace may name: one of the daemon's peers now (from the config, a reload or the kernel's routes). */
+export interface TracePeer {
+  readonly name: string;
+  readonly endpoint: { readonly value: number };
+}
+
+/** Peers named in the answer to a `--peer` that is not one: enough to spot a typo, not a mesh's every node. */
+const PEERS_LISTED = 20;
+
+/** The request's filter and count; ERR_CONTROL_REQUEST for what does not fit the peers running now. */
+export function parseTraceRequest(req: ControlRequest, peers: readonly TracePeer[]): { filter: TraceFilter; count: number } {
   const reason = req.reason ?? 'any';
   let verdict: number;
   if (reason === 'any') verdict = TRACE_ANY;
@@ -55,8 +63,12 @@ export function parseTraceRequest(req: ControlRequest, config: Config): { filter
   else throw new IpipdError('ERR_CONTROL_REQUEST', `trace: unknown reason ${JSON.stringify(reason)}; one of ${TRACE_REASONS.join(', ')}`);
   let peerEndpoint = 0;
   if (req.peer !== undefined) {
-    const p = config.peers.find((x) => x.name === req.peer);
-    if (!p) throw new IpipdError('ERR_CONTROL_REQUEST', `trace: no peer ${JSON.stringify(req.peer)}; peers: ${config.peers.map((x) => x.name).join(', ')}`);
+    const p = peers.find((x) => x.name === req.peer);
+    if (!p) {
+      const names = peers.slice(0, PEERS_LISTED).map((x) => x.name).join(', ');
+      const more = peers.length > PEERS_LISTED ? ` and ${peers.length - PEERS_LISTED} more` : '';
+      throw new IpipdError('ERR_CONTROL_REQUEST', `trace: no peer ${JSON.stringify(req.peer)}; peers: ${names || 'none'}${more}`);
+    }
     peerEndpoint = p.endpoint.value;
   }
   const count = req.count ?? 0;
@@ -112,8 +124,9 @@ interface Session {
   conn: ControlConnection;
 }
 
-/** What the hub drives: queue 0's sampler, and the queue workers (told by message). */
+/** What the hub drives: queue 0's sampler, and the queue workers (told by message); and the peers a trace may name. */
 export interface TraceTargets {
+  peers(): readonly TracePeer[];
   tracer(): Tracer | undefined;
   workers(): { count: number; setTrace(f: TraceFilter | null): void; onTrace: ((records: TraceRecord[], skipped: number) => void) | undefined } | undefined;
 }
@@ -122,14 +135,11 @@ export class TraceHub {
   private readonly sessions = new Set<Session>();
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(
-    private readonly config: Config,
-    private readonly targets: TraceTargets,
-  ) {}
+  constructor(private readonly targets: TraceTargets) {}
 
   /** The `trace` command: a new session on `conn`. */
   handle(req: ControlRequest, conn: ControlConnection): typeof STREAMING {
-    const { filter, count } = parseTraceRequest(req, this.config);
+    const { filter, count } = parseTraceRequest(req, this.targets.peers());
     const s: Session = { filter, left: count === 0 ? Infinity : count, conn, lastSent: Date.now() };
     this.sessions.add(s);
     conn.onClose(() => this.remove(s));

@@ -12,6 +12,7 @@
  * event (no new dump), and traffic flows; `ipipd routes` shows it with source kernel; a route via a gateway
  * outside underlay.allowed_endpoints is refused (logged once, never a peer); a packet from the
  * kernel-learned peer with an inner source outside its prefix is dropped as spoofed_source;
+ * `ipipd trace --peer kernel:<endpoint>` traces that peer's packets;
  * deleting the route removes the peer and traffic to the block is then counted as no_route;
  * after SIGTERM nothing is left.
  */
@@ -20,6 +21,7 @@ import { IPIPD, editedConfig, startDaemon, status, stopDaemon, type RunningDaemo
 import { expectNothingLeft, have } from '../helpers/pair.js';
 import { Topology, type HostInfo } from '../../tools/netns/topology.js';
 import { integrationSkip } from '../helpers/skip.js';
+import { records, trace } from '../helpers/trace.js';
 
 const why = integrationSkip('kernel route tests', have('ping') ? null : "'ping' not installed");
 
@@ -87,6 +89,23 @@ describe.skipIf(why)('routes.source: kernel', () => {
     expect(st.stdout).toMatch(/live: 0 reload\(s\); last change \d+s ago \(kernel routes\): \+1 -0 ~0 peers, \+0 -0 routes; kernel routes 1 \(\d+ events, 1 dumps, 0 errors\)/);
     const text = await topo.exec(h1.ns, [process.execPath, IPIPD, 'routes', '--socket', h1.socket]);
     expect(text.stdout).toMatch(new RegExp(`^PREFIX +PEER +ENDPOINT +SOURCE +TX_PACKETS +RX_PACKETS\\n${block.replace('.', '\\.')} +kernel:`));
+  });
+
+  test('ipipd trace --peer takes the kernel-learned peer by its name and keeps its packets', async () => {
+    const t = trace(h1.socket, ['--json', '--peer', `kernel:${h2.underlay}`, '--reason', 'forward', '--count', '2']);
+    await t.started;
+    const r = await ping(2);
+    expect(r.stdout).toMatch(/2 packets transmitted, 2 received/);
+    await t.done;
+    expect(t.code, t.lines.join('\n')).toBe(0);
+    const got = records(t);
+    expect(got).toHaveLength(2);
+    for (const x of got) expect([x.outer?.src, x.outer?.dst].sort()).toEqual([h1.underlay, h2.underlay].sort());
+    // A name that is no peer now is refused, naming the ones there are.
+    const bad = await topo.exec(h1.ns, [process.execPath, IPIPD, 'trace', '--socket', h1.socket, '--peer', 'kernel:192.0.2.99', '--count', '1']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`ERR_CONTROL_REQUEST`);
+    expect(bad.stderr).toContain(`peers: kernel:${h2.underlay}`);
   });
 
   test('a route via a gateway outside allowed_endpoints is refused, logged once, never tunnelled', async () => {

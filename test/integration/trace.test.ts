@@ -17,61 +17,18 @@
  * SIGTERM the daemons exit 0 and leave nothing, the exporter's port included; a daemon whose
  * metrics.listen is taken fails with ERR_METRICS_LISTEN and undoes everything it had set up.
  */
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import type { TraceLine } from '../../src/daemon/trace.js';
 import { IPIPD, ROOT, editedConfig, status, stopDaemon, type RunningDaemon } from '../helpers/daemons.js';
 import { expectNothingLeft, have, startPair } from '../helpers/pair.js';
 import { flowQueue } from '../helpers/steering-model.js';
 import { integrationSkip } from '../helpers/skip.js';
+import { records, trace } from '../helpers/trace.js';
 import { Topology, type HostInfo } from '../../tools/netns/topology.js';
 
 const why = integrationSkip('trace tests', have('ping') ? null : "'ping' not installed");
 const INJECT = join(ROOT, 'dist', 'test', 'fixtures', 'inject.js');
 const METRICS = '127.0.0.1:9474';
-
-interface TraceRun {
-  lines: string[];
-  code: number | null;
-  /** Resolves once the daemon's header line has arrived (the session is set up). */
-  started: Promise<void>;
-  done: Promise<void>;
-  kill: (sig: NodeJS.Signals) => void;
-}
-
-/** `ipipd trace -s SOCKET ...args` as a child of the test (the control socket is a file: no namespace needed). */
-function trace(socket: string, args: string[]): TraceRun {
-  const child = spawn(process.execPath, [IPIPD, 'trace', '-s', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const run: TraceRun = { lines: [], code: null, started: Promise.resolve(), done: Promise.resolve(), kill: (s) => child.kill(s) };
-  let out = '';
-  let err = '';
-  let markStarted: () => void = () => {};
-  run.started = new Promise((r) => (markStarted = r));
-  const check = (): void => {
-    if (out.includes('"tracing"') || err.includes('tracing ')) markStarted();
-  };
-  child.stdout.on('data', (d: Buffer) => {
-    out += d.toString();
-    check();
-  });
-  child.stderr.on('data', (d: Buffer) => {
-    err += d.toString();
-    check();
-  });
-  run.done = new Promise((resolve) =>
-    child.on('exit', (code) => {
-      run.code = code;
-      run.lines = out.split('\n').filter((l) => l !== '');
-      if (code !== 0) run.lines.push(`stderr: ${err}`);
-      markStarted();
-      resolve();
-    }),
-  );
-  return run;
-}
-
-const records = (r: TraceRun): TraceLine[] => r.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((v) => 'verdict' in v) as unknown as TraceLine[];
 
 describe.skipIf(why)('ipipd trace and /metrics between two hosts', () => {
   let topo: Topology;

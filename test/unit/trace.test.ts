@@ -200,13 +200,34 @@ describe('the trace command (TraceHub)', () => {
   const tracer = new Tracer(8, () => clock);
   const posted: (TraceFilter | null)[] = [];
   const workers = { count: 1, setTrace: (f: TraceFilter | null) => posted.push(f), onTrace: undefined as ((r: TraceRecord[], s: number) => void) | undefined };
-  const hub = new TraceHub(config, { tracer: () => tracer, workers: () => workers });
+  // The peers running now: the config's, and one learned from a kernel route since.
+  let peers: { name: string; endpoint: { value: number } }[] = [...config.peers, { name: 'kernel:192.0.2.9', endpoint: { value: ip('192.0.2.9') } }];
+  const hub = new TraceHub({ tracer: () => tracer, workers: () => workers, peers: () => peers });
 
-  it('requests: reason, peer and count are checked against the config', () => {
-    expect(parseTraceRequest({ cmd: 'trace', reason: 'spoofed_source', peer: 'c', count: 3 }, config)).toEqual({ filter: { verdict: Verdict.spoofed_source, peerEndpoint: ip('192.0.2.3') }, count: 3 });
-    expect(() => parseTraceRequest({ cmd: 'trace', reason: 'nope' }, config)).toThrow(/unknown reason "nope"/);
-    expect(() => parseTraceRequest({ cmd: 'trace', peer: 'z' }, config)).toThrow(/no peer "z"; peers: b, c/);
-    expect(() => parseTraceRequest({ cmd: 'trace', count: -1 }, config)).toThrow(/count/);
+  it('requests: reason, peer and count are checked against the peers running now', () => {
+    expect(parseTraceRequest({ cmd: 'trace', reason: 'spoofed_source', peer: 'c', count: 3 }, peers)).toEqual({ filter: { verdict: Verdict.spoofed_source, peerEndpoint: ip('192.0.2.3') }, count: 3 });
+    expect(parseTraceRequest({ cmd: 'trace', peer: 'kernel:192.0.2.9' }, peers).filter.peerEndpoint).toBe(ip('192.0.2.9'));
+    expect(() => parseTraceRequest({ cmd: 'trace', reason: 'nope' }, peers)).toThrow(/unknown reason "nope"/);
+    expect(() => parseTraceRequest({ cmd: 'trace', peer: 'z' }, peers)).toThrow(/no peer "z"; peers: b, c, kernel:192\.0\.2\.9$/);
+    expect(() => parseTraceRequest({ cmd: 'trace', peer: 'z' }, [])).toThrow(/no peer "z"; peers: none$/);
+    const mesh = Array.from({ length: 25 }, (_, i) => ({ name: `n${i}`, endpoint: { value: ip(`192.0.2.${i + 1}`) } }));
+    expect(() => parseTraceRequest({ cmd: 'trace', peer: 'z' }, mesh)).toThrow(/peers: n0, n1, .*, n19 and 5 more$/);
+    expect(() => parseTraceRequest({ cmd: 'trace', count: -1 }, peers)).toThrow(/count/);
+  });
+
+  it('a session asks for the peers at its start: one added by a reload can be traced, one removed cannot', () => {
+    const before = peers;
+    try {
+      peers = [...before, { name: 'd', endpoint: { value: ip('192.0.2.4') } }];
+      const a = new Conn();
+      expect(hub.handle({ cmd: 'trace', peer: 'd', count: 1 }, a)).toBeDefined();
+      a.hangUp();
+      peers = before.filter((p) => p.name !== 'c');
+      expect(() => hub.handle({ cmd: 'trace', peer: 'c' }, new Conn())).toThrow(/no peer "c"/);
+    } finally {
+      peers = before;
+      posted.splice(0); // the later tests read what the workers were told from here on
+    }
   });
 
   it('sampling is on while a client traces (the workers are told), off once it hangs up', () => {
