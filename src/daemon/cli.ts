@@ -141,13 +141,13 @@ async function cmdRoutes(socket: string, json: boolean): Promise<void> {
 function traceOptions<T>(y: Argv<T>) {
   return socketOptions(y, 'trace', 'Config file (to find control.socket)', 'JSON lines, as the daemon sends them')
     .option('reason', { alias: 'r', type: 'string', choices: TRACE_REASONS, describe: 'Only packets with this verdict: a drop reason, "drop" (any), "forward", "icmp" (ICMP from the underlay) or "any"' })
-    .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer (its name)' })
+    .option('peer', { alias: 'p', type: 'string', describe: 'Only packets to or from this peer: its name (a peer learned from a kernel route: kernel:ENDPOINT)' })
     .option('count', { alias: 'n', type: 'number', default: 0, describe: 'Stop after this many packets (0: until Ctrl-C)' })
     .check((a) => {
       if (!Number.isInteger(a.count) || a.count < 0) throw new IpipdError('ERR_USAGE', '--count must be a whole number');
       return true;
     })
-    .example('$0 trace -s /run/ipipd/ipip0.sock --reason drop', 'every kind of drop')
+    .example('$0 trace -c ipipd.yaml --reason drop', 'every kind of drop')
     .example('$0 trace -c ipipd.yaml --peer h2 -n 20 --json', '20 packets to or from peer h2, as JSON lines');
 }
 
@@ -215,7 +215,7 @@ export async function main(argv: string[]): Promise<void> {
     .version(packageVersion())
     .help()
     .alias('h', 'help')
-    .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage or config. Error codes: see README "Errors".')
+    .epilog('Exit status: 0 ok, 1 runtime error, 2 bad usage, a bad config or a request the daemon refused. Error codes: see README "Errors".')
     .fail((msg, err) => {
       // yargs' own validation errors (YError) and ours are usage errors: no stack trace, exit 2.
       if ((err instanceof IpipdError && err.code === 'ERR_USAGE') || err?.name === 'YError') msg = err.message;

@@ -54,10 +54,10 @@ export const ERRORS = Object.freeze({
     exit: 1,
     doc: 'A data-path queue thread (`io.queues` > 1) could not start, or failed while running; the daemon shuts down cleanly.',
   },
-  ERR_STATUS_UNREACHABLE: { exit: 1, doc: '`ipipd status` found no daemon answering on the control socket.' },
+  ERR_STATUS_UNREACHABLE: { exit: 1, doc: '`ipipd status`, `reload`, `routes`, `trace` or `check --diff` found no daemon answering on the control socket (or one that does not answer in JSON), or the config given with `--config` has `control.socket: false`.' },
   ERR_CONTROL_REQUEST: {
     exit: 2,
-    doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, or a command it does not know (an `ipipd` CLI newer than the daemon).',
+    doc: 'The daemon refused a control-socket request: not a JSON object with a `cmd`, a command it does not know (an `ipipd` CLI newer than the daemon), or a `trace` whose `--peer` is not a peer the daemon runs now (the message lists them) or whose `--reason` or `--count` it does not take.',
   },
   ERR_TUN_GONE: {
     exit: 1,
