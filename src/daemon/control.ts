@@ -16,6 +16,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { dirname } from 'node:path';
 import { makeDirs } from './dirs.js';
 import { ERRORS, IpipdError, errnoName, type ErrorCode } from './errors.js';
+import type { Logger } from './logger.js';
 
 /** Where control sockets go by default (systemd's RuntimeDirectory=ipipd). */
 export const RUN_DIR = '/run/ipipd';
@@ -217,8 +218,11 @@ export class ControlServer {
     readonly path: string,
   ) {}
 
-  /** Listen on `path` (mode 0600, directory created 0755 if missing), answering with `handlers` by command. */
-  static async listen(path: string, handlers: Readonly<Record<string, ControlHandler>>): Promise<ControlServer> {
+  /**
+   * Listen on `path` (mode 0600, directory created 0755 if missing), answering with `handlers` by
+   * command. What goes wrong once it listens (a failed chmod, a server error) is logged to `log`.
+   */
+  static async listen(path: string, handlers: Readonly<Record<string, ControlHandler>>, log: Logger): Promise<ControlServer> {
     try {
       makeDirs(dirname(path), 0o755);
     } catch (err) {
@@ -237,8 +241,11 @@ export class ControlServer {
     if (there) {
       try {
         unlinkSync(path);
-      } catch {
-        // gone meanwhile
+      } catch (err) {
+        // ENOENT: gone meanwhile. Anything else would only fail the listen below as EADDRINUSE.
+        if (errnoName(err) !== 'ENOENT') {
+          throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: cannot remove the stale socket there (${errnoName(err) ?? err})`, { cause: err });
+        }
       }
     }
     // Half-open: a client may half-close after its request (or with none) and still read the answer.
@@ -256,11 +263,14 @@ export class ControlServer {
       );
       server.listen(path, () => resolve());
     });
-    server.on('error', () => {});
+    // A server error now (EMFILE on accept) fails no request already served and must not end
+    // the data path: logged, and the server goes on.
+    server.on('error', (err) => log.warn({ socket: path, code: errnoName(err), err: err.message }, 'control socket: server error'));
     try {
       chmodSync(path, 0o600);
-    } catch {
-      // the socket is already there; a failed chmod leaves root's default umask, not fatal
+    } catch (err) {
+      // The socket is already there; a failed chmod leaves root's default umask, not fatal.
+      log.warn({ socket: path, code: errnoName(err) ?? String(err) }, 'control socket: chmod 0600 failed; it keeps the mode the umask gave it');
     }
     return new ControlServer(server, path);
   }
@@ -269,8 +279,10 @@ export class ControlServer {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     try {
       unlinkSync(this.path);
-    } catch {
-      // already gone
+    } catch (err) {
+      // ENOENT: already gone (libuv unlinks a listening socket's path when it closes it);
+      // anything else is the caller's to report (a failed cleanup step).
+      if (errnoName(err) !== 'ENOENT') throw err;
     }
   }
 }

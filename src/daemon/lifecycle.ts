@@ -424,7 +424,7 @@ export class Resources {
   async openControlSocket(handlers: Readonly<Record<string, ControlHandler>>): Promise<void> {
     const socket = this.config.control.socket;
     if (socket === false) return;
-    const ctl = await ControlServer.listen(socket, handlers);
+    const ctl = await ControlServer.listen(socket, handlers, this.log.child({ subsystem: 'control' }));
     this.undo.push({ what: `close control socket ${ctl.path}`, run: () => ctl.close() });
   }
 
@@ -446,7 +446,7 @@ export class Resources {
     if (listen === undefined) return;
     // Loaded only when configured: prom-client costs about 2 MiB of heap (docs/performance.md, footprint).
     const { MetricsServer } = await import('./metrics.js');
-    const m = await MetricsServer.listen(listen, source);
+    const m = await MetricsServer.listen(listen, source, this.log.child({ subsystem: 'metrics' }));
     this.log.info({ subsystem: 'metrics', listen: m.address }, 'metrics: serving /metrics');
     this.undo.push({ what: `close metrics ${m.address}`, run: () => m.close() });
   }

@@ -17,6 +17,7 @@ import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { COUNTER_NAMES } from '../dataplane/figures.js';
 import { IpipdError, errnoName } from './errors.js';
+import type { Logger } from './logger.js';
 import type { StatusReport } from './status.js';
 
 /** Where the values come from: the daemon's status report (Daemon.status). */
@@ -117,8 +118,11 @@ export class MetricsServer {
     readonly address: string,
   ) {}
 
-  /** Listen on `listen` (`host:port`); ERR_METRICS_LISTEN if that fails (e.g. EADDRINUSE), nothing left open. */
-  static async listen(listen: string, source: MetricsSource): Promise<MetricsServer> {
+  /**
+   * Listen on `listen` (`host:port`); ERR_METRICS_LISTEN if that fails (e.g. EADDRINUSE), nothing
+   * left open. A server error once it listens is logged to `log`.
+   */
+  static async listen(listen: string, source: MetricsSource, log: Logger): Promise<MetricsServer> {
     const { registry, beginScrape } = ipipdRegistry(source);
     const server = createServer((req, res) => {
       const path = (req.url ?? '').split('?')[0];
@@ -134,15 +138,20 @@ export class MetricsServer {
     });
     const { host, port } = parseListen(listen);
     await new Promise<void>((resolve, reject) => {
-      server.once('error', (err) => {
+      const failed = (err: Error): void => {
         server.close();
         reject(new IpipdError('ERR_METRICS_LISTEN', `metrics.listen ${listen}: ${errnoName(err) ?? err}${errnoName(err) === 'EADDRINUSE' ? ' (something else listens there: pick another port)' : ''}`, { cause: err }));
+      };
+      server.once('error', failed);
+      server.listen(port, host, () => {
+        server.off('error', failed); // a later error would close the server
+        resolve();
       });
-      server.listen(port, host, () => resolve());
     });
-    server.on('error', () => {});
     const a = server.address();
     const where = a !== null && typeof a === 'object' ? `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : listen;
+    // A server error now (EMFILE on accept) must not end the data path: logged, and it goes on.
+    server.on('error', (err) => log.warn({ listen: where, code: errnoName(err), err: err.message }, 'metrics: server error'));
     return new MetricsServer(server, where);
   }
 

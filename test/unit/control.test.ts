@@ -4,15 +4,41 @@
  * answer; nothing sent means status; unknown commands, bad JSON and failing handlers answer
  * `{"error","code"}`, which `askDaemon` turns back into the IpipdError; a streaming handler
  * answers JSON lines until the client hangs up; a second server on a live path is refused.
+ * Then what goes wrong around the socket file and the server: a failed chmod and a server error
+ * are logged and it goes on; of the unlinks, only ENOENT ("already gone") is taken quietly. The
+ * chmod and unlink failures are the test's own (node:fs wrapped below): root passes every check
+ * that would make them fail for real.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, test, vi } from 'vitest';
 import { ControlServer, STREAMING, askDaemon, queryControl, type ControlConnection, type ControlHandler } from '../../src/daemon/control.js';
 import { IpipdError } from '../../src/daemon/errors.js';
+import { createLogger } from '../../src/daemon/logger.js';
+import { recordingLogger } from '../helpers/hop-kernel.js';
 
+/** chmodSync / unlinkSync on `path` fail with errno `code` while set (the rest of node:fs is real). */
+const fsFault = vi.hoisted(() => ({ chmod: null as { path: string; code: string } | null, unlink: null as { path: string; code: string } | null }));
+
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  const check = (f: { path: string; code: string } | null, syscall: string, path: unknown): void => {
+    if (f !== null && f.path === path) throw Object.assign(new Error(`${f.code}: ${syscall} '${f.path}'`), { code: f.code, syscall, path });
+  };
+  const chmodSync: typeof fs.chmodSync = (path, mode) => {
+    check(fsFault.chmod, 'chmod', path);
+    fs.chmodSync(path, mode);
+  };
+  const unlinkSync: typeof fs.unlinkSync = (path) => {
+    check(fsFault.unlink, 'unlink', path);
+    fs.unlinkSync(path);
+  };
+  return { ...fs, chmodSync, unlinkSync, default: { ...fs, chmodSync, unlinkSync } };
+});
+
+const silent = createLogger('silent');
 const dir = mkdtempSync(join(tmpdir(), 'ipipd-control-'));
 const path = join(dir, 'sub', 'ctl.sock');
 let server: ControlServer;
@@ -52,7 +78,7 @@ function raw(bytes: string, end = true): Promise<string> {
 
 beforeAll(async () => {
   streamClosed = new Promise((r) => (markStreamClosed = r));
-  server = await ControlServer.listen(path, handlers);
+  server = await ControlServer.listen(path, handlers, silent);
 });
 
 afterAll(async () => {
@@ -138,16 +164,80 @@ describe('control socket protocol', () => {
   test('a regular file or a directory at the path is refused and left untouched (only a stale socket is replaced)', async () => {
     const file = join(dir, 'not-a-socket.yaml');
     writeFileSync(file, 'tun: {}\n');
-    await expect(ControlServer.listen(file, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: `control socket ${file}: a regular file is there; ipipd replaces only a socket (left untouched)` });
+    await expect(ControlServer.listen(file, handlers, silent)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: `control socket ${file}: a regular file is there; ipipd replaces only a socket (left untouched)` });
     expect(readFileSync(file, 'utf8')).toBe('tun: {}\n');
     const sub = join(dir, 'a-dir');
     mkdirSync(sub);
-    await expect(ControlServer.listen(sub, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('a directory is there') });
+    await expect(ControlServer.listen(sub, handlers, silent)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('a directory is there') });
     expect(statSync(sub).isDirectory()).toBe(true);
   });
 
   test('a second server on a path a live one answers on is refused with EADDRINUSE, and the first keeps answering', async () => {
-    await expect(ControlServer.listen(path, handlers)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('EADDRINUSE') });
+    await expect(ControlServer.listen(path, handlers, silent)).rejects.toMatchObject({ code: 'ERR_CONTROL_SOCKET', message: expect.stringContaining('EADDRINUSE') });
     expect(JSON.parse(await queryControl(path))).toEqual({ state: 'up', n: 1 });
+  });
+});
+
+describe('control socket failures: logged, or reported to the caller', () => {
+  afterEach(() => {
+    fsFault.chmod = fsFault.unlink = null;
+  });
+
+  test('a server error after it listens is logged (which socket, the errno) and it keeps answering', async () => {
+    const p = join(dir, 'error.sock');
+    const { log, lines } = recordingLogger();
+    const s = await ControlServer.listen(p, handlers, log);
+    try {
+      // What libuv reports when accept(2) fails (EMFILE): an 'error' on the server, not fatal.
+      (s as unknown as { server: Server }).server.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
+      expect(lines).toEqual([{ level: 'warn', obj: { socket: p, code: 'EMFILE', err: 'accept EMFILE' }, msg: 'control socket: server error' }]);
+      expect(JSON.parse(await queryControl(p))).toEqual({ state: 'up', n: 1 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a failed chmod is logged with the path and errno; the socket still answers', async () => {
+    const p = join(dir, 'chmod.sock');
+    fsFault.chmod = { path: p, code: 'EROFS' };
+    const { log, lines } = recordingLogger();
+    const s = await ControlServer.listen(p, handlers, log);
+    try {
+      expect(lines).toEqual([{ level: 'warn', obj: { socket: p, code: 'EROFS' }, msg: 'control socket: chmod 0600 failed; it keeps the mode the umask gave it' }]);
+      expect(JSON.parse(await queryControl(p))).toEqual({ state: 'up', n: 1 });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a stale socket that cannot be removed: ERR_CONTROL_SOCKET naming the errno', async () => {
+    const p = join(dir, 'stale.sock');
+    // A socket file nobody answers on, as a daemon killed with SIGKILL leaves it: a second name
+    // for a listening socket's file outlives the close (libuv unlinks only the path it bound).
+    const stale = createServer();
+    await new Promise<void>((r) => stale.listen(join(dir, 'bound.sock'), r));
+    linkSync(join(dir, 'bound.sock'), p);
+    await new Promise((r) => stale.close(r));
+    expect(statSync(p).isSocket()).toBe(true);
+    fsFault.unlink = { path: p, code: 'EACCES' };
+    await expect(ControlServer.listen(p, handlers, silent)).rejects.toMatchObject({
+      code: 'ERR_CONTROL_SOCKET',
+      message: `control socket ${p}: cannot remove the stale socket there (EACCES)`,
+    });
+    // The fault lifted: it is replaced as a stale socket should be.
+    fsFault.unlink = null;
+    const s = await ControlServer.listen(p, handlers, silent);
+    expect(JSON.parse(await queryControl(p))).toEqual({ state: 'up', n: 1 });
+    await s.close();
+  });
+
+  test('close: a socket file already gone is fine; one that cannot be removed rejects with its errno', async () => {
+    const p = join(dir, 'close.sock');
+    let s = await ControlServer.listen(p, handlers, silent);
+    rmSync(p);
+    await expect(s.close()).resolves.toBeUndefined();
+    s = await ControlServer.listen(p, handlers, silent);
+    fsFault.unlink = { path: p, code: 'EBUSY' };
+    await expect(s.close()).rejects.toMatchObject({ code: 'EBUSY', syscall: 'unlink' });
   });
 });

@@ -1,17 +1,23 @@
 /**
  * The Prometheus exporter (src/daemon/metrics.ts) against a status report of the test's own:
  * what /metrics says, that each scrape reads the report once, 404 elsewhere, a port in use, and
- * that close() leaves nothing listening; and the Grafana dashboard (packaging/) names only
+ * that close() leaves nothing listening, and that a server error later is logged and not the
+ * end of it; and the Grafana dashboard (packaging/) names only
  * metrics the exporter exports.
  */
 import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { createServer } from 'node:net';
 import { afterEach, describe, expect, test } from 'vitest';
 import { validateConfig } from '../../src/daemon/config.js';
 import { IpipdError } from '../../src/daemon/errors.js';
+import { createLogger } from '../../src/daemon/logger.js';
 import { MetricsServer, ipipdRegistry, parseListen } from '../../src/daemon/metrics.js';
 import type { StatusReport } from '../../src/daemon/status.js';
 import { COUNTER_NAMES } from '../../src/dataplane/figures.js';
+import { recordingLogger } from '../helpers/hop-kernel.js';
+
+const silent = createLogger('silent');
 
 function report(): StatusReport {
   const counters = Object.fromEntries(COUNTER_NAMES.map((n, i) => [n, i]));
@@ -54,10 +60,14 @@ async function get(path: string): Promise<{ status: number; text: string }> {
 describe('metrics exporter', () => {
   test('/metrics: per peer, drops by reason, global counters, per queue, process defaults; one report per scrape', async () => {
     let asked = 0;
-    server = await MetricsServer.listen('127.0.0.1:0', async () => {
-      asked++;
-      return report();
-    });
+    server = await MetricsServer.listen(
+      '127.0.0.1:0',
+      async () => {
+        asked++;
+        return report();
+      },
+      silent,
+    );
     const r = await get('/metrics');
     expect(r.status).toBe(200);
     expect(asked).toBe(1);
@@ -90,7 +100,7 @@ describe('metrics exporter', () => {
   });
 
   test('anything but GET /metrics is 404', async () => {
-    server = await MetricsServer.listen('127.0.0.1:0', async () => report());
+    server = await MetricsServer.listen('127.0.0.1:0', async () => report(), silent);
     expect((await get('/')).status).toBe(404);
     expect((await get('/metrics/x')).status).toBe(404);
     expect((await fetch(`http://${server.address}/metrics`, { method: 'POST' })).status).toBe(404);
@@ -101,18 +111,27 @@ describe('metrics exporter', () => {
     const other = createServer();
     await new Promise<void>((resolve) => other.listen(0, '127.0.0.1', resolve));
     const port = (other.address() as { port: number }).port;
-    const err = await MetricsServer.listen(`127.0.0.1:${port}`, async () => report()).catch((e: unknown) => e);
+    const err = await MetricsServer.listen(`127.0.0.1:${port}`, async () => report(), silent).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IpipdError);
     expect((err as IpipdError).code).toBe('ERR_METRICS_LISTEN');
     expect((err as IpipdError).message).toContain(`127.0.0.1:${port}: EADDRINUSE`);
     await new Promise<void>((resolve) => other.close(() => resolve()));
     // The port is free again: the failed exporter holds nothing.
-    server = await MetricsServer.listen(`127.0.0.1:${port}`, async () => report());
+    server = await MetricsServer.listen(`127.0.0.1:${port}`, async () => report(), silent);
     const keepAlive = await fetch(`http://${server.address}/metrics`);
     expect(keepAlive.status).toBe(200);
     await server.close();
     server = undefined;
     await expect(fetch(`http://127.0.0.1:${port}/metrics`)).rejects.toThrow();
+  });
+
+  test('a server error after it listens is logged (where, the errno), and it goes on serving', async () => {
+    const { log, lines } = recordingLogger();
+    server = await MetricsServer.listen('127.0.0.1:0', async () => report(), log);
+    // What libuv reports when accept(2) fails (EMFILE): an 'error' on the server, not fatal.
+    (server as unknown as { server: Server }).server.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' }));
+    expect(lines).toEqual([{ level: 'warn', obj: { listen: server.address, code: 'EMFILE', err: 'accept EMFILE' }, msg: 'metrics: server error' }]);
+    expect((await get('/metrics')).status).toBe(200);
   });
 
   test('config: metrics.listen is off by default and must be host:port', () => {
