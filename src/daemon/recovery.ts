@@ -8,7 +8,8 @@
  * Flow, in the order of this file: `statePath`; `writeState` (after the TUN exists) and its undo
  * `removeState`; `recover` (before anything is touched at start-up):
  *   - no state file: nothing to recover; a device with the TUN's name then is someone else's,
- *     and start-up refuses it untouched (ERR_TUN_EXISTS);
+ *     and start-up refuses it untouched (ERR_TUN_EXISTS). One that cannot be read or is corrupt
+ *     counts as none, with a warning that says why;
  *   - the recorded process is alive (same pid, same start time): ERR_ALREADY_RUNNING, nothing
  *     changed;
  *   - it is dead: the device with the recorded name AND ifindex, the routes of protocol
@@ -83,27 +84,37 @@ export function writeState(c: Config, ifindex: number, underlayRoutes?: Recorded
   return path;
 }
 
+/** Remove the state file; one already gone is fine, any other failure is thrown (errno in `code`). */
 export function removeState(path: string): void {
   try {
     unlinkSync(path);
-  } catch {
-    // already gone
+  } catch (err) {
+    if (errnoName(err) !== 'ENOENT') throw err;
   }
 }
 
-function readState(path: string): DaemonState | undefined {
+/**
+ * The state file at `path`; undefined when there is none, and also when it cannot be read or is
+ * not one ipipd wrote: then crash recovery is skipped, and `log` says why.
+ */
+function readState(path: string, log: Logger): DaemonState | undefined {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
-  } catch {
+  } catch (err) {
+    if (errnoName(err) !== 'ENOENT') log.warn({ stateFile: path, code: errnoName(err) ?? String(err) }, 'cannot read the state file: crash recovery skipped');
     return undefined;
   }
+  let problem: string;
   try {
-    const s = JSON.parse(text) as DaemonState;
-    return typeof s.pid === 'number' && typeof s.ifindex === 'number' && typeof s.tun === 'string' ? s : undefined;
-  } catch {
-    return undefined;
+    const s = JSON.parse(text) as DaemonState | null;
+    if (typeof s?.pid === 'number' && typeof s.ifindex === 'number' && typeof s.tun === 'string') return s;
+    problem = 'no pid, ifindex and tun in it';
+  } catch (err) {
+    problem = `not JSON: ${(err as Error).message}`;
   }
+  log.warn({ stateFile: path, problem }, 'the state file is corrupt: crash recovery skipped');
+  return undefined;
 }
 
 /**
@@ -136,12 +147,12 @@ function isAlive(s: DaemonState): boolean {
  */
 export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void> {
   const path = statePath(c);
-  const s = readState(path);
+  const rlog = log.child({ subsystem: 'recovery' });
+  const s = readState(path, rlog);
   if (s === undefined) return;
   if (isAlive(s)) {
     throw new IpipdError('ERR_ALREADY_RUNNING', `ipipd pid ${s.pid} already runs TUN ${s.tun} here (state file ${path}); stop it first, or give this one another tun.name`);
   }
-  const rlog = log.child({ subsystem: 'recovery' });
   rlog.warn({ pid: s.pid, since: s.startedAt, stateFile: path }, 'a previous ipipd died without cleaning up: removing what it left');
   const link = (await rtnl.links()).find((l) => l.index === s.ifindex && l.name === s.tun);
   if (link !== undefined) {
@@ -158,11 +169,19 @@ export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void>
     try {
       unlinkSync(s.socket);
       rlog.warn({ socket: s.socket }, 'removed its control socket');
-    } catch {
-      // gone already
+    } catch (err) {
+      // ENOENT: gone already. Anything else fails the start, as a route that cannot be deleted
+      // does, with the state file kept for the next try.
+      if (errnoName(err) !== 'ENOENT') {
+        throw new IpipdError('ERR_CONTROL_SOCKET', `crash recovery: cannot remove ${s.socket}, the dead ipipd's control socket (${errnoName(err) ?? err})`, { cause: err });
+      }
     }
   }
-  removeState(path);
+  try {
+    removeState(path);
+  } catch (err) {
+    throw new IpipdError('ERR_STATE_FILE', `crash recovery: cannot remove the dead ipipd's state file ${path} (${errnoName(err) ?? err})`, { cause: err });
+  }
 }
 
 /**
