@@ -187,7 +187,10 @@ export class QueueWorkers {
   /** Live tracing (src/daemon/trace.ts): where the workers' sampled packets go. */
   onTrace: ((records: TraceRecord[], skipped: number) => void) | undefined;
 
-  private constructor(private readonly workers: QueueWorker[]) {}
+  private constructor(
+    private readonly workers: QueueWorker[],
+    private readonly log: Logger,
+  ) {}
 
   /**
    * Start one worker per entry and wait until each has warmed up its data path and started
@@ -235,7 +238,7 @@ export class QueueWorkers {
       await Promise.all(workers.map((w) => w.worker.terminate()));
       throw err;
     }
-    set = new QueueWorkers(workers);
+    set = new QueueWorkers(workers, log);
     return set;
   }
 
@@ -279,8 +282,8 @@ export class QueueWorkers {
 
   /**
    * Stop every worker (its Readers stop and are released; it exits) and return the final
-   * snapshots of those that stopped cleanly; a worker that does not answer is terminated.
-   * Idempotent: a second call returns [].
+   * snapshots of those that stopped cleanly; a worker that does not answer (or had already
+   * failed) is logged and terminated. Idempotent: a second call returns [].
    */
   async stop(): Promise<QueueSnapshot[]> {
     if (this.state !== 'running') return [];
@@ -300,7 +303,9 @@ export class QueueWorkers {
           });
           if (!exited) await w.worker.terminate();
           return snap;
-        } catch {
+        } catch (err) {
+          // Its final figures are lost: say so, or the final counters would leave it out unnoticed.
+          this.log.warn({ queue: w.queue, err: (err as Error).message }, 'queue did not stop cleanly: terminated; its final counters are left out');
           await w.worker.terminate();
           return null;
         }

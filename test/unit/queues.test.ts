@@ -35,6 +35,7 @@ import { createLogger } from '../../src/daemon/logger.js';
 import { QueueWorkers, type QueueSnapshot, type QueueWorkerData } from '../../src/daemon/queues.js';
 import { VERDICT_NAMES } from '../../src/ipip/index.js';
 import { Fifos, drain } from '../helpers/fifos.js';
+import { recordingLogger } from '../helpers/hop-kernel.js';
 import { ip, refChecksum } from '../helpers/packets.js';
 
 // ---------------------------------------------------------------- helpers
@@ -363,12 +364,18 @@ describe('QueueWorkers: failures', () => {
   );
 
   it(
-    'a worker that does not answer stop: stop terminates it after the timeout and returns the others',
+    'a worker that does not answer stop: stop terminates it after the timeout, logs it, and returns the others',
     async () => {
       const onFailure = vi.fn();
-      const set = await start(4, SILENT, { silentQueue: 3, ignoreStop: true }, onFailure);
+      const { log: rec, lines } = recordingLogger();
+      const set = await QueueWorkers.start(data(4, { silentQueue: 3, ignoreStop: true }), rec, onFailure, SILENT);
+      started.push(set);
       const finals = await set.stop();
       expect(finals.map((s) => seen(s)!.queue)).toEqual([1, 2]);
+      // Its final figures are missing from the total: the log says which queue, and why.
+      expect(lines.filter((l) => l.level !== 'debug')).toEqual([
+        { level: 'warn', obj: { queue: 3, err: 'queue 3: did not stop within 5000 ms' }, msg: 'queue did not stop cleanly: terminated; its final counters are left out' },
+      ]);
       // Terminated, not exited by itself: every thread is gone when stop resolves.
       expect(threads.all.every((t) => t.exit !== undefined)).toBe(true);
       expect(threads.all.map((t) => t.exit)).toEqual([0, 0, 1]);
