@@ -127,7 +127,12 @@ export class Daemon {
     this.state = 'up';
     this.startStatsLog();
     this.startPmtuAging();
-    this.linkWatch = new LinkWatch(this.config.tun.name, this.res.tunIndex, (why) => this.tunGone(why));
+    this.linkWatch = new LinkWatch(
+      this.config.tun.name,
+      this.res.tunIndex,
+      (why) => this.tunGone(why),
+      (why) => this.log.warn({ subsystem: 'link', err: why }, 'the TUN is watched without link events'),
+    );
     this.linkWatch.start();
     // What start-up allocated and freed (config, netlink dumps, warm-up) goes back to the kernel.
     native.trimMemory();

@@ -6,11 +6,11 @@
  * our ifindex (`ip link del ipip0`, or the namespace going away). Events the kernel could not
  * queue (a netlink socket that overflowed gets ENOBUFS, not the message) are made up for by
  * re-reading `/sys/class/net/<name>/ifindex` then (`check`); only without the subscription
- * (it could not be opened) is that read a timer's, every BACKSTOP_MS: it runs on queue 0's
- * thread, and even one pread costs ~0.1 ms there when it runs cold every 2 s. `txDropped`
- * reads the device's own `tx_dropped`: packets the kernel dropped because the TUN's queue
- * (`txqueuelen`) was full, that ipipd therefore never read (docs/performance.md, "Latency:
- * where the tail comes from": the only trace of them). `stop` closes it all.
+ * (it could not be opened: `onNoEvents` hears why, once) is that read a timer's, every BACKSTOP_MS:
+ * it runs on queue 0's thread, and even one pread costs ~0.1 ms there when it runs cold every
+ * 2 s. `txDropped` reads the device's own `tx_dropped`: packets the kernel dropped because the
+ * TUN's queue (`txqueuelen`) was full, that ipipd therefore never read (docs/performance.md,
+ * "Latency: where the tail comes from": the only trace of them). `stop` closes it all.
  *
  * Both sysfs files are opened once and read again with one pread(2) at offset 0 (`readSysfs`),
  * which makes the kernel generate the value anew: this runs on queue 0's thread, between its
@@ -60,11 +60,16 @@ export class LinkWatch {
   private ifindexFd = -1;
   private txDroppedFd = -1;
 
-  /** `onGone(reason)` is called at most once, when device `name` (ifindex `index`) disappears. */
+  /**
+   * `onGone(reason)` is called at most once, when device `name` (ifindex `index`) disappears;
+   * `onNoEvents(why)` is called once if the subscription could not be opened (for the daemon's
+   * log: the device is then watched by the backstop timer alone).
+   */
   constructor(
     readonly name: string,
     readonly index: number,
     private readonly onGone: (reason: string) => void,
+    private readonly onNoEvents?: (why: string) => void,
   ) {}
 
   /**
@@ -89,9 +94,10 @@ export class LinkWatch {
         });
         this.sock.join(RTNLGRP_LINK);
         return;
-      } catch {
+      } catch (err) {
         this.sock?.close();
         this.sock = undefined;
+        this.onNoEvents?.(`${(err as Error).message}: no link events; reading /sys/class/net/${this.name}/ifindex every ${BACKSTOP_MS} ms instead`);
       }
     }
     this.timer = setInterval(() => this.check(), BACKSTOP_MS);

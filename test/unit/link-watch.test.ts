@@ -6,14 +6,31 @@
  * device's tx_dropped the same way; `stop` closes both fds, and a read after it opens and closes
  * its own. The interval is driven by fake timers; the sysfs reads are real (lo, and a name no
  * device has). That a kept fd reads ENODEV once its device is deleted, also when one of the
- * same name comes back: test/integration/rtnetlink.test.ts.
+ * same name comes back: test/integration/rtnetlink.test.ts. A subscription that cannot be
+ * opened (the test's own failure: the socket module is wrapped below) falls back to the
+ * backstop and says why, once.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LinkWatch } from '../../src/tun/link-watch.js';
 
+/** While set, joining a netlink group fails with it (the socket itself opens for real). */
+const joinFault = vi.hoisted(() => ({ err: null as Error | null }));
+
+vi.mock('../../src/tun/nl-socket.js', async (importOriginal) => {
+  const m = await importOriginal<typeof import('../../src/tun/nl-socket.js')>();
+  class FaultySocket extends m.NetlinkSocket {
+    override join(group: number): void {
+      if (joinFault.err !== null) throw joinFault.err;
+      super.join(group);
+    }
+  }
+  return { ...m, NetlinkSocket: FaultySocket };
+});
+
 afterEach(() => {
   vi.useRealTimers();
+  joinFault.err = null;
 });
 
 const openFds = (): number => readdirSync('/proc/self/fd').length;
@@ -72,6 +89,23 @@ describe('LinkWatch with the rtnetlink subscription', () => {
     w.check();
     w.check();
     expect(gone).toHaveLength(1);
+    w.stop();
+  });
+
+  it('a subscription that cannot be opened: said once, why, and the backstop reads sysfs every 2 s instead', () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] });
+    joinFault.err = Object.assign(new Error('netlinkJoin: EPERM'), { code: 'EPERM' });
+    const lines: string[] = [];
+    const gone: string[] = [];
+    const before = openFds();
+    const w = new LinkWatch('lo', loIndex() + 1000, (why) => gone.push(why), (why) => lines.push(why));
+    w.start();
+    expect(lines).toEqual(['netlinkJoin: EPERM: no link events; reading /sys/class/net/lo/ifindex every 2000 ms instead']);
+    expect(openFds()).toBe(before + 2); // the netlink socket closed again: only the sysfs files
+    expect(vi.getTimerCount()).toBe(1);
+    vi.advanceTimersByTime(2000);
+    expect(gone).toHaveLength(1);
+    expect(lines).toHaveLength(1);
     w.stop();
   });
 
