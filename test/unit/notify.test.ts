@@ -43,12 +43,29 @@ describe.skipIf(why)('sd_notify', () => {
     }
   });
 
-  test('WATCHDOG=1 at once and then every half of WATCHDOG_USEC; nothing when it is unset or for another pid', async () => {
+  test.each([
+    ['WATCHDOG_USEC is unset', 'no-usec.sock', {}],
+    ['WATCHDOG_PID is another process', 'other-pid.sock', { WATCHDOG_USEC: '40000', WATCHDOG_PID: String(process.pid + 1) }],
+  ])('no watchdog when %s: nothing is sent', async (_what, name, more) => {
+    // A socket of its own: exactly what this case sends arrives there.
+    const path = join(dir, name);
+    const l = await notifyListener(path);
+    try {
+      const stop = startWatchdog({ NOTIFY_SOCKET: path, ...more });
+      // A WATCHDOG=1 would be sent at once, before this marker: datagrams from one socket keep their order.
+      ready('marker', { NOTIFY_SOCKET: path });
+      await l.waitFor('READY=1');
+      stop();
+      expect(l.received).toEqual([`READY=1\nSTATUS=marker\nMAINPID=${process.pid}`]);
+    } finally {
+      l.close();
+    }
+  });
+
+  test('WATCHDOG=1 at once and then every half of WATCHDOG_USEC, only until stopped', async () => {
     const path = join(dir, 'watchdog.sock');
     const l = await notifyListener(path);
     try {
-      expect(startWatchdog({ NOTIFY_SOCKET: path })).toBeTypeOf('function'); // no WATCHDOG_USEC: nothing
-      startWatchdog({ NOTIFY_SOCKET: path, WATCHDOG_USEC: '40000', WATCHDOG_PID: String(process.pid + 1) })(); // not ours
       const stop = startWatchdog({ NOTIFY_SOCKET: path, WATCHDOG_USEC: '40000', WATCHDOG_PID: String(process.pid) });
       await l.waitFor('WATCHDOG=1');
       // Count by arrivals, not by time: three more come, then stop() ends them.

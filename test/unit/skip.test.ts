@@ -10,6 +10,13 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ROOT } from '../../tools/netns/namespaces.js';
 import { REQUIRE_NETNS, integrationSkip, skipOrFail, skipWithout } from '../helpers/skip.js';
 
+/** What netnsMissing() says here: set by a test, so that integrationSkip's order is seen on any host. */
+const netns = vi.hoisted(() => ({ missing: null as string | null }));
+vi.mock('../../tools/netns/namespaces.js', async (importOriginal) => ({
+  ...(await importOriginal<typeof import('../../tools/netns/namespaces.js')>()),
+  netnsMissing: () => netns.missing,
+}));
+
 afterEach(() => {
   vi.unstubAllEnvs();
   vi.restoreAllMocks();
@@ -54,11 +61,18 @@ describe('skipWithout and integrationSkip read the process environment', () => {
   });
 
   it("integrationSkip: the file's own reason counts when namespaces are there, and fails the same way", () => {
-    vi.spyOn(console, 'log').mockImplementation(() => {});
+    const log = vi.spyOn(console, 'log').mockImplementation(() => {});
     vi.stubEnv(REQUIRE_NETNS, '');
-    expect(integrationSkip('x tests', 'no scapy')).not.toBeNull();
+    netns.missing = null;
+    expect(integrationSkip('x tests', 'no scapy')).toBe('no scapy');
+    expect(integrationSkip('x tests')).toBeNull();
+    // Namespaces unavailable: that is the reason given, before the file's own.
+    netns.missing = 'not root (network namespaces need CAP_SYS_ADMIN)';
+    expect(integrationSkip('x tests', 'no scapy')).toBe('not root (network namespaces need CAP_SYS_ADMIN)');
+    expect(log.mock.calls).toEqual([['x tests skipped: no scapy'], ['x tests skipped: not root (network namespaces need CAP_SYS_ADMIN)']]);
     vi.stubEnv(REQUIRE_NETNS, '1');
-    expect(() => integrationSkip('x tests', 'no scapy')).toThrow(/^x tests cannot run: /);
+    netns.missing = null;
+    expect(() => integrationSkip('x tests', 'no scapy')).toThrow('x tests cannot run: no scapy (IPIPD_REQUIRE_NETNS=1 makes this a failure, not a skip)');
   });
 });
 
