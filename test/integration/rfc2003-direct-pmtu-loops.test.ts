@@ -220,20 +220,26 @@ describe.skipIf(why)('RFC 2003 between two directly connected hosts: path MTU, l
     ]);
   });
 
-  test('§3.2 loops after decapsulation: inner source = the peer\'s underlay endpoint -> dropped (loop)', async () => {
+  test('§3.2 loops after decapsulation: inner source = an underlay endpoint (the peer\'s or ours) -> dropped (loop)', async () => {
     const cap = await Capture.start(topo, h2.ns, 'ul0', 'ip proto 4 and dst host 192.0.2.2', 'loop-decap-src');
     let d;
     try {
       const before = await snapshot(h2);
-      await craft(topo, h1.ns, [{ layers: [ip({ src: h1.underlay, dst: h2.underlay }), ip({ src: h1.underlay, dst: B.address }), udp(40302, 7704), raw(8)] }]);
-      d = delta(before, await settle(h2, before, (x) => dc(x, 'underlay_rx_packets') >= 1));
-      await cap.waitFor(1);
+      await craft(topo, h1.ns, [
+        { layers: [ip({ src: h1.underlay, dst: h2.underlay }), ip({ src: h1.underlay, dst: B.address }), udp(40302, 7704), raw(8)] },
+        { layers: [ip({ src: h1.underlay, dst: h2.underlay }), ip({ src: h2.underlay, dst: B.address }), udp(40302, 7705), raw(8)] },
+      ]);
+      d = delta(before, await settle(h2, before, (x) => dc(x, 'underlay_rx_packets') >= 2));
+      await cap.waitFor(2);
     } finally {
       await cap.stop();
     }
     expect(dc(d, 'rx_packets')).toBe(0);
-    expect(tshark(cap.pcap, ['ip.src', 'ip.checksum.status'])).toEqual([[[h1.underlay, h1.underlay], ['1', '1']]]);
-    expect(d.drops).toEqual({ loop: 1 });
+    expect(tshark(cap.pcap, ['ip.src', 'ip.checksum.status'])).toEqual([
+      [[h1.underlay, h1.underlay], ['1', '1']],
+      [[h1.underlay, h2.underlay], ['1', '1']],
+    ]);
+    expect(d.drops).toEqual({ loop: 2 });
   });
 
   test('drop accounting, TUN side: N good, N TTL 0, N loop, N no_route, N too big with DF -> tun_rx = forwarded + dropped, reason by reason', async () => {
