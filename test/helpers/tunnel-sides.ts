@@ -11,10 +11,11 @@
  *
  * A encapsulates what its TUN gives it; B decapsulates what A sent.
  *
- * `sides` builds both Tunnels; `inner`/`outer` build packets, `place` puts one at an offset in a
+ * `sides` builds both Tunnels (`fouSides`: the same two with FOU between them, and on B a peer
+ * E 203.0.113.5, 10.0.5.0/24, that stays plain IPIP); `inner`/`outer` build packets, `place` puts one at an offset in a
  * buffer poisoned with 0xA5; `INNER_1`, `OUTER_1` and the others are byte vectors derived by hand.
  */
-import { computeHeaderChecksum, Peer, type RouteLookup, Tunnel, type TunnelPolicy } from '../../src/ipip/index.js';
+import { computeHeaderChecksum, ENCAP_FOU, ENCAP_IPIP, Peer, type RouteLookup, Tunnel, type TunnelPolicy } from '../../src/ipip/index.js';
 import { hex, ip } from './packets.js';
 
 /**
@@ -75,6 +76,19 @@ export function sides(policy: Partial<Pick<TunnelPolicy, 'ttl' | 'tos' | 'df' | 
   const peerA = new Peer({ index: 0, name: 'a', endpoint: A_LOCAL });
   const b = new Tunnel({ local: B_LOCAL, routes: new LinearLpm<Peer>().add('10.0.1.0/24', peerA), peers: [peerA], ...p });
   return { a, b, peerB, peerC, peerD, peerA };
+}
+
+export const E_ENDPOINT = ip('203.0.113.5');
+
+/** A and B with each other as FOU peers, and on B one more peer E (10.0.5.0/24) on plain IPIP. */
+export function fouSides(): { a: Tunnel; b: Tunnel; peerB: Peer; peerA: Peer; peerE: Peer } {
+  const peerB = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, encap: ENCAP_FOU });
+  const a = new Tunnel({ local: A_LOCAL, routes: new LinearLpm<Peer>().add('10.0.2.0/24', peerB), peers: [peerB], ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1480 });
+  const peerA = new Peer({ index: 0, name: 'a', endpoint: A_LOCAL, encap: ENCAP_FOU });
+  const peerE = new Peer({ index: 1, name: 'e', endpoint: E_ENDPOINT, encap: ENCAP_IPIP });
+  const routes = new LinearLpm<Peer>().add('10.0.1.0/24', peerA).add('10.0.5.0/24', peerE);
+  const b = new Tunnel({ local: B_LOCAL, routes, peers: [peerA, peerE], ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1480 });
+  return { a, b, peerB, peerA, peerE };
 }
 
 export interface InnerSpec {

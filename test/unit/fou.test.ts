@@ -29,22 +29,11 @@ import {
   type VerdictName,
 } from '../../src/ipip/index.js';
 import { hex, ip } from '../helpers/packets.js';
-import { A_LOCAL, B_LOCAL, INNER_1, LinearLpm, inner, place } from '../helpers/tunnel-sides.js';
+import { A_LOCAL, B_LOCAL, E_ENDPOINT, INNER_1, LinearLpm, fouSides, inner, place } from '../helpers/tunnel-sides.js';
 import { icmp, ipv4, placed, ROUTER } from '../helpers/icmp-packets.js';
 
-const E_ENDPOINT = ip('203.0.113.5');
 /** fouFlowHash of TCP 10.0.1.1:40000 -> 10.0.2.1:443. */
 const PINNED_HASH = -2020646982;
-
-function fouSides(): { a: Tunnel; b: Tunnel; peerB: Peer; peerA: Peer; peerE: Peer } {
-  const peerB = new Peer({ index: 0, name: 'b', endpoint: B_LOCAL, encap: ENCAP_FOU });
-  const a = new Tunnel({ local: A_LOCAL, routes: new LinearLpm<Peer>().add('10.0.2.0/24', peerB), peers: [peerB], ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1480 });
-  const peerA = new Peer({ index: 0, name: 'a', endpoint: A_LOCAL, encap: ENCAP_FOU });
-  const peerE = new Peer({ index: 1, name: 'e', endpoint: E_ENDPOINT, encap: ENCAP_IPIP });
-  const routes = new LinearLpm<Peer>().add('10.0.1.0/24', peerA).add('10.0.5.0/24', peerE);
-  const b = new Tunnel({ local: B_LOCAL, routes, peers: [peerA, peerE], ttl: 64, tos: 'inherit', df: 'inherit', mtu: 1480 });
-  return { a, b, peerB, peerA, peerE };
-}
 
 describe('FOU wire format', () => {
   it('constants: 8 bytes of UDP beyond IPIP, 28 in all', () => {

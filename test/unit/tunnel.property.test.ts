@@ -3,6 +3,8 @@
  * input: random bytes, and valid packets mutated field by field, at any offset and length. For
  * every input they do not throw, write and read only the packet's slot (test/helpers/guarded.ts),
  * and return exactly one verdict of the closed enum, with `out` inside the slot on `forward`.
+ * The same for Tunnel.decapsulateFou, whose payload is the inner packet itself and whose outer
+ * source comes from the UDP socket: from the FOU peer, the IPIP peer or a stranger, with any TOS.
  * And the round trip: whatever valid inner packet A encapsulates, B decapsulates it back byte
  * for byte. Topology: test/helpers/tunnel-sides.ts (A 192.0.2.1, B 198.51.100.2).
  */
@@ -13,7 +15,7 @@ import { computeHeaderChecksum, PacketResult, Verdict, VERDICT_COUNT } from '../
 import { addrNear, mutate, mutations, params } from '../helpers/arbitraries.js';
 import { GUARD, inSlot, type Laid } from '../helpers/guarded.js';
 import { ip } from '../helpers/packets.js';
-import { A_LOCAL, B_LOCAL, C_ENDPOINT, outer, sides } from '../helpers/tunnel-sides.js';
+import { A_LOCAL, B_LOCAL, C_ENDPOINT, E_ENDPOINT, fouSides, outer, sides } from '../helpers/tunnel-sides.js';
 
 const HEADROOM = 20;
 
@@ -158,6 +160,40 @@ describe('Tunnel.decapsulate on any bytes', () => {
       fc.property(fc.uint8Array({ maxLength: 64 }), fc.integer({ min: -3, max: 100 }), fc.integer({ min: -3, max: 100 }), (u, off, len) => {
         const { b } = sides();
         const v = b.decapsulate(Buffer.from(u), off, len, new PacketResult());
+        expectOneVerdict(v);
+        if (off < 0 || len < -1 || off + len > u.length) expect(v === Verdict.malformed || v === Verdict.truncated).toBe(true);
+      }),
+      params(),
+    );
+  });
+});
+
+describe('Tunnel.decapsulateFou on any bytes', () => {
+  it('never throws, writes and reads only the packet, one verdict; the outer source is checked first; a forward is the whole payload', () => {
+    const seen = new Set<number>();
+    fc.assert(
+      fc.property(fromTun, fc.nat(7), fc.constantFrom(A_LOCAL, E_ENDPOINT, C_ENDPOINT), fc.nat(255), (pkt, lead, src, tos) => {
+        const slot = Buffer.concat([Buffer.alloc(lead, 0x33), pkt]);
+        const { b } = fouSides();
+        const result = verdictInSlot(slot, lead, pkt.length, 'decapsulateFou', seen, (buf, off, len, out) => b.decapsulateFou(buf, off, len, src, tos, out));
+        if (src === C_ENDPOINT) expect(result.v).toBe(Verdict.unknown_peer);
+        if (src === E_ENDPOINT) expect(result.v).toBe(Verdict.not_fou_peer);
+        if (result.v === Verdict.forward) {
+          expect(result.out.offset).toBe(GUARD + lead);
+          expect(result.out.length).toBe(pkt.length);
+          expect(result.out.peer?.name).toBe('a');
+        }
+      }),
+      params(),
+    );
+    for (const v of [Verdict.forward, Verdict.unknown_peer, Verdict.not_fou_peer, Verdict.inner_malformed, Verdict.spoofed_source]) expect(seen).toContain(v);
+  });
+
+  it('an impossible offset or length from the I/O layer is a verdict, not a throw', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), fc.integer({ min: -3, max: 100 }), fc.integer({ min: -3, max: 100 }), (u, off, len) => {
+        const { b } = fouSides();
+        const v = b.decapsulateFou(Buffer.from(u), off, len, A_LOCAL, 0, new PacketResult());
         expectOneVerdict(v);
         if (off < 0 || len < -1 || off + len > u.length) expect(v === Verdict.malformed || v === Verdict.truncated).toBe(true);
       }),
