@@ -11,10 +11,10 @@
  * close). Start-up refuses to take over a socket another live daemon answers on (EADDRINUSE),
  * and removes a stale one left by a daemon that died without cleaning up.
  */
-import { chmodSync, lstatSync, readlinkSync, unlinkSync } from 'node:fs';
+import { chmodSync, lstatSync, readlinkSync } from 'node:fs';
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { makeDirs } from './dirs.js';
+import { makeDirs, removeFile } from './dirs.js';
 import { ERRORS, IpipdError, errnoName, type ErrorCode } from './errors.js';
 import type { Logger } from './logger.js';
 
@@ -240,12 +240,10 @@ export class ControlServer {
     }
     if (there) {
       try {
-        unlinkSync(path);
+        removeFile(path); // gone meanwhile is as good
       } catch (err) {
-        // ENOENT: gone meanwhile. Anything else would only fail the listen below as EADDRINUSE.
-        if (errnoName(err) !== 'ENOENT') {
-          throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: cannot remove the stale socket there (${errnoName(err) ?? err})`, { cause: err });
-        }
+        // It would only fail the listen below as EADDRINUSE.
+        throw new IpipdError('ERR_CONTROL_SOCKET', `control socket ${path}: cannot remove the stale socket there (${errnoName(err) ?? err})`, { cause: err });
       }
     }
     // Half-open: a client may half-close after its request (or with none) and still read the answer.
@@ -277,12 +275,8 @@ export class ControlServer {
 
   async close(): Promise<void> {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
-    try {
-      unlinkSync(this.path);
-    } catch (err) {
-      // ENOENT: already gone (libuv unlinks a listening socket's path when it closes it);
-      // anything else is the caller's to report (a failed cleanup step).
-      if (errnoName(err) !== 'ENOENT') throw err;
-    }
+    // Already gone is fine (libuv unlinks a listening socket's path when it closes it); any
+    // other failure is the caller's to report (a failed cleanup step).
+    removeFile(this.path);
   }
 }

@@ -32,7 +32,8 @@ import type { Logger } from './logger.js';
 import { QueueWorkers, type QueueWorkerData } from './queues.js';
 import { NextHops } from './nexthop.js';
 import type { MetricsSource } from './metrics.js';
-import { RTPROT_IPIPD, recover, removeState, writeState } from './recovery.js';
+import { removeFile } from './dirs.js';
+import { RTPROT_IPIPD, recover, writeState } from './recovery.js';
 import { needsCap, probeUdpL4 } from './host.js';
 import { plainRoutes, tunnelled, type PlainRoute } from './cross-subnet.js';
 import { UnderlayRoutes, installUnderlayRoutes, plannedUnderlayRoutes } from './plain-routes.js';
@@ -105,7 +106,7 @@ export class Resources {
   /** 2, once the TUN exists: the state file that lets the next start clean up after a crash. */
   recordState(): void {
     const path = writeState(this.config, this.tunIndex, plannedUnderlayRoutes(this.config, this.config.peers, this.underlayPrefixLen, this.underlayIndex));
-    this.undo.push({ what: `remove state file ${path}`, run: () => removeState(path) });
+    this.undo.push({ what: `remove state file ${path}`, run: () => void removeFile(path) });
   }
 
   /** 1. The underlay address must be ours, and the TUN name free, before anything is touched. */

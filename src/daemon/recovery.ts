@@ -5,8 +5,8 @@
  * A running daemon marks what it made: a state file (`statePath`) recording its pid, network
  * namespace, TUN name and ifindex, the routes it installs and its control socket; and every route
  * it adds carries ipipd's own route protocol number, RTPROT_IPIPD (`ip route` shows `proto 77`).
- * Flow, in the order of this file: `statePath`; `writeState` (after the TUN exists) and its undo
- * `removeState`; `recover` (before anything is touched at start-up):
+ * Flow, in the order of this file: `statePath`; `writeState` (after the TUN exists; its undo is
+ * `removeFile`, src/daemon/dirs.ts); `recover` (before anything is touched at start-up):
  *   - no state file: nothing to recover; a device with the TUN's name then is someone else's,
  *     and start-up refuses it untouched (ERR_TUN_EXISTS). One that cannot be read or is corrupt
  *     counts as none, with a warning that says why;
@@ -20,9 +20,9 @@
  *     and blackholes (own blocks) do not go with the TUN: those the state file records are
  *     deleted whatever became of the TUN (`recoverUnderlayRoutes`).
  */
-import { readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { makeDirs } from './dirs.js';
+import { makeDirs, removeFile } from './dirs.js';
 import { formatIPv4 } from '../routing/prefix.js';
 import { RTN_BLACKHOLE, type Rtnl } from '../tun/netlink.js';
 import type { Config } from './config.js';
@@ -82,15 +82,6 @@ export function writeState(c: Config, ifindex: number, underlayRoutes?: Recorded
     throw new IpipdError('ERR_STATE_FILE', `cannot write the state file ${path}: ${errnoName(err) ?? err}`, { cause: err });
   }
   return path;
-}
-
-/** Remove the state file; one already gone is fine, any other failure is thrown (errno in `code`). */
-export function removeState(path: string): void {
-  try {
-    unlinkSync(path);
-  } catch (err) {
-    if (errnoName(err) !== 'ENOENT') throw err;
-  }
 }
 
 /**
@@ -167,18 +158,15 @@ export async function recover(c: Config, rtnl: Rtnl, log: Logger): Promise<void>
   if (s.underlayRoutes) await recoverUnderlayRoutes(s.underlayRoutes, s.table, rtnl, rlog);
   if (s.socket !== false) {
     try {
-      unlinkSync(s.socket);
-      rlog.warn({ socket: s.socket }, 'removed its control socket');
+      if (removeFile(s.socket)) rlog.warn({ socket: s.socket }, 'removed its control socket');
     } catch (err) {
-      // ENOENT: gone already. Anything else fails the start, as a route that cannot be deleted
-      // does, with the state file kept for the next try.
-      if (errnoName(err) !== 'ENOENT') {
-        throw new IpipdError('ERR_CONTROL_SOCKET', `crash recovery: cannot remove ${s.socket}, the dead ipipd's control socket (${errnoName(err) ?? err})`, { cause: err });
-      }
+      // Not "gone already": this fails the start, as a route that cannot be deleted does, with
+      // the state file kept for the next try.
+      throw new IpipdError('ERR_CONTROL_SOCKET', `crash recovery: cannot remove ${s.socket}, the dead ipipd's control socket (${errnoName(err) ?? err})`, { cause: err });
     }
   }
   try {
-    removeState(path);
+    removeFile(path);
   } catch (err) {
     throw new IpipdError('ERR_STATE_FILE', `crash recovery: cannot remove the dead ipipd's state file ${path} (${errnoName(err) ?? err})`, { cause: err });
   }

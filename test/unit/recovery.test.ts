@@ -11,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, test } from 'vitest';
 import { parseConfig } from '../../src/daemon/config.js';
-import { recover, removeState, statePath } from '../../src/daemon/recovery.js';
+import { removeFile } from '../../src/daemon/dirs.js';
+import { recover, statePath } from '../../src/daemon/recovery.js';
 import type { Rtnl } from '../../src/tun/netlink.js';
 import { recordingLogger } from '../helpers/hop-kernel.js';
 
@@ -69,7 +70,7 @@ describe('recover: the state file', () => {
   });
 });
 
-describe('recover and removeState: only ENOENT is "already gone"', () => {
+describe('recover and removeFile: only ENOENT is "already gone"', () => {
   /** The state file of a dead daemon whose control socket was `socket`. */
   function deadDaemon(socket: string): void {
     writeFileSync(path, JSON.stringify({ pid: DEAD_PID, tun: 'ipip0', ifindex: 99, table: 254, routes: [], socket, startedAt: '2024-01-01T00:00:00.000Z' }));
@@ -91,9 +92,13 @@ describe('recover and removeState: only ENOENT is "already gone"', () => {
     expect(existsSync(path)).toBe(true);
   });
 
-  test('removeState: a file already gone is fine; one that cannot be removed throws its errno', () => {
-    expect(() => removeState(join(dir, 'none.state'))).not.toThrow();
+  test('removeFile (the state file\'s undo): a file already gone is fine; one that cannot be removed throws its errno', () => {
+    expect(removeFile(join(dir, 'none.state'))).toBe(false);
     mkdirSync(path);
-    expect(() => removeState(path)).toThrow(expect.objectContaining({ code: 'EISDIR', syscall: 'unlink' }));
+    expect(() => removeFile(path)).toThrow(expect.objectContaining({ code: 'EISDIR', syscall: 'unlink' }));
+    rmSync(path, { recursive: true });
+    writeFileSync(path, '{}');
+    expect(removeFile(path)).toBe(true);
+    expect(existsSync(path)).toBe(false);
   });
 });
