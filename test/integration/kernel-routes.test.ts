@@ -21,6 +21,7 @@ import { IPIPD, editedConfig, startDaemon, status, stopDaemon, type RunningDaemo
 import { expectNothingLeft, have } from '../helpers/pair.js';
 import { Topology, type HostInfo } from '../../tools/netns/topology.js';
 import { integrationSkip } from '../helpers/skip.js';
+import { waitFor } from '../../tools/netns/exec.js';
 import { records, trace } from '../helpers/trace.js';
 
 const why = integrationSkip('kernel route tests', have('ping') ? null : "'ping' not installed");
@@ -57,10 +58,7 @@ describe.skipIf(why)('routes.source: kernel', () => {
    * machine, not a speed check (that the change came from the kernel's event and not from a new
    * dump is asserted from the status's counters).
    */
-  async function eventually(ok: () => Promise<boolean>): Promise<boolean> {
-    for (const t0 = Date.now(); Date.now() - t0 < 30_000; await new Promise((r) => setTimeout(r, 100))) if (await ok()) return true;
-    return false;
-  }
+  const eventually = (ok: () => Promise<boolean>): Promise<boolean> => waitFor(ok, 30_000, 100);
 
   test('with no route there is no peer', async () => {
     const s = await status(h1);

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { editedConfig, startDaemon, status, type RunningDaemon } from '../helpers/daemons.js';
 import { have, routerPair } from '../helpers/pair.js';
 import { integrationSkip } from '../helpers/skip.js';
+import { waitFor } from '../../tools/netns/exec.js';
 import type { HostInfo, PodInfo, Topology } from '../../tools/netns/topology.js';
 
 const why = integrationSkip('path MTU expiry test', have('ping') ? null : "'ping' not installed");
@@ -41,11 +42,10 @@ describe.skipIf(why)('underlay.pmtu_expires: a learned path MTU expires and is l
   /** h1's one peer as its status shows it. */
   const peer = async () => (await status(h1)).peers[0]!;
 
-  /** Poll h1's peer every 100 ms until `ok`, for up to 30 s; the last value seen. */
-  async function until(ok: (p: Awaited<ReturnType<typeof peer>>) => boolean): Promise<Awaited<ReturnType<typeof peer>>> {
-    let p = await peer();
-    for (const t0 = Date.now(); !ok(p) && Date.now() - t0 < 30_000; p = await peer()) await new Promise((r) => setTimeout(r, 100));
-    return p;
+  /** h1's peer once its MTU is `mtu` (polled every 100 ms for up to 30 s), or as it is at the deadline. */
+  async function until(mtu: number): Promise<Awaited<ReturnType<typeof peer>>> {
+    await waitFor(async () => (await peer()).mtu === mtu, 30_000, 100);
+    return peer();
   }
 
   /** Pings from pod A whose outer packets (1428 + 20 bytes, DF) do not fit b0's 1400. */
@@ -54,11 +54,11 @@ describe.skipIf(why)('underlay.pmtu_expires: a learned path MTU expires and is l
   test('learned from the router: 1400 - 20 = 1380', async () => {
     expect(await peer()).toMatchObject({ mtu: 1480, baseMtu: 1480, pmtuLearnedSecondsAgo: null });
     await bigPings();
-    expect(await until((p) => p.mtu === 1380)).toMatchObject({ mtu: 1380, baseMtu: 1480 });
+    expect(await until(1380)).toMatchObject({ mtu: 1380, baseMtu: 1480 });
   });
 
   test('expired: back to the configured 1480, and the log says so', async () => {
-    expect(await until((p) => p.mtu === 1480)).toMatchObject({ mtu: 1480, baseMtu: 1480, pmtuLearnedSecondsAgo: null });
+    expect(await until(1480)).toMatchObject({ mtu: 1480, baseMtu: 1480, pmtuLearnedSecondsAgo: null });
     const line = d1
       .log()
       .split('\n')
@@ -73,6 +73,6 @@ describe.skipIf(why)('underlay.pmtu_expires: a learned path MTU expires and is l
     // would not send such a packet again: its route cache is flushed, as that expiry would.
     expect((await topo.exec(A.ns, ['ip', 'route', 'flush', 'cache'])).code).toBe(0);
     await bigPings();
-    expect(await until((p) => p.mtu === 1380)).toMatchObject({ mtu: 1380, baseMtu: 1480 });
+    expect(await until(1380)).toMatchObject({ mtu: 1380, baseMtu: 1480 });
   });
 });
